@@ -1,0 +1,1 @@
+"""Rehearsal: release rehearsals as code."""

@@ -1,0 +1,320 @@
+"""Load and validate `params/<env>.yaml`.
+
+A params file describes one target environment. Secrets never appear in it: they are written as
+`${VAR}` (or `${VAR:-default}`) references and resolved from the environment by the code that
+needs them (inside the notebook kernel), never by papermill. Every mistake in a file is reported
+as one `ConfigError` naming the file, the key and, where known, the line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rehearsal_lib.phases import PHASES, notebook_for
+
+REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+SANDBOX_PROVIDED_VARS = ("REHEARSAL_SANDBOX_URL", "REHEARSAL_SANDBOX_DB_URL")
+
+
+class ConfigError(Exception):
+    """A params file is missing or wrong; the message names the file, the key and the line."""
+
+    def __init__(self, path: Path | str, message: str, key: str | None = None, line: int | None = None):
+        self.path, self.key, self.line, self.detail = str(path), key, line, message
+        where = self.path + (f":{line}" if line else "")
+        super().__init__(f"{where}: {key + ': ' if key else ''}{message}")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Severity = Literal["blocker", "major", "minor", "info"]
+
+
+class Environment(Strict):
+    kind: Literal["sandbox", "development", "staging", "production"] = "staging"
+    description: str = ""
+
+
+class Target(Strict):
+    base_url: str = Field(description="Base URL of the service; may be a ${VAR} reference.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; a ${VAR} reference (it holds a password).")
+    auth_token: str | None = Field(None, description="Bearer token for protected endpoints; a ${VAR} reference.")
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    verify_tls: bool = True
+
+    @field_validator("database_url", "auth_token")
+    @classmethod
+    def _must_be_reference(cls, value: str | None) -> str | None:
+        if value is not None and not REF_RE.search(value):
+            raise ValueError("write secrets as a ${VAR} reference resolved from the environment, not inline")
+        return value
+
+
+class SandboxBlock(Strict):
+    variant: Literal["default", "faulty"] = "default"
+
+
+class Safety(Strict):
+    allow_destructive: bool = Field(False, description="Destructive phases may run (never implied in production).")
+    sql_statement_timeout_ms: int = Field(5000, ge=100, le=600_000)
+
+
+class RunOptions(Strict):
+    phase_timeout_s: float = Field(600, gt=0)
+    cell_timeout_s: float = Field(300, gt=0)
+    parallel: int = Field(1, ge=1, le=16)
+
+
+class ExamModeCheck(Strict):
+    endpoint: str = "/v1/exam-mode"
+    field: str = "exam_mode"
+    expected: bool = True
+
+
+class LatencyCheck(Strict):
+    endpoints: list[str] = Field(default_factory=lambda: ["/health", "/v1/ready"])
+    samples: int = Field(20, ge=1, le=1000)
+    p95_ms: float = Field(500, gt=0)
+
+
+class PreflightParams(Strict):
+    enabled: bool = True
+    version_endpoint: str | None = "/v1/version"
+    expected_version: str | None = None
+    health_endpoint: str = "/health"
+    ready_endpoint: str | None = "/v1/ready"
+    exam_mode: ExamModeCheck | None = None
+    latency: LatencyCheck = Field(default_factory=LatencyCheck)
+    required_settings: list[str] = Field(default_factory=list, description="Environment variable names.")
+
+
+class ZeroRowCheck(Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    title: str
+    sql: str
+    severity: Severity = "blocker"
+
+
+class CriticalTable(Strict):
+    name: str
+    min_rows: int = Field(0, ge=0)
+    severity: Severity = "major"
+
+
+class ExpectedIndex(Strict):
+    name: str
+    table: str
+    severity: Severity = "major"
+
+
+class IntegrityParams(Strict):
+    enabled: bool = True
+    zero_row_checks: list[ZeroRowCheck] = Field(default_factory=list)
+    critical_tables: list[CriticalTable] = Field(default_factory=list)
+    expected_indexes: list[ExpectedIndex] = Field(default_factory=list)
+    evidence_rows: int = Field(10, ge=0, le=200)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> IntegrityParams:
+        names = [c.name for c in self.zero_row_checks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"zero_row_checks names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+
+class DecisionParams(Strict):
+    enabled: bool = True
+
+
+class Phases(Strict):
+    preflight: PreflightParams = Field(default_factory=PreflightParams)
+    integrity: IntegrityParams = Field(default_factory=IntegrityParams)
+    decision: DecisionParams = Field(default_factory=DecisionParams)
+
+
+class Waiver(Strict):
+    check: str
+    owner: str
+    reason: str
+    expires: dt.date
+
+
+class Attestation(Strict):
+    check: str = Field(pattern=r"^[a-z0-9_.]+$")
+    title: str
+    by: str | None = None
+    at: dt.datetime | None = None
+    status: Literal["pass", "fail", "manual"] = "manual"
+    note: str = ""
+    severity: Severity = "major"
+
+
+class Gate(Strict):
+    waivers: list[Waiver] = Field(default_factory=list)
+    severity_overrides: dict[str, Severity] = Field(default_factory=dict)
+    warn_is_condition: bool = Field(False, description="A `warn` result makes the run CONDITIONAL GO.")
+
+
+class Params(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    environment: Environment = Field(default_factory=Environment)
+    target: Target
+    sandbox: SandboxBlock | None = None
+    safety: Safety = Field(default_factory=Safety)
+    run: RunOptions = Field(default_factory=RunOptions)
+    phases: Phases = Field(default_factory=Phases)
+    gate: Gate = Field(default_factory=Gate)
+    attestations: list[Attestation] = Field(default_factory=list)
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment.kind == "production"
+
+    def enabled_phases(self) -> list[str]:
+        """Enabled phases in run order (decision last)."""
+        out = []
+        for phase in PHASES:
+            block = getattr(self.phases, phase.name, None)
+            if block is not None and block.enabled:
+                out.append(phase.name)
+        return out
+
+    def references(self) -> list[tuple[str, str, bool]]:
+        """Every `${VAR}` reference in the file as (variable, key that uses it, has a default)."""
+        found: list[tuple[str, str, bool]] = []
+
+        def walk(value: Any, key: str) -> None:
+            if isinstance(value, str):
+                found.extend((m.group(1), key, m.group(2) is not None) for m in REF_RE.finditer(value))
+            elif isinstance(value, dict):
+                for k, v in value.items():
+                    walk(v, f"{key}.{k}" if key else str(k))
+            elif isinstance(value, list):
+                for i, v in enumerate(value):
+                    walk(v, f"{key}[{i}]")
+
+        walk(self.model_dump(mode="json"), "")
+        return found
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project folder: `$REHEARSAL_PROJECT_DIR`, else the nearest parent holding `params/`."""
+    if os.environ.get("REHEARSAL_PROJECT_DIR"):
+        return Path(os.environ["REHEARSAL_PROJECT_DIR"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "params").is_dir() and (candidate / "notebooks").is_dir():
+            return candidate
+    return Path(__file__).resolve().parent.parent
+
+
+def params_path(env: str, root: Path | None = None) -> Path:
+    """`ENV` names `params/ENV.yaml`; a value ending in .yaml/.yml is a path."""
+    if env.endswith((".yaml", ".yml")) or os.sep in env:
+        return Path(env).resolve()
+    return (root or project_root()) / "params" / f"{env}.yaml"
+
+
+def _line_index(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
+    """Map key paths (tuples of str/int) to 1-based line numbers."""
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            sub = (*path, key_node.value)
+            lines.update(_line_index(value_node, sub))
+            lines[sub] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines.update(_line_index(item, (*path, i)))
+    return lines
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def load_params(env: str, root: Path | None = None, check_env_vars: bool = True) -> Params:
+    """Read, parse and validate a params file; raise ConfigError with file, key and line."""
+    path = params_path(env, root)
+    if not path.is_file():
+        available = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        hint = f" (available: {', '.join(available)})" if available else ""
+        raise ConfigError(path, f"no such params file{hint}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path, f"invalid YAML: {problem}", line=mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, "the file must be a YAML mapping (key: value), not " + type(data).__name__)
+    lines = _line_index(node) if node is not None else {}
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as exc:
+        def line_of(loc: tuple) -> int | None:
+            for cut in range(len(loc), -1, -1):
+                if loc[:cut] in lines:
+                    return lines[loc[:cut]]
+            return None
+
+        # a misspelt key also makes the real one "missing": report the unknown key, the cause, first
+        errors = sorted(exc.errors(), key=lambda e: (e["type"] != "extra_forbidden", line_of(tuple(e["loc"])) or 0))
+        err = errors[0]
+        loc = tuple(err["loc"])
+        line = line_of(loc)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and indentation)"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise ConfigError(path, message + more, key=_dotted(loc), line=line) from None
+    for phase in params.enabled_phases():
+        if notebook_for(phase, root) is None:
+            raise ConfigError(path, f"phase '{phase}' is enabled but has no notebook in notebooks/",
+                              key=f"phases.{phase}.enabled", line=lines.get(("phases", phase)))
+    if check_env_vars:
+        provided = set(SANDBOX_PROVIDED_VARS) if params.sandbox else set()
+        for var, key, has_default in params.references():
+            if var not in os.environ and var not in provided and not has_default:
+                raise ConfigError(path, f"references ${{{var}}}, which is not set in the environment",
+                                  key=key, line=lines.get(tuple(_split_key(key))))
+    return params
+
+
+def _split_key(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for piece in re.findall(r"[^.\[\]]+|\[\d+\]", key):
+        parts.append(int(piece[1:-1]) if piece.startswith("[") else piece)
+    return parts
+
+
+def resolve_reference(value: str, environ: dict[str, str] | None = None) -> str:
+    """Expand `${VAR}` / `${VAR:-default}` from the environment; a missing variable raises KeyError."""
+    env = os.environ if environ is None else environ
+
+    def sub(m: re.Match[str]) -> str:
+        var, default = m.group(1), m.group(2)
+        if var in env:
+            return env[var]
+        if default is not None:
+            return default
+        raise KeyError(var)
+
+    return REF_RE.sub(sub, value)
