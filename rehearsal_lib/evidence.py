@@ -1,0 +1,199 @@
+"""The run folder's derived artefacts: results.json, junit.xml, manifest.json.
+
+Everything here is computed from the executed notebooks plus `run.json` (what the runner saw:
+timings and phases that crashed, were interrupted or never ran), so `rehearse report RUN_DIR`
+can rebuild it all at any time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rehearsal_lib.config import Gate
+from rehearsal_lib.gate import Decision, PhaseOutcome, apply_policy, decide, outcome_checks
+from rehearsal_lib.phases import BY_NAME
+from rehearsal_lib.results import Check, checks_from_notebook, notebook_error, read_notebook
+
+RUN_META = "run.json"
+DERIVED = ("results.json", "junit.xml", "report.html", "manifest.json")
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    meta: dict[str, Any]
+    phases: list[PhaseOutcome]
+    checks: list[Check]
+    decision: Decision
+    phase_checks: dict[str, list[Check]] = field(default_factory=dict)
+
+    @property
+    def env(self) -> str:
+        return self.meta.get("env", "?")
+
+    @property
+    def run_id(self) -> str:
+        return self.meta.get("run_id", self.run_dir.name)
+
+    def counts(self, phase: str | None = None) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.checks:
+            if phase is None or c.phase == phase:
+                out[c.status] = out.get(c.status, 0) + 1
+        return out
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_META
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
+    tmp = run_dir / (RUN_META + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    tmp.replace(run_dir / RUN_META)
+
+
+def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = ()) -> RunSummary:
+    """Read the executed notebooks (and run.json) of a run folder and decide; `exclude` skips phases."""
+    meta = read_meta(run_dir)
+    gate = gate or Gate.model_validate(meta.get("gate", {}))
+    recorded = {p["name"]: p for p in meta.get("phases", [])}
+    names = list(recorded) or [p.stem.split("_", 1)[1] for p in sorted((run_dir / "notebooks").glob("*.ipynb"))]
+    phases: list[PhaseOutcome] = []
+    checks: list[Check] = []
+    per_phase: dict[str, list[Check]] = {}
+    for name in names:
+        if name in exclude:
+            continue
+        info = recorded.get(name, {})
+        title = BY_NAME[name].title if name in BY_NAME else name
+        state = info.get("outcome", "ok")
+        outcome = PhaseOutcome(name, title, "ok" if state == "pending" else state, info.get("reason", ""),
+                               float(info.get("duration_s", 0.0)), info.get("notebook"))
+        nb_path = run_dir / "notebooks" / (outcome.notebook or BY_NAME[name].notebook_name)
+        found: list[Check] = []
+        if nb_path.is_file():
+            outcome.notebook = nb_path.name
+            nb = read_notebook(nb_path)
+            found = checks_from_notebook(nb)
+            err = notebook_error(nb)
+            if err and outcome.outcome == "ok":
+                outcome.outcome, outcome.reason = "error", err
+            if not outcome.duration_s:
+                outcome.duration_s = float(nb.metadata.get("papermill", {}).get("duration") or 0.0)
+        elif outcome.outcome == "ok":
+            outcome.outcome, outcome.reason = "not_run", "no executed notebook in the run folder"
+        found = apply_policy(found + outcome_checks([outcome]), gate)
+        per_phase[name] = found
+        checks.extend(found)
+        phases.append(outcome)
+    decision = decide(checks, gate)
+    if meta.get("interrupted"):
+        decision.notes.insert(0, "the run was interrupted before it finished")
+    return RunSummary(run_dir, meta, phases, checks, decision, per_phase)
+
+
+def write_results_json(summary: RunSummary) -> Path:
+    data = {
+        "env": summary.env,
+        "run_id": summary.run_id,
+        "decision": summary.decision.decision,
+        "exit_code": summary.decision.exit_code,
+        "reasons": summary.decision.to_json(),
+        "started_at": summary.meta.get("started_at"),
+        "finished_at": summary.meta.get("finished_at"),
+        "duration_s": summary.meta.get("duration_s"),
+        "interrupted": bool(summary.meta.get("interrupted")),
+        "target": summary.meta.get("target"),
+        "tool_versions": summary.meta.get("tool_versions"),
+        "project_commit": summary.meta.get("project_commit"),
+        "phases": [{**asdict(p), "counts": summary.counts(p.name)} for p in summary.phases],
+        "checks": [c.model_dump(mode="json") for c in summary.checks],
+    }
+    path = summary.run_dir / "results.json"
+    path.write_text(json.dumps(data, indent=2, default=str))
+    return path
+
+
+def write_junit(summary: RunSummary) -> Path:
+    """One testsuite per phase, one testcase per check; failures carry expected/observed."""
+    root = ET.Element("testsuites", name=f"rehearsal {summary.env} {summary.run_id}")
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for phase in summary.phases:
+        checks = summary.phase_checks.get(phase.name, [])
+        suite = ET.SubElement(root, "testsuite", name=phase.name, time=f"{phase.duration_s:.3f}")
+        counts = {"tests": len(checks), "failures": 0, "errors": 0, "skipped": 0}
+        for c in checks:
+            case = ET.SubElement(suite, "testcase", classname=f"rehearsal.{c.phase}", name=c.id,
+                                 time=f"{c.duration_s:.3f}")
+            detail = f"expected: {c.expected}\nobserved: {c.observed}\nseverity: {c.severity}"
+            if c.evidence not in (None, "", [], {}):
+                detail += "\nevidence: " + json.dumps(c.evidence, default=str)[:4000]
+            if c.status == "fail":
+                counts["failures"] += 1
+                ET.SubElement(case, "failure", message=f"{c.title}: {c.observed}", type=c.severity).text = detail
+            elif c.status == "error":
+                counts["errors"] += 1
+                ET.SubElement(case, "error", message=f"{c.title}: {c.observed}", type=c.severity).text = detail
+            elif c.status in ("skip", "manual"):
+                counts["skipped"] += 1
+                msg = "awaiting attestation" if c.status == "manual" else (c.observed or "skipped")
+                ET.SubElement(case, "skipped", message=msg)
+            elif c.status == "warn":
+                ET.SubElement(case, "system-out").text = "WARN\n" + detail
+        for k, v in counts.items():
+            suite.set(k, str(v))
+            totals[k] += v
+    for k, v in totals.items():
+        root.set(k, str(v))
+    ET.indent(root)
+    path = summary.run_dir / "junit.xml"
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(run_dir: Path) -> Path:
+    """sha256 and size of every other file in the run folder."""
+    files = {}
+    for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(run_dir).as_posix()
+        if rel == "manifest.json":
+            continue
+        files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    out = run_dir / "manifest.json"
+    out.write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=2))
+    return out
+
+
+def verify_manifest(run_dir: Path) -> list[str]:
+    """Problems found when checking a run folder against its manifest (empty list: intact)."""
+    path = run_dir / "manifest.json"
+    if not path.is_file():
+        return ["manifest.json is missing"]
+    listed = json.loads(path.read_text())["files"]
+    problems = []
+    for rel, info in listed.items():
+        f = run_dir / rel
+        if not f.is_file():
+            problems.append(f"{rel}: missing")
+        elif sha256_file(f) != info["sha256"]:
+            problems.append(f"{rel}: sha256 differs from the manifest")
+    for f in run_dir.rglob("*"):
+        rel = f.relative_to(run_dir).as_posix()
+        if f.is_file() and rel != "manifest.json" and rel not in listed:
+            problems.append(f"{rel}: not in the manifest")
+    return problems

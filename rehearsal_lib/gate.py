@@ -1,0 +1,114 @@
+"""Gate policy: from checks and phase outcomes to GO / NO-GO / CONDITIONAL GO.
+
+- any blocker `fail`/`error`, or a phase notebook that crashed or did not finish (a synthetic
+  blocker `error` check `<phase>.notebook.completed`) -> NO-GO;
+- otherwise any major `fail`/`error`, or a blocker that is `skip`/`manual` (e.g. a destructive
+  phase refused in production) -> CONDITIONAL GO with the conditions listed;
+- otherwise GO.
+A waiver (owner, reason, expiry) downgrades a named failing check to `warn`; an expired waiver
+does not apply and says so.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from rehearsal_lib.config import Gate
+from rehearsal_lib.results import Check
+
+GO, NO_GO, CONDITIONAL = "GO", "NO-GO", "CONDITIONAL GO"
+EXIT_CODES = {GO: 0, NO_GO: 1, CONDITIONAL: 3}
+
+
+@dataclass
+class PhaseOutcome:
+    """How a phase notebook ran: `ok`, `error` (raised or timed out), `interrupted`, `not_run`, `refused`."""
+
+    name: str
+    title: str
+    outcome: str = "ok"
+    reason: str = ""
+    duration_s: float = 0.0
+    notebook: str | None = None
+
+
+@dataclass
+class Decision:
+    decision: str
+    blockers: list[str] = field(default_factory=list)
+    conditions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.decision]
+
+    def to_json(self) -> dict:
+        return {"decision": self.decision, "blockers": self.blockers, "conditions": self.conditions,
+                "notes": self.notes}
+
+
+def apply_policy(checks: list[Check], gate: Gate, today: dt.date | None = None) -> list[Check]:
+    """Apply severity overrides and waivers; return new Check objects (inputs are not changed)."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    waivers = {w.check: w for w in gate.waivers}
+    out = []
+    for check in checks:
+        update: dict = {}
+        if check.id in gate.severity_overrides:
+            update["severity"] = gate.severity_overrides[check.id]
+        waiver = waivers.get(check.id)
+        if waiver and check.status in ("fail", "error"):
+            info = {"owner": waiver.owner, "reason": waiver.reason, "expires": waiver.expires.isoformat()}
+            if waiver.expires >= today:
+                update["waiver"] = {**info, "original_status": check.status}
+                update["status"] = "warn"
+            else:
+                update["waiver"] = {**info, "expired": "true"}
+        out.append(check.model_copy(update=update) if update else check)
+    return out
+
+
+def outcome_checks(phases: list[PhaseOutcome]) -> list[Check]:
+    """One synthetic check per phase that did not complete, so gates, JUnit and report agree."""
+    out = []
+    for p in phases:
+        if p.outcome == "ok":
+            continue
+        status = "skip" if p.outcome == "refused" else "error"
+        what = {"error": "the notebook stopped with an error", "interrupted": "the run was interrupted",
+                "not_run": "the phase never started", "refused": "the phase was refused"}[p.outcome]
+        out.append(Check(id=f"{p.name}.notebook.completed", phase=p.name, title=f"{p.title} notebook ran to the end",
+                         status=status, severity="blocker", expected="the notebook runs top to bottom",
+                         observed=f"{what}: {p.reason}" if p.reason else what, duration_s=p.duration_s))
+    return out
+
+
+def decide(checks: list[Check], gate: Gate) -> Decision:
+    """The decision for a set of checks (policy already applied, phase outcomes included)."""
+    blockers: list[str] = []
+    conditions: list[str] = []
+    notes: list[str] = []
+    for c in checks:
+        label = f"{c.id} ({c.severity} {c.status}): {c.observed or c.title}"
+        if c.status in ("fail", "error"):
+            if c.severity == "blocker":
+                blockers.append(label)
+            elif c.severity == "major":
+                conditions.append(label)
+            else:
+                notes.append(label)
+        elif c.status in ("skip", "manual") and c.severity == "blocker":
+            conditions.append(label)
+        elif c.status == "warn":
+            (conditions if gate.warn_is_condition or c.waiver else notes).append(label)
+        if c.waiver and c.waiver.get("expired"):
+            notes.append(f"waiver for {c.id} expired on {c.waiver['expires']} and no longer applies")
+    if blockers:
+        decision = NO_GO
+    elif conditions:
+        decision = CONDITIONAL
+    else:
+        decision = GO
+    return Decision(decision, blockers, conditions, notes)

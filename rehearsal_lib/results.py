@@ -1,0 +1,132 @@
+"""The result model: one `Check` per verified item, carried inside the executed notebook.
+
+A check is displayed as a readable HTML badge and, in the same output, as JSON under the
+`application/vnd.rehearsal.check+json` mimetype, so the executed notebook alone is the evidence
+and every later artefact (results.json, junit.xml, report.html) is derived from it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import nbformat
+from pydantic import BaseModel, Field
+
+CHECK_MIME = "application/vnd.rehearsal.check+json"
+STATUSES = ("pass", "fail", "warn", "error", "skip", "manual")
+Status = Literal["pass", "fail", "warn", "error", "skip", "manual"]
+SeverityT = Literal["blocker", "major", "minor", "info"]
+MAX_EVIDENCE_CHARS = 20_000
+
+STATUS_STYLE = {
+    "pass": ("#1a7f37", "#dafbe1", "PASS"),
+    "fail": ("#cf222e", "#ffebe9", "FAIL"),
+    "error": ("#8250df", "#fbefff", "ERROR"),
+    "warn": ("#9a6700", "#fff8c5", "WARN"),
+    "skip": ("#57606a", "#f6f8fa", "SKIP"),
+    "manual": ("#0969da", "#ddf4ff", "MANUAL"),
+}
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class Check(BaseModel):
+    """One verified item with what was expected, what was seen and the evidence."""
+
+    id: str = Field(pattern=r"^[a-z0-9_]+(\.[a-zA-Z0-9_\-]+)+$")
+    phase: str
+    title: str
+    status: Status
+    severity: SeverityT = "major"
+    expected: str = ""
+    observed: str = ""
+    evidence: Any = None
+    metrics: dict[str, float | int | None] = Field(default_factory=dict)
+    started_at: str = Field(default_factory=utcnow)
+    duration_s: float = 0.0
+    waiver: dict[str, str] | None = None
+
+    def bounded(self) -> Check:
+        """A copy whose evidence is at most MAX_EVIDENCE_CHARS of JSON."""
+        text = json.dumps(self.evidence, default=str)
+        if len(text) <= MAX_EVIDENCE_CHARS:
+            return self
+        return self.model_copy(update={"evidence": {"truncated": True, "excerpt": text[:MAX_EVIDENCE_CHARS]}})
+
+    def badge_html(self) -> str:
+        fg, bg, label = STATUS_STYLE[self.status]
+        esc = html.escape
+        rows = ""
+        for name, value in (("expected", self.expected), ("observed", self.observed)):
+            if value:
+                rows += f"<div><b>{name}</b>: {esc(value)}</div>"
+        if self.metrics:
+            rows += "<div><b>metrics</b>: " + esc(", ".join(f"{k}={_fmt(v)}" for k, v in self.metrics.items()))
+            rows += "</div>"
+        if self.waiver:
+            rows += f"<div><b>waived</b>: {esc(json.dumps(self.waiver))}</div>"
+        evidence = ""
+        if self.evidence not in (None, "", [], {}):
+            evidence = (
+                "<details><summary>evidence</summary><pre style='white-space:pre-wrap;max-height:20em;"
+                f"overflow:auto'>{esc(json.dumps(self.evidence, indent=2, default=str))}</pre></details>"
+            )
+        return (
+            f"<div class='rehearsal-check' data-check-id='{esc(self.id)}' data-status='{self.status}' "
+            f"style='border-left:6px solid {fg};background:{bg};padding:6px 10px;margin:4px 0;"
+            "font-family:system-ui,sans-serif;font-size:13px'>"
+            f"<span style='background:{fg};color:#fff;border-radius:3px;padding:1px 6px;font-weight:600'>"
+            f"{label}</span> <b>{esc(self.title)}</b> <code>{esc(self.id)}</code> "
+            f"<span style='color:#57606a'>[{self.severity}, {self.duration_s:.2f}s]</span>{rows}{evidence}</div>"
+        )
+
+    def text(self) -> str:
+        return f"[{self.status.upper()}] {self.id} — {self.title}: {self.observed or self.expected}"
+
+    def bundle(self) -> dict[str, Any]:
+        """The display bundle: custom JSON plus HTML and text fallbacks."""
+        checked = self.bounded()
+        return {
+            CHECK_MIME: checked.model_dump(mode="json"),
+            "text/html": checked.badge_html(),
+            "text/plain": checked.text(),
+        }
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def checks_from_notebook(nb: nbformat.NotebookNode) -> list[Check]:
+    """Every check recorded in an executed notebook, in execution order (last record of an id wins)."""
+    found: dict[str, Check] = {}
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if CHECK_MIME in data:
+                payload = data[CHECK_MIME]
+                if isinstance(payload, str):
+                    payload = json.loads(payload)
+                check = Check.model_validate(payload)
+                found.pop(check.id, None)
+                found[check.id] = check
+    return list(found.values())
+
+
+def notebook_error(nb: nbformat.NotebookNode) -> str | None:
+    """The error an executed notebook stopped on, if any (papermill marks it or an error output)."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".strip()
+    return None
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(str(path), as_version=4)
