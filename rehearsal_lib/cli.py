@@ -1,0 +1,196 @@
+"""`rehearse`: run, validate, report, list, verify, sandbox, lab.
+
+Exit codes: 0 GO, 1 NO-GO, 3 CONDITIONAL GO, 2 usage or configuration error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from rehearsal_lib.config import ConfigError, load_params, project_root
+
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+MAX_LISTED = 12
+
+
+def _one_line(text: str, width: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _err(message: str) -> None:
+    print(f"rehearse: {message}", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rehearsal_lib.runner import Runner
+
+    runner = Runner(args.env, parallel=args.parallel, allow_destructive=args.allow_destructive,
+                    outputs=Path(args.outputs).resolve() if args.outputs else None, show_code=args.show_code,
+                    progress=lambda line: print(line, flush=True))
+    summary = runner.run()
+    d = summary.decision
+    print(f"\nDECISION: {d.decision}")
+    for label, items in (("blocker", d.blockers), ("condition", d.conditions)):
+        for item in items[:MAX_LISTED]:
+            print(f"  {label}: {_one_line(item)}")
+        if len(items) > MAX_LISTED:
+            print(f"  ... and {len(items) - MAX_LISTED} more {label}(s): see the report")
+    print(f"report:  {summary.run_dir / 'report.html'}")
+    print(f"results: {summary.run_dir / 'results.json'}  junit: {summary.run_dir / 'junit.xml'}")
+    if runner.interrupted:
+        return EXIT_INTERRUPTED
+    return d.exit_code
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    params = load_params(args.env)
+    refs = sorted({var for var, _, _ in params.references()})
+    print(f"{args.env}: OK ({params.environment.kind})")
+    print(f"  phases: {', '.join(params.enabled_phases())}")
+    if refs:
+        print(f"  environment references: {', '.join(refs)}")
+    return 0
+
+
+def _run_dir(value: str) -> Path:
+    path = Path(value).resolve()
+    if not (path / "notebooks").is_dir():
+        raise ConfigError(path, "not a run folder (no notebooks/ inside)")
+    return path
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rehearsal_lib.runner import finalize
+
+    run_dir = _run_dir(args.run_dir)
+    summary = finalize(run_dir, show_code=args.show_code)
+    print(f"{summary.decision.decision}: {run_dir / 'report.html'}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from rehearsal_lib.evidence import verify_manifest
+
+    run_dir = _run_dir(args.run_dir)
+    problems = verify_manifest(run_dir)
+    for p in problems:
+        print(f"  {p}")
+    print(f"{run_dir}: {'intact' if not problems else f'{len(problems)} problem(s)'}")
+    return 0 if not problems else 1
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from rehearsal_lib.runner import outputs_root
+
+    folder = (Path(args.outputs).resolve() if args.outputs else outputs_root()) / args.env
+    runs = sorted(p for p in folder.glob("*") if p.is_dir()) if folder.is_dir() else []
+    if not runs:
+        print(f"no runs of {args.env} in {folder}")
+        return 0
+    print(f"{'run id':<28} {'decision':<15} {'duration':>9}  checks")
+    for run in runs:
+        results = run / "results.json"
+        if results.is_file():
+            data = json.loads(results.read_text())
+            counts: dict[str, int] = {}
+            for c in data.get("checks", []):
+                counts[c["status"]] = counts.get(c["status"], 0) + 1
+            tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            dur = data.get("duration_s")
+            flag = " (interrupted)" if data.get("interrupted") else ""
+            print(f"{run.name:<28} {data['decision']:<15} {dur or 0:>8.1f}s  {tally}{flag}")
+        else:
+            print(f"{run.name:<28} {'(no results)':<15}")
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from rehearsal_lib import sandbox
+
+    if args.action == "up":
+        state = sandbox.start_sandbox(args.variant)
+        print(f"sandbox {args.variant} running: {state.base_url} (state in {state.home})")
+    elif args.action == "down":
+        stopped = sandbox.stop_sandbox(args.variant)
+        print(f"sandbox {args.variant} {'stopped' if stopped else 'was not running'}")
+    else:
+        state = sandbox.sandbox_status(args.variant)
+        if state is None:
+            print(f"sandbox {args.variant}: not running")
+            return 1
+        print(f"sandbox {args.variant}: running at {state.base_url} since {state.started_at} (app pid {state.app_pid})")
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    root = project_root()
+    os.environ["REHEARSAL_PROJECT_DIR"] = str(root)
+    jupyter = Path(sys.executable).with_name("jupyter")
+    argv = [str(jupyter), "lab", f"--notebook-dir={root / 'notebooks'}", *args.lab_args]
+    os.execv(argv[0], argv)
+    return 0  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rehearse", description="Release rehearsals as code.",
+                                 epilog="exit codes: 0 GO, 1 NO-GO, 3 CONDITIONAL GO, 2 usage/config error, "
+                                        "130 interrupted")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a full rehearsal of ENV (params/ENV.yaml) and write the evidence")
+    p.add_argument("env", help="environment name (params/ENV.yaml) or a path to a params file")
+    p.add_argument("--parallel", type=int, default=None, metavar="N", help="run up to N phases at once")
+    p.add_argument("--allow-destructive", action="store_true",
+                   help="allow destructive phases (required for them in a production environment)")
+    p.add_argument("--outputs", metavar="DIR", help="folder for run folders (default: outputs/)")
+    p.add_argument("--show-code", action="store_true", help="show notebook code in the report")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check params/ENV.yaml without running anything")
+    p.add_argument("env")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("report", help="rebuild report/results/junit/manifest from a run folder's notebooks")
+    p.add_argument("run_dir")
+    p.add_argument("--show-code", action="store_true")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("verify", help="check a run folder against its manifest (sha256 of every file)")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("list", help="past runs of ENV and their decisions")
+    p.add_argument("env")
+    p.add_argument("--outputs", metavar="DIR")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("sandbox", help="start, stop or inspect the embedded sandbox target")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--variant", choices=["default", "faulty"], default="default")
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("lab", help="open JupyterLab on notebooks/")
+    p.add_argument("lab_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_lab)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

