@@ -1,0 +1,1 @@
+"""Check families per phase; each function returns an Outcome for PhaseRun.run."""

@@ -1,0 +1,113 @@
+"""Decision phase: the run so far, its gates, failures, attestations and the previous run."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from rehearsal_lib.evidence import RunSummary, collect
+from rehearsal_lib.phase import Outcome, PhaseRun, _display
+from rehearsal_lib.results import STATUS_STYLE, Check
+
+
+def latest_run_dir(ctx: PhaseRun) -> Path | None:
+    """The newest run folder of this environment (used when the notebook runs on its own)."""
+    from rehearsal_lib.runner import outputs_root
+
+    folder = outputs_root() / ctx.params.name
+    runs = sorted(p for p in folder.glob("*") if (p / "notebooks").is_dir()) if folder.is_dir() else []
+    return runs[-1] if runs else None
+
+
+def run_so_far(ctx: PhaseRun) -> RunSummary | None:
+    """Every other phase's results in this run folder, with the params' gate policy applied."""
+    run_dir = Path(ctx.run_dir) if ctx.run_dir else latest_run_dir(ctx)
+    if run_dir is None:
+        _display({"text/plain": "No run folder yet: run `rehearse run " + ctx.params.name + "` first.",
+                  "text/html": "<p>No run folder yet: run <code>rehearse run " + html.escape(ctx.params.name)
+                               + "</code> first.</p>"})
+        return None
+    return collect(run_dir, ctx.params.gate, exclude=("decision",))
+
+
+def record_attestations(ctx: PhaseRun) -> list[Check]:
+    """Operator attestations and sign-offs from params; not given yet means `manual`."""
+    out = []
+    for a in ctx.params.attestations:
+        def probe(a=a) -> Outcome:
+            if a.status == "manual" or not a.by:
+                return Outcome("manual", "awaiting attestation", "attested by a named person")
+            when = a.at.isoformat() if a.at else "time not given"
+            return Outcome(a.status, f"{a.status} by {a.by} at {when}" + (f": {a.note}" if a.note else ""),
+                           "attested by a named person", {"by": a.by, "at": when, "note": a.note})
+
+        out.append(ctx.run(f"attestation.{a.check}", a.title, probe, severity=a.severity))
+    return out
+
+
+def show_decision(summary: RunSummary, extra: list[Check]) -> None:
+    """Decision banner with blockers and conditions, computed as the runner will."""
+    from rehearsal_lib.gate import apply_policy, decide
+    from rehearsal_lib.report import DECISION_COLORS
+
+    gate_checks = summary.checks + apply_policy(extra, _gate(summary))
+    d = decide(gate_checks, _gate(summary))
+    items = "".join(f"<li><b>blocker</b> {html.escape(b)}</li>" for b in d.blockers)
+    items += "".join(f"<li><b>condition</b> {html.escape(c)}</li>" for c in d.conditions)
+    _display({
+        "text/html": f"<div style='background:{DECISION_COLORS[d.decision]};color:#fff;padding:12px 16px;"
+                     f"border-radius:6px;font-family:system-ui,sans-serif'><div style='font-size:22px;"
+                     f"font-weight:700'>Decision so far: {d.decision}</div><ul>{items}</ul></div>",
+        "text/plain": f"Decision so far: {d.decision}\n" + "\n".join(d.blockers + d.conditions),
+    })
+
+
+def _gate(summary: RunSummary):  # noqa: ANN202 - small helper
+    from rehearsal_lib.config import Gate
+
+    return Gate.model_validate(summary.meta.get("gate", {}))
+
+
+def show_hard_gates(summary: RunSummary) -> None:
+    """The seeds' hard gates: each blocker check and whether it holds."""
+    blockers = [c for c in summary.checks if c.severity == "blocker"]
+    rows = "".join(
+        f"<tr><td>{'&#9745;' if c.status == 'pass' else '&#9744;'}</td><td>{html.escape(c.title)}</td>"
+        f"<td><code>{html.escape(c.id)}</code></td><td style='color:{STATUS_STYLE[c.status][0]};font-weight:600'>"
+        f"{c.status.upper()}</td></tr>" for c in blockers)
+    _display({"text/html": f"<table><tr><th></th><th>Hard gate</th><th>Check</th><th>Status</th></tr>{rows}</table>",
+              "text/plain": "\n".join(f"{c.status:6} {c.id}" for c in blockers)})
+
+
+def show_failures(summary: RunSummary) -> None:
+    bad = [c for c in summary.checks if c.status in ("fail", "error", "warn")]
+    if not bad:
+        _display({"text/plain": "No failed checks.", "text/html": "<p>No failed checks.</p>"})
+        return
+    for c in bad:  # badges only: these checks belong to their own phases, not to this notebook's record
+        _display({"text/html": c.bounded().badge_html(), "text/plain": c.text()})
+
+
+def compare_with_previous(ctx: PhaseRun, summary: RunSummary) -> None:
+    """Checks whose status changed since the previous run of this environment."""
+    folder = summary.run_dir.parent
+    earlier = sorted(p for p in folder.glob("*") if (p / "results.json").is_file() and p.name < summary.run_dir.name)
+    if not earlier:
+        note = "No previous run to compare with."
+        _display({"text/plain": note, "text/html": f"<p>{note}</p>"})
+        return
+    prev = json.loads((earlier[-1] / "results.json").read_text())
+    before = {c["id"]: c["status"] for c in prev.get("checks", [])}
+    now = {c.id: c.status for c in summary.checks}
+    changed = [(i, before.get(i, "—"), now.get(i, "—")) for i in sorted(set(before) | set(now))
+               if before.get(i) != now.get(i)]
+    head = f"Previous run {earlier[-1].name}: decision {prev.get('decision')}. "
+    if not changed:
+        note = head + "No check changed status."
+        _display({"text/plain": note, "text/html": f"<p>{html.escape(note)}</p>"})
+        return
+    rows = "".join(f"<tr><td><code>{html.escape(i)}</code></td><td>{b}</td><td>{a}</td></tr>" for i, b, a in changed)
+    _display({"text/html": f"<p>{html.escape(head)}{len(changed)} check(s) changed:</p><table><tr><th>check</th>"
+                           f"<th>before</th><th>now</th></tr>{rows}</table>",
+              "text/plain": head + "\n".join(f"{i}: {b} -> {a}" for i, b, a in changed)})

@@ -1,0 +1,77 @@
+"""Data integrity: zero-row SQL checks, critical tables with row counts, expected indexes."""
+
+from __future__ import annotations
+
+from rehearsal_lib.config import ZeroRowCheck
+from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.probes.sql import count_and_sample, query, strip_statement
+from rehearsal_lib.results import Check
+
+
+def check_zero_rows(ctx: PhaseRun, spec: ZeroRowCheck) -> Check:
+    """A query that names defects (orphans, duplicates, mismatches) must return no rows."""
+
+    def probe() -> Outcome:
+        n, cols, rows = count_and_sample(ctx.engine, spec.sql, ctx.settings.evidence_rows)
+        evidence = {"query": strip_statement(spec.sql), "rows_found": n, "columns": cols, "sample": rows}
+        return Outcome("pass" if n == 0 else "fail", f"{n} row(s)", "0 rows", evidence, {"rows": n})
+
+    return ctx.run(f"integrity.zero_rows.{spec.name}", spec.title, probe, severity=spec.severity)
+
+
+def check_all_zero_rows(ctx: PhaseRun) -> list[Check]:
+    return [check_zero_rows(ctx, spec) for spec in ctx.settings.zero_row_checks]
+
+
+def check_critical_tables(ctx: PhaseRun) -> list[Check]:
+    """Each critical table exists and holds at least its minimum number of rows; chart of counts."""
+    counts: dict[str, int] = {}
+    out = []
+    for table in ctx.settings.critical_tables:
+
+        def probe(table=table) -> Outcome:
+            _, rows = query(ctx.engine, "SELECT to_regclass(:name) IS NOT NULL", {"name": table.name})
+            expected = f"exists with >= {table.min_rows} row(s)"
+            if not rows[0][0]:
+                return Outcome("fail", "table does not exist", expected, {"table": table.name})
+            # the name is a verified relation (to_regclass above), quoted as an identifier
+            ident = ".".join('"' + part.replace('"', '""') + '"' for part in table.name.split("."))
+            _, rows = query(ctx.engine, f"SELECT count(*) FROM {ident}")
+            n = int(rows[0][0])
+            counts[table.name] = n
+            status = "pass" if n >= table.min_rows else "fail"
+            return Outcome(status, f"{n} row(s)", expected, {"table": table.name, "rows": n}, {"rows": n})
+
+        out.append(ctx.run(f"integrity.table.{table.name}", f"Critical table {table.name}", probe,
+                           severity=table.severity))
+    if counts:
+        import plotly.graph_objects as go
+
+        fig = go.Figure(go.Bar(x=list(counts), y=list(counts.values()), text=list(counts.values()),
+                               textposition="auto"))
+        fig.update_layout(title="Rows in critical tables", height=320, margin=dict(l=40, r=20, t=50, b=40))
+        ctx.figure(fig)
+    return out
+
+
+def check_expected_indexes(ctx: PhaseRun) -> list[Check]:
+    """Each expected index exists on its table (from pg_indexes)."""
+    out = []
+    for idx in ctx.settings.expected_indexes:
+        schema, _, table = idx.table.rpartition(".")
+
+        def probe(idx=idx, schema=schema or "public", table=table) -> Outcome:
+            _, rows = query(ctx.engine,
+                            "SELECT indexdef FROM pg_indexes WHERE indexname = :i AND tablename = :t "
+                            "AND schemaname = :s", {"i": idx.name, "t": table, "s": schema})
+            expected = f"index {idx.name} on {idx.table}"
+            if not rows:
+                _, others = query(ctx.engine, "SELECT indexname FROM pg_indexes WHERE tablename = :t "
+                                              "AND schemaname = :s ORDER BY 1", {"t": table, "s": schema})
+                return Outcome("fail", "index is missing", expected,
+                               {"indexes_on_table": [r[0] for r in others]})
+            return Outcome("pass", "present", expected, {"indexdef": rows[0][0]})
+
+        out.append(ctx.run(f"integrity.index.{idx.name}", f"Index {idx.name} on {idx.table}", probe,
+                           severity=idx.severity))
+    return out

@@ -1,0 +1,162 @@
+"""Preflight: is this the target we think it is, is it up, ready, frozen and responsive?"""
+
+from __future__ import annotations
+
+import os
+
+from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.probes import http
+from rehearsal_lib.probes.sql import query
+from rehearsal_lib.results import Check
+
+
+def _status_check(ctx: PhaseRun, path: str, what: str) -> Outcome:
+    res = http.request(ctx.http, "GET", path)
+    expected = f"GET {path} answers 2xx"
+    if res.error:
+        return Outcome("error", res.describe(), expected, res.evidence())
+    return Outcome("pass" if res.ok else "fail", res.describe(), expected, res.evidence(),
+                   {"elapsed_ms": round(res.elapsed_ms, 2), "status": res.status})
+
+
+def check_identity(ctx: PhaseRun) -> Check | None:
+    """The service names itself and, where params pin one, runs the expected version."""
+    s = ctx.settings
+    if not s.version_endpoint:
+        return None
+
+    def probe() -> Outcome:
+        res = http.request(ctx.http, "GET", s.version_endpoint)
+        expected = f"{s.version_endpoint} returns a JSON identity" + (
+            f" with version {s.expected_version}" if s.expected_version else "")
+        if res.error:
+            return Outcome("error", res.describe(), expected, res.evidence())
+        if not res.ok or not isinstance(res.body, dict):
+            return Outcome("fail", f"{res.describe()}; body is not a JSON object", expected, res.evidence())
+        version = str(res.body.get("version", ""))
+        service = res.body.get("service", "?")
+        if not version:
+            return Outcome("fail", f"{service} reports no version", expected, res.evidence())
+        if s.expected_version and version != s.expected_version:
+            return Outcome("fail", f"{service} runs {version}, not {s.expected_version}", expected, res.evidence())
+        return Outcome("pass", f"{service} {version}", expected, res.evidence())
+
+    return ctx.run("preflight.identity", "Target identity and version", probe, severity="blocker")
+
+
+def check_health(ctx: PhaseRun) -> Check:
+    path = ctx.settings.health_endpoint
+    return ctx.run("preflight.health", f"Health endpoint {path}", lambda: _status_check(ctx, path, "health"),
+                   severity="blocker")
+
+
+def check_ready(ctx: PhaseRun) -> Check | None:
+    path = ctx.settings.ready_endpoint
+    if not path:
+        return None
+    return ctx.run("preflight.ready", f"Readiness endpoint {path}", lambda: _status_check(ctx, path, "ready"),
+                   severity="blocker")
+
+
+def check_exam_mode(ctx: PhaseRun) -> Check | None:
+    """The freeze flag (EXAM_MODE) is what the rehearsal expects."""
+    cfg = ctx.settings.exam_mode
+    if cfg is None:
+        return None
+
+    def probe() -> Outcome:
+        res = http.request(ctx.http, "GET", cfg.endpoint)
+        expected = f"{cfg.field} = {str(cfg.expected).lower()}"
+        if res.error:
+            return Outcome("error", res.describe(), expected, res.evidence())
+        if not res.ok or not isinstance(res.body, dict) or cfg.field not in res.body:
+            return Outcome("fail", f"{res.describe()}; no '{cfg.field}' field", expected, res.evidence())
+        value = res.body[cfg.field]
+        if isinstance(value, str):
+            value = value.strip().lower() in ("true", "1", "on", "yes")
+        ok = bool(value) is cfg.expected
+        return Outcome("pass" if ok else "fail", f"{cfg.field} = {str(bool(value)).lower()}", expected,
+                       res.evidence())
+
+    return ctx.run("preflight.exam_mode", "Freeze flag (exam mode) as expected", probe, severity="blocker")
+
+
+def check_latency(ctx: PhaseRun) -> Check:
+    """Sequential samples of the light endpoints; p95 against the threshold, with a chart."""
+    cfg = ctx.settings.latency
+    samples: dict[str, list[float]] = {}
+
+    def probe() -> Outcome:
+        errors: list[str] = []
+        for path in cfg.endpoints:
+            for _ in range(cfg.samples):
+                res = http.request(ctx.http, "GET", path)
+                if res.error or not res.ok:
+                    errors.append(res.describe())
+                else:
+                    samples.setdefault(path, []).append(res.elapsed_ms)
+        all_ms = [v for vals in samples.values() for v in vals]
+        metrics = {f"{p}.p95_ms": round(http.percentile(v, 95) or 0, 2) for p, v in samples.items()}
+        p95 = http.percentile(all_ms, 95)
+        metrics.update({"p50_ms": round(http.percentile(all_ms, 50) or 0, 2),
+                        "p95_ms": round(p95, 2) if p95 is not None else None,
+                        "max_ms": round(max(all_ms), 2) if all_ms else None, "errors": len(errors)})
+        expected = f"p95 <= {cfg.p95_ms:g} ms over {cfg.samples} requests per endpoint, no errors"
+        evidence = {"errors": errors[:5]} if errors else None
+        if not all_ms:
+            return Outcome("error", f"no successful response: {errors[0] if errors else 'no endpoints'}",
+                           expected, evidence, metrics)
+        if errors:
+            return Outcome("fail", f"{len(errors)} failed request(s); p95 {p95:.1f} ms", expected, evidence, metrics)
+        status = "pass" if p95 <= cfg.p95_ms else "fail"
+        return Outcome(status, f"p95 {p95:.1f} ms (p50 {metrics['p50_ms']} ms)", expected, evidence, metrics)
+
+    check = ctx.run("preflight.latency", "Response times of health endpoints", probe, severity="major")
+    if samples:
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        for path, values in samples.items():
+            fig.add_trace(go.Box(y=values, name=path, boxpoints="all", jitter=0.4))
+        fig.add_hline(y=cfg.p95_ms, line_dash="dash", annotation_text=f"p95 limit {cfg.p95_ms:g} ms")
+        fig.update_layout(title="Preflight response times (ms)", yaxis_title="ms", height=360,
+                          margin=dict(l=40, r=20, t=50, b=40))
+        ctx.figure(fig)
+    return check
+
+
+def check_database(ctx: PhaseRun) -> Check | None:
+    """The database answers through a read-only session with the statement timeout in force."""
+    if not ctx.database_url:
+        return None
+
+    def probe() -> Outcome:
+        cols, rows = query(ctx.engine, "SELECT current_setting('server_version') AS server_version, "
+                                       "current_database() AS database, "
+                                       "current_setting('transaction_read_only') AS read_only, "
+                                       "current_setting('statement_timeout') AS statement_timeout")
+        info = dict(zip(cols, rows[0], strict=True))
+        expected = "connects; session is read-only with a statement timeout"
+        if info["read_only"] != "on":
+            return Outcome("fail", f"session is not read-only ({info['read_only']})", expected, info)
+        return Outcome("pass", f"PostgreSQL {info['server_version']}, database {info['database']}, read-only, "
+                               f"statement_timeout {info['statement_timeout']}", expected, info)
+
+    return ctx.run("preflight.database", "Database reachable (read-only session)", probe, severity="blocker")
+
+
+def check_required_settings(ctx: PhaseRun) -> Check | None:
+    """Settings the release needs are present in the environment (names only; values never shown)."""
+    names = ctx.settings.required_settings
+    if not names:
+        return None
+
+    def probe() -> Outcome:
+        missing = [n for n in names if not os.environ.get(n)]
+        expected = f"{len(names)} setting(s) present"
+        evidence = {"present": [n for n in names if n not in missing], "missing": missing}
+        if missing:
+            return Outcome("fail", f"missing: {', '.join(missing)}", expected, evidence)
+        return Outcome("pass", f"all {len(names)} present", expected, evidence)
+
+    return ctx.run("preflight.settings", "Required settings present (names only)", probe, severity="major")

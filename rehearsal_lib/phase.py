@@ -1,0 +1,214 @@
+"""What a phase notebook works with: its params, the target, probes' clients and the recorder.
+
+A notebook calls `open_phase(name, env, run_dir)` once; the returned `PhaseRun` resolves secrets
+from the kernel's environment (never from papermill parameters), starts the project's sandbox
+when the params ask for it, and records each check as a displayed output.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import httpx
+
+from rehearsal_lib.config import Params, load_params, resolve_reference
+from rehearsal_lib.results import Check, SeverityT, Status, utcnow
+from rehearsal_lib.secrets import SecretSet, mask_url
+
+
+@dataclass
+class Outcome:
+    """What a probe found; `PhaseRun.run` turns it into a Check."""
+
+    status: Status
+    observed: str = ""
+    expected: str = ""
+    evidence: Any = None
+    metrics: dict[str, float | int | None] = field(default_factory=dict)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One readable line: the driver's own message for database errors, without SQLAlchemy's boilerplate."""
+    orig = getattr(exc, "orig", None)
+    name = type(orig or exc).__name__
+    text = str(orig if orig is not None else exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("(Background on")]
+    message = " ".join(lines[:2]) if lines else repr(exc)
+    return f"{name}: {message}"[:500]
+
+
+def _display(bundle: dict[str, Any]) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display(bundle, raw=True)
+            return
+    except ImportError:  # pragma: no cover - ipykernel is a dependency
+        pass
+    print(bundle.get("text/plain", ""))
+
+
+class PhaseRun:
+    """One phase of one environment, as seen from inside the notebook kernel."""
+
+    def __init__(self, name: str, env: str, run_dir: str = "", params: Params | None = None,
+                 needs_target: bool = True):
+        self.name = name
+        self.env = env
+        self.run_dir = run_dir
+        self.params = params or load_params(env)
+        self.secrets = SecretSet()
+        self.checks: list[Check] = []
+        self.sandbox_started = False
+        self.base_url, self.database_url, self.auth_token = "", None, None
+        if not needs_target:
+            return
+        if self.params.sandbox is not None:
+            self._attach_sandbox()
+        self.base_url = (self._resolve(self.params.target.base_url, secret=False) or "").rstrip("/")
+        self.database_url = self._resolve(self.params.target.database_url)
+        self.auth_token = self._resolve(self.params.target.auth_token)
+
+    # -- configuration -------------------------------------------------------------------------
+    def _attach_sandbox(self) -> None:
+        from rehearsal_lib.sandbox import ensure_sandbox
+
+        state, started = ensure_sandbox(self.params.sandbox.variant)
+        self.sandbox_started = started
+        os.environ["REHEARSAL_SANDBOX_URL"] = state.base_url
+        os.environ["REHEARSAL_SANDBOX_DB_URL"] = state.db_url
+        self.secrets.add(state.db_url)
+        self.secrets.add(state.admin_db_url)
+
+    def _resolve(self, value: str | None, secret: bool = True) -> str | None:
+        if value is None:
+            return None
+        try:
+            resolved = resolve_reference(value)
+        except KeyError as exc:
+            raise RuntimeError(f"params reference ${{{exc.args[0]}}} is not set in this kernel's environment") from None
+        if secret:
+            self.secrets.add(resolved)
+        return resolved
+
+    @property
+    def settings(self) -> Any:
+        """This phase's block of the params file."""
+        return getattr(self.params.phases, self.name)
+
+    # -- clients ---------------------------------------------------------------------------------
+    @cached_property
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=self.params.target.timeout_s,
+                            verify=self.params.target.verify_tls, follow_redirects=False)
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.auth_token}"} if self.auth_token else {}
+
+    @cached_property
+    def engine(self) -> Any:
+        """A read-only SQLAlchemy engine with a statement timeout (every transaction is READ ONLY)."""
+        if not self.database_url:
+            raise RuntimeError("target.database_url is not configured for this environment")
+        from rehearsal_lib.probes.sql import read_only_engine
+
+        return read_only_engine(self.database_url, self.params.safety.sql_statement_timeout_ms,
+                                connect_timeout_s=self.params.target.timeout_s)
+
+    # -- recording -------------------------------------------------------------------------------
+    def record(self, check: Check) -> Check:
+        """Display a check in the notebook (badge + JSON bundle) and keep it."""
+        check = self._scrubbed(check)
+        self.checks = [c for c in self.checks if c.id != check.id] + [check]
+        _display(check.bundle())
+        return check
+
+    def _scrubbed(self, check: Check) -> Check:
+        if not self.secrets:
+            return check
+        data = check.model_dump(mode="json")
+        import json
+
+        text = json.dumps(data)
+        if not self.secrets.found_in(text):
+            return check
+        return Check.model_validate(json.loads(self.secrets.scrub(text)))
+
+    def run(self, check_id: str, title: str, probe: Callable[[], Outcome], severity: SeverityT = "major") -> Check:
+        """Run one probe and record its outcome; an exception becomes an `error` with the reason."""
+        started, t0 = utcnow(), time.perf_counter()
+        try:
+            out = probe()
+        except Exception as exc:  # noqa: BLE001 - any failure of a probe is evidence, not a crash
+            out = Outcome("error", observed=describe_exception(exc),
+                          evidence={"traceback": traceback.format_exc(limit=3)})
+        check = Check(id=check_id, phase=self.name, title=title, status=out.status, severity=severity,
+                      expected=out.expected, observed=out.observed, evidence=out.evidence,
+                      metrics=out.metrics, started_at=started, duration_s=round(time.perf_counter() - t0, 4))
+        return self.record(check)
+
+    def figure(self, fig: Any) -> None:
+        """Show a plotly figure; its JSON stays in the notebook and the report renders it offline."""
+        title = fig.layout.title.text or "chart"
+        _display({"application/vnd.plotly.v1+json": fig.to_plotly_json(), "text/plain": f"<figure: {title}>"})
+
+    # -- narrative -------------------------------------------------------------------------------
+    def describe_target(self) -> None:
+        """Show which environment and target this phase runs against (secrets masked)."""
+        import html
+
+        rows = {
+            "environment": f"{self.params.name} ({self.params.environment.kind})",
+            "phase": self.name,
+            "base URL": self.base_url,
+            "database": mask_url(self.database_url) if self.database_url else "(none)",
+            "auth token": "set (hidden)" if self.auth_token else "(none)",
+            "run folder": self.run_dir or "(interactive: not part of a run)",
+        }
+        if self.params.sandbox is not None:
+            rows["sandbox"] = f"variant {self.params.sandbox.variant}" + (
+                " (started by this notebook; stop it with `rehearse sandbox down`)" if self.sandbox_started else "")
+        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                       for k, v in rows.items())
+        _display({"text/html": f"<table>{body}</table>",
+                  "text/plain": "\n".join(f"{k}: {v}" for k, v in rows.items())})
+
+    def summary(self) -> None:
+        """A table of this phase's checks, worst first."""
+        import html
+
+        order = {"error": 0, "fail": 1, "warn": 2, "manual": 3, "skip": 4, "pass": 5}
+        counts: dict[str, int] = {}
+        for c in self.checks:
+            counts[c.status] = counts.get(c.status, 0) + 1
+        rows = "".join(
+            f"<tr><td>{c.status.upper()}</td><td>{c.severity}</td><td><code>{html.escape(c.id)}</code></td>"
+            f"<td>{html.escape(c.observed)}</td></tr>"
+            for c in sorted(self.checks, key=lambda c: order[c.status])
+        )
+        head = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: order[kv[0]]))
+        _display({"text/html": f"<p><b>{self.name}</b>: {head or 'no checks'}</p><table><tr><th>status</th>"
+                               f"<th>severity</th><th>check</th><th>observed</th></tr>{rows}</table>",
+                  "text/plain": f"{self.name}: {head or 'no checks'}"})
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.http.close()
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+
+def open_phase(name: str, env: str, run_dir: str = "", needs_target: bool = True) -> PhaseRun:
+    """Entry point for phase notebooks: load params, attach the target, show what runs where."""
+    ctx = PhaseRun(name, env, run_dir, needs_target=needs_target)
+    ctx.describe_target()
+    return ctx

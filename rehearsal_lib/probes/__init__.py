@@ -1,0 +1,1 @@
+"""Low-level probes: HTTP (httpx) and SQL (SQLAlchemy + psycopg), each reporting failures as data."""

@@ -1,0 +1,65 @@
+"""SQL probe: read-only transactions with a statement timeout, results bounded for evidence."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+
+def read_only_engine(url: str, statement_timeout_ms: int, connect_timeout_s: float = 5.0) -> Engine:
+    """An engine whose every session is READ ONLY with `statement_timeout` set server-side."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    options = f"-c default_transaction_read_only=on -c statement_timeout={int(statement_timeout_ms)}"
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=2,
+        connect_args={"options": options, "connect_timeout": max(1, int(connect_timeout_s)),
+                      "application_name": "rehearsal"},
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, uuid.UUID | bytes | memoryview):
+        return str(value)
+    return value
+
+
+def strip_statement(sql: str) -> str:
+    return sql.strip().rstrip(";").strip()
+
+
+def query(engine: Engine, sql: str, params: dict[str, Any] | None = None, limit: int | None = None
+          ) -> tuple[list[str], list[list[Any]]]:
+    """Run a SELECT in a read-only transaction; return (columns, rows) as JSON-safe values."""
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(sql), params or {})
+        columns = list(result.keys())
+        raw = result.fetchmany(limit) if limit is not None else result.fetchall()
+    return columns, [[_jsonable(v) for v in row] for row in raw]
+
+
+def scalar(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> Any:
+    with engine.connect() as conn:
+        return _jsonable(conn.execute(sa.text(sql), params or {}).scalar())
+
+
+def count_and_sample(engine: Engine, sql: str, sample: int) -> tuple[int, list[str], list[list[Any]]]:
+    """Count the rows a query returns and keep the first `sample` of them, in one transaction."""
+    inner = strip_statement(sql)
+    with engine.connect() as conn:
+        count = conn.execute(sa.text(f"SELECT count(*) FROM ({inner}) AS rehearsal_q")).scalar_one()
+        result = conn.execute(sa.text(f"SELECT * FROM ({inner}) AS rehearsal_q LIMIT {int(sample)}"))
+        columns = list(result.keys())
+        rows = [[_jsonable(v) for v in row] for row in result.fetchall()]
+    return int(count), columns, rows
