@@ -1,0 +1,135 @@
+"""Runner failure paths in a throwaway project: a crashing notebook, a cell timeout, Ctrl-C, parallel phases.
+
+The notebooks here are real and run in real kernels under papermill; the target is an address that
+refuses connections, so no service is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from rehearsal_lib.evidence import verify_manifest
+from rehearsal_lib.runner import Runner
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PARAMS = """
+name: scratch
+environment: {kind: staging}
+target:
+  base_url: http://127.0.0.1:9
+  auth_token: ${SCRATCH_TOKEN}
+  timeout_s: 1
+run:
+  cell_timeout_s: 3
+  phase_timeout_s: 60
+phases:
+  integrity: {enabled: true}
+"""
+
+RECORD = """
+from rehearsal_lib.phase import open_phase, Outcome
+ph = open_phase("{phase}", env, run_dir)
+ph.run("{phase}.first", "First check", lambda: Outcome("pass", "fine"))
+"""
+
+
+def _notebook(path: Path, phase: str, tail: str) -> None:
+    params = new_code_cell('env = "scratch"\nrun_dir = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[new_markdown_cell(f"# {phase}"), params,
+                             new_code_cell(RECORD.format(phase=phase)), new_code_cell(tail)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project folder with params/scratch.yaml and notebooks we control."""
+    (tmp_path / "params").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "params" / "scratch.yaml").write_text(PARAMS)
+    shutil.copy(ROOT / "notebooks" / "13_decision.ipynb", tmp_path / "notebooks")
+    monkeypatch.setenv("REHEARSAL_PROJECT_DIR", str(tmp_path))
+    monkeypatch.setenv("SCRATCH_TOKEN", "scratch-secret-token-42")
+    return tmp_path
+
+
+def test_crashing_notebook_keeps_evidence_and_is_no_go(project: Path):
+    _notebook(project / "notebooks" / "01_preflight.ipynb", "preflight", "raise ValueError('boom in cell')")
+    _notebook(project / "notebooks" / "08_integrity.ipynb", "integrity", "ph.summary()")
+    summary = Runner("scratch", root=project, progress=lambda s: None).run()
+    outcomes = {p.name: p for p in summary.phases}
+    assert outcomes["preflight"].outcome == "error" and "boom in cell" in outcomes["preflight"].reason
+    assert outcomes["integrity"].outcome == "ok"  # the run went on after the crash
+    by_id = {c.id: c for c in summary.checks}
+    assert by_id["preflight.first"].status == "pass"  # evidence recorded before the crash is kept
+    assert by_id["preflight.notebook.completed"].status == "error"
+    assert summary.decision.decision == "NO-GO"
+    report = (summary.run_dir / "report.html").read_text()
+    assert "boom in cell" in report and "did not complete" in report
+    executed = nbformat.read(str(summary.run_dir / "notebooks" / "01_preflight.ipynb"), as_version=4)
+    assert "did not complete" in executed.cells[0].source  # the notebook itself says so
+    assert verify_manifest(summary.run_dir) == []
+
+
+def test_cell_timeout_is_an_error_with_reason(project: Path):
+    _notebook(project / "notebooks" / "01_preflight.ipynb", "preflight", "import time\ntime.sleep(30)")
+    _notebook(project / "notebooks" / "08_integrity.ipynb", "integrity", "ph.summary()")
+    t0 = time.monotonic()
+    summary = Runner("scratch", root=project, progress=lambda s: None).run()
+    assert time.monotonic() - t0 < 45
+    pre = next(p for p in summary.phases if p.name == "preflight")
+    assert pre.outcome == "error" and "longer than 3 s" in pre.reason
+    assert {c.id: c.status for c in summary.checks}["preflight.first"] == "pass"
+    assert summary.decision.decision == "NO-GO"
+
+
+def test_parallel_phases_and_secret_never_written(project: Path):
+    for name, phase in (("01_preflight.ipynb", "preflight"), ("08_integrity.ipynb", "integrity")):
+        # the token is resolved in the kernel and even printed by careless code: it must still not land on disk
+        _notebook(project / "notebooks" / name, phase, "print('token is', ph.auth_token)")
+    summary = Runner("scratch", root=project, parallel=2, progress=lambda s: None).run()
+    assert [p.outcome for p in summary.phases] == ["ok", "ok", "ok"]
+    for path in summary.run_dir.rglob("*"):
+        if path.is_file():
+            assert b"scratch-secret-token-42" not in path.read_bytes(), path
+    assert "token is ***" in (summary.run_dir / "notebooks" / "01_preflight.ipynb").read_text()
+    nb = nbformat.read(str(summary.run_dir / "notebooks" / "01_preflight.ipynb"), as_version=4)
+    assert set(nb.metadata.papermill.parameters) == {"env", "run_dir"}
+
+
+def test_interrupt_writes_report_of_what_finished(project: Path, tmp_path: Path):
+    _notebook(project / "notebooks" / "01_preflight.ipynb", "preflight", "ph.summary()")
+    _notebook(project / "notebooks" / "08_integrity.ipynb", "integrity", "import time\ntime.sleep(60)")
+    out = tmp_path / "out"
+    env = {**os.environ, "REHEARSAL_PROJECT_DIR": str(project)}
+    proc = subprocess.Popen([sys.executable, "-m", "rehearsal_lib.cli", "run", "scratch", "--outputs", str(out)],
+                            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        nbs = list(out.glob("scratch/*/notebooks/08_integrity.ipynb"))
+        if nbs and '"integrity.first"' in nbs[0].read_text():
+            break
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout
+    run_dir = next(out.glob("scratch/*"))
+    results = json.loads((run_dir / "results.json").read_text())
+    outcomes = {p["name"]: p["outcome"] for p in results["phases"]}
+    assert outcomes == {"preflight": "ok", "integrity": "interrupted", "decision": "not_run"}
+    assert results["interrupted"] is True and results["decision"] == "NO-GO"
+    assert "interrupted" in (run_dir / "report.html").read_text()
+    assert verify_manifest(run_dir) == []
