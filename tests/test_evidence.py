@@ -47,7 +47,8 @@ def test_bundle_has_fallbacks_and_bounded_evidence():
     assert set(bundle) == {CHECK_MIME, "text/html", "text/plain"}
     assert bundle[CHECK_MIME]["evidence"]["truncated"] is True
     assert len(json.dumps(bundle[CHECK_MIME])) < 25_000
-    assert "FAIL" in bundle["text/html"] and "<script" not in Check(id="a.c", phase="a", title="<script>", status="pass").badge_html()
+    assert "FAIL" in bundle["text/html"]
+    assert "<script" not in Check(id="a.c", phase="a", title="<script>", status="pass").badge_html()
 
 
 def test_junit_has_one_testcase_per_check_with_expected_and_observed(tmp_path):

@@ -1,0 +1,26 @@
+-- Planted defects of the `faulty` sandbox variant. Applied as superuser after migrations + seed.
+-- Exactly the four defects of rehearsal_lib/sandbox/defects.py; nothing else may differ from `default`.
+
+-- 1. orphaned_answer: an answer whose session does not exist, as if bulk-loaded with triggers
+--    (and so foreign keys) off.
+SET session_replication_role = replica;
+INSERT INTO answers (session_id, question_id, answer, answered_at)
+VALUES ('00000000-0000-4000-8000-00000000dead',
+        (SELECT min(id) FROM questions),
+        'orphaned',
+        TIMESTAMPTZ '2025-06-02 12:00:00+00');
+RESET session_replication_role;
+
+-- 2. duplicate_submit: a second 'submitted' event for the first submitted session.
+INSERT INTO events (session_id, type, occurred_at, payload)
+SELECT e.session_id, 'submitted', e.occurred_at + INTERVAL '2 seconds', e.payload || '{"retry": true}'::jsonb
+FROM events e
+WHERE e.type = 'submitted'
+ORDER BY e.id
+LIMIT 1;
+
+-- 3. missing_index: the index on answers(session_id) was never created.
+DROP INDEX idx_answers_session_id;
+
+-- 4. exam_mode_off: the exam freeze flag was not set.
+UPDATE settings SET value = 'false' WHERE key = 'exam_mode';

