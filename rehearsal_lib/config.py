@@ -86,6 +86,22 @@ class LatencyCheck(Strict):
     p95_ms: float = Field(500, gt=0)
 
 
+class JourneyStep(Strict):
+    """One request of the critical-path journey; `save` keeps response fields for later steps."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    title: str | None = None
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    path: str = Field(description="May use {saved_name} and {run_id} placeholders.")
+    json_body: Any = Field(None, alias="json")
+    auth: bool = True
+    expect_status: int | list[int] = 200
+    save: dict[str, str] = Field(default_factory=dict, description="name -> top-level field of the JSON response")
+    severity: Severity = "blocker"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
 class PreflightParams(Strict):
     enabled: bool = True
     version_endpoint: str | None = "/v1/version"
@@ -95,6 +111,7 @@ class PreflightParams(Strict):
     exam_mode: ExamModeCheck | None = None
     latency: LatencyCheck = Field(default_factory=LatencyCheck)
     required_settings: list[str] = Field(default_factory=list, description="Environment variable names.")
+    journey: list[JourneyStep] = Field(default_factory=list, description="Critical-path requests; they write.")
 
 
 class ZeroRowCheck(Strict):

@@ -123,7 +123,8 @@ class Runner:
         if self.interrupted:
             job.outcome, job.reason = "not_run", "the run was interrupted before this phase started"
             return
-        child_env = {**os.environ, "REHEARSAL_PROJECT_DIR": str(self.root), "PYTHONUNBUFFERED": "1"}
+        child_env = {**os.environ, "REHEARSAL_PROJECT_DIR": str(self.root), "PYTHONUNBUFFERED": "1",
+                     "REHEARSAL_ALLOW_DESTRUCTIVE": "1" if self.allow_destructive else "0"}
         cmd = [sys.executable, "-m", "rehearsal_lib.execute", str(job.notebook), str(job.output),
                "--env", self.env_arg, "--run-dir", str(self.run_dir),
                "--cell-timeout", str(self.params.run.cell_timeout_s)]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import uuid
+from typing import Any
 
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import http
@@ -160,3 +163,60 @@ def check_required_settings(ctx: PhaseRun) -> Check | None:
         return Outcome("pass", f"all {len(names)} present", expected, evidence)
 
     return ctx.run("preflight.settings", "Required settings present (names only)", probe, severity="major")
+
+
+def writes_allowed(ctx: PhaseRun) -> str | None:
+    """None when this phase may write to the target, else the reason it may not."""
+    if ctx.params.is_production and os.environ.get("REHEARSAL_ALLOW_DESTRUCTIVE") != "1":
+        return "writes refused in a production environment (run with --allow-destructive)"
+    return None
+
+
+def _fill(value: Any, saved: dict[str, str]) -> Any:
+    """Replace {name} placeholders in strings (recursively) with saved values; unknown names raise KeyError."""
+    if isinstance(value, str):
+        return re.sub(r"\{([a-z0-9_]+)\}", lambda m: str(saved[m.group(1)]), value)
+    if isinstance(value, dict):
+        return {k: _fill(v, saved) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, saved) for v in value]
+    return value
+
+
+def check_journey(ctx: PhaseRun) -> list[Check]:
+    """The critical path as a user walks it (e.g. create session, answer, submit), one check per step."""
+    steps = ctx.settings.journey
+    saved: dict[str, str] = {"run_id": os.path.basename(ctx.run_dir.rstrip("/")) or f"adhoc-{uuid.uuid4().hex[:8]}"}
+    refusal = writes_allowed(ctx)
+    broken: str | None = None
+    out = []
+    for step in steps:
+        expected_codes = step.expect_status if isinstance(step.expect_status, list) else [step.expect_status]
+
+        def probe(step=step, expected_codes=expected_codes, broken=broken) -> Outcome:
+            expected = f"{step.method} {step.path} answers {' or '.join(map(str, expected_codes))}"
+            if refusal:
+                return Outcome("skip", refusal, expected)
+            if broken:
+                return Outcome("skip", f"not tried: step {broken} failed", expected)
+            path, body = _fill(step.path, saved), _fill(step.json_body, saved)
+            res = http.request(ctx.http, step.method, path, headers=ctx.auth_headers() if step.auth else None,
+                               json_body=body)
+            evidence = {**res.evidence(), "request_body": body}
+            if res.error:
+                return Outcome("error", res.describe(), expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})
+            if res.status not in expected_codes:
+                return Outcome("fail", res.describe(), expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})
+            for name, field in step.save.items():
+                if not isinstance(res.body, dict) or field not in res.body:
+                    return Outcome("fail", f"{res.describe()}; response has no '{field}' to keep as {name}",
+                                   expected, evidence)
+                saved[name] = str(res.body[field])
+            return Outcome("pass", res.describe(), expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})
+
+        check = ctx.run(f"preflight.journey.{step.name}", step.title or f"{step.method} {step.path}", probe,
+                        severity=step.severity)
+        if check.status in ("fail", "error") and broken is None:
+            broken = step.name
+        out.append(check)
+    return out
