@@ -1,0 +1,208 @@
+"""End to end through the CLI against the real sandbox (PostgreSQL + uvicorn), as CI and auditors see it.
+
+- `rehearse run sandbox` -> GO, every artefact present and consistent, the API token nowhere on disk;
+- `rehearse run sandbox-faulty` -> NO-GO with exactly the planted defects failing;
+- an unreachable target -> NO-GO with `error` results and a report that says why;
+- the report opens offline in headless Chromium without console errors (when Chromium is installed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from rehearsal_lib.evidence import verify_manifest
+from rehearsal_lib.results import checks_from_notebook
+from rehearsal_lib.sandbox import PLANTED_DEFECTS, sandbox_status
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "tok-" + secrets.token_hex(12)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for CLI runs: an isolated sandbox home and a non-default API token."""
+    home = tmp_path_factory.mktemp("sandbox-home")
+    return {**os.environ, "REHEARSAL_SANDBOX_HOME": str(home), "REHEARSAL_SANDBOX_TOKEN": TOKEN,
+            "REHEARSAL_PROJECT_DIR": str(ROOT)}
+
+
+def rehearse(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rehearsal_lib.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_folder(outputs: Path, name: str) -> Path:
+    runs = sorted((outputs / name).iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def good(env, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("outputs")
+    proc = rehearse(["run", "sandbox", "--outputs", str(out)], env)
+    return proc, run_folder(out, "sandbox")
+
+
+@pytest.fixture(scope="module")
+def faulty(env, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("outputs")
+    proc = rehearse(["run", "sandbox-faulty", "--outputs", str(out)], env)
+    return proc, run_folder(out, "sandbox-faulty")
+
+
+def test_sandbox_rehearsal_is_go_with_every_artefact_consistent(good):
+    proc, run = good
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "DECISION: GO" in proc.stdout and str(run / "report.html") in proc.stdout
+    for name in ("report.html", "results.json", "junit.xml", "manifest.json", "run.json",
+                 "notebooks/01_preflight.ipynb", "notebooks/08_integrity.ipynb", "notebooks/13_decision.ipynb"):
+        assert (run / name).is_file(), name
+    results = json.loads((run / "results.json").read_text())
+    assert results["decision"] == "GO" and results["env"] == "sandbox" and results["run_id"] == run.name
+    checks = results["checks"]
+    assert len(checks) >= 20 and {c["status"] for c in checks} == {"pass"}
+    ids = [c["id"] for c in checks]
+    # results.json is exactly what the executed notebooks recorded
+    from_notebooks = [c.id for nb in sorted((run / "notebooks").glob("*.ipynb"))
+                      for c in checks_from_notebook(nbformat.read(str(nb), as_version=4))]
+    assert ids == from_notebooks
+    # one JUnit testcase per check, none failing
+    junit = ET.parse(run / "junit.xml").getroot()
+    assert [c.get("name") for c in junit.iter("testcase")] == ids
+    assert junit.get("failures") == "0" and junit.get("errors") == "0"
+    # the report shows every check and the decision
+    report = (run / "report.html").read_text()
+    assert "Decision: GO" in report
+    shown = set(re.findall(r"data-check-id=[\"']([^\"']+)", report))
+    assert set(ids) <= shown
+    assert verify_manifest(run) == []
+    # journey checks prove the token was used for real requests
+    assert {"preflight.journey.create_session", "preflight.journey.submit_session"} <= set(ids)
+
+
+def test_report_is_self_contained_offline(good):
+    _, run = good
+    report = (run / "report.html").read_text()
+    assert report.count("Plotly.newPlot") >= 2  # the latency and row-count charts
+    assert len(re.findall(r"plotly\.js v\d", report)) == 1  # plotly.js inlined once
+    assert not re.search(r"<script[^>]+src=\"https?:", report)
+    assert not re.search(r"<link[^>]+href=\"https?:", report)
+
+
+def test_secret_token_lands_in_no_file_of_the_run_folder(good):
+    proc, run = good
+    assert TOKEN not in proc.stdout + proc.stderr
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    for nb in (run / "notebooks").glob("*.ipynb"):
+        params = nbformat.read(str(nb), as_version=4).metadata.papermill.parameters
+        assert set(params) == {"env", "run_dir"}
+
+
+def test_sandbox_started_by_the_run_is_stopped_after(good, env):
+    os.environ["REHEARSAL_SANDBOX_HOME"] = env["REHEARSAL_SANDBOX_HOME"]
+    try:
+        assert sandbox_status("default") is None
+    finally:
+        del os.environ["REHEARSAL_SANDBOX_HOME"]
+
+
+def test_rebuilding_the_report_from_notebooks_gives_the_same_results(good, env):
+    _, run = good
+    before = json.loads((run / "results.json").read_text())
+    proc = rehearse(["report", str(run)], env)
+    assert proc.returncode == 0, proc.stderr
+    after = json.loads((run / "results.json").read_text())
+    assert [c["id"] for c in after["checks"]] == [c["id"] for c in before["checks"]]
+    assert after["decision"] == before["decision"]
+    assert rehearse(["verify", str(run)], env).returncode == 0
+    (run / "results.json").write_text(json.dumps({**after, "decision": "GO!"}))
+    tampered = rehearse(["verify", str(run)], env)
+    assert tampered.returncode == 1 and "results.json: sha256 differs" in tampered.stdout
+
+
+def test_faulty_sandbox_is_no_go_with_exactly_the_planted_defects(faulty):
+    proc, run = faulty
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    results = json.loads((run / "results.json").read_text())
+    assert results["decision"] == "NO-GO"
+    failing = {c["id"] for c in results["checks"] if c["status"] != "pass"}
+    assert failing == {d.check_id for d in PLANTED_DEFECTS}
+    for d in PLANTED_DEFECTS:
+        assert d.check_id in proc.stdout  # the CLI names each planted defect
+    by_id = {c["id"]: c for c in results["checks"]}
+    orphans = by_id["integrity.zero_rows.orphaned_answers"]
+    assert orphans["observed"] == "1 row(s)" and orphans["evidence"]["rows_found"] == 1
+    assert by_id["preflight.exam_mode"]["observed"] == "exam_mode = false"
+    junit = ET.parse(run / "junit.xml").getroot()
+    failed_cases = {c.get("name") for c in junit.iter("testcase") if c.find("failure") is not None}
+    assert failed_cases == failing
+
+
+def test_unreachable_target_is_no_go_with_errors_and_says_why(env, tmp_path):
+    params = tmp_path / "down.yaml"
+    params.write_text(
+        "name: down\ntarget:\n  base_url: http://127.0.0.1:9\n  database_url: ${DOWN_DB_URL}\n  timeout_s: 1\n"
+        "phases:\n  preflight: {latency: {samples: 2}}\n  integrity:\n    zero_row_checks:\n"
+        "      - {name: orphans, title: No orphans, sql: SELECT 1 WHERE false}\n")
+    out = tmp_path / "out"
+    proc = rehearse(["run", str(params), "--outputs", str(out)],
+                    {**env, "DOWN_DB_URL": "postgresql://app:pw-never-shown@127.0.0.1:9/exam"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    run = run_folder(out, "down")
+    results = json.loads((run / "results.json").read_text())
+    assert results["decision"] == "NO-GO"
+    statuses = {c["id"]: c["status"] for c in results["checks"]}
+    assert statuses and set(statuses.values()) == {"error"}  # never a pass against nothing
+    assert "Connection refused" in (run / "report.html").read_text()
+    assert "pw-never-shown" not in "".join(p.read_text(errors="replace") for p in run.rglob("*") if p.is_file())
+
+
+def test_list_shows_past_runs_with_decisions(env, faulty):
+    _, run = faulty
+    proc = rehearse(["list", "sandbox-faulty", "--outputs", str(run.parent.parent)], env)
+    assert proc.returncode == 0 and run.name in proc.stdout and "NO-GO" in proc.stdout
+
+
+def test_notebook_runs_under_plain_papermill_with_defaults(env, tmp_path):
+    """An operator's path: plain papermill, only `-p env sandbox`; the notebook starts the sandbox itself."""
+    out = tmp_path / "pre.ipynb"
+    papermill = Path(sys.executable).with_name("papermill")
+    try:
+        proc = subprocess.run([str(papermill), str(ROOT / "notebooks" / "01_preflight.ipynb"), str(out),
+                               "-p", "env", "sandbox"], cwd=ROOT / "notebooks", env=env, capture_output=True,
+                              text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        checks = checks_from_notebook(nbformat.read(str(out), as_version=4))
+        assert checks and {c.status for c in checks} == {"pass"}
+    finally:
+        rehearse(["sandbox", "down"], env)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_report_opens_in_headless_chromium_without_console_errors(faulty, tmp_path):
+    _, run = faulty
+    proc = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=5000", "--dump-dom", (run / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    console = [line for line in proc.stderr.splitlines() if "CONSOLE" in line]
+    assert console == []
+    assert "Decision: NO-GO" in proc.stdout
+    assert "main-svg" in proc.stdout  # plotly drew its SVG: the charts rendered offline
