@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -258,8 +259,13 @@ def test_exam_mode_toggle(default: SandboxState) -> None:
 def test_access_log_lines(default: SandboxState) -> None:
     with client(default) as c:
         c.get("/v1/version", headers={"X-Request-ID": "log-probe-1"})
-    lines = [json.loads(line) for line in (default.home / "app.log").read_text().splitlines() if line.startswith("{")]
-    probe = [rec for rec in lines if rec.get("request_id") == "log-probe-1"]
+    probe: list[dict] = []
+    deadline = time.monotonic() + 10  # the access line is written after the response is sent
+    while not probe and time.monotonic() < deadline:
+        text = (default.home / "app.log").read_text()
+        probe = [rec for rec in (json.loads(ln) for ln in text.splitlines() if ln.startswith("{"))
+                 if rec.get("request_id") == "log-probe-1"]
+        time.sleep(0.05)
     assert len(probe) == 1
     assert {"ts", "level", "request_id", "method", "path", "status", "duration_ms"} <= probe[0].keys()
     assert probe[0]["path"] == "/v1/version" and probe[0]["status"] == 200
