@@ -263,13 +263,11 @@ def _dotted(loc: tuple) -> str:
     return out
 
 
-def load_params(env: str, root: Path | None = None, check_env_vars: bool = True) -> Params:
-    """Read, parse and validate a params file; raise ConfigError with file, key and line."""
-    path = params_path(env, root)
-    if not path.is_file():
-        available = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
-        hint = f" (available: {', '.join(available)})" if available else ""
-        raise ConfigError(path, f"no such params file{hint}")
+Origin = dict[tuple, tuple[Path, int]]
+
+
+def _read_yaml(path: Path) -> tuple[dict, Origin]:
+    """Parse one params file; return its mapping and where each key path stands (file, line)."""
     text = path.read_text(encoding="utf-8")
     try:
         node = yaml.compose(text)
@@ -281,37 +279,80 @@ def load_params(env: str, root: Path | None = None, check_env_vars: bool = True)
     if not isinstance(data, dict):
         raise ConfigError(path, "the file must be a YAML mapping (key: value), not " + type(data).__name__)
     lines = _line_index(node) if node is not None else {}
+    return data, {k: (path, v) for k, v in lines.items()}
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Deep-merge mappings (override wins); lists and scalars are replaced whole."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = _merge(base[key], value) if key in base else value
+        return out
+    return override
+
+
+def _load_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, Origin]:
+    """A file and, through `extends: other.yaml` (relative to it), the files it builds on."""
+    data, origin = _read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data, origin
+    line = origin.get(("extends",), (path, None))[1]
+    if not isinstance(parent, str):
+        raise ConfigError(path, "must be the path of another params file", key="extends", line=line)
+    base_path = (path.parent / parent).resolve()
+    if base_path in seen or base_path == path:
+        raise ConfigError(path, f"extends itself through {parent}", key="extends", line=line)
+    if not base_path.is_file():
+        raise ConfigError(path, f"no such params file {base_path}", key="extends", line=line)
+    base, base_origin = _load_with_extends(base_path, (*seen, path))
+    merged = _merge(base, data)
+    return merged, {**base_origin, **{k: v for k, v in origin.items() if k != ("extends",)}}
+
+
+def load_params(env: str, root: Path | None = None, check_env_vars: bool = True) -> Params:
+    """Read, parse and validate a params file; raise ConfigError with file, key and line."""
+    path = params_path(env, root)
+    if not path.is_file():
+        available = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        hint = f" (available: {', '.join(available)})" if available else ""
+        raise ConfigError(path, f"no such params file{hint}")
+    data, origin = _load_with_extends(path)
+
+    def where(loc: tuple) -> tuple[Path, int | None]:
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in origin:
+                return origin[loc[:cut]]
+        return path, None
+
     try:
         params = Params.model_validate(data)
     except ValidationError as exc:
-        def line_of(loc: tuple) -> int | None:
-            for cut in range(len(loc), -1, -1):
-                if loc[:cut] in lines:
-                    return lines[loc[:cut]]
-            return None
-
         # a misspelt key also makes the real one "missing": report the unknown key, the cause, first
-        errors = sorted(exc.errors(), key=lambda e: (e["type"] != "extra_forbidden", line_of(tuple(e["loc"])) or 0))
+        errors = sorted(exc.errors(), key=lambda e: (e["type"] != "extra_forbidden", where(tuple(e["loc"]))[1] or 0))
         err = errors[0]
         loc = tuple(err["loc"])
-        line = line_of(loc)
+        file, line = where(loc)
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown key (check its spelling and indentation)"
         elif err["type"] == "missing":
             message = "required key is missing"
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise ConfigError(path, message + more, key=_dotted(loc), line=line) from None
+        raise ConfigError(file, message + more, key=_dotted(loc), line=line) from None
     for phase in params.enabled_phases():
         if notebook_for(phase, root) is None:
-            raise ConfigError(path, f"phase '{phase}' is enabled but has no notebook in notebooks/",
-                              key=f"phases.{phase}.enabled", line=lines.get(("phases", phase)))
+            file, line = where(("phases", phase))
+            raise ConfigError(file, f"phase '{phase}' is enabled but has no notebook in notebooks/",
+                              key=f"phases.{phase}.enabled", line=line)
     if check_env_vars:
         provided = set(SANDBOX_PROVIDED_VARS) if params.sandbox else set()
         for var, key, has_default in params.references():
             if var not in os.environ and var not in provided and not has_default:
-                raise ConfigError(path, f"references ${{{var}}}, which is not set in the environment",
-                                  key=key, line=lines.get(tuple(_split_key(key))))
+                file, line = where(tuple(_split_key(key)))
+                raise ConfigError(file, f"references ${{{var}}}, which is not set in the environment",
+                                  key=key, line=line)
     return params
 
 

@@ -115,3 +115,26 @@ def test_cli_validate_missing_file_exits_2(root):
 
 def test_cli_usage_error_exits_2(root):
     assert _cli("frobnicate", cwd=root).returncode == 2
+
+
+def test_extends_merges_and_errors_point_at_the_right_file(write_params, monkeypatch):
+    monkeypatch.setenv("STAGING_DB_URL", "x")
+    base = write_params(GOOD + "run:\n  parallel: 2\n", "base.yaml")
+    child = write_params("extends: base.yaml\nname: production\nenvironment: {kind: production}\n", "prod.yaml")
+    params = load_params(str(child))
+    assert params.name == "production" and params.is_production and params.run.parallel == 2
+    assert params.phases.integrity.zero_row_checks[0].name == "orphans"  # inherited
+    base.write_text(base.read_text().replace("parallel: 2", "parallel: lots"))
+    with pytest.raises(ConfigError) as err:
+        load_params(str(child))
+    assert err.value.path == str(base) and err.value.key == "run.parallel" and err.value.line == 13
+    write_params("extends: prod.yaml\nname: loop\n", "base.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_params(str(child))
+    assert "extends itself" in str(err.value)
+
+
+def test_faulty_sandbox_params_differ_only_in_name_and_variant(root):
+    good, faulty = load_params("sandbox", root), load_params("sandbox-faulty", root)
+    assert faulty.sandbox.variant == "faulty" and good.sandbox.variant == "default"
+    assert faulty.phases == good.phases and faulty.gate == good.gate and faulty.target == good.target
