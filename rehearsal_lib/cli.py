@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    params = load_params(args.env)
+    params = load_params(args.env, check_env_vars=not args.no_env)
     refs = sorted({var for var, _, _ in params.references()})
     print(f"{args.env}: OK ({params.environment.kind})")
     print(f"  phases: {', '.join(params.enabled_phases())}")
@@ -136,6 +136,20 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
+    return number
+
+
+ENV_HELP = "environment name (params/ENV.yaml) or a path to a params file"
+RUN_DIR_HELP = "a run folder, e.g. outputs/sandbox/20261124T101500Z-1a2b3c"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rehearse", description="Release rehearsals as code.",
                                  epilog="exit codes: 0 GO, 1 NO-GO, 3 CONDITIONAL GO, 2 usage/config error, "
@@ -143,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run a full rehearsal of ENV (params/ENV.yaml) and write the evidence")
-    p.add_argument("env", help="environment name (params/ENV.yaml) or a path to a params file")
-    p.add_argument("--parallel", type=int, default=None, metavar="N", help="run up to N phases at once")
+    p.add_argument("env", help=ENV_HELP)
+    p.add_argument("--parallel", type=_positive_int, default=None, metavar="N", help="run up to N phases at once")
     p.add_argument("--allow-destructive", action="store_true",
                    help="allow destructive phases (required for them in a production environment)")
     p.add_argument("--outputs", metavar="DIR", help="folder for run folders (default: outputs/)")
@@ -152,30 +166,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check params/ENV.yaml without running anything")
-    p.add_argument("env")
+    p.add_argument("env", help=ENV_HELP)
+    p.add_argument("--no-env", action="store_true",
+                   help="check structure only; do not require the ${VAR} references to be set (for linting in CI)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("report", help="rebuild report/results/junit/manifest from a run folder's notebooks")
-    p.add_argument("run_dir")
-    p.add_argument("--show-code", action="store_true")
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
+    p.add_argument("--show-code", action="store_true", help="show notebook code in the report")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("verify", help="check a run folder against its manifest (sha256 of every file)")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("list", help="past runs of ENV and their decisions")
-    p.add_argument("env")
-    p.add_argument("--outputs", metavar="DIR")
+    p.add_argument("env", help="environment name (the folder under outputs/)")
+    p.add_argument("--outputs", metavar="DIR", help="folder holding run folders (default: outputs/)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("sandbox", help="start, stop or inspect the embedded sandbox target")
-    p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--variant", choices=["default", "faulty"], default="default")
+    p.add_argument("action", choices=["up", "down", "status"],
+                   help="up: start (no-op when running); down: stop; status: exit 0 when running, 1 when not")
+    p.add_argument("--variant", choices=["default", "faulty"], default="default",
+                   help="faulty plants the defects listed in docs/sandbox.md")
     p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("lab", help="open JupyterLab on notebooks/")
-    p.add_argument("lab_args", nargs=argparse.REMAINDER)
+    p.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
     p.set_defaults(func=cmd_lab)
     return ap
 
@@ -186,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         _err(str(exc))
+        for problem in exc.also:
+            _err(f"also: {problem}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         _err("interrupted")

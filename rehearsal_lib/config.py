@@ -24,12 +24,21 @@ SANDBOX_PROVIDED_VARS = ("REHEARSAL_SANDBOX_URL", "REHEARSAL_SANDBOX_DB_URL")
 
 
 class ConfigError(Exception):
-    """A params file is missing or wrong; the message names the file, the key and the line."""
+    """A params file is missing or wrong; the message names the file, the key and the line.
 
-    def __init__(self, path: Path | str, message: str, key: str | None = None, line: int | None = None):
+    `also` holds further problems found in the same file, each already formatted the same way.
+    """
+
+    def __init__(self, path: Path | str, message: str, key: str | None = None, line: int | None = None,
+                 also: list[str] | None = None):
         self.path, self.key, self.line, self.detail = str(path), key, line, message
-        where = self.path + (f":{line}" if line else "")
-        super().__init__(f"{where}: {key + ': ' if key else ''}{message}")
+        self.also = also or []
+        super().__init__(_problem_line(self.path, line, key, message))
+
+
+def _problem_line(path: str, line: int | None, key: str | None, message: str) -> str:
+    where = path + (f":{line}" if line else "")
+    return f"{where}: {key + ': ' if key else ''}{message}"
 
 
 class Strict(BaseModel):
@@ -256,6 +265,38 @@ def _line_index(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
     return lines
 
 
+def _known_keys() -> set[str]:
+    """Every key name the params models accept (for did-you-mean hints)."""
+    names: set[str] = set()
+    pending: list[type[BaseModel]] = [Params]
+    while pending:
+        model = pending.pop()
+        for name, field in model.model_fields.items():
+            names.add(field.alias or name)
+            for arg in (field.annotation, *getattr(field.annotation, "__args__", ())):
+                for inner in (arg, *getattr(arg, "__args__", ())):
+                    if isinstance(inner, type) and issubclass(inner, BaseModel) and inner not in pending:
+                        pending.append(inner)
+    return names
+
+
+def _explain(err: dict, loc: tuple) -> str:
+    """A pydantic error in an operator's words, with a hint where one helps."""
+    import difflib
+
+    if err["type"] == "missing":
+        return "required key is missing"
+    if err["type"] != "extra_forbidden":
+        return err["msg"]
+    key = str(loc[-1])
+    if len(loc) == 2 and loc[0] == "phases" and key in {p.name for p in PHASES}:
+        built = ", ".join(p.name for p in PHASES if notebook_for(p.name) is not None)
+        return f"phase '{key}' has no notebook yet (phases available now: {built})"
+    close = difflib.get_close_matches(key, sorted(_known_keys()), n=1, cutoff=0.75)
+    hint = f"; did you mean '{close[0]}'?" if close else " (check its spelling and indentation)"
+    return "unknown key" + hint
+
+
 def _dotted(loc: tuple) -> str:
     out = ""
     for part in loc:
@@ -331,16 +372,14 @@ def load_params(env: str, root: Path | None = None, check_env_vars: bool = True)
     except ValidationError as exc:
         # a misspelt key also makes the real one "missing": report the unknown key, the cause, first
         errors = sorted(exc.errors(), key=lambda e: (e["type"] != "extra_forbidden", where(tuple(e["loc"]))[1] or 0))
-        err = errors[0]
-        loc = tuple(err["loc"])
-        file, line = where(loc)
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown key (check its spelling and indentation)"
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise ConfigError(file, message + more, key=_dotted(loc), line=line) from None
+        problems = []
+        for err in errors:
+            loc = tuple(err["loc"])
+            file, line = where(loc)
+            problems.append((file, line, _dotted(loc), _explain(err, loc)))
+        file, line, key, message = problems[0]
+        also = [_problem_line(str(f), ln, k, m) for f, ln, k, m in problems[1:]]
+        raise ConfigError(file, message, key=key, line=line, also=also) from None
     for phase in params.enabled_phases():
         if notebook_for(phase, root) is None:
             file, line = where(("phases", phase))
@@ -348,11 +387,15 @@ def load_params(env: str, root: Path | None = None, check_env_vars: bool = True)
                               key=f"phases.{phase}.enabled", line=line)
     if check_env_vars:
         provided = set(SANDBOX_PROVIDED_VARS) if params.sandbox else set()
+        unset = []
         for var, key, has_default in params.references():
             if var not in os.environ and var not in provided and not has_default:
                 file, line = where(tuple(_split_key(key)))
-                raise ConfigError(file, f"references ${{{var}}}, which is not set in the environment",
-                                  key=key, line=line)
+                unset.append((file, line, key, f"references ${{{var}}}, which is not set in the environment"))
+        if unset:
+            file, line, key, message = unset[0]
+            raise ConfigError(file, message, key=key, line=line,
+                              also=[_problem_line(str(f), ln, k, m) for f, ln, k, m in unset[1:]])
     return params
 
 

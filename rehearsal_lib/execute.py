@@ -23,6 +23,17 @@ def _kernel_start_failure(exc: BaseException) -> bool:
                                    "timeout waiting for kernel_info", "kernel_info"))
 
 
+def ipc_kernel_manager() -> type:
+    """A kernel manager using Unix-socket (IPC) transport: nothing of the kernel's traffic crosses TCP."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IpcKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return IpcKernelManager
+
+
 def execute(notebook: Path, output: Path, env: str, run_dir: str, cell_timeout: float, cwd: Path) -> tuple[int, str]:
     """Run the notebook; return (exit code, reason). Retries once when the kernel fails to start."""
     import papermill as pm
@@ -34,8 +45,9 @@ def execute(notebook: Path, output: Path, env: str, run_dir: str, cell_timeout: 
         try:
             pm.execute_notebook(
                 str(notebook), str(output), parameters={"env": env, "run_dir": run_dir},
-                kernel_name="python3", cwd=str(cwd), progress_bar=False, log_output=False,
+                kernel_name="python3", cwd=str(cwd), progress_bar=False, log_output=True,
                 execution_timeout=int(cell_timeout), request_save_on_cell_execute=True, start_timeout=60,
+                kernel_manager_class=ipc_kernel_manager(),
             )
             return OK, ""
         except PapermillExecutionError as exc:
@@ -61,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--cell-timeout", type=float, default=300)
     args = ap.parse_args(argv)
+    import logging
+
+    # papermill's per-cell start/end lines, with timestamps, make logs/<phase>.log a timeline of the phase
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("papermill").setLevel(logging.INFO)
     code, reason = execute(args.notebook, args.output, args.env, args.run_dir, args.cell_timeout,
                            args.notebook.parent)
     print(json.dumps({"exit": code, "reason": reason}), flush=True)

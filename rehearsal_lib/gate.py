@@ -81,7 +81,7 @@ def outcome_checks(phases: list[PhaseOutcome]) -> list[Check]:
                 "not_run": "the phase never started", "refused": "the phase was refused"}[p.outcome]
         out.append(Check(id=f"{p.name}.notebook.completed", phase=p.name, title=f"{p.title} notebook ran to the end",
                          status=status, severity="blocker", expected="the notebook runs top to bottom",
-                         observed=f"{what}: {p.reason}" if p.reason else what, duration_s=p.duration_s))
+                         observed=p.reason or what, duration_s=p.duration_s))
     return out
 
 
@@ -91,7 +91,8 @@ def decide(checks: list[Check], gate: Gate) -> Decision:
     conditions: list[str] = []
     notes: list[str] = []
     for c in checks:
-        label = f"{c.id} ({c.severity} {c.status}): {c.observed or c.title}"
+        what = c.observed or c.title
+        label = f"{c.id}: {what}" if c.status in ("fail", "error") else f"{c.id} ({c.status}): {what}"
         if c.status in ("fail", "error"):
             if c.severity == "blocker":
                 blockers.append(label)

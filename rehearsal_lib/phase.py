@@ -157,9 +157,23 @@ class PhaseRun:
         return self.record(check)
 
     def figure(self, fig: Any) -> None:
-        """Show a plotly figure; its JSON stays in the notebook and the report renders it offline."""
+        """Show a plotly figure; its JSON stays in the notebook and the report renders it offline.
+
+        Viewers without the plotly renderer (plain nbconvert, code hosts) get a short HTML note instead.
+        """
+        import html
+
         title = fig.layout.title.text or "chart"
-        _display({"application/vnd.plotly.v1+json": fig.to_plotly_json(), "text/plain": f"<figure: {title}>"})
+        note = (f"<p><i>Chart “{html.escape(title)}”: open this notebook in JupyterLab or see the run's "
+                "report.html to view it.</i></p>")
+        _display({"application/vnd.plotly.v1+json": fig.to_plotly_json(), "text/html": note,
+                  "text/plain": f"<figure: {title}>"})
+
+    def note(self, text: str) -> None:
+        """A short line of narrative output, e.g. why a section has no checks."""
+        import html
+
+        _display({"text/html": f"<p style='color:#57606a'><i>{html.escape(text)}</i></p>", "text/plain": text})
 
     # -- narrative -------------------------------------------------------------------------------
     def describe_target(self) -> None:
@@ -169,15 +183,16 @@ class PhaseRun:
         rows = {
             "environment": f"{self.params.name} ({self.params.environment.kind})",
             "phase": self.name,
-            "base URL": self.base_url,
+            "base URL": self.base_url or "(none)",
             "database": mask_url(self.database_url) if self.database_url else "(none)",
             "auth token": "set (hidden)" if self.auth_token else "(none)",
             "run folder": self.run_dir or "(interactive: not part of a run)",
         }
         if self.params.sandbox is not None:
             rows["sandbox"] = f"variant {self.params.sandbox.variant}" + (
-                " (started by this notebook; stop it with `rehearse sandbox down`)" if self.sandbox_started else "")
-        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                " (started by this notebook; stop it with: rehearse sandbox down)" if self.sandbox_started else "")
+        left = "style='text-align:left'"
+        body = "".join(f"<tr><th {left}>{html.escape(k)}</th><td {left}>{html.escape(v)}</td></tr>"
                        for k, v in rows.items())
         _display({"text/html": f"<table>{body}</table>",
                   "text/plain": "\n".join(f"{k}: {v}" for k, v in rows.items())})
@@ -190,14 +205,16 @@ class PhaseRun:
         counts: dict[str, int] = {}
         for c in self.checks:
             counts[c.status] = counts.get(c.status, 0) + 1
+        left = "style='text-align:left'"
         rows = "".join(
-            f"<tr><td>{c.status.upper()}</td><td>{c.severity}</td><td><code>{html.escape(c.id)}</code></td>"
-            f"<td>{html.escape(c.observed)}</td></tr>"
+            f"<tr><td {left}>{c.status.upper()}</td><td {left}>{c.severity}</td><td {left}><code>"
+            f"{html.escape(c.id)}</code></td><td {left}>{html.escape(c.observed)}</td></tr>"
             for c in sorted(self.checks, key=lambda c: order[c.status])
         )
         head = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: order[kv[0]]))
-        _display({"text/html": f"<p><b>{self.name}</b>: {head or 'no checks'}</p><table><tr><th>status</th>"
-                               f"<th>severity</th><th>check</th><th>observed</th></tr>{rows}</table>",
+        _display({"text/html": f"<p><b>{self.name}</b>: {head or 'no checks'}</p><table><tr><th {left}>status</th>"
+                               f"<th {left}>severity</th><th {left}>check</th><th {left}>observed</th></tr>{rows}"
+                               "</table>",
                   "text/plain": f"{self.name}: {head or 'no checks'}"})
 
     def close(self) -> None:

@@ -16,29 +16,35 @@ from pathlib import Path
 import nbformat
 
 from rehearsal_lib.evidence import RunSummary
-from rehearsal_lib.phases import BY_NAME
-from rehearsal_lib.results import CHECK_MIME, STATUS_STYLE, Check, read_notebook
+from rehearsal_lib.phases import BY_NAME, PHASES
+from rehearsal_lib.results import CHECK_MIME, STATUS_STYLE, Check, check_anchor, read_notebook
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 TEMPLATES = Path(__file__).parent / "templates"
 DECISION_COLORS = {"GO": "#1a7f37", "NO-GO": "#cf222e", "CONDITIONAL GO": "#9a6700"}
 OUTCOME_LABEL = {"ok": None, "error": "ERROR", "interrupted": "INTERRUPTED", "not_run": "NOT RUN",
                  "refused": "REFUSED"}
+OUTCOME_COLOR = {"error": "#8250df", "interrupted": "#bc4c00", "not_run": "#57606a", "refused": "#57606a"}
+REPORT_SKIP_TAG = "report-skip"  # notebook cells that only repeat what the report's summary shows
 
 CSS = """
-.rh-summary{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:14px;max-width:1200px;
-  margin:0 auto 24px auto;padding:16px 24px;color:#1f2328}
+.rh-summary{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:14px;
+  margin:0 0 24px 0;padding:16px 24px 0 24px;color:#1f2328}
+.jp-RenderedHTMLCommon td,.jp-RenderedHTMLCommon th{text-align:left}
+.rh-nowrap{white-space:nowrap}
 .rh-summary h1{font-size:24px;margin:4px 0 12px}
 .rh-summary h2{font-size:18px;margin:24px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
 .rh-summary table{border-collapse:collapse;width:100%;margin:6px 0}
-.rh-summary th,.rh-summary td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
+.rh-summary th,.rh-summary td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top;
+  overflow-wrap:anywhere}
 .rh-summary th{background:#f6f8fa}
 .rh-meta td:first-child{width:180px;font-weight:600;background:#f6f8fa}
 .rh-banner{color:#fff;padding:14px 18px;border-radius:6px;margin:12px 0}
 .rh-banner .rh-decision{font-size:28px;font-weight:700;letter-spacing:.5px}
 .rh-banner ul{margin:6px 0 0 18px;padding:0}
 .rh-pill{color:#fff;border-radius:3px;padding:1px 6px;font-weight:600;font-size:12px;white-space:nowrap}
-.rh-phase-head{font-family:system-ui,sans-serif;border-top:3px solid #1f2328;margin-top:32px;padding-top:8px}
+.rh-phase-head{font-family:system-ui,sans-serif;font-size:15px;border-top:3px solid #1f2328;margin-top:32px;
+  padding-top:8px}
 .rh-muted{color:#57606a}
 details.rh-versions summary{cursor:pointer}
 """
@@ -51,8 +57,10 @@ def _pill(status: str) -> str:
 
 def _phase_status(summary: RunSummary, name: str, outcome: str) -> str:
     if OUTCOME_LABEL.get(outcome):
-        fg = "#57606a" if outcome == "refused" else "#8250df"
-        return f"<span class='rh-pill' style='background:{fg}'>{OUTCOME_LABEL[outcome]}</span>"
+        return f"<span class='rh-pill' style='background:{OUTCOME_COLOR[outcome]}'>{OUTCOME_LABEL[outcome]}</span>"
+    if name == "decision" and outcome == "ok":
+        d = summary.decision.decision
+        return f"<span class='rh-pill' style='background:{DECISION_COLORS[d]}'>{d}</span>"
     counts = summary.counts(name)
     for status in ("error", "fail", "warn", "manual", "skip"):
         if counts.get(status):
@@ -60,8 +68,10 @@ def _phase_status(summary: RunSummary, name: str, outcome: str) -> str:
     return _pill("pass") if counts else "<span class='rh-muted'>no checks</span>"
 
 
-def _anchor(check_id: str) -> str:
-    return "check-" + "".join(ch if ch.isalnum() else "-" for ch in check_id)
+def not_covered(summary: RunSummary) -> list[str]:
+    """Catalogue phases this run did not include (disabled, or not built yet)."""
+    ran = {p.name for p in summary.phases}
+    return [p.name for p in PHASES if p.name not in ran]
 
 
 def summary_html(summary: RunSummary) -> str:
@@ -92,11 +102,16 @@ def summary_html(summary: RunSummary) -> str:
     reasons = ""
     if meta.get("interrupted"):
         reasons += "<p><b>The run was interrupted</b>; the phases that finished are reported below.</p>"
-    for title, items in (("Blockers", d.blockers), ("Conditions", d.conditions)):
+    also = "Also failing (each a condition for GO)" if d.blockers else "Conditions"
+    for title, items in (("Blockers", d.blockers), (also, d.conditions)):
         if items:
             reasons += f"<b>{title}</b><ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
     if not d.blockers and not d.conditions:
         reasons += "<p>Every gate passed.</p>"
+    missing = not_covered(summary)
+    covered = len(PHASES) - len(missing)
+    reasons += (f"<p>Coverage: {covered} of {len(PHASES)} phases"
+                + (f"; not covered: {esc(', '.join(missing))}" if missing else "") + ".</p>")
     out.append(f"<div class='rh-banner' id='decision' style='background:{color}'>"
                f"<div class='rh-decision'>Decision: {esc(d.decision)}</div>{reasons}</div>")
     if d.notes:
@@ -111,31 +126,37 @@ def summary_html(summary: RunSummary) -> str:
         note = p.reason or "; ".join(f"{c.id}: {c.observed}" for c in bad[:3]) + (" …" if len(bad) > 3 else "")
         link = f"<a href='#phase-{p.name}'>{esc(p.title)}</a>"
         out.append(f"<tr><td>{link}</td><td>{_phase_status(summary, p.name, p.outcome)}</td>"
-                   f"<td>{p.duration_s:.1f} s</td><td>{esc(tally)}</td><td>{esc(note)}</td></tr>")
+                   f"<td class='rh-nowrap'>{p.duration_s:.1f} s</td><td>{esc(tally)}</td><td>{esc(note)}</td></tr>")
+    if missing:
+        titles = ", ".join(BY_NAME[n].title for n in missing)
+        out.append(f"<tr class='rh-muted'><td>{len(missing)} other phase(s)</td><td>not covered</td><td></td><td></td>"
+                   f"<td>{esc(titles)} — not enabled for this environment, or not built yet</td></tr>")
     out.append("</table>")
 
     critical = [c for c in summary.checks if c.status in ("fail", "error") and c.severity in ("blocker", "major")]
     out.append("<h2>Critical Issues Requiring Resolution</h2>")
     if critical:
         out.append("<table><tr><th>Check</th><th>Severity</th><th>Status</th><th>Description</th><th>Expected</th>"
-                   "<th>Observed</th><th>Resolution required</th></tr>")
+                   "<th>Observed</th><th>Gate effect</th></tr>")
         for c in critical:
-            out.append(f"<tr><td><a href='#{_anchor(c.id)}'><code>{esc(c.id)}</code></a></td><td>{c.severity}</td>"
+            effect = "blocks GO" if c.severity == "blocker" else "condition for GO"
+            out.append(f"<tr><td><a href='#{check_anchor(c.id)}'><code>{esc(c.id)}</code></a></td><td>{c.severity}</td>"
                        f"<td>{_pill(c.status)}</td><td>{esc(c.title)}</td><td>{esc(c.expected)}</td>"
-                       f"<td>{esc(c.observed)}</td><td>{'YES' if c.severity == 'blocker' else 'before GO'}</td></tr>")
+                       f"<td>{esc(c.observed)}</td><td>{effect}</td></tr>")
         out.append("</table>")
     else:
         out.append("<p>None.</p>")
 
     out.append(f"<h2>All checks ({len(summary.checks)})</h2><table><tr><th>Status</th><th>Severity</th>"
-               "<th>Check</th><th>Title</th><th>Observed</th><th>Time</th></tr>")
+               "<th>Check</th><th>Title</th><th>Expected</th><th>Observed</th><th>Time</th></tr>")
     for c in summary.checks:
         waived = " (waived)" if c.waiver and not c.waiver.get("expired") else ""
-        out.append(f"<tr id='{_anchor(c.id)}'><td>{_pill(c.status)}{waived}</td><td>{c.severity}</td>"
-                   f"<td><code>{esc(c.id)}</code></td><td>{esc(c.title)}</td><td>{esc(c.observed)}</td>"
-                   f"<td>{c.duration_s:.2f} s</td></tr>")
-    out.append("</table><p class='rh-muted'>Each phase's executed notebook follows. Evidence for every check is "
-               "in its badge; the same data is in results.json and junit.xml beside this file.</p></div>")
+        out.append(f"<tr><td class='rh-nowrap'>{_pill(c.status)}{waived}</td><td class='rh-nowrap'>{c.severity}</td>"
+                   f"<td><a href='#{check_anchor(c.id)}'><code>{esc(c.id)}</code></a></td><td>{esc(c.title)}</td>"
+                   f"<td>{esc(c.expected)}</td><td>{esc(c.observed)}</td>"
+                   f"<td class='rh-nowrap'>{c.duration_s:.2f} s</td></tr>")
+    out.append("</table><p class='rh-muted'>Each phase's executed notebook follows; a check's id links to its "
+               "badge with the evidence. The same data is in results.json and junit.xml beside this file.</p></div>")
     return "\n".join(out)
 
 
@@ -163,7 +184,7 @@ def _prepare_outputs(cell: nbformat.NotebookNode) -> bool:
 def combined_notebook(summary: RunSummary, show_code: bool = False) -> tuple[nbformat.NotebookNode, bool]:
     """All executed phase notebooks as one notebook, each behind a heading cell."""
     merged = nbformat.v4.new_notebook()
-    merged.metadata["title"] = f"Rehearsal {summary.env} {summary.run_id}"
+    merged.metadata["title"] = f"{summary.decision.decision} — rehearsal {summary.env} {summary.run_id}"
     merged.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     has_fig = False
     seen: set[str] = set()
@@ -185,6 +206,8 @@ def combined_notebook(summary: RunSummary, show_code: bool = False) -> tuple[nbf
         nb = read_notebook(nb_path)
         for cell in nb.cells:
             tags = cell.get("metadata", {}).get("tags", [])
+            if REPORT_SKIP_TAG in tags:
+                continue
             if "injected-parameters" in tags or "parameters" in tags:
                 if not show_code:
                     continue

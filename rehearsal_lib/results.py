@@ -70,17 +70,15 @@ class Check(BaseModel):
             rows += "<div><b>metrics</b>: " + esc(", ".join(f"{k}={_fmt(v)}" for k, v in self.metrics.items()))
             rows += "</div>"
         if self.waiver:
-            rows += f"<div><b>waived</b>: {esc(json.dumps(self.waiver))}</div>"
+            rows += f"<div><b>waiver</b>: {esc(json.dumps(self.waiver))}</div>"
         evidence = ""
         if self.evidence not in (None, "", [], {}):
-            evidence = (
-                "<details><summary>evidence</summary><pre style='white-space:pre-wrap;max-height:20em;"
-                f"overflow:auto'>{esc(json.dumps(self.evidence, indent=2, default=str))}</pre></details>"
-            )
+            is_open = " open" if self.status in ("fail", "error") else ""
+            evidence = f"<details{is_open}><summary>evidence</summary>{evidence_html(self.evidence)}</details>"
         return (
-            f"<div class='rehearsal-check' data-check-id='{esc(self.id)}' data-status='{self.status}' "
-            f"style='border-left:6px solid {fg};background:{bg};padding:6px 10px;margin:4px 0;"
-            "font-family:system-ui,sans-serif;font-size:13px'>"
+            f"<div class='rehearsal-check' id='{check_anchor(self.id)}' data-check-id='{esc(self.id)}' "
+            f"data-status='{self.status}' style='border-left:6px solid {fg};background:{bg};padding:6px 10px;"
+            "margin:4px 0;font-family:system-ui,sans-serif;font-size:13px;text-align:left'>"
             f"<span style='background:{fg};color:#fff;border-radius:3px;padding:1px 6px;font-weight:600'>"
             f"{label}</span> <b>{esc(self.title)}</b> <code>{esc(self.id)}</code> "
             f"<span style='color:#57606a'>[{self.severity}, {self.duration_s:.2f}s]</span>{rows}{evidence}</div>"
@@ -97,6 +95,39 @@ class Check(BaseModel):
             "text/html": checked.badge_html(),
             "text/plain": checked.text(),
         }
+
+
+def check_anchor(check_id: str) -> str:
+    """The HTML id of a check's badge, for links from summary tables."""
+    return "check-" + "".join(ch if ch.isalnum() else "-" for ch in check_id)
+
+
+PRE = "<pre style='white-space:pre-wrap;max-height:20em;overflow:auto;margin:4px 0'>"
+CELL = "style='border:1px solid #d0d7de;padding:2px 6px;text-align:left'"
+
+
+def evidence_html(evidence: Any) -> str:
+    """Evidence for people: a SQL query as code, row samples as a table, the rest as JSON."""
+    esc = html.escape
+    if not isinstance(evidence, dict):
+        return PRE + esc(json.dumps(evidence, indent=2, default=str)) + "</pre>"
+    rest = dict(evidence)
+    out = ""
+    if isinstance(rest.get("query"), str):
+        out += "<div><b>query</b></div>" + PRE + esc(rest.pop("query")) + "</pre>"
+    columns, sample = rest.get("columns"), rest.get("sample")
+    if isinstance(columns, list) and isinstance(sample, list):
+        rest.pop("columns"), rest.pop("sample")
+        head = "".join(f"<th {CELL}>{esc(str(c))}</th>" for c in columns)
+        body = "".join("<tr>" + "".join(f"<td {CELL}>{esc(str(v))}</td>" for v in row) + "</tr>" for row in sample)
+        out += (f"<div><b>sample</b> ({len(sample)} row(s) shown)</div><table style='border-collapse:collapse;"
+                f"margin:4px 0'><tr>{head}</tr>{body}</table>")
+    scalars = {k: v for k, v in rest.items() if isinstance(v, str | int | float | bool) or v is None}
+    out += "".join(f"<div><b>{esc(str(k))}</b>: {esc(str(v))}</div>" for k, v in scalars.items())
+    nested = {k: v for k, v in rest.items() if k not in scalars}
+    if nested:
+        out += PRE + esc(json.dumps(nested, indent=2, default=str)) + "</pre>"
+    return out
 
 
 def _fmt(value: Any) -> str:

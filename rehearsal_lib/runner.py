@@ -251,8 +251,10 @@ class Runner:
         self.secrets.add(state.admin_db_url)
         os.environ["REHEARSAL_SANDBOX_URL"] = state.base_url
         os.environ["REHEARSAL_SANDBOX_DB_URL"] = state.db_url
-        how = "started" if started else "already running"
-        self.progress(f"  sandbox ({state.variant}) {how} at {state.base_url} in {time.monotonic() - t0:.1f} s")
+        if started:
+            self.progress(f"  sandbox ({state.variant}) started at {state.base_url} in {time.monotonic() - t0:.1f} s")
+        else:
+            self.progress(f"  sandbox ({state.variant}) already running at {state.base_url}; it stays running")
         meta["sandbox"] = {"variant": state.variant, "started_by_run": started,
                            "start_s": round(time.monotonic() - t0, 2)}
         return started

@@ -33,6 +33,8 @@ def run_so_far(ctx: PhaseRun) -> RunSummary | None:
 
 def record_attestations(ctx: PhaseRun) -> list[Check]:
     """Operator attestations and sign-offs from params; not given yet means `manual`."""
+    if not ctx.params.attestations:
+        ctx.note("No attestations configured (attestations: in the params file).")
     out = []
     for a in ctx.params.attestations:
         def probe(a=a) -> Outcome:
@@ -58,8 +60,10 @@ def show_decision(summary: RunSummary, extra: list[Check]) -> None:
     _display({
         "text/html": f"<div style='background:{DECISION_COLORS[d.decision]};color:#fff;padding:12px 16px;"
                      f"border-radius:6px;font-family:system-ui,sans-serif'><div style='font-size:22px;"
-                     f"font-weight:700'>Decision so far: {d.decision}</div><ul>{items}</ul></div>",
-        "text/plain": f"Decision so far: {d.decision}\n" + "\n".join(d.blockers + d.conditions),
+                     f"font-weight:700'>Decision from the phases before this one: {d.decision}</div><ul>{items}</ul>"
+                     "</div>",
+        "text/plain": "\n".join([f"Decision from the phases before this one: {d.decision}", *d.blockers,
+                                 *d.conditions]),
     })
 
 
@@ -72,11 +76,13 @@ def _gate(summary: RunSummary):  # noqa: ANN202 - small helper
 def show_hard_gates(summary: RunSummary) -> None:
     """The seeds' hard gates: each blocker check and whether it holds."""
     blockers = [c for c in summary.checks if c.severity == "blocker"]
+    left = "style='text-align:left'"
     rows = "".join(
-        f"<tr><td>{'&#9745;' if c.status == 'pass' else '&#9744;'}</td><td>{html.escape(c.title)}</td>"
-        f"<td><code>{html.escape(c.id)}</code></td><td style='color:{STATUS_STYLE[c.status][0]};font-weight:600'>"
-        f"{c.status.upper()}</td></tr>" for c in blockers)
-    _display({"text/html": f"<table><tr><th></th><th>Hard gate</th><th>Check</th><th>Status</th></tr>{rows}</table>",
+        f"<tr><td style='color:{STATUS_STYLE[c.status][0]};font-weight:600;text-align:left'>{c.status.upper()}</td>"
+        f"<td {left}>{html.escape(c.title)}</td><td {left}><code>{html.escape(c.id)}</code></td></tr>"
+        for c in blockers)
+    _display({"text/html": f"<table><tr><th {left}>Status</th><th {left}>Hard gate</th><th {left}>Check</th></tr>"
+                           f"{rows}</table>",
               "text/plain": "\n".join(f"{c.status:6} {c.id}" for c in blockers)})
 
 
