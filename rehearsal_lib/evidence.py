@@ -17,7 +17,7 @@ from typing import Any
 from rehearsal_lib.config import Gate
 from rehearsal_lib.gate import Decision, PhaseOutcome, apply_policy, decide, outcome_checks
 from rehearsal_lib.phases import BY_NAME
-from rehearsal_lib.results import Check, checks_from_notebook, notebook_error, read_notebook
+from rehearsal_lib.results import Check, checks_from_notebook, notebook_error, read_notebook_json
 
 RUN_META = "run.json"
 DERIVED = ("results.json", "junit.xml", "report.html", "manifest.json")
@@ -80,13 +80,13 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
         found: list[Check] = []
         if nb_path.is_file():
             outcome.notebook = nb_path.name
-            nb = read_notebook(nb_path)
+            nb = read_notebook_json(nb_path)
             found = checks_from_notebook(nb)
             err = notebook_error(nb)
             if err and outcome.outcome == "ok":
                 outcome.outcome, outcome.reason = "error", err
             if not outcome.duration_s:
-                outcome.duration_s = float(nb.metadata.get("papermill", {}).get("duration") or 0.0)
+                outcome.duration_s = float(nb.get("metadata", {}).get("papermill", {}).get("duration") or 0.0)
         elif outcome.outcome == "ok":
             outcome.outcome, outcome.reason = "not_run", "no executed notebook in the run folder"
         found = apply_policy(found + outcome_checks([outcome]), gate)

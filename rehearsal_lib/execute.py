@@ -17,25 +17,55 @@ from pathlib import Path
 OK, CELL_ERROR, CELL_TIMEOUT, KERNEL_FAILED = 0, 10, 11, 12
 
 
+def skip_slow_optional_imports() -> None:
+    """Keep jsonschema from importing rfc3987_syntax in this process.
+
+    jsonschema imports rfc3987_syntax, when installed (JupyterLab's dependencies install it), only
+    to check the "iri" string format; that module compiles a grammar at import, ~1.3 s per phase
+    here. Notebook validation never uses that format, so this executor process goes without it.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # None: "not installed"
+
+
 def _kernel_start_failure(exc: BaseException) -> bool:
     text = f"{type(exc).__name__}: {exc}".lower()
     return any(s in text for s in ("kernel died", "zmq", "address already in use", "kernel didn't respond",
                                    "timeout waiting for kernel_info", "kernel_info"))
 
 
-def ipc_kernel_manager() -> type:
-    """A kernel manager using Unix-socket (IPC) transport: nothing of the kernel's traffic crosses TCP."""
+def ipc_kernel_manager(socket_dir: Path) -> type:
+    """A kernel manager using Unix-socket (IPC) transport: nothing of the kernel's traffic crosses TCP.
+
+    Each kernel's sockets live in its own private (0700) `socket_dir`: the default IPC path is derived
+    from the working directory, so kernels started side by side would otherwise share sockets.
+    """
     from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
+    from traitlets import CaselessStrEnum, default
 
     class IpcKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("ip")
+        def _private_socket_prefix(self) -> str:
+            return str(socket_dir / "ipc")
 
     return IpcKernelManager
 
 
 def execute(notebook: Path, output: Path, env: str, run_dir: str, cell_timeout: float, cwd: Path) -> tuple[int, str]:
     """Run the notebook; return (exit code, reason). Retries once when the kernel fails to start."""
+    import shutil
+    import tempfile
+
+    socket_dir = Path(tempfile.mkdtemp(prefix="rehearsal-kernel-"))
+    try:
+        return _execute(notebook, output, env, run_dir, cell_timeout, cwd, socket_dir)
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def _execute(notebook: Path, output: Path, env: str, run_dir: str, cell_timeout: float, cwd: Path,
+             socket_dir: Path) -> tuple[int, str]:
     import papermill as pm
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -47,7 +77,7 @@ def execute(notebook: Path, output: Path, env: str, run_dir: str, cell_timeout: 
                 str(notebook), str(output), parameters={"env": env, "run_dir": run_dir},
                 kernel_name="python3", cwd=str(cwd), progress_bar=False, log_output=True,
                 execution_timeout=int(cell_timeout), request_save_on_cell_execute=True, start_timeout=60,
-                kernel_manager_class=ipc_kernel_manager(),
+                kernel_manager_class=ipc_kernel_manager(socket_dir),
             )
             return OK, ""
         except PapermillExecutionError as exc:
@@ -73,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--cell-timeout", type=float, default=300)
     args = ap.parse_args(argv)
+    skip_slow_optional_imports()
     import logging
 
     # papermill's per-cell start/end lines, with timestamps, make logs/<phase>.log a timeline of the phase

@@ -11,10 +11,12 @@ import datetime as dt
 import html
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import nbformat
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:  # nbformat costs ~1.8 s to import: phase kernels never need it
+    import nbformat
 
 CHECK_MIME = "application/vnd.rehearsal.check+json"
 STATUSES = ("pass", "fail", "warn", "error", "skip", "manual")
@@ -134,10 +136,10 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def checks_from_notebook(nb: nbformat.NotebookNode) -> list[Check]:
+def checks_from_notebook(nb: dict) -> list[Check]:
     """Every check recorded in an executed notebook, in execution order (last record of an id wins)."""
     found: dict[str, Check] = {}
-    for cell in nb.cells:
+    for cell in nb.get("cells", []):
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if CHECK_MIME in data:
@@ -150,9 +152,9 @@ def checks_from_notebook(nb: nbformat.NotebookNode) -> list[Check]:
     return list(found.values())
 
 
-def notebook_error(nb: nbformat.NotebookNode) -> str | None:
+def notebook_error(nb: dict) -> str | None:
     """The error an executed notebook stopped on, if any (papermill marks it or an error output)."""
-    for cell in nb.cells:
+    for cell in nb.get("cells", []):
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 return f"{output.get('ename', 'Error')}: {output.get('evalue', '')}".strip()
@@ -160,4 +162,12 @@ def notebook_error(nb: nbformat.NotebookNode) -> str | None:
 
 
 def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """A notebook as nbformat objects (for the report)."""
+    import nbformat
+
     return nbformat.read(str(path), as_version=4)
+
+
+def read_notebook_json(path: Path) -> dict:
+    """A notebook as plain JSON: enough to read checks back, without nbformat's import cost."""
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -175,6 +175,8 @@ class Runner:
             except Exception:  # noqa: BLE001 - a half-written notebook is reported by collect()
                 pass
         tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no checks"
+        if job.name == "decision" and job.outcome == "ok":
+            tally = f"{collect(self.run_dir).decision.decision}" + (f" ({tally})" if counts else "")
         mark = {"ok": "done", "error": "ERROR", "interrupted": "INTERRUPTED"}.get(job.outcome, job.outcome)
         line = f"  {mark:<11} {job.name:<16} {tally:<34} {job.duration_s:6.1f} s"
         if job.reason:
