@@ -143,16 +143,20 @@ class PhaseRun:
             return check
         return Check.model_validate(json.loads(self.secrets.scrub(text)))
 
-    def run(self, check_id: str, title: str, probe: Callable[[], Outcome], severity: SeverityT = "major") -> Check:
-        """Run one probe and record its outcome; an exception becomes an `error` with the reason."""
+    def run(self, check_id: str, title: str, probe: Callable[[], Outcome], severity: SeverityT = "major",
+            expected: str = "") -> Check:
+        """Run one probe and record its outcome; an exception becomes an `error` with the reason.
+
+        `expected` is what the check requires, kept even when the probe raises before saying so.
+        """
         started, t0 = utcnow(), time.perf_counter()
         try:
             out = probe()
         except Exception as exc:  # noqa: BLE001 - any failure of a probe is evidence, not a crash
-            out = Outcome("error", observed=describe_exception(exc),
+            out = Outcome("error", observed=describe_exception(exc), expected=expected,
                           evidence={"traceback": traceback.format_exc(limit=3)})
         check = Check(id=check_id, phase=self.name, title=title, status=out.status, severity=severity,
-                      expected=out.expected, observed=out.observed, evidence=out.evidence,
+                      expected=out.expected or expected, observed=out.observed, evidence=out.evidence,
                       metrics=out.metrics, started_at=started, duration_s=round(time.perf_counter() - t0, 4))
         return self.record(check)
 

@@ -206,3 +206,18 @@ def test_report_opens_in_headless_chromium_without_console_errors(faulty, tmp_pa
     assert console == []
     assert "Decision: NO-GO" in proc.stdout
     assert "main-svg" in proc.stdout  # plotly drew its SVG: the charts rendered offline
+
+
+def test_production_refuses_writes_without_flag_conditional_go_exit_3(env, tmp_path):
+    params = tmp_path / "prod-like.yaml"
+    params.write_text(f"extends: {ROOT / 'params' / 'sandbox.yaml'}\nname: prod-like\n"
+                      "environment: {kind: production}\nphases: {integrity: {enabled: false}}\n")
+    out = tmp_path / "out"
+    proc = rehearse(["run", str(params), "--outputs", str(out)], env)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "DECISION: CONDITIONAL GO" in proc.stdout
+    results = json.loads((run_folder(out, "prod-like") / "results.json").read_text())
+    journey = {c["id"]: c for c in results["checks"] if ".journey." in c["id"]}
+    assert journey and all(c["status"] == "skip" and "production" in c["observed"] for c in journey.values())
+    allowed = rehearse(["run", str(params), "--outputs", str(out), "--allow-destructive"], env)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr

@@ -16,7 +16,7 @@ def check_zero_rows(ctx: PhaseRun, spec: ZeroRowCheck) -> Check:
         evidence = {"query": strip_statement(spec.sql), "rows_found": n, "columns": cols, "sample": rows}
         return Outcome("pass" if n == 0 else "fail", f"{n} row(s)", "0 rows", evidence, {"rows": n})
 
-    return ctx.run(f"integrity.zero_rows.{spec.name}", spec.title, probe, severity=spec.severity)
+    return ctx.run(f"integrity.zero_rows.{spec.name}", spec.title, probe, severity=spec.severity, expected="0 rows")
 
 
 def check_all_zero_rows(ctx: PhaseRun) -> list[Check]:
@@ -43,7 +43,7 @@ def check_critical_tables(ctx: PhaseRun) -> list[Check]:
             return Outcome(status, f"{n} row(s)", expected, {"table": table.name, "rows": n}, {"rows": n})
 
         out.append(ctx.run(f"integrity.table.{table.name}", f"Critical table {table.name}", probe,
-                           severity=table.severity))
+                           severity=table.severity, expected=f"exists with >= {table.min_rows} row(s)"))
     if counts:
         import plotly.graph_objects as go
 
@@ -73,5 +73,5 @@ def check_expected_indexes(ctx: PhaseRun) -> list[Check]:
             return Outcome("pass", "present", expected, {"indexdef": rows[0][0]})
 
         out.append(ctx.run(f"integrity.index.{idx.name}", f"Index {idx.name} on {idx.table}", probe,
-                           severity=idx.severity))
+                           severity=idx.severity, expected=f"index {idx.name} on {idx.table}"))
     return out

@@ -151,7 +151,8 @@ def check_database(ctx: PhaseRun) -> Check | None:
         return Outcome("pass", f"PostgreSQL {info['server_version']}, database {info['database']}, read-only, "
                                f"statement_timeout {info['statement_timeout']}", expected, info)
 
-    return ctx.run("preflight.database", "Database reachable (read-only session)", probe, severity="blocker")
+    return ctx.run("preflight.database", "Database reachable (read-only session)", probe, severity="blocker",
+                   expected="connects; session is read-only with a statement timeout")
 
 
 def check_required_settings(ctx: PhaseRun) -> Check | None:
