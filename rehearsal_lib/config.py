@@ -185,6 +185,16 @@ class Attestation(Strict):
     severity: Severity = "major"
 
 
+class Risk(Strict):
+    """A known risk for the risk register (seed: Observed Weak Points)."""
+
+    risk: str
+    impact: Literal["high", "medium", "low"] = "medium"
+    likelihood: Literal["high", "medium", "low"] = "medium"
+    mitigation: str = ""
+    owner: str = ""
+
+
 class Gate(Strict):
     waivers: list[Waiver] = Field(default_factory=list)
     severity_overrides: dict[str, Severity] = Field(default_factory=dict)
@@ -201,6 +211,7 @@ class Params(Strict):
     phases: Phases = Field(default_factory=Phases)
     gate: Gate = Field(default_factory=Gate)
     attestations: list[Attestation] = Field(default_factory=list)
+    risks: list[Risk] = Field(default_factory=list)
 
     @property
     def is_production(self) -> bool:

@@ -88,6 +88,7 @@ def summary_html(summary: RunSummary) -> str:
         ("Started / finished (UTC)", f"{started} / {finished}"),
         ("Duration", f"{duration:.1f} s" if isinstance(duration, int | float) else "?"),
         ("Target", target),
+        ("Executed by", meta.get("executed_by", "?")),
         ("Project commit", meta.get("project_commit", "unknown")),
         ("Params file", Path(meta.get("params_file", "?")).name),
     ]

@@ -59,6 +59,20 @@ def project_commit(root: Path) -> str:
     return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
 
 
+def executed_by() -> str:
+    """Who ran the rehearsal: $REHEARSAL_OPERATOR, else user@host."""
+    import getpass
+    import socket
+
+    if os.environ.get("REHEARSAL_OPERATOR"):
+        return os.environ["REHEARSAL_OPERATOR"]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
 @dataclass
 class PhaseJob:
     name: str
@@ -205,6 +219,7 @@ class Runner:
             "environment_kind": self.params.environment.kind,
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "tool_versions": tool_versions(), "project_commit": project_commit(self.root),
+            "executed_by": executed_by(),
             "gate": self.params.gate.model_dump(mode="json"), "phases": [],
         }
         write_meta(self.run_dir, meta)

@@ -63,3 +63,25 @@ def test_crashed_phase_is_no_go_and_refused_is_conditional():
     refused = outcome_checks([PhaseOutcome("faults", "Failure Injection", "refused", "production")])
     assert decide(refused, Gate()).decision == CONDITIONAL
     assert outcome_checks([PhaseOutcome("preflight", "Preflight")]) == []
+
+
+def test_risk_register_does_not_call_an_expired_waiver_a_mitigation(tmp_path, capsys):
+    import yaml
+
+    from rehearsal_lib.checks.decision import show_risk_register
+    from rehearsal_lib.evidence import RunSummary
+    from rehearsal_lib.gate import Decision
+    from rehearsal_lib.phase import PhaseRun
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"name": "p", "target": {"base_url": "http://127.0.0.1:9"},
+                                    "risks": [{"risk": "traffic spike", "impact": "high"}]}))
+    ctx = PhaseRun("decision", str(path), needs_target=False)
+    gate = Gate(waivers=[Waiver(check="a.old", owner="ops", reason="r", expires=dt.date(2020, 1, 1)),
+                         Waiver(check="a.new", owner="dba", reason="r", expires=dt.date(2999, 1, 1))])
+    checks = apply_policy([chk("a.old", "fail"), chk("a.new", "fail"), chk("a.ok", "pass")], gate)
+    show_risk_register(ctx, RunSummary(tmp_path, {}, [], checks, Decision(NO_GO)))
+    out = capsys.readouterr().out
+    assert "traffic spike | high" in out
+    assert "waiver by ops expired on 2020-01-01" in out and "waived by dba until 2999-01-01" in out
+    assert "a.ok" not in out

@@ -117,3 +117,57 @@ def compare_with_previous(ctx: PhaseRun, summary: RunSummary) -> None:
     _display({"text/html": f"<p>{html.escape(head)}{len(changed)} check(s) changed:</p><table><tr><th>check</th>"
                            f"<th>before</th><th>now</th></tr>{rows}</table>",
               "text/plain": head + "\n".join(f"{i}: {b} -> {a}" for i, b, a in changed)})
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    left = "style='text-align:left;vertical-align:top'"
+    head = "".join(f"<th {left}>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td {left}>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+IMPACT = {"blocker": "high", "major": "medium", "minor": "low", "info": "low"}
+
+
+def show_risk_register(ctx: PhaseRun, summary: RunSummary | None) -> None:
+    """Declared risks from params, then the weak points this run observed (failed or warned checks)."""
+    rows = [[r.risk, r.impact, r.likelihood, r.mitigation, r.owner or "—", "declared"] for r in ctx.params.risks]
+    for c in (summary.checks if summary else []):
+        if c.status in ("fail", "error", "warn"):
+            if c.waiver and not c.waiver.get("expired"):
+                mitigation = f"waived by {c.waiver['owner']} until {c.waiver['expires']}: {c.waiver['reason']}"
+            elif c.waiver:
+                mitigation = f"fix before GO (the waiver by {c.waiver['owner']} expired on {c.waiver['expires']})"
+            else:
+                mitigation = "fix before GO"
+            rows.append([f"{c.title}: {c.observed}", IMPACT[c.severity], "observed", mitigation, "—", c.id])
+    if not rows:
+        ctx.note("No declared risks (risks: in the params file) and no weak point observed in this run.")
+        return
+    _display({"text/html": _table(["Risk", "Impact", "Likelihood", "Mitigation", "Owner", "Source"], rows),
+              "text/plain": "\n".join(" | ".join(map(str, r)) for r in rows)})
+
+
+def show_waivers(ctx: PhaseRun) -> None:
+    """Waivers in the params file and whether each is still in force."""
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).date()
+    rows = [[w.check, w.owner, w.reason, w.expires.isoformat(), "in force" if w.expires >= today else "EXPIRED"]
+            for w in ctx.params.gate.waivers]
+    if not rows:
+        ctx.note("No waivers.")
+        return
+    _display({"text/html": _table(["Check", "Owner", "Reason", "Expires", "State"], rows),
+              "text/plain": "\n".join(" | ".join(r) for r in rows)})
+
+
+def show_sign_off(ctx: PhaseRun) -> None:
+    """The sign-off block: each attestation with who, when and what they said."""
+    rows = [[a.title, a.by or "—", a.at.isoformat() if a.at else "—",
+             a.status if a.by and a.status != "manual" else "awaiting", a.note] for a in ctx.params.attestations]
+    if not rows:
+        ctx.note("No sign-offs configured (attestations: in the params file).")
+        return
+    _display({"text/html": _table(["Sign-off", "By", "When", "Status", "Note"], rows),
+              "text/plain": "\n".join(" | ".join(r) for r in rows)})
