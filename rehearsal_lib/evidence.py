@@ -123,11 +123,15 @@ def write_results_json(summary: RunSummary) -> Path:
 
 def write_junit(summary: RunSummary) -> Path:
     """One testsuite per phase, one testcase per check; failures carry expected/observed."""
+    import socket
+
     root = ET.Element("testsuites", name=f"rehearsal {summary.env} {summary.run_id}")
+    stamp = (summary.meta.get("started_at") or "")[:19]
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for phase in summary.phases:
         checks = summary.phase_checks.get(phase.name, [])
-        suite = ET.SubElement(root, "testsuite", name=phase.name, time=f"{phase.duration_s:.3f}")
+        suite = ET.SubElement(root, "testsuite", name=phase.name, time=f"{phase.duration_s:.3f}", timestamp=stamp,
+                              hostname=socket.gethostname())
         counts = {"tests": len(checks), "failures": 0, "errors": 0, "skipped": 0}
         for c in checks:
             case = ET.SubElement(suite, "testcase", classname=f"rehearsal.{c.phase}", name=c.id,
@@ -166,16 +170,21 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+SUMS = "SHA256SUMS"
+
+
 def write_manifest(run_dir: Path) -> Path:
-    """sha256 and size of every other file in the run folder."""
+    """manifest.json: sha256 and size of every other file; then SHA256SUMS (for `sha256sum -c`) over all."""
     files = {}
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(run_dir).as_posix()
-        if rel == "manifest.json":
+        if rel in ("manifest.json", SUMS):
             continue
         files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     out = run_dir / "manifest.json"
     out.write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=2))
+    sums = {**{rel: info["sha256"] for rel, info in files.items()}, "manifest.json": sha256_file(out)}
+    (run_dir / SUMS).write_text("".join(f"{digest}  {rel}\n" for rel, digest in sorted(sums.items())))
     return out
 
 
@@ -194,6 +203,6 @@ def verify_manifest(run_dir: Path) -> list[str]:
             problems.append(f"{rel}: sha256 differs from the manifest")
     for f in run_dir.rglob("*"):
         rel = f.relative_to(run_dir).as_posix()
-        if f.is_file() and rel != "manifest.json" and rel not in listed:
+        if f.is_file() and rel not in ("manifest.json", SUMS) and rel not in listed:
             problems.append(f"{rel}: not in the manifest")
     return problems

@@ -78,6 +78,10 @@ def test_manifest_detects_tampering_added_and_missing_files(tmp_path):
     run = make_run(tmp_path, [check("integrity.a", "pass")])
     write_manifest(run)
     assert verify_manifest(run) == []
+    import subprocess
+
+    sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=run, capture_output=True, text=True)
+    assert sums.returncode == 0 and "manifest.json: OK" in sums.stdout  # auditors need no tool of ours
     nb = run / "notebooks" / "08_integrity.ipynb"
     nb.write_text(nb.read_text().replace("PASS", "FAIL"))
     (run / "extra.txt").write_text("x")
