@@ -103,6 +103,8 @@ def summary_html(summary: RunSummary) -> str:
     reasons = ""
     if meta.get("interrupted"):
         reasons += "<p><b>The run was interrupted</b>; the phases that finished are reported below.</p>"
+    if meta.get("runner_error"):
+        reasons += f"<p><b>The run could not go on</b>: {esc(meta['runner_error'])}</p>"
     also = "Also failing (each a condition for GO)" if d.blockers else "Conditions"
     for title, items in (("Blockers", d.blockers), (also, d.conditions)):
         if items:

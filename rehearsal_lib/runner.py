@@ -227,15 +227,29 @@ class Runner:
         sandbox_started = False
         previous_handler = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        stage = "planning the phases"
         try:
-            if self.params.sandbox is not None:
-                sandbox_started = self._start_sandbox(meta)
-            self._target_secrets()
-            meta.setdefault("target", {"base_url": self._public_base_url()})
             self._plan()
             meta["phases"] = [self._job_meta(j) for j in self.jobs]
             write_meta(self.run_dir, meta)
+            if self.params.sandbox is not None:
+                stage = "starting the sandbox target"
+                sandbox_started = self._start_sandbox(meta)
+            self._target_secrets()
+            meta.setdefault("target", {"base_url": self._public_base_url()})
+            write_meta(self.run_dir, meta)
+            stage = "running the phases"
             self._run_jobs()
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the evidence so far is still reported
+            reason = self.secrets.scrub(f"the run stopped while {stage}: {type(exc).__name__}: {exc}")
+            meta["runner_error"] = reason
+            self.progress(f"  ERROR {reason}")
+            for job in self.jobs:
+                if job.proc is not None and job.proc.poll() is None:
+                    _kill_group(job.proc)
+                    job.outcome, job.reason = "error", reason
+                elif job.outcome == "pending":
+                    job.outcome, job.reason = "not_run", reason
         except KeyboardInterrupt:
             self.interrupted = True
             self.progress("interrupted: stopping running phases and writing the report of what finished")

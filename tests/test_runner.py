@@ -133,3 +133,18 @@ def test_interrupt_writes_report_of_what_finished(project: Path, tmp_path: Path)
     assert results["interrupted"] is True and results["decision"] == "NO-GO"
     assert "interrupted" in (run_dir / "report.html").read_text()
     assert verify_manifest(run_dir) == []
+
+
+def test_sandbox_that_cannot_start_gives_a_no_go_report(project: Path, tmp_path: Path, monkeypatch):
+    (project / "params" / "scratch.yaml").write_text(PARAMS + "sandbox: {variant: default}\n")
+    _notebook(project / "notebooks" / "01_preflight.ipynb", "preflight", "ph.summary()")
+    _notebook(project / "notebooks" / "08_integrity.ipynb", "integrity", "ph.summary()")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("the sandbox home must be a folder")
+    monkeypatch.setenv("REHEARSAL_SANDBOX_HOME", str(blocker))
+    summary = Runner("scratch", root=project, progress=lambda s: None).run()
+    assert summary.decision.decision == "NO-GO"
+    assert {p.outcome for p in summary.phases} == {"not_run"}
+    assert all("starting the sandbox target" in p.reason for p in summary.phases)
+    assert "The run could not go on" in (summary.run_dir / "report.html").read_text()
+    assert verify_manifest(summary.run_dir) == []
