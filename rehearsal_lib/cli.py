@@ -193,13 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("lab", help="open JupyterLab on notebooks/")
-    p.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
+    p.add_argument("lab_args", nargs="*", help="passed on to jupyter lab (options too, e.g. --port 8899)")
     p.set_defaults(func=cmd_lab)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.command != "lab":
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.lab_args = [*args.lab_args, *unknown]
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -138,3 +138,9 @@ def test_faulty_sandbox_params_differ_only_in_name_and_variant(root):
     good, faulty = load_params("sandbox", root), load_params("sandbox-faulty", root)
     assert faulty.sandbox.variant == "faulty" and good.sandbox.variant == "default"
     assert faulty.phases == good.phases and faulty.gate == good.gate and faulty.target == good.target
+
+
+def test_cli_lab_starts_jupyterlab_with_passed_options(root):
+    proc = _cli("lab", "--version", cwd=root)
+    assert proc.returncode == 0 and proc.stdout.strip()[0].isdigit()
+    assert _cli("run", "sandbox", "--bogus", cwd=root).returncode == 2
