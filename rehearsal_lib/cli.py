@@ -40,6 +40,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"  {label}: {_one_line(item)}")
         if len(items) > MAX_LISTED:
             print(f"  ... and {len(items) - MAX_LISTED} more {label}(s): see the report")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:  # CI job summaries: the filled-in seed template
+        with open(step_summary, "a", encoding="utf-8") as fh:
+            fh.write((summary.run_dir / "summary.md").read_text(encoding="utf-8") + "\n")
     print(f"report:  {summary.run_dir / 'report.html'}")
     print(f"results: {summary.run_dir / 'results.json'}  junit: {summary.run_dir / 'junit.xml'}")
     if runner.interrupted:

@@ -20,7 +20,7 @@ from rehearsal_lib.phases import BY_NAME
 from rehearsal_lib.results import Check, checks_from_notebook, notebook_error, read_notebook_json
 
 RUN_META = "run.json"
-DERIVED = ("results.json", "junit.xml", "report.html", "manifest.json")
+DERIVED = ("results.json", "junit.xml", "summary.md", "report.html", "manifest.json")
 
 
 @dataclass
@@ -127,6 +127,9 @@ def write_junit(summary: RunSummary) -> Path:
 
     root = ET.Element("testsuites", name=f"rehearsal {summary.env} {summary.run_id}")
     stamp = (summary.meta.get("started_at") or "")[:19]
+    props = ET.SubElement(root, "properties")
+    for name, value in (("decision", summary.decision.decision), ("env", summary.env), ("run_id", summary.run_id)):
+        ET.SubElement(props, "property", name=name, value=value)
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for phase in summary.phases:
         checks = summary.phase_checks.get(phase.name, [])
@@ -159,6 +162,69 @@ def write_junit(summary: RunSummary) -> Path:
     ET.indent(root)
     path = summary.run_dir / "junit.xml"
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def write_summary_md(summary: RunSummary) -> Path:
+    """The seed template, filled in: overview, critical issues, decision, sign-off (Markdown)."""
+    from rehearsal_lib.phases import PHASES
+
+    meta, d = summary.meta, summary.decision
+    icon = {"GO": "✅", "NO-GO": "❌", "CONDITIONAL GO": "⚠️"}[d.decision]
+    lines = [
+        f"# Rehearsal report — {summary.env}", "",
+        f"**Report date:** {(meta.get('started_at') or '?')[:10]}  ",
+        f"**Run:** `{summary.run_id}` ({meta.get('duration_s', '?')} s)  ",
+        f"**Environment:** {summary.env} ({meta.get('environment_kind', '?')}), "
+        f"{(meta.get('target') or {}).get('base_url', '?')}  ",
+        f"**Executed by:** {meta.get('executed_by', '?')}  ",
+        f"**Project commit:** `{meta.get('project_commit', '?')}`", "",
+        f"## Decision: {icon} {d.decision}", "",
+    ]
+    if meta.get("interrupted"):
+        lines += ["The run was **interrupted**; only the phases that finished are reported.", ""]
+    if meta.get("runner_error"):
+        lines += [f"The run could not go on: {meta['runner_error']}", ""]
+    for title, items in (("Blockers", d.blockers), ("Conditions", d.conditions)):
+        if items:
+            lines += [f"**{title}**", ""] + [f"- {_md(i)}" for i in items] + [""]
+    ran = {p.name for p in summary.phases}
+    lines += ["## Test Results Overview", "", "| Test Phase | Status | Duration | Checks | Notes |",
+              "|------------|--------|----------|--------|-------|"]
+    for p in summary.phases:
+        counts = summary.counts(p.name)
+        bad = [c for c in summary.phase_checks.get(p.name, []) if c.status in ("fail", "error")]
+        mark = "✅" if p.outcome == "ok" and not bad else "❌"
+        if p.name == "decision" and p.outcome == "ok":
+            mark = f"{icon} {d.decision}"
+        note = p.reason or "; ".join(f"{c.id}: {c.observed}" for c in bad[:3])
+        tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        lines.append(f"| {p.title} | {mark} | {p.duration_s:.1f} s | {tally} | {_md(note)} |")
+    for phase in PHASES:
+        if phase.name not in ran:
+            lines.append(f"| {phase.title} | — | | | not covered by this run |")
+    critical = [c for c in summary.checks if c.status in ("fail", "error") and c.severity in ("blocker", "major")]
+    lines += ["", "## Critical Issues Requiring Resolution", ""]
+    if critical:
+        lines += ["| Check | Severity | Description | Expected | Observed | Blocks GO |",
+                  "|-------|----------|-------------|----------|----------|-----------|"]
+        lines += [f"| `{c.id}` | {c.severity} | {_md(c.title)} | {_md(c.expected)} | {_md(c.observed)} | "
+                  f"{'YES' if c.severity == 'blocker' else 'condition'} |" for c in critical]
+    else:
+        lines.append("None.")
+    signoffs = [c for c in summary.checks if c.id.startswith("attestation.")]
+    if signoffs:
+        lines += ["", "## Sign-off", "", "| Item | Status | Detail |", "|------|--------|--------|"]
+        lines += [f"| {_md(c.title)} | {c.status} | {_md(c.observed)} |" for c in signoffs]
+    lines += ["", "Evidence: `report.html`, `results.json`, `junit.xml` and the executed notebooks in this run "
+                  "folder; verify with `sha256sum -c SHA256SUMS`.", ""]
+    path = summary.run_dir / "summary.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
 

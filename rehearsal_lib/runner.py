@@ -24,7 +24,15 @@ from pathlib import Path
 import nbformat
 
 from rehearsal_lib.config import Params, load_params, params_path, project_root, resolve_reference
-from rehearsal_lib.evidence import RunSummary, collect, write_junit, write_manifest, write_meta, write_results_json
+from rehearsal_lib.evidence import (
+    RunSummary,
+    collect,
+    write_junit,
+    write_manifest,
+    write_meta,
+    write_results_json,
+    write_summary_md,
+)
 from rehearsal_lib.phases import BY_NAME, notebook_for
 from rehearsal_lib.secrets import SecretSet, mask_url
 
@@ -371,6 +379,7 @@ def finalize(run_dir: Path, secrets: SecretSet | None = None, show_code: bool = 
     summary = collect(run_dir)
     write_results_json(summary)
     write_junit(summary)
+    write_summary_md(summary)
     write_report(summary, show_code=show_code)
     secrets.scrub_tree(run_dir)
     write_manifest(run_dir)

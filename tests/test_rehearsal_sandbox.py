@@ -59,7 +59,8 @@ def good(env, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
 @pytest.fixture(scope="module")
 def faulty(env, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("outputs")
-    proc = rehearse(["run", "sandbox-faulty", "--outputs", str(out)], env)
+    step_summary = out / "github-step-summary.md"
+    proc = rehearse(["run", "sandbox-faulty", "--outputs", str(out)], {**env, "GITHUB_STEP_SUMMARY": str(step_summary)})
     return proc, run_folder(out, "sandbox-faulty")
 
 
@@ -151,6 +152,13 @@ def test_faulty_sandbox_is_no_go_with_exactly_the_planted_defects(faulty):
     junit = ET.parse(run / "junit.xml").getroot()
     failed_cases = {c.get("name") for c in junit.iter("testcase") if c.find("failure") is not None}
     assert failed_cases == failing
+    assert {p.get("name"): p.get("value") for p in junit.iter("property")}["decision"] == "NO-GO"
+    # the seed template, filled in, for release tickets and CI job summaries
+    summary_md = (run / "summary.md").read_text()
+    assert "## Decision: ❌ NO-GO" in summary_md and "| Preflight | ❌ |" in summary_md
+    for d in PLANTED_DEFECTS:
+        assert f"`{d.check_id}`" in summary_md
+    assert (run.parent.parent / "github-step-summary.md").read_text().strip() == summary_md.strip()
 
 
 def test_unreachable_target_is_no_go_with_errors_and_says_why(env, tmp_path):
