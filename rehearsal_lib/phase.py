@@ -86,6 +86,7 @@ class PhaseRun:
         self.sandbox_started = started
         os.environ["REHEARSAL_SANDBOX_URL"] = state.base_url
         os.environ["REHEARSAL_SANDBOX_DB_URL"] = state.db_url
+        os.environ.setdefault("REHEARSAL_SANDBOX_TOKEN", state.token)  # the running sandbox's own token
         self.secrets.add(state.db_url)
         self.secrets.add(state.admin_db_url)
 

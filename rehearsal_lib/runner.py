@@ -290,6 +290,8 @@ class Runner:
         self.secrets.add(state.admin_db_url)
         os.environ["REHEARSAL_SANDBOX_URL"] = state.base_url
         os.environ["REHEARSAL_SANDBOX_DB_URL"] = state.db_url
+        os.environ.setdefault("REHEARSAL_SANDBOX_TOKEN", state.token)  # kernels inherit it
+        self.secrets.add(state.token)
         if started:
             self.progress(f"  sandbox ({state.variant}) started at {state.base_url} in {time.monotonic() - t0:.1f} s")
         else:
