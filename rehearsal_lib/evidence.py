@@ -20,7 +20,6 @@ from rehearsal_lib.phases import BY_NAME
 from rehearsal_lib.results import Check, checks_from_notebook, notebook_error, read_notebook_json
 
 RUN_META = "run.json"
-DERIVED = ("results.json", "junit.xml", "summary.md", "report.html", "manifest.json")
 
 
 @dataclass

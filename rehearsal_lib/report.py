@@ -17,7 +17,7 @@ import nbformat
 
 from rehearsal_lib.evidence import RunSummary
 from rehearsal_lib.phases import BY_NAME, PHASES
-from rehearsal_lib.results import CHECK_MIME, STATUS_STYLE, Check, check_anchor, read_notebook
+from rehearsal_lib.results import CHECK_MIME, STATUS_STYLE, check_anchor, read_notebook
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -249,7 +249,3 @@ def write_report(summary: RunSummary, show_code: bool = False) -> Path:
     path.write_text(render_report(summary, show_code), encoding="utf-8")
     return path
 
-
-def check_rows(checks: list[Check]) -> list[dict]:
-    """Plain rows for tables in notebooks (used by the decision phase)."""
-    return [{"status": c.status, "severity": c.severity, "check": c.id, "observed": c.observed} for c in checks]

@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # nbformat costs ~1.8 s to import: phase kernels never need i
     import nbformat
 
 CHECK_MIME = "application/vnd.rehearsal.check+json"
-STATUSES = ("pass", "fail", "warn", "error", "skip", "manual")
 Status = Literal["pass", "fail", "warn", "error", "skip", "manual"]
 SeverityT = Literal["blocker", "major", "minor", "info"]
 MAX_EVIDENCE_CHARS = 20_000

@@ -387,6 +387,3 @@ def finalize(run_dir: Path, secrets: SecretSet | None = None, show_code: bool = 
     write_manifest(run_dir)
     return summary
 
-
-def run_rehearsal(env: str, **kwargs) -> RunSummary:
-    return Runner(env, **kwargs).run()
