@@ -162,7 +162,7 @@ class Runner:
                 job.outcome = "error"
                 job.reason = f"phase ran longer than {self.params.run.phase_timeout_s:g} s and was stopped"
         job.duration_s = round(time.monotonic() - t0, 2)
-        if job.outcome == "pending":
+        if job.outcome in ("pending", "interrupted"):
             job.outcome, job.reason = self._verdict(job)
         self._report_phase(job)
         self._save_progress()
@@ -175,7 +175,7 @@ class Runner:
 
     def _verdict(self, job: PhaseJob) -> tuple[str, str]:
         if self.interrupted:
-            return "interrupted", "the run was interrupted while this phase ran"
+            return "interrupted", "stopped while this phase ran"
         verdict = {}
         for line in reversed(job.log.read_text(errors="replace").splitlines()):
             if line.startswith('{"exit"'):
@@ -259,14 +259,7 @@ class Runner:
                 elif job.outcome == "pending":
                     job.outcome, job.reason = "not_run", reason
         except KeyboardInterrupt:
-            self.interrupted = True
-            self.progress("interrupted: stopping running phases and writing the report of what finished")
-            for job in self.jobs:
-                if job.proc is not None and job.proc.poll() is None:
-                    _kill_group(job.proc, first=signal.SIGINT)
-                    job.outcome, job.reason = "interrupted", "the run was interrupted while this phase ran"
-                elif job.outcome == "pending":
-                    job.outcome, job.reason = "not_run", "the run was interrupted before this phase started"
+            self._stop_for_interrupt()
         finally:
             signal.signal(signal.SIGTERM, previous_handler)
             if sandbox_started:
@@ -280,6 +273,18 @@ class Runner:
         })
         write_meta(self.run_dir, meta)
         return finalize(self.run_dir, self.secrets, show_code=self.show_code)
+
+    def _stop_for_interrupt(self) -> None:
+        """Ctrl-C or SIGTERM: stop running phases (they run in their own sessions) and mark the rest."""
+        if not self.interrupted:
+            self.progress("interrupted: stopping running phases and writing the report of what finished")
+        self.interrupted = True
+        for job in self.jobs:
+            if job.proc is not None and job.proc.poll() is None:
+                job.outcome, job.reason = "interrupted", "stopped while this phase ran"
+                _kill_group(job.proc, first=signal.SIGINT)
+            elif job.outcome == "pending":
+                job.outcome, job.reason = "not_run", "the run was interrupted before this phase started"
 
     def _start_sandbox(self, meta: dict) -> bool:
         from rehearsal_lib.sandbox import ensure_sandbox
@@ -338,9 +343,9 @@ class Runner:
                             time.sleep(0.1)
                         f.result()
                 except KeyboardInterrupt:
-                    self.interrupted = True
                     for f in futures:
                         f.cancel()
+                    self._stop_for_interrupt()  # before the pool waits for its threads
                     raise
         else:
             for job in main:

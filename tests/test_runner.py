@@ -110,21 +110,29 @@ def test_parallel_phases_and_secret_never_written(project: Path):
     assert set(nb.metadata.papermill.parameters) == {"env", "run_dir"}
 
 
-def test_interrupt_writes_report_of_what_finished(project: Path, tmp_path: Path):
+@pytest.mark.parametrize("parallel", ["1", "2"])
+def test_interrupt_writes_report_of_what_finished(project: Path, tmp_path: Path, parallel: str):
+    # with --parallel 2 both phases start together: preflight finishes, integrity hangs until interrupted
     _notebook(project / "notebooks" / "01_preflight.ipynb", "preflight", "ph.summary()")
-    _notebook(project / "notebooks" / "08_integrity.ipynb", "integrity", "import time\ntime.sleep(60)")
+    _notebook(project / "notebooks" / "08_integrity.ipynb", "integrity", "import time\ntime.sleep(120)")
     out = tmp_path / "out"
     env = {**os.environ, "REHEARSAL_PROJECT_DIR": str(project)}
-    proc = subprocess.Popen([sys.executable, "-m", "rehearsal_lib.cli", "run", "scratch", "--outputs", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "rehearsal_lib.cli", "run", "scratch", "--outputs", str(out),
+                             "--parallel", parallel],
                             cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         nbs = list(out.glob("scratch/*/notebooks/08_integrity.ipynb"))
-        if nbs and '"integrity.first"' in nbs[0].read_text():
+        metas = list(out.glob("scratch/*/run.json"))
+        preflight_done = metas and any(p["name"] == "preflight" and p["outcome"] == "ok"
+                                       for p in json.loads(metas[0].read_text())["phases"])
+        if preflight_done and nbs and '"integrity.first"' in nbs[0].read_text():
             break
         time.sleep(0.3)
+    interrupted_at = time.monotonic()
     proc.send_signal(signal.SIGINT)
     stdout, _ = proc.communicate(timeout=60)
+    assert time.monotonic() - interrupted_at < 30  # stops promptly, not when the phase would have ended
     assert proc.returncode == 130, stdout
     run_dir = next(out.glob("scratch/*"))
     results = json.loads((run_dir / "results.json").read_text())
