@@ -31,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     runner = Runner(args.env, parallel=args.parallel, allow_destructive=args.allow_destructive,
                     outputs=Path(args.outputs).resolve() if args.outputs else None, show_code=args.show_code,
-                    progress=lambda line: print(line, flush=True))
+                    progress=lambda line: print(line, flush=True), echo_checks=not args.quiet)
     summary = runner.run()
     d = summary.decision
     print(f"\nDECISION: {d.decision}")
@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow destructive phases (required for them in a production environment)")
     p.add_argument("--outputs", metavar="DIR", help="folder for run folders (default: outputs/)")
     p.add_argument("--show-code", action="store_true", help="show notebook code in the report")
+    p.add_argument("--quiet", action="store_true", help="one line per phase, not one per check")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check params/ENV.yaml without running anything")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import nbformat
 
@@ -37,6 +39,7 @@ from rehearsal_lib.phases import BY_NAME, notebook_for
 from rehearsal_lib.secrets import SecretSet, mask_url
 
 Progress = Callable[[str], None]
+CHECK_LINE = re.compile(r"papermill \[(PASS|FAIL|ERROR|WARN|SKIP|MANUAL)\] (.*)")
 
 
 def outputs_root(root: Path | None = None) -> Path:
@@ -98,7 +101,7 @@ class Runner:
 
     def __init__(self, env: str, *, parallel: int | None = None, allow_destructive: bool = False,
                  outputs: Path | None = None, show_code: bool = False, progress: Progress = print,
-                 root: Path | None = None):
+                 root: Path | None = None, echo_checks: bool = True):
         self.root = (root or project_root()).resolve()
         self.params: Params = load_params(env, self.root)
         path = params_path(env, self.root)
@@ -107,6 +110,7 @@ class Runner:
         self.allow_destructive = allow_destructive
         self.show_code = show_code
         self.progress = progress
+        self.echo_checks = echo_checks
         self.outputs = outputs or outputs_root(self.root)
         self.secrets = SecretSet()
         self.jobs: list[PhaseJob] = []
@@ -152,20 +156,32 @@ class Runner:
                "--cell-timeout", str(self.params.run.cell_timeout_s)]
         self.progress(f"  ... {job.name}")
         t0 = time.monotonic()
-        with job.log.open("w") as log:
+        with job.log.open("w") as log, job.log.open("r", errors="replace") as follow:
             job.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         cwd=str(job.notebook.parent), env=child_env, start_new_session=True)
-            try:
-                job.proc.wait(timeout=self.params.run.phase_timeout_s)
-            except subprocess.TimeoutExpired:
-                _kill_group(job.proc)
-                job.outcome = "error"
-                job.reason = f"phase ran longer than {self.params.run.phase_timeout_s:g} s and was stopped"
+            deadline = t0 + self.params.run.phase_timeout_s
+            while job.proc.poll() is None:
+                self._echo_checks(job, follow)
+                if time.monotonic() > deadline:
+                    _kill_group(job.proc)
+                    job.outcome = "error"
+                    job.reason = f"phase ran longer than {self.params.run.phase_timeout_s:g} s and was stopped"
+                    break
+                time.sleep(0.2)
+            self._echo_checks(job, follow)
         job.duration_s = round(time.monotonic() - t0, 2)
         if job.outcome in ("pending", "interrupted"):
             job.outcome, job.reason = self._verdict(job)
         self._report_phase(job)
         self._save_progress()
+
+    def _echo_checks(self, job: PhaseJob, follow: TextIO) -> None:
+        """Print each check as the phase records it (papermill logs its text line)."""
+        for line in follow.readlines():
+            found = CHECK_LINE.search(line)
+            if found and self.echo_checks:
+                status, rest = found.groups()
+                self.progress(f"      {status:<6} {self.secrets.scrub(rest.strip())}"[:200])
 
     def _save_progress(self) -> None:
         """Keep run.json current after each phase, so the decision phase and a crash see it."""

@@ -92,7 +92,8 @@ def show_failures(summary: RunSummary) -> None:
         _display({"text/plain": "No failed checks.", "text/html": "<p>No failed checks.</p>"})
         return
     for c in bad:  # badges only: these checks belong to their own phases, not to this notebook's record
-        _display({"text/html": c.bounded().badge_html(), "text/plain": c.text()})
+        _display({"text/html": c.bounded().badge_html(),
+                  "text/plain": f"recorded by {c.phase}: {c.status} {c.id}: {c.observed}"})
 
 
 def compare_with_previous(ctx: PhaseRun, summary: RunSummary) -> None:
