@@ -95,6 +95,13 @@ class LatencyCheck(Strict):
     p95_ms: float = Field(500, gt=0)
 
 
+class ZeroRowCheck(Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    title: str
+    sql: str
+    severity: Severity = "blocker"
+
+
 class JourneyStep(Strict):
     """One request of the critical-path journey; `save` keeps response fields for later steps."""
 
@@ -121,13 +128,8 @@ class PreflightParams(Strict):
     latency: LatencyCheck = Field(default_factory=LatencyCheck)
     required_settings: list[str] = Field(default_factory=list, description="Environment variable names.")
     journey: list[JourneyStep] = Field(default_factory=list, description="Critical-path requests; they write.")
-
-
-class ZeroRowCheck(Strict):
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
-    title: str
-    sql: str
-    severity: Severity = "blocker"
+    freeze_quiet: list[ZeroRowCheck] = Field(
+        default_factory=list, description="Queries that must return no rows while the freeze is on (running jobs...).")
 
 
 class CriticalTable(Strict):

@@ -225,3 +225,27 @@ def test_sql_checks_cannot_write(tmp_path, monkeypatch, sandbox_db):
         query(ctx.engine, "DELETE FROM events RETURNING id")
     ctx2 = integrity_phase(tmp_path, monkeypatch, sandbox_db, {"critical_tables": [{"name": "events", "min_rows": 1}]})
     assert integrity.check_critical_tables(ctx2)[0].status == "pass"  # nothing was deleted
+
+
+def test_freeze_quiet_fails_while_a_long_query_runs(tmp_path, monkeypatch, sandbox_db):
+    import sqlalchemy as sa
+
+    monkeypatch.setenv("PROBE_DB", sandbox_db)
+    spec = {"name": "no_long_queries", "title": "t", "sql":
+            "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND backend_type = 'client backend' "
+            "AND pid <> pg_backend_pid() AND now() - query_start > interval '1 second'"}
+    doc = {"name": "probe", "target": {"base_url": "http://127.0.0.1:9", "database_url": "${PROBE_DB}"},
+           "phases": {"preflight": {"freeze_quiet": [spec]}}}
+    path = tmp_path / "freeze.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    ctx = PhaseRun("preflight", str(path), params=load_params(str(path)))
+    assert [c.status for c in preflight.check_freeze_quiet(ctx)] == ["pass"]
+    engine = sa.create_engine(sandbox_db)
+    busy = threading.Thread(target=lambda: engine.connect().execute(sa.text("SELECT pg_sleep(4)")), daemon=True)
+    busy.start()
+    time.sleep(1.8)
+    [check] = preflight.check_freeze_quiet(ctx)
+    assert check.id == "preflight.freeze.no_long_queries"
+    assert check.status == "fail" and check.metrics["rows"] == 1
+    busy.join()
+    engine.dispose()

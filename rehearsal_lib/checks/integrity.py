@@ -8,15 +8,17 @@ from rehearsal_lib.probes.sql import count_and_sample, query, strip_statement
 from rehearsal_lib.results import Check
 
 
-def check_zero_rows(ctx: PhaseRun, spec: ZeroRowCheck) -> Check:
+def check_zero_rows(ctx: PhaseRun, spec: ZeroRowCheck, id_prefix: str = "integrity.zero_rows",
+                    sample: int | None = None) -> Check:
     """A query that names defects (orphans, duplicates, mismatches) must return no rows."""
+    keep = ctx.settings.evidence_rows if sample is None else sample
 
     def probe() -> Outcome:
-        n, cols, rows = count_and_sample(ctx.engine, spec.sql, ctx.settings.evidence_rows)
+        n, cols, rows = count_and_sample(ctx.engine, spec.sql, keep)
         evidence = {"query": strip_statement(spec.sql), "rows_found": n, "columns": cols, "sample": rows}
         return Outcome("pass" if n == 0 else "fail", f"{n} row(s)", "0 rows", evidence, {"rows": n})
 
-    return ctx.run(f"integrity.zero_rows.{spec.name}", spec.title, probe, severity=spec.severity, expected="0 rows")
+    return ctx.run(f"{id_prefix}.{spec.name}", spec.title, probe, severity=spec.severity, expected="0 rows")
 
 
 def check_all_zero_rows(ctx: PhaseRun) -> list[Check]:

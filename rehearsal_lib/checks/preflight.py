@@ -86,6 +86,19 @@ def check_exam_mode(ctx: PhaseRun) -> Check | None:
     return ctx.run("preflight.exam_mode", "Freeze flag (exam mode) as expected", probe, severity="blocker")
 
 
+def check_freeze_quiet(ctx: PhaseRun) -> list[Check]:
+    """While the freeze is on, nothing that should be paused is running (zero-row SQL from params)."""
+    from rehearsal_lib.checks.integrity import check_zero_rows
+
+    specs = ctx.settings.freeze_quiet
+    if not specs:
+        ctx.note("Not configured: phases.preflight.freeze_quiet.")
+    elif not ctx.database_url:
+        ctx.note("freeze_quiet needs target.database_url.")
+        return []
+    return [check_zero_rows(ctx, spec, id_prefix="preflight.freeze", sample=10) for spec in specs]
+
+
 def check_latency(ctx: PhaseRun) -> Check:
     """Sequential samples of the light endpoints; p95 against the threshold, with a chart."""
     cfg = ctx.settings.latency
