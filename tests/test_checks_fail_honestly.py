@@ -241,7 +241,12 @@ def test_freeze_quiet_fails_while_a_long_query_runs(tmp_path, monkeypatch, sandb
     ctx = PhaseRun("preflight", str(path), params=load_params(str(path)))
     assert [c.status for c in preflight.check_freeze_quiet(ctx)] == ["pass"]
     engine = sa.create_engine(sandbox_db)
-    busy = threading.Thread(target=lambda: engine.connect().execute(sa.text("SELECT pg_sleep(4)")), daemon=True)
+
+    def long_query() -> None:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_sleep(4)"))
+
+    busy = threading.Thread(target=long_query, daemon=True)
     busy.start()
     time.sleep(1.8)
     [check] = preflight.check_freeze_quiet(ctx)
