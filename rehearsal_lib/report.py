@@ -37,7 +37,7 @@ CSS = """
 .rh-summary table{border-collapse:collapse;width:100%;margin:6px 0}
 .rh-summary th,.rh-summary td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top;
   overflow-wrap:anywhere}
-.rh-summary th{background:#f6f8fa}
+.rh-summary th{background:#f6f8fa;white-space:nowrap;overflow-wrap:normal}
 .rh-meta td:first-child{width:180px;font-weight:600;background:#f6f8fa}
 .rh-banner{color:#fff;padding:14px 18px;border-radius:6px;margin:12px 0}
 .rh-banner .rh-decision{font-size:28px;font-weight:700;letter-spacing:.5px}
