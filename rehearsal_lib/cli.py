@@ -89,6 +89,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from rehearsal_lib.results import format_counts
     from rehearsal_lib.runner import outputs_root
 
     folder = (Path(args.outputs).resolve() if args.outputs else outputs_root()) / args.env
@@ -104,7 +105,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             counts: dict[str, int] = {}
             for c in data.get("checks", []):
                 counts[c["status"]] = counts.get(c["status"], 0) + 1
-            tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            tally = format_counts(counts)
             dur = data.get("duration_s")
             flag = " (interrupted)" if data.get("interrupted") else ""
             print(f"{run.name:<28} {data['decision']:<15} {dur or 0:>8.1f}s  {tally}{flag}")

@@ -16,8 +16,8 @@ from typing import Any
 
 from rehearsal_lib.config import Gate
 from rehearsal_lib.gate import Decision, PhaseOutcome, apply_policy, decide, outcome_checks
-from rehearsal_lib.phases import BY_NAME
-from rehearsal_lib.results import Check, checks_from_notebook, notebook_error, read_notebook_json
+from rehearsal_lib.phases import BY_NAME, PHASES
+from rehearsal_lib.results import Check, checks_from_notebook, format_counts, notebook_error, read_notebook_json
 
 RUN_META = "run.json"
 
@@ -45,6 +45,18 @@ class RunSummary:
             if phase is None or c.phase == phase:
                 out[c.status] = out.get(c.status, 0) + 1
         return out
+
+    def tally(self, phase: str | None = None) -> str:
+        return format_counts(self.counts(phase))
+
+    def critical(self) -> list[Check]:
+        """Blocker and major checks that failed or errored: what must be resolved."""
+        return [c for c in self.checks if c.status in ("fail", "error") and c.severity in ("blocker", "major")]
+
+    def not_covered(self) -> list[str]:
+        """Catalogue phases this run did not include (disabled, or not built yet)."""
+        ran = {p.name for p in self.phases}
+        return [p.name for p in PHASES if p.name not in ran]
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:
@@ -171,8 +183,6 @@ def _md(text: str) -> str:
 
 def write_summary_md(summary: RunSummary) -> Path:
     """The seed template, filled in: overview, critical issues, decision, sign-off (Markdown)."""
-    from rehearsal_lib.phases import PHASES
-
     meta, d = summary.meta, summary.decision
     icon = {"GO": "✅", "NO-GO": "❌", "CONDITIONAL GO": "⚠️"}[d.decision]
     lines = [
@@ -192,22 +202,17 @@ def write_summary_md(summary: RunSummary) -> Path:
     for title, items in (("Blockers", d.blockers), ("Conditions", d.conditions)):
         if items:
             lines += [f"**{title}**", ""] + [f"- {_md(i)}" for i in items] + [""]
-    ran = {p.name for p in summary.phases}
     lines += ["## Test Results Overview", "", "| Test Phase | Status | Duration | Checks | Notes |",
               "|------------|--------|----------|--------|-------|"]
     for p in summary.phases:
-        counts = summary.counts(p.name)
         bad = [c for c in summary.phase_checks.get(p.name, []) if c.status in ("fail", "error")]
         mark = "✅" if p.outcome == "ok" and not bad else "❌"
         if p.name == "decision" and p.outcome == "ok":
             mark = f"{icon} {d.decision}"
         note = p.reason or "; ".join(f"{c.id}: {c.observed}" for c in bad[:3])
-        tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        lines.append(f"| {p.title} | {mark} | {p.duration_s:.1f} s | {tally} | {_md(note)} |")
-    for phase in PHASES:
-        if phase.name not in ran:
-            lines.append(f"| {phase.title} | — | | | not covered by this run |")
-    critical = [c for c in summary.checks if c.status in ("fail", "error") and c.severity in ("blocker", "major")]
+        lines.append(f"| {p.title} | {mark} | {p.duration_s:.1f} s | {summary.tally(p.name)} | {_md(note)} |")
+    lines += [f"| {BY_NAME[name].title} | — | | | not covered by this run |" for name in summary.not_covered()]
+    critical = summary.critical()
     lines += ["", "## Critical Issues Requiring Resolution", ""]
     if critical:
         lines += ["| Check | Severity | Description | Expected | Observed | Blocks GO |",

@@ -68,12 +68,6 @@ def _phase_status(summary: RunSummary, name: str, outcome: str) -> str:
     return _pill("pass") if counts else "<span class='rh-muted'>no checks</span>"
 
 
-def not_covered(summary: RunSummary) -> list[str]:
-    """Catalogue phases this run did not include (disabled, or not built yet)."""
-    ran = {p.name for p in summary.phases}
-    return [p.name for p in PHASES if p.name not in ran]
-
-
 def summary_html(summary: RunSummary) -> str:
     esc = html.escape
     meta, d = summary.meta, summary.decision
@@ -111,7 +105,7 @@ def summary_html(summary: RunSummary) -> str:
             reasons += f"<b>{title}</b><ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
     if not d.blockers and not d.conditions:
         reasons += "<p>Every gate passed.</p>"
-    missing = not_covered(summary)
+    missing = summary.not_covered()
     covered = len(PHASES) - len(missing)
     reasons += (f"<p>Coverage: {covered} of {len(PHASES)} phases"
                 + (f"; not covered: {esc(', '.join(missing))}" if missing else "") + ".</p>")
@@ -123,8 +117,7 @@ def summary_html(summary: RunSummary) -> str:
     out.append("<h2>Test Results Overview</h2><table><tr><th>Test Phase</th><th>Status</th><th>Duration</th>"
                "<th>Checks</th><th>Notes</th></tr>")
     for p in summary.phases:
-        counts = summary.counts(p.name)
-        tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        tally = summary.tally(p.name)
         bad = [c for c in summary.phase_checks.get(p.name, []) if c.status in ("fail", "error")]
         note = p.reason or "; ".join(f"{c.id}: {c.observed}" for c in bad[:3]) + (" …" if len(bad) > 3 else "")
         link = f"<a href='#phase-{p.name}'>{esc(p.title)}</a>"
@@ -136,7 +129,7 @@ def summary_html(summary: RunSummary) -> str:
                    f"<td>{esc(titles)} — not enabled for this environment, or not built yet</td></tr>")
     out.append("</table>")
 
-    critical = [c for c in summary.checks if c.status in ("fail", "error") and c.severity in ("blocker", "major")]
+    critical = summary.critical()
     out.append("<h2>Critical Issues Requiring Resolution</h2>")
     if critical:
         out.append("<table><tr><th>Check</th><th>Severity</th><th>Status</th><th>Description</th><th>Expected</th>"

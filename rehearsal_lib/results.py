@@ -98,6 +98,11 @@ class Check(BaseModel):
         }
 
 
+def format_counts(counts: dict[str, int]) -> str:
+    """Status counts as one phrase, e.g. "3 fail, 10 pass" (empty when there are none)."""
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
 def check_anchor(check_id: str) -> str:
     """The HTML id of a check's badge, for links from summary tables."""
     return "check-" + "".join(ch if ch.isalnum() else "-" for ch in check_id)

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import nbformat
-
 from rehearsal_lib.config import Params, load_params, params_path, project_root, resolve_reference
 from rehearsal_lib.evidence import (
     RunSummary,
@@ -203,16 +201,16 @@ class Runner:
         return "error", self.secrets.scrub(reason)
 
     def _report_phase(self, job: PhaseJob) -> None:
-        from rehearsal_lib.results import checks_from_notebook
+        from rehearsal_lib.results import checks_from_notebook, format_counts, read_notebook_json
 
         counts: dict[str, int] = {}
         if job.output.is_file():
             try:
-                for c in checks_from_notebook(nbformat.read(str(job.output), as_version=4)):
+                for c in checks_from_notebook(read_notebook_json(job.output)):
                     counts[c.status] = counts.get(c.status, 0) + 1
             except Exception:  # noqa: BLE001 - a half-written notebook is reported by collect()
                 pass
-        tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no checks"
+        tally = format_counts(counts) or "no checks"
         if job.name == "decision" and job.outcome == "ok":
             tally = f"{collect(self.run_dir).decision.decision}" + (f" ({tally})" if counts else "")
         mark = {"ok": "done", "error": "ERROR", "interrupted": "INTERRUPTED"}.get(job.outcome, job.outcome)
@@ -226,6 +224,8 @@ class Runner:
         """Put a visible note at the top of a notebook that did not run to the end."""
         if job.outcome == "ok" or not job.output.is_file():
             return
+        import nbformat
+
         nb = nbformat.read(str(job.output), as_version=4)
         note = nbformat.v4.new_markdown_cell(
             f"**Rehearsal runner:** this phase did not complete — **{job.outcome}**: {job.reason}. "

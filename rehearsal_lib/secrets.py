@@ -35,12 +35,14 @@ class SecretSet:
 
     def __init__(self, values: Iterable[str] = ()):
         self._values: set[str] = set()
+        self._compiled: re.Pattern[str] | None = None
         for v in values:
             self.add(v)
 
     def add(self, value: str | None) -> None:
         if not value or len(value) < MIN_SECRET_LEN:
             return
+        self._compiled = None
         self._values.add(value)
         pw = url_password(value)
         if pw and len(pw) >= MIN_SECRET_LEN:
@@ -53,15 +55,19 @@ class SecretSet:
         return len(self._values)
 
     def _pattern(self) -> re.Pattern[str] | None:
+        """One regex of every secret and its URL-encoded forms, compiled once per set of values."""
         if not self._values:
             return None
+        if self._compiled is not None:
+            return self._compiled
         from urllib.parse import quote
 
         forms = set()
         for v in self._values:
             forms.update({v, quote(v, safe=""), quote(v)})
         alternatives = sorted(forms, key=len, reverse=True)
-        return re.compile("|".join(re.escape(a) for a in alternatives))
+        self._compiled = re.compile("|".join(re.escape(a) for a in alternatives))
+        return self._compiled
 
     def scrub(self, text: str) -> str:
         pattern = self._pattern()

@@ -50,11 +50,12 @@ def record_attestations(ctx: PhaseRun) -> list[Check]:
 
 def show_decision(summary: RunSummary, extra: list[Check]) -> None:
     """Decision banner with blockers and conditions, computed as the runner will."""
+    from rehearsal_lib.config import Gate
     from rehearsal_lib.gate import apply_policy, decide
     from rehearsal_lib.report import DECISION_COLORS
 
-    gate_checks = summary.checks + apply_policy(extra, _gate(summary))
-    d = decide(gate_checks, _gate(summary))
+    gate = Gate.model_validate(summary.meta.get("gate", {}))
+    d = decide(summary.checks + apply_policy(extra, gate), gate)
     items = "".join(f"<li><b>blocker</b> {html.escape(b)}</li>" for b in d.blockers)
     items += "".join(f"<li><b>condition</b> {html.escape(c)}</li>" for c in d.conditions)
     _display({
@@ -65,12 +66,6 @@ def show_decision(summary: RunSummary, extra: list[Check]) -> None:
         "text/plain": "\n".join([f"Decision from the phases before this one: {d.decision}", *d.blockers,
                                  *d.conditions]),
     })
-
-
-def _gate(summary: RunSummary):  # noqa: ANN202 - small helper
-    from rehearsal_lib.config import Gate
-
-    return Gate.model_validate(summary.meta.get("gate", {}))
 
 
 def show_hard_gates(summary: RunSummary) -> None:

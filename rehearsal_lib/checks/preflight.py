@@ -13,7 +13,7 @@ from rehearsal_lib.probes.sql import query
 from rehearsal_lib.results import Check
 
 
-def _status_check(ctx: PhaseRun, path: str, what: str) -> Outcome:
+def _status_check(ctx: PhaseRun, path: str) -> Outcome:
     res = http.request(ctx.http, "GET", path)
     expected = f"GET {path} answers 2xx"
     if res.error:
@@ -50,7 +50,7 @@ def check_identity(ctx: PhaseRun) -> Check | None:
 
 def check_health(ctx: PhaseRun) -> Check:
     path = ctx.settings.health_endpoint
-    return ctx.run("preflight.health", f"Health endpoint {path}", lambda: _status_check(ctx, path, "health"),
+    return ctx.run("preflight.health", f"Health endpoint {path}", lambda: _status_check(ctx, path),
                    severity="blocker")
 
 
@@ -58,7 +58,7 @@ def check_ready(ctx: PhaseRun) -> Check | None:
     path = ctx.settings.ready_endpoint
     if not path:
         return None
-    return ctx.run("preflight.ready", f"Readiness endpoint {path}", lambda: _status_check(ctx, path, "ready"),
+    return ctx.run("preflight.ready", f"Readiness endpoint {path}", lambda: _status_check(ctx, path),
                    severity="blocker")
 
 
