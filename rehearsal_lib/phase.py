@@ -69,6 +69,7 @@ class PhaseRun:
         self.secrets = SecretSet()
         self.checks: list[Check] = []
         self.sandbox_started = False
+        self.sandbox_state: Any = None  # the running sandbox (SandboxState) when the target is one
         self.base_url, self.database_url, self.auth_token = "", None, None
         if not needs_target:
             return
@@ -80,15 +81,14 @@ class PhaseRun:
 
     # -- configuration -------------------------------------------------------------------------
     def _attach_sandbox(self) -> None:
-        from rehearsal_lib.sandbox import ensure_sandbox
+        from rehearsal_lib.sandbox import apply_sandbox_env, ensure_sandbox
 
         state, started = ensure_sandbox(self.params.sandbox.variant)
         self.sandbox_started = started
-        os.environ["REHEARSAL_SANDBOX_URL"] = state.base_url
-        os.environ["REHEARSAL_SANDBOX_DB_URL"] = state.db_url
-        os.environ.setdefault("REHEARSAL_SANDBOX_TOKEN", state.token)  # the running sandbox's own token
-        self.secrets.add(state.db_url)
-        self.secrets.add(state.admin_db_url)
+        self.sandbox_state = state
+        apply_sandbox_env(state)
+        for value in state.secret_values():
+            self.secrets.add(value)
 
     def _resolve(self, value: str | None, secret: bool = True) -> str | None:
         if value is None:
@@ -111,6 +111,14 @@ class PhaseRun:
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=self.params.target.timeout_s,
                             verify=self.params.target.verify_tls, follow_redirects=False)
+
+    def writes_refusal(self) -> str | None:
+        """None when this phase may write to (or disrupt) the target, else the reason it may not.
+
+        Production refuses writes unless the run was started with ``--allow-destructive``."""
+        if self.params.is_production and os.environ.get("REHEARSAL_ALLOW_DESTRUCTIVE") != "1":
+            return "writes refused in a production environment (run with --allow-destructive)"
+        return None
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.auth_token}"} if self.auth_token else {}

@@ -303,16 +303,13 @@ class Runner:
                 job.outcome, job.reason = "not_run", "the run was interrupted before this phase started"
 
     def _start_sandbox(self, meta: dict) -> bool:
-        from rehearsal_lib.sandbox import ensure_sandbox
+        from rehearsal_lib.sandbox import apply_sandbox_env, ensure_sandbox
 
         t0 = time.monotonic()
         state, started = ensure_sandbox(self.params.sandbox.variant)
-        self.secrets.add(state.db_url)
-        self.secrets.add(state.admin_db_url)
-        os.environ["REHEARSAL_SANDBOX_URL"] = state.base_url
-        os.environ["REHEARSAL_SANDBOX_DB_URL"] = state.db_url
-        os.environ.setdefault("REHEARSAL_SANDBOX_TOKEN", state.token)  # kernels inherit it
-        self.secrets.add(state.token)
+        for value in state.secret_values():
+            self.secrets.add(value)
+        apply_sandbox_env(state)  # kernels inherit it
         if started:
             self.progress(f"  sandbox ({state.variant}) started at {state.base_url} in {time.monotonic() - t0:.1f} s")
         else:

@@ -188,9 +188,7 @@ def check_required_settings(ctx: PhaseRun) -> Check | None:
 
 def writes_allowed(ctx: PhaseRun) -> str | None:
     """None when this phase may write to the target, else the reason it may not."""
-    if ctx.params.is_production and os.environ.get("REHEARSAL_ALLOW_DESTRUCTIVE") != "1":
-        return "writes refused in a production environment (run with --allow-destructive)"
-    return None
+    return ctx.writes_refusal()
 
 
 def _fill(value: Any, saved: dict[str, str]) -> Any:

@@ -68,6 +68,20 @@ class SandboxState:
     token: str
     started_at: str
 
+    def env_vars(self) -> dict[str, str]:
+        """The environment variables a rehearsal of this sandbox gets (config.SANDBOX_PROVIDED_VARS).
+
+        The token is only a default: a ``REHEARSAL_SANDBOX_TOKEN`` already set wins (see callers)."""
+        return {
+            "REHEARSAL_SANDBOX_URL": self.base_url,
+            "REHEARSAL_SANDBOX_DB_URL": self.db_url,
+            "REHEARSAL_SANDBOX_TOKEN": self.token,
+        }
+
+    def secret_values(self) -> list[str]:
+        """Values that must never appear in outputs."""
+        return [self.db_url, self.admin_db_url, self.token]
+
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable dict (``home`` as a string)."""
         d = asdict(self)
@@ -81,6 +95,15 @@ class SandboxState:
         kw = {k: v for k, v in data.items() if k in names}
         kw["home"] = Path(kw["home"])
         return cls(**kw)
+
+
+def apply_sandbox_env(state: SandboxState) -> None:
+    """Export a running sandbox's variables to this process; a token already set wins."""
+    for var, value in state.env_vars().items():
+        if var == "REHEARSAL_SANDBOX_TOKEN":
+            os.environ.setdefault(var, value)
+        else:
+            os.environ[var] = value
 
 
 # ---------------------------------------------------------------------------------------------- paths
