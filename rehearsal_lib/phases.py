@@ -12,6 +12,13 @@ class Phase:
     name: str
     title: str
     destructive: bool = False
+    disruptive: bool = False  # briefly degrades the target (e.g. toggles readiness), harmless to data
+
+    @property
+    def runs_alone(self) -> bool:
+        """Under --parallel this phase runs with no other phase beside it: it changes or loads the
+        target in ways that would skew or break what runs concurrently."""
+        return self.destructive or self.disruptive
 
     @property
     def notebook_name(self) -> str:
@@ -28,7 +35,7 @@ PHASES: tuple[Phase, ...] = (
     Phase(7, "faults", "Failure Injection", destructive=True),
     Phase(8, "integrity", "Data Integrity"),
     Phase(9, "security", "Security Validation"),
-    Phase(10, "observability", "Observability"),
+    Phase(10, "observability", "Observability", disruptive=True),
     Phase(11, "backup_recovery", "Backup & Recovery", destructive=True),
     Phase(12, "smoke", "Smoke Tests"),
     Phase(13, "decision", "Go / No-Go Decision"),

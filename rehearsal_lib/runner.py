@@ -347,9 +347,12 @@ class Runner:
                 self._report_phase(job)
         main = [j for j in runnable if j.name != "decision"]
         last = [j for j in runnable if j.name == "decision"]
-        if self.parallel > 1 and len(main) > 1:
+        for wave in _waves(main) if self.parallel > 1 else [[j] for j in main]:
+            if len(wave) == 1:
+                self._execute(wave[0])
+                continue
             with ThreadPoolExecutor(max_workers=self.parallel) as pool:
-                futures = [pool.submit(self._execute, j) for j in main]
+                futures = [pool.submit(self._execute, j) for j in wave]
                 try:
                     for f in futures:
                         while not f.done():
@@ -360,9 +363,6 @@ class Runner:
                         f.cancel()
                     self._stop_for_interrupt()  # before the pool waits for its threads
                     raise
-        else:
-            for job in main:
-                self._execute(job)
         for job in last:
             self._execute(job)
 
@@ -370,6 +370,19 @@ class Runner:
     def _job_meta(job: PhaseJob) -> dict:
         return {"name": job.name, "outcome": job.outcome, "reason": job.reason, "duration_s": job.duration_s,
                 "notebook": job.output.name}
+
+
+def _waves(jobs: list[PhaseJob]) -> list[list[PhaseJob]]:
+    """Catalogue order, cut into waves that may run concurrently: a phase that runs alone
+    (destructive or disruptive) is a wave of its own, so nothing overlaps it and the order of
+    'before' and 'after' it is kept."""
+    waves: list[list[PhaseJob]] = []
+    for job in jobs:
+        if BY_NAME[job.name].runs_alone or not waves or BY_NAME[waves[-1][0].name].runs_alone:
+            waves.append([job])
+        else:
+            waves[-1].append(job)
+    return waves
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

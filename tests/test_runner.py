@@ -156,3 +156,15 @@ def test_sandbox_that_cannot_start_gives_a_no_go_report(project: Path, tmp_path:
     assert all("starting the sandbox target" in p.reason for p in summary.phases)
     assert "The run could not go on" in (summary.run_dir / "report.html").read_text()
     assert verify_manifest(summary.run_dir) == []
+
+
+def test_phases_that_change_or_disrupt_the_target_run_alone_under_parallel():
+    from rehearsal_lib.phases import PHASES
+    from rehearsal_lib.runner import PhaseJob, _waves
+
+    jobs = [PhaseJob(p.name, Path(), Path(), Path()) for p in PHASES if p.name != "decision"]
+    waves = [[j.name for j in w] for w in _waves(jobs)]
+    assert waves == [["preflight"], ["migrations"], ["webhooks", "jobs", "retention"], ["load"], ["faults"],
+                     ["integrity", "security"], ["observability"], ["backup_recovery"], ["smoke"]]
+    # catalogue order is kept across waves
+    assert [n for w in waves for n in w] == [j.name for j in jobs]
