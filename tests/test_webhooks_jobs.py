@@ -371,3 +371,43 @@ def test_worker_and_redis_live_and_die_with_the_sandbox(tmp_path):
     while (_pid_alive(state.redis_pid) or _pid_alive(state.worker_pid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _pid_alive(state.redis_pid) and not _pid_alive(state.worker_pid)
+
+
+def test_each_planted_defect_fails_its_own_check_with_its_reason(tmp_path, monkeypatch):
+    """In-process, against the real faulty sandbox: every webhooks/jobs check fails, each for its defect."""
+    from rehearsal_lib.sandbox import PLANTED_DEFECTS
+
+    home = tmp_path / "faulty-home"
+    state = start_sandbox("faulty", home=home)
+    try:
+        monkeypatch.setenv("REHEARSAL_SANDBOX_HOME", str(home))
+        doc = yaml.safe_load((Path(__file__).parent.parent / "params" / "sandbox.yaml").read_text())
+        doc["phases"]["jobs"]["timeout_s"] = 1.5
+        doc.update(name="faulty-probe", sandbox={"variant": "faulty"})
+        path = tmp_path / "faulty-probe.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        params = load_params(str(path))
+        hooks = PhaseRun("webhooks", str(path), params=params)
+        checks = [*webhooks.check_signatures(hooks), webhooks.check_replay(hooks), webhooks.check_idempotency(hooks),
+                  webhooks.check_rate_limit(hooks), webhooks.check_storage(hooks)]
+        jctx = PhaseRun("jobs", str(path), params=params)
+        checks += [jobs.check_run(jctx), jobs.check_attempts(jctx), jobs.check_schedule(jctx),
+                   jobs.check_concurrency(jctx), jobs.check_status(jctx)]
+        jobs.show_timeline(jctx)
+        assert hooks.base_url == state.base_url
+    finally:
+        stop_sandbox("faulty", home=home)
+    observed = {c.id: (c.status, c.observed) for c in checks}
+    mine = {d.check_id for d in PLANTED_DEFECTS if d.check_id.startswith(("webhooks.", "jobs."))}
+    assert {i for i, (s, _) in observed.items() if s != "pass"} == mine
+    assert observed["webhooks.signature.valid"][0] == observed["webhooks.signature.bad"][0] == "pass"
+    assert observed["webhooks.signature.missing"][1] == "an unsigned delivery answered HTTP 200"
+    assert observed["webhooks.replay.stale_timestamp"][1] == "a delivery signed 360s ago answered HTTP 200"
+    assert observed["webhooks.idempotency.duplicate"][1] == "sent twice, processed 2 time(s)"
+    assert observed["webhooks.rate_limit.enforced"][1].startswith("no HTTP 429 in 45 deliveries")
+    assert observed["webhooks.storage.no_plaintext"][1] == "plaintext stored: candidate_email, candidate_name"
+    assert observed["jobs.run.completes"][1].endswith("after 1.5s (never picked up)")
+    assert observed["jobs.attempts.tracked"][1] == "attempts = 0"
+    assert observed["jobs.schedule.offsets"][1] == "offsets 0/1/4 days"
+    assert observed["jobs.concurrency.once"][1] == "2 triggers -> 2 job(s), processed 2 time(s)"
+    assert observed["jobs.status.reports"][1] == "done, but the report lacks finished_at"
