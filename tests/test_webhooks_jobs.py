@@ -268,7 +268,7 @@ def jobs_block(**extra) -> dict:
             **extra}
 
 
-def test_trigger_refused_garbage_and_wrong_code_are_errors(tmp_path, monkeypatch, server, sandbox):
+def test_trigger_refused_garbage_wrong_code_and_timeout_are_errors(tmp_path, monkeypatch, server, sandbox):
     run = {"job": {"type": "noop"}}
     refused = make(tmp_path, monkeypatch, "jobs", f"http://127.0.0.1:{closed_port()}", jobs_block(run=run),
                    db_url=sandbox.db_url)
@@ -282,6 +282,10 @@ def test_trigger_refused_garbage_and_wrong_code_are_errors(tmp_path, monkeypatch
                  db_url=sandbox.db_url)
     check = jobs.check_run(wrong)
     assert check.status == "error" and "trigger answered HTTP 404" in check.observed
+    slow = make(tmp_path, monkeypatch, "jobs", url(server), jobs_block(run=run, trigger={"path": "/hang"}),
+                db_url=sandbox.db_url)
+    check = jobs.check_run(slow)
+    assert check.status == "error" and "timed out" in check.observed
 
 
 def test_job_never_picked_up_fails_after_the_timeout(tmp_path, monkeypatch, server, sandbox):
