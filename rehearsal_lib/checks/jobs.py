@@ -323,8 +323,9 @@ def show_timeline(ctx: PhaseRun) -> None:
                marker_color="#bf8700", hovertext=hover),
         go.Bar(name="running (picked → done)", y=names, x=running, base=base_r, orientation="h",
                marker_color="#2da44e", hovertext=hover, text=[h.split(", ")[1] for h in hover],
-               textposition="outside"),
+               textposition="outside", cliponaxis=False),
     ])
     fig.update_layout(title="Job timeline (ms since the first enqueue; attempts at the bar end)", barmode="overlay",
-                      height=140 + 32 * len(names), xaxis_title="ms", margin=dict(l=120, r=60, t=50, b=40))
+                      height=170 + 32 * len(names), xaxis_title="ms", margin=dict(l=120, r=90, t=80, b=40),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     ctx.figure(fig)

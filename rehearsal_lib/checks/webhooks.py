@@ -233,8 +233,9 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
         fig = go.Figure(go.Bar(x=list(range(1, len(codes) + 1)), y=[1] * len(codes), marker_color=colors,
                                text=[str(c) for c in codes], textposition="inside",
                                hovertext=[f"request {i}: HTTP {c}" for i, c in enumerate(codes, 1)]))
-        fig.add_vline(x=rl.count + 0.5, line_dash="dash", annotation_text=f"count = {rl.count}")
-        fig.update_layout(title="Rate-limit probe: answer per delivery", height=220, showlegend=False,
+        fig.add_vline(x=rl.count + 0.5, line_dash="dash")
+        fig.update_layout(title=f"Rate-limit probe: answer per delivery (dashed: the configured count, {rl.count})",
+                          height=220, showlegend=False,
                           yaxis_visible=False, xaxis_title="delivery #", margin=dict(l=20, r=20, t=50, b=40))
         ctx.figure(fig)
     return check
