@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rehearsal_lib.phases import PHASES, notebook_for
 
 REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-SANDBOX_PROVIDED_VARS = ("REHEARSAL_SANDBOX_URL", "REHEARSAL_SANDBOX_DB_URL", "REHEARSAL_SANDBOX_TOKEN")
+SANDBOX_PROVIDED_VARS = ("REHEARSAL_SANDBOX_URL", "REHEARSAL_SANDBOX_DB_URL", "REHEARSAL_SANDBOX_TOKEN",
+                         "REHEARSAL_SANDBOX_WEBHOOK_SECRET")
 
 
 class ConfigError(Exception):
@@ -164,9 +165,141 @@ class DecisionParams(Strict):
     enabled: bool = True
 
 
+class SignatureScheme(Strict):
+    """How a sender signs a webhook: HMAC-SHA256 of `signed_payload`, written into `header` as `format`."""
+
+    header: str = Field("X-Signature", description="Header that carries the signature.")
+    format: str = Field("{signature}", description="Header value; placeholders {signature}, {timestamp}, "
+                        "e.g. 'sha256={signature}' or 't={timestamp},v1={signature}'.")
+    signed_payload: str = Field("{body}", description="What is HMAC'd: '{body}' or e.g. '{timestamp}.{body}'.")
+    encoding: Literal["hex", "base64"] = "hex"
+    timestamp_header: str | None = Field(None, description="Header carrying the unix timestamp, if it travels apart.")
+
+    @property
+    def signs_timestamp(self) -> bool:
+        return "{timestamp}" in self.signed_payload
+
+
+class WebhookReplay(Strict):
+    window_s: int = Field(300, gt=0, description="The receiver's replay window.")
+    stale_by_s: int = Field(60, ge=1, description="How far outside the window the probe's timestamp is.")
+
+
+class WebhookIdempotency(Strict):
+    sql: str = Field(description="Returns one number: how many times :delivery_id was processed.")
+    expected: int = Field(1, ge=0)
+    duplicate_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204, 409],
+                                        description="Acceptable answers to the second send.")
+
+
+class WebhookRateLimit(Strict):
+    count: int = Field(description="Requests allowed per window.", gt=0)
+    window_s: float = Field(description="The limiter's window.", gt=0)
+    max_requests: int = Field(50, gt=1, le=1000, description="Hard bound on requests the probe sends (> count).")
+    status: int = 429
+    headers: dict[str, str] = Field(default_factory=dict,
+                                    description="Extra headers giving the probe its own bucket (e.g. a source).")
+    cooldown_s: float = Field(0, ge=0, le=120, description="Sleep after the limit triggered (wait out the window).")
+
+    @model_validator(mode="after")
+    def _bound_above_count(self) -> WebhookRateLimit:
+        if self.max_requests <= self.count:
+            raise ValueError("max_requests must exceed count, or the limit can never trigger")
+        return self
+
+
+class WebhookStorage(Strict):
+    plaintext_fields: dict[str, str] = Field(default_factory=dict, description="Payload field -> sentinel value "
+                                             "sent by the probe ({run_id} placeholder); none may be stored.")
+    sql: str = Field(description="Rows that store the sentinel; binds :delivery_id, :field, :value. Zero rows = pass.")
+
+
+class WebhooksParams(Strict):
+    enabled: bool = True
+    endpoint: str = Field(description="Path (or URL) of the receiver.")
+    secret: str = Field(description="Signing secret, a ${VAR} reference.")
+    signature: SignatureScheme = Field(default_factory=SignatureScheme)
+    headers: dict[str, str] = Field(default_factory=lambda: {"Content-Type": "application/json"})
+    delivery_id_header: str | None = Field(None, description="Header carrying the delivery id (GitHub style).")
+    payload: dict[str, Any] = Field(default_factory=lambda: {"id": "{delivery_id}", "type": "rehearsal.ping"},
+                                    description="Delivery body; placeholders {delivery_id}, {run_id}.")
+    accept_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
+    reject_status: list[int] = Field(default_factory=lambda: [400, 401, 403])
+    replay: WebhookReplay | None = Field(default_factory=WebhookReplay)
+    idempotency: WebhookIdempotency | None = None
+    rate_limit: WebhookRateLimit | None = None
+    storage: WebhookStorage | None = None
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_reference(cls, value: str) -> str:
+        if not REF_RE.search(value):
+            raise ValueError("write the signing secret as a ${VAR} reference, not inline")
+        return value
+
+
+class JobTrigger(Strict):
+    """How to start a job: an HTTP request, or a command printing JSON with the job id."""
+
+    method: Literal["POST", "PUT", "GET"] = "POST"
+    path: str | None = Field("/v1/jobs", description="Trigger endpoint; the body is the check's `job`.")
+    auth: bool = True
+    expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202])
+    job_id_field: str = Field("id", description="Field of the JSON answer (or command output) with the job id.")
+    command: list[str] | None = Field(None, description="argv instead of HTTP; '{job}' becomes the job as JSON.")
+    command_timeout_s: float = Field(30, gt=0)
+
+
+class JobRun(Strict):
+    job: dict[str, Any] = Field(description="Trigger body; placeholders {run_id}.")
+
+
+class JobAttempts(JobRun):
+    sql: str | None = Field(None, description="Returns one number, the attempts of :job_id; default: job_sql's.")
+    expected: int = Field(1, ge=0)
+
+
+class JobSchedule(JobRun):
+    sql: str = Field(description="One row per scheduled item of :job_id; first column = its offset in seconds.")
+    expected_offsets: list[float]
+    unit: Literal["seconds", "minutes", "hours", "days"] = "days"
+    tolerance: float = Field(0.01, ge=0, description="Allowed difference per offset, in `unit`.")
+
+
+class JobConcurrency(JobRun):
+    sql: str = Field(description="Returns one number: how many times the job of :dedupe_key / :job_ids ran.")
+    expected: int = Field(1, ge=0)
+    dedupe_key: str = Field("rehearsal-{run_id}", description="Value for {dedupe_key} in `job` and :dedupe_key.")
+    triggers: int = Field(2, ge=2, le=10)
+
+
+class JobStatus(JobRun):
+    path: str = Field("/v1/jobs/{job_id}", description="Status endpoint of one job.")
+    status_field: str = "status"
+    required_fields: list[str] = Field(default_factory=lambda: ["status"])
+
+
+class JobsParams(Strict):
+    enabled: bool = True
+    trigger: JobTrigger = Field(default_factory=JobTrigger)
+    job_sql: str = Field(description="The job row of :job_id with columns status, attempts, enqueued_at, "
+                                     "picked_at, finished_at.")
+    done_status: str = "done"
+    failed_status: list[str] = Field(default_factory=lambda: ["failed", "dead"])
+    timeout_s: float = Field(15, gt=0, le=600)
+    poll_interval_s: float = Field(0.2, gt=0, le=10)
+    run: JobRun | None = None
+    attempts: JobAttempts | None = None
+    schedule: JobSchedule | None = None
+    concurrency: JobConcurrency | None = None
+    status: JobStatus | None = None
+
+
 class Phases(Strict):
     preflight: PreflightParams = Field(default_factory=PreflightParams)
     integrity: IntegrityParams = Field(default_factory=IntegrityParams)
+    webhooks: WebhooksParams | None = None
+    jobs: JobsParams | None = None
     decision: DecisionParams = Field(default_factory=DecisionParams)
 
 

@@ -45,8 +45,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rehearsal_lib.sandbox.jobs import job_routes
 from rehearsal_lib.sandbox.manager import DEFAULT_TOKEN
 from rehearsal_lib.sandbox.seed import SCORE_SQL
+from rehearsal_lib.sandbox.webhooks import RATE_LIMIT_COUNT, RATE_LIMIT_WINDOW_S, RateLimiter, webhook_routes
 
 SERVICE = "exam-api"
 VERSION = "1.4.2"
@@ -476,6 +478,10 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
         Route("/v1/sessions/{session_id}/answers", post_answer, methods=["POST"]),
         Route("/v1/sessions/{session_id}/submit", submit, methods=["POST"]),
     ]
+    # signed webhooks (Redis rate limit) and the job queue's trigger/status endpoints
+    limiter = RateLimiter(os.environ.get("REHEARSAL_SANDBOX_REDIS_URL"), RATE_LIMIT_COUNT, RATE_LIMIT_WINDOW_S)
+    routes += webhook_routes(engine, variant, os.environ.get("REHEARSAL_SANDBOX_WEBHOOK_SECRET"), limiter)
+    routes += job_routes(engine, variant, lambda request: _allowed(require_token, request))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -490,6 +496,14 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
     app.state.engine = engine
     app.state.metrics = metrics
     return app
+
+
+def _allowed(require_token: Callable[[Request], None], request: Request) -> bool:
+    try:
+        require_token(request)
+    except ApiError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,4 +35,56 @@ PLANTED_DEFECTS: list[PlantedDefect] = [
         description="settings.exam_mode is 'false': the exam freeze flag was not set.",
         check_id="preflight.exam_mode",
     ),
+    # webhooks (app-level in sandbox/webhooks.py, except the dropped unique index in plant_defects.sql)
+    PlantedDefect(
+        id="unsigned_webhook_accepted",
+        description="A webhook delivery without a signature header is processed (a bad signature is still rejected).",
+        check_id="webhooks.signature.missing",
+    ),
+    PlantedDefect(
+        id="stale_webhook_accepted",
+        description="The replay window is not enforced: a correctly signed delivery from 6 minutes ago is accepted.",
+        check_id="webhooks.replay.stale_timestamp",
+    ),
+    PlantedDefect(
+        id="webhook_processed_twice",
+        description="The unique index on webhook_deliveries(delivery_id) is missing: a redelivery is stored again.",
+        check_id="webhooks.idempotency.duplicate",
+    ),
+    PlantedDefect(
+        id="webhook_rate_limit_off",
+        description="The Redis rate limiter counts deliveries but never answers 429.",
+        check_id="webhooks.rate_limit.enforced",
+    ),
+    PlantedDefect(
+        id="webhook_plaintext_stored",
+        description="The whole webhook payload is stored, candidate e-mail and name in plaintext included.",
+        check_id="webhooks.storage.no_plaintext",
+    ),
+    # jobs (worker-level in sandbox/worker.py and sandbox/jobs.py, except the dropped index in plant_defects.sql)
+    PlantedDefect(
+        id="export_digest_never_picked",
+        description="The worker never claims jobs of type export_digest: they stay queued.",
+        check_id="jobs.run.completes",
+    ),
+    PlantedDefect(
+        id="job_attempts_not_tracked",
+        description="The worker does not count attempts: a job that failed once and then succeeded shows 0.",
+        check_id="jobs.attempts.tracked",
+    ),
+    PlantedDefect(
+        id="wrong_reminder_offsets",
+        description="Reminders are scheduled at 0/1/4 days instead of 0/2/4.",
+        check_id="jobs.schedule.offsets",
+    ),
+    PlantedDefect(
+        id="job_dedupe_missing",
+        description="The unique index on jobs(dedupe_key) is missing: two concurrent triggers run the job twice.",
+        check_id="jobs.concurrency.once",
+    ),
+    PlantedDefect(
+        id="job_status_incomplete",
+        description="The job status endpoint omits finished_at.",
+        check_id="jobs.status.reports",
+    ),
 ]

