@@ -1,5 +1,6 @@
 -- Planted defects of the `faulty` sandbox variant. Applied as superuser after migrations + seed.
--- Exactly the four defects of rehearsal_lib/sandbox/defects.py; nothing else may differ from `default`.
+-- The database-level defects of rehearsal_lib/sandbox/defects.py (app-level ones live in the app's
+-- modules, branching on the variant); nothing else may differ from `default`.
 
 -- 1. orphaned_answer: an answer whose session does not exist, as if bulk-loaded with triggers
 --    (and so foreign keys) off.
@@ -24,3 +25,6 @@ DROP INDEX idx_answers_session_id;
 
 -- 4. exam_mode_off: the exam freeze flag was not set.
 UPDATE settings SET value = 'false' WHERE key = 'exam_mode';
+
+-- security: rls_off_answers: row-level security was switched off on answers (policies stay, unused).
+ALTER TABLE answers DISABLE ROW LEVEL SECURITY;
