@@ -47,7 +47,7 @@ def check_tls(ctx: PhaseRun) -> list[Check]:
         if res.error:
             return Outcome("error", f"no TLS handshake with {url}: {res.error}", expected, ev)
         if not res.verified:
-            return Outcome("fail", f"certificate rejected: {res.verify_error}", expected, ev)
+            return Outcome("fail", f"rejected by a verifying client: {res.verify_error}", expected, ev)
         return Outcome("pass", f"valid for {res.host}, issued by {res.issuer}", expected, ev)
 
     def expiry() -> Outcome:

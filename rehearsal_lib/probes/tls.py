@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import ssl
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -70,6 +71,19 @@ def verifying_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
 
 
+def _permissive_context(maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
+    """A client that verifies nothing and offers every protocol this OpenSSL has (to read what the server does)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # offering an old version is the point
+        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        if maximum is not None:
+            ctx.maximum_version = maximum
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    return ctx
+
+
 def inspect(url: str, ca_file: str | None = None, timeout: float = 5.0) -> TlsResult:
     """Verify chain and hostname; then read the certificate and protocol without verifying."""
     try:
@@ -80,13 +94,12 @@ def inspect(url: str, ca_file: str | None = None, timeout: float = 5.0) -> TlsRe
     try:
         _handshake(host, port, verifying_context(ca_file), timeout)
         out.verified = True
-    except ssl.SSLCertVerificationError as exc:
+    except ssl.SSLError as exc:  # verification, or a handshake a careful client refuses (old protocol)
         out.verify_error = _reason(exc)
-    except (OSError, ssl.SSLError) as exc:
+    except OSError as exc:
         out.error = _reason(exc)
         return out
-    loose = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    loose.check_hostname, loose.verify_mode = False, ssl.CERT_NONE
+    loose = _permissive_context()
     try:
         der, out.protocol = _handshake(host, port, loose, timeout)
     except (OSError, ssl.SSLError) as exc:
@@ -111,12 +124,8 @@ def accepts_below(url: str, min_version: str, timeout: float = 5.0) -> tuple[boo
     """Does the server complete a handshake capped just below `min_version`? (None: could not tell)."""
     below = ORDER[ORDER.index(min_version) - 1]
     host, port = host_port(url)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     try:
-        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-        ctx.maximum_version = VERSIONS[below]
-        ctx.set_ciphers("ALL:@SECLEVEL=0")
+        ctx = _permissive_context(VERSIONS[below])
     except (ValueError, ssl.SSLError) as exc:
         return None, f"this client cannot offer {below}: {exc}"
     try:
