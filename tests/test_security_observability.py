@@ -177,6 +177,14 @@ def test_legacy_protocol_fails_protocol_check(tmp_path, tls_servers):
     assert checks["expiry"].status == "pass"  # the certificate itself is still read
 
 
+def test_tls_handshake_timeout_is_error(tmp_path):
+    with socket.socket() as silent:  # accepts TCP (backlog) but never speaks TLS
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        checks = tls_checks(tmp_path, f"https://127.0.0.1:{silent.getsockname()[1]}", None)
+    assert {c.status for c in checks.values()} == {"error"} and "timed out" in checks["certificate"].observed
+
+
 def test_tls_refused_and_plain_http_are_errors(tmp_path, server):
     refused = tls_checks(tmp_path, f"https://127.0.0.1:{closed_port()}", None)
     assert {c.status for c in refused.values()} == {"error"} and "refused" in refused["certificate"].observed
@@ -251,6 +259,16 @@ def test_readiness_that_ignores_the_toggle_fails_and_health_is_restored(tmp_path
     assert Handler.healthy is True  # restored in the finally
     check = observability.check_readiness_toggle(phase(tmp_path, "observability", server, {"observability": cfg}))
     assert check.status == "pass" and check.metrics["unready_after_s"] is not None and Handler.healthy is True
+
+
+def test_readiness_unreachable_is_error_and_not_ready_fails(tmp_path, server):
+    cfg = {"readiness": {"endpoint": "/ready", "toggle_path": "/toggle", "within_s": 0.3, "poll_interval_s": 0.1}}
+    down = phase(tmp_path, "observability", f"http://127.0.0.1:{closed_port()}", {"observability": cfg})
+    check = observability.check_readiness_toggle(down)
+    assert check.status == "error" and "gives no response before the toggle" in check.observed
+    cfg["readiness"]["endpoint"] = "/metrics-500"
+    check = observability.check_readiness_toggle(phase(tmp_path, "observability", server, {"observability": cfg}))
+    assert check.status == "fail" and "answers HTTP 500 before the toggle" in check.observed
 
 
 def test_readiness_toggle_refused_in_production(tmp_path, server, monkeypatch):

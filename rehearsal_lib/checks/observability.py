@@ -154,7 +154,10 @@ def check_readiness_toggle(ctx: PhaseRun) -> Check | None:
         if refusal:
             return Outcome("skip", f"toggling health disrupts the target: {refusal}", expected)
         if follows(True, "before") is None:
-            return Outcome("fail", f"{cfg.endpoint} is not ready before the toggle", expected, {"timeline": timeline})
+            status = "error" if timeline[-1]["status"] is None else "fail"
+            what = "gives no response" if status == "error" else f"answers HTTP {timeline[-1]['status']}"
+            return Outcome(status, f"{cfg.endpoint} {what} before the toggle (not ready)", expected,
+                           {"timeline": timeline})
         went_down: float | None = None
         recovered: float | None = None
         restore: http.HttpResult | None = None
