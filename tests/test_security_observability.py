@@ -335,6 +335,9 @@ def test_slow_statement_fails_and_missing_extension_skips(tmp_path, monkeypatch,
                    {"slow_queries": {"threshold_ms": 300, "roles": ["rehearsal_app"]}})
     check = observability.check_slow_queries(ctx)
     assert check.status == "fail" and "pg_sleep" in check.observed and check.metrics["worst_mean_ms"] >= 400
+    all_roles = db_phase(tmp_path, monkeypatch, sandbox.db_url, "observability",
+                         {"slow_queries": {"threshold_ms": 300}})
+    assert observability.check_slow_queries(all_roles).status == "fail"
     other_db = sandbox.db_url.rsplit("/", 1)[0] + "/postgres"  # no extension there
     check = observability.check_slow_queries(db_phase(tmp_path, monkeypatch, other_db, "observability",
                                                       {"slow_queries": {}}))

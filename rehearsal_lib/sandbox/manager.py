@@ -491,8 +491,8 @@ def _tls_listener(vdir: Path, variant: str) -> tuple[socket.socket, int, dict[st
 
 def _spawn_app(vdir: Path, variant: str, db_url: str, token: str) -> tuple[subprocess.Popen[bytes], int, int]:
     """Start the app detached, listening on sockets bound here (no port race); returns (proc, port, https port)."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     tls_listener, tls_port, tls_env = _tls_listener(vdir, variant)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
