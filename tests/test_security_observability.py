@@ -51,6 +51,9 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, b"this is { not prometheus\n", "text/plain")
         elif self.path == "/metrics":
             self._send(200, b"# TYPE up gauge\nup 0\n", "text/plain; version=0.0.4")
+        elif self.path == "/metrics-bad-histogram":
+            self._send(200, b"# TYPE lat histogram\nlat_bucket{le=\"0.1\"} 5\nlat_bucket{le=\"1\"} 3\n"
+                            b"lat_bucket{le=\"+Inf\"} 7\nlat_count 9\nlat_sum 2\n", "text/plain")
         elif self.path == "/metrics-500":
             self._send(500, b"oops", "text/plain")
         elif self.path == "/ready":
@@ -244,6 +247,9 @@ def test_metrics_garbage_wrong_code_refused_and_missing_series(tmp_path, server)
     assert parse.status == "pass"
     assert up.status == "fail" and "out of range" in up.observed
     assert missing.status == "fail" and "no metric family http_request_duration_seconds" in missing.observed
+    hist = {"url": "/metrics-bad-histogram", "series": [{"name": "lat", "type": "histogram", "min": 1}]}
+    _, lat = observability.check_metrics(phase(tmp_path, "observability", server, {"observability": {"metrics": hist}}))
+    assert lat.status == "fail" and "buckets decrease" in lat.observed
     down = phase(tmp_path, "observability", f"http://127.0.0.1:{closed_port()}", {"observability": {"metrics": {}}})
     assert observability.check_metrics(down)[0].status == "error"
 

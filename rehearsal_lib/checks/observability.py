@@ -103,7 +103,32 @@ def _series_outcome(spec: MetricSeries, families: dict[str, Any] | None, res: ht
     summary = f"{len(samples)} sample(s), values {min(values):g}..{max(values):g}"
     if bad:
         return Outcome("fail", f"{summary}: out of range", expected, ev)
+    if fam.type == "histogram":
+        broken = _histogram_problem(fam)
+        if broken:
+            return Outcome("fail", f"{summary}, but {broken}", expected, ev)
     return Outcome("pass", summary, expected, ev, {"samples": len(samples)})
+
+
+def _histogram_problem(fam: Any) -> str | None:
+    """Buckets cumulative (non-decreasing by `le`) and `+Inf` equal to `_count`, per label set; else what is wrong."""
+    series: dict[tuple, dict[str, Any]] = {}
+    for s in fam.samples:
+        key = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
+        entry = series.setdefault(key, {"buckets": [], "count": None})
+        if s.name.endswith("_bucket"):
+            entry["buckets"].append((float(s.labels["le"]), s.value))
+        elif s.name.endswith("_count"):
+            entry["count"] = s.value
+    for key, entry in series.items():
+        buckets = sorted(entry["buckets"])
+        values = [v for _, v in buckets]
+        if any(b < a for a, b in zip(values, values[1:], strict=False)):
+            return f"buckets decrease for {dict(key)}"
+        top = buckets[-1] if buckets else None
+        if top and top[0] == float("inf") and entry["count"] is not None and top[1] != entry["count"]:
+            return f"+Inf bucket {top[1]:g} != _count {entry['count']:g} for {dict(key)}"
+    return None
 
 
 def _gauge_value(ctx: PhaseRun, name: str) -> float | None:
