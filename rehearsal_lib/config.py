@@ -21,7 +21,8 @@ from rehearsal_lib.phases import PHASES, notebook_for
 
 REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SANDBOX_PROVIDED_VARS = ("REHEARSAL_SANDBOX_URL", "REHEARSAL_SANDBOX_DB_URL", "REHEARSAL_SANDBOX_TOKEN",
-                         "REHEARSAL_SANDBOX_WEBHOOK_SECRET")
+                         "REHEARSAL_SANDBOX_WEBHOOK_SECRET",
+                         "REHEARSAL_SANDBOX_HTTPS_URL", "REHEARSAL_SANDBOX_CA_FILE", "REHEARSAL_SANDBOX_APP_LOG")
 
 
 class ConfigError(Exception):
@@ -293,6 +294,139 @@ class JobsParams(Strict):
     schedule: JobSchedule | None = None
     concurrency: JobConcurrency | None = None
     status: JobStatus | None = None
+class TlsCheck(Strict):
+    """Certificate and protocol of an HTTPS endpoint."""
+
+    url: str | None = Field(None, description="HTTPS URL to inspect (${VAR} ok); default: an https base_url.")
+    ca_file: str | None = Field(None, description="PEM CA bundle to trust (${VAR} ok); default: system CAs.")
+    min_days: int = Field(14, ge=0, description="Fewer days to expiry than this fails.")
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+
+
+class HeaderRule(Strict):
+    name: str = Field(description="Response header name, e.g. Strict-Transport-Security.")
+    pattern: str | None = Field(None, description="Regular expression the value must match (search).")
+    https_only: bool = Field(False, description="Only required on HTTPS responses (HSTS).")
+    severity: Severity = "major"
+
+
+def _default_header_rules() -> list[HeaderRule]:
+    return [HeaderRule(name="Strict-Transport-Security", pattern=r"max-age=\d+", https_only=True),
+            HeaderRule(name="X-Content-Type-Options", pattern="(?i)^nosniff$"),
+            HeaderRule(name="X-Frame-Options", pattern="(?i)^(deny|sameorigin)$"),
+            HeaderRule(name="Content-Security-Policy")]
+
+
+class HeadersCheck(Strict):
+    path: str = Field("/health", description="Path requested on the HTTPS URL (tls.url) if set, else base_url.")
+    rules: list[HeaderRule] = Field(default_factory=_default_header_rules)
+
+
+class ProtectedEndpoint(Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    path: str
+    json_body: Any = Field(None, alias="json", description="Body sent with the unauthenticated requests.")
+    refuse_status: list[int] = Field(default_factory=lambda: [401, 403])
+    severity: Severity = "blocker"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class BadInput(Strict):
+    """One hostile request: it must answer 4xx (never 5xx) and not echo its payload verbatim."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    path: str
+    json_body: Any = Field(None, alias="json", description="A JSON body (strings in it are the payloads).")
+    body: str | None = Field(None, description="A raw body sent as-is (e.g. malformed JSON).")
+    oversize_bytes: int | None = Field(None, gt=0, description="Send a JSON string body of this many bytes.")
+    content_type: str = "application/json"
+    auth: bool = Field(True, description="Send the target's bearer token (so the input, not auth, is tested).")
+    expect_status: list[int] | None = Field(None, description="Accepted codes; default any 4xx.")
+    severity: Severity = "major"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SecurityParams(Strict):
+    enabled: bool = True
+    tls: TlsCheck | None = None
+    headers: HeadersCheck | None = None
+    protected_endpoints: list[ProtectedEndpoint] = Field(default_factory=list)
+    wrong_token: str = Field("rehearsal-wrong-token", description="The bad bearer token the auth checks send.")
+    bad_inputs: list[BadInput] = Field(default_factory=list)
+    database_ssl: bool = Field(False, description="The database must have ssl=on and encrypt this connection.")
+    rls_tables: list[str] = Field(default_factory=list, description="Tables that must have row-level security on.")
+
+
+class MetricSeries(Strict):
+    name: str = Field(description="Metric family name as parsed (histograms/counters without _bucket/_total).")
+    type: Literal["counter", "gauge", "histogram", "summary", "info", "stateset", "gaugehistogram",
+                  "unknown"] | None = None
+    labels: dict[str, str] = Field(default_factory=dict, description="Only samples with these label values.")
+    min: float | None = Field(None, description="Every value (gauge/counter value, histogram _count) >= min.")
+    max: float | None = None
+    severity: Severity = "major"
+
+
+class MetricsCheck(Strict):
+    url: str = Field("/metrics", description="Path on base_url or a full URL (a separate metrics port).")
+    auth: bool = False
+    series: list[MetricSeries] = Field(default_factory=list)
+
+
+class ReadinessToggle(Strict):
+    """Flip the target's health state and watch readiness follow it (disrupts the target)."""
+
+    endpoint: str = "/v1/ready"
+    ready_status: int = 200
+    unready_status: int = 503
+    gauge: str | None = Field(None, description="A readiness gauge on metrics.url that must follow too (1/0).")
+    toggle_method: Literal["POST", "PUT", "PATCH"] = "PUT"
+    toggle_path: str
+    unhealthy_json: Any = Field(default_factory=lambda: {"healthy": False})
+    healthy_json: Any = Field(default_factory=lambda: {"healthy": True})
+    within_s: float = Field(5.0, gt=0, le=120)
+    poll_interval_s: float = Field(0.2, gt=0, le=10)
+
+
+class RequestIdCheck(Strict):
+    header: str = "X-Request-ID"
+    path: str = "/health"
+
+
+class LogSource(Strict):
+    """Where the target's log lines can be read: a file, or a command printing them."""
+
+    file: str | None = Field(None, description="Path of the log file (may be ${VAR}).")
+    command: list[str] | None = Field(None, description="argv printing recent lines, e.g. kubectl logs ...")
+    tail_lines: int = Field(2000, ge=10, le=100_000)
+    wait_s: float = Field(3.0, ge=0, le=60, description="How long a request id may take to reach the log.")
+    min_json_ratio: float = Field(1.0, ge=0, le=1, description="Share of non-empty lines that must be JSON objects.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LogSource:
+        if (self.file is None) == (self.command is None):
+            raise ValueError("set exactly one of file or command")
+        return self
+
+
+class SlowQueries(Strict):
+    threshold_ms: float = Field(500, gt=0, description="A statement whose mean time exceeds this fails.")
+    min_calls: int = Field(1, ge=1)
+    roles: list[str] = Field(default_factory=list, description="Only statements of these roles (empty: all).")
+    top: int = Field(5, ge=1, le=50)
+
+
+class ObservabilityParams(Strict):
+    enabled: bool = True
+    metrics: MetricsCheck | None = None
+    readiness: ReadinessToggle | None = None
+    request_id: RequestIdCheck | None = None
+    logs: LogSource | None = None
+    slow_queries: SlowQueries | None = None
 
 
 class Phases(Strict):
@@ -300,6 +434,8 @@ class Phases(Strict):
     integrity: IntegrityParams = Field(default_factory=IntegrityParams)
     webhooks: WebhooksParams | None = None
     jobs: JobsParams | None = None
+    security: SecurityParams = Field(default_factory=lambda: SecurityParams(enabled=False))
+    observability: ObservabilityParams = Field(default_factory=lambda: ObservabilityParams(enabled=False))
     decision: DecisionParams = Field(default_factory=DecisionParams)
 
 

@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rehearsal_lib.sandbox import hardening
 from rehearsal_lib.sandbox.jobs import job_routes
 from rehearsal_lib.sandbox.manager import DEFAULT_TOKEN
 from rehearsal_lib.sandbox.seed import SCORE_SQL
@@ -186,12 +187,12 @@ def _iso(v: datetime | None) -> str | None:
 class Metrics:
     """The app's Prometheus metrics, in a registry of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, duration_name: str = "http_request_duration_seconds") -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         labels = ["method", "route", "status"]
         self.duration = Histogram(
-            "http_request_duration_seconds", "HTTP request duration in seconds.", labels, registry=self.registry
+            duration_name, "HTTP request duration in seconds.", labels, registry=self.registry
         )
         self.requests = Counter("http_requests_total", "HTTP requests handled.", labels, registry=self.registry)
         self.ready = Gauge("app_ready", "1 if the app can reach its database, else 0.", registry=self.registry)
@@ -264,7 +265,9 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
         pool_recycle=300,
         connect_args={"connect_timeout": 3, "application_name": SERVICE},
     )
-    metrics = Metrics()
+    metrics = Metrics(hardening.duration_metric_name(variant))
+    health_toggle = hardening.HealthToggle(variant)
+    hardening.apply_variant(variant)
     expected = token.encode()
 
     def require_token(request: Request) -> None:
@@ -290,6 +293,9 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
         return JSONResponse({"status": "ok"})
 
     async def ready(request: Request) -> Response:
+        if not health_toggle.healthy:
+            metrics.ready.set(0)
+            return JSONResponse({"ready": False, "checks": {"health": "toggled unhealthy"}}, status_code=503)
         try:
             await in_tx(lambda conn: conn.execute(text("SELECT 1")).scalar_one())
         except (DBAPIError, PoolTimeoutError) as err:
@@ -333,7 +339,7 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
     async def metrics_endpoint(request: Request) -> Response:
         try:
             on = await in_tx(read_exam_mode)
-            metrics.ready.set(1)
+            metrics.ready.set(int(health_toggle.healthy))
             metrics.exam_mode.set(int(on))
         except (DBAPIError, PoolTimeoutError):
             metrics.ready.set(0)
@@ -462,6 +468,7 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.info("exam-api starting", extra={"fields": {"variant": variant, "version": VERSION}})
+        await run_in_threadpool(hardening.startup, engine, variant)
         yield
         engine.dispose()
         log.info("exam-api stopped")
@@ -477,6 +484,7 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
         Route("/v1/sessions/{session_id}", get_session, methods=["GET"]),
         Route("/v1/sessions/{session_id}/answers", post_answer, methods=["POST"]),
         Route("/v1/sessions/{session_id}/submit", submit, methods=["POST"]),
+        Route("/admin/health", hardening.toggle_endpoint(health_toggle, token), methods=["PUT"]),
     ]
     # signed webhooks (Redis rate limit) and the job queue's trigger/status endpoints
     limiter = RateLimiter(os.environ.get("REHEARSAL_SANDBOX_REDIS_URL"), RATE_LIMIT_COUNT, RATE_LIMIT_WINDOW_S)
@@ -492,6 +500,7 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
             PoolTimeoutError: _db_error,
         },
     )
+    app.add_middleware(hardening.HardeningMiddleware, variant=variant)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.state.engine = engine
     app.state.metrics = metrics
@@ -512,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", default=os.environ.get("REHEARSAL_SANDBOX_VARIANT", "default"))
     p.add_argument("--port", type=int, default=int(os.environ.get("REHEARSAL_SANDBOX_PORT", "8080")))
     p.add_argument("--listen-fd", type=int, default=None, help="inherited listening socket to serve on")
+    p.add_argument("--tls-listen-fd", type=int, default=None,
+                   help="inherited socket to serve HTTPS on (REHEARSAL_SANDBOX_TLS_CERT / _KEY)")
     args = p.parse_args(argv)
     db_url = os.environ.get("REHEARSAL_SANDBOX_DB_URL")
     if not db_url:
@@ -531,7 +542,9 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="on",
     )
     server = uvicorn.Server(config)
-    if args.listen_fd is not None:
+    if args.tls_listen_fd is not None:
+        hardening.serve_http_and_https(server, args.listen_fd, args.tls_listen_fd)
+    elif args.listen_fd is not None:
         server.run(sockets=[socket.socket(fileno=args.listen_fd)])
     else:
         server.run()

@@ -72,6 +72,9 @@ class SandboxState:
     redis_url: str = ""
     redis_pid: int = 0
     worker_pid: int = 0
+    https_url: str = ""  # the same app over HTTPS, with a leaf signed by the throwaway CA in ca_file
+    ca_file: str = ""
+    app_log: str = ""  # the app's JSON log lines (stdout and stderr)
 
     def env_vars(self) -> dict[str, str]:
         """The environment variables a rehearsal of this sandbox gets (config.SANDBOX_PROVIDED_VARS).
@@ -82,6 +85,9 @@ class SandboxState:
             "REHEARSAL_SANDBOX_DB_URL": self.db_url,
             "REHEARSAL_SANDBOX_TOKEN": self.token,
             "REHEARSAL_SANDBOX_WEBHOOK_SECRET": self.webhook_secret,
+            "REHEARSAL_SANDBOX_HTTPS_URL": self.https_url,
+            "REHEARSAL_SANDBOX_CA_FILE": self.ca_file,
+            "REHEARSAL_SANDBOX_APP_LOG": self.app_log,
         }
 
     def secret_values(self) -> list[str]:
@@ -381,6 +387,7 @@ def _pg_start(vdir: Path, pg: _PgRunner) -> int:
             "timezone=UTC",
             "-c",
             "log_timezone=UTC",
+            *_pg_observability_opts(),
         ]
         try:
             pg.run(
@@ -470,9 +477,28 @@ def _terminate(pid: int, sig: int = signal.SIGTERM, grace: float = 8.0) -> None:
     _CHILDREN.pop(pid, None)
 
 
+def _pg_observability_opts() -> list[str]:
+    """pg_stat_statements preloaded (the embedded build ships it), so slow queries can be read."""
+    return ["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=top"]
+
+
+def _tls_listener(vdir: Path, variant: str) -> tuple[socket.socket, int, dict[str, str]]:
+    """A bound HTTPS socket and fresh certificates (``faulty``: the leaf expires in 3 days)."""
+    from rehearsal_lib.sandbox.tls import make_certificates
+
+    files = make_certificates(vdir / "tls", days=3 if variant == "faulty" else 90)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    env = {"REHEARSAL_SANDBOX_TLS_CERT": str(files.cert_file), "REHEARSAL_SANDBOX_TLS_KEY": str(files.key_file)}
+    return listener, int(listener.getsockname()[1]), env
+
+
 def _spawn_app(vdir: Path, variant: str, db_url: str, token: str,
-               extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the app detached, listening on a socket bound here (no port race); returns (proc, port)."""
+               extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start the app detached, listening on sockets bound here (no port race); returns (proc, port, https port)."""
+    tls_listener, tls_port, tls_env = _tls_listener(vdir, variant)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -485,6 +511,7 @@ def _spawn_app(vdir: Path, variant: str, db_url: str, token: str,
             REHEARSAL_SANDBOX_TOKEN=token,
             REHEARSAL_SANDBOX_VARIANT=variant,
             REHEARSAL_SANDBOX_PORT=str(port),
+            **tls_env,
             PYTHONUNBUFFERED="1",
             PYTHONPATH=os.pathsep.join(p for p in (str(_PKG_ROOT), env.get("PYTHONPATH")) if p),
         )
@@ -499,6 +526,8 @@ def _spawn_app(vdir: Path, variant: str, db_url: str, token: str,
             str(port),
             "--listen-fd",
             str(listener.fileno()),
+            "--tls-listen-fd",
+            str(tls_listener.fileno()),
         ]
         with open(vdir / "app.log", "wb") as log:
             proc = subprocess.Popen(
@@ -509,13 +538,14 @@ def _spawn_app(vdir: Path, variant: str, db_url: str, token: str,
                 cwd=vdir,
                 env=env,
                 start_new_session=True,
-                pass_fds=(listener.fileno(),),
+                pass_fds=(listener.fileno(), tls_listener.fileno()),
             )
     finally:
         listener.close()
+        tls_listener.close()
     _CHILDREN[proc.pid] = proc
     (vdir / "app.pid").write_text(f"{proc.pid}\n")
-    return proc, port
+    return proc, port, tls_port
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], base_url: str, log: Path, timeout: float) -> None:
@@ -683,7 +713,7 @@ def _start_unlocked(vdir: Path, variant: str, token: str) -> SandboxState:
             f"postgresql+psycopg://{PG_SUPERUSER}:{quote(su_pw, safe='')}@127.0.0.1:{pg_port}/{database.DB_NAME}"
         )
         extras = _start_extras(vdir, variant, db_url)
-        proc, app_port = _spawn_app(vdir, variant, db_url, token, extras.app_env())
+        proc, app_port, https_port = _spawn_app(vdir, variant, db_url, token, extras.app_env())
         base_url = f"http://127.0.0.1:{app_port}"
         _wait_healthy(proc, base_url, vdir / "app.log", HEALTH_TIMEOUT_S)
     except BaseException:
@@ -704,6 +734,9 @@ def _start_unlocked(vdir: Path, variant: str, token: str) -> SandboxState:
         redis_url=extras.redis_url,
         redis_pid=extras.redis_pid,
         worker_pid=extras.worker_pid,
+        https_url=f"https://127.0.0.1:{https_port}",
+        ca_file=str(vdir / "tls" / "ca.pem"),
+        app_log=str(vdir / "app.log"),
     )
     _write_private(vdir / "state.json", json.dumps(state.to_json(), indent=2) + "\n")
     return state

@@ -1,6 +1,8 @@
 -- Planted defects of the `faulty` sandbox variant. Applied as superuser after migrations + seed.
 -- Exactly the defects of rehearsal_lib/sandbox/defects.py; nothing else may differ from `default`.
 -- (App-level defects branch on the variant in the sandbox's Python modules instead.)
+-- The database-level defects of rehearsal_lib/sandbox/defects.py (app-level ones live in the app's
+-- modules, branching on the variant); nothing else may differ from `default`.
 
 -- 1. orphaned_answer: an answer whose session does not exist, as if bulk-loaded with triggers
 --    (and so foreign keys) off.
@@ -31,3 +33,5 @@ UPDATE settings SET value = 'false' WHERE key = 'exam_mode';
 DROP INDEX uq_webhook_deliveries_delivery_id;
 -- job_dedupe_missing: the unique job key was lost, so concurrent triggers enqueue the job twice.
 DROP INDEX uq_jobs_dedupe_key;
+-- security: rls_off_answers: row-level security was switched off on answers (policies stay, unused).
+ALTER TABLE answers DISABLE ROW LEVEL SECURITY;

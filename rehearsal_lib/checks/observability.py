@@ -1,0 +1,363 @@
+"""Observability: metrics parse and carry the expected series, readiness follows health, request ids
+reach the logs, logs are structured, and the database has no slow statements."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from rehearsal_lib.config import LogSource, MetricSeries
+from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.probes import http
+from rehearsal_lib.probes.sql import query
+from rehearsal_lib.results import Check
+
+
+def slug(text: str) -> str:
+    from rehearsal_lib.checks.security import slug as _slug
+
+    return _slug(text)
+
+
+def scrape(ctx: PhaseRun) -> tuple[http.HttpResult, dict[str, Any] | None, str | None]:
+    """GET the metrics URL and parse it with prometheus_client: (response, families by name, parse error)."""
+    cfg = ctx.settings.metrics
+    url = ctx._resolve(cfg.url, secret=False) or cfg.url
+    headers = ctx.auth_headers() if cfg.auth else None
+    t0 = time.perf_counter()
+    try:
+        resp = ctx.http.get(url, headers=headers)
+        body = resp.text
+    except (httpx.HTTPError, OSError) as exc:
+        return http.HttpResult("GET", url, elapsed_ms=(time.perf_counter() - t0) * 1000, error=http._reason(exc)), \
+            None, None
+    res = http.HttpResult("GET", str(resp.url), resp.status_code, (time.perf_counter() - t0) * 1000, None,
+                          body[:http.BODY_EXCERPT], dict(resp.headers))
+    if not res.ok:
+        return res, None, None
+    try:
+        if "openmetrics" in resp.headers.get("content-type", ""):
+            from prometheus_client.openmetrics.parser import text_string_to_metric_families
+        else:
+            from prometheus_client.parser import text_string_to_metric_families
+        families = {f.name: f for f in text_string_to_metric_families(body)}
+    except Exception as exc:  # noqa: BLE001 - the parser's complaint is the finding
+        return res, None, f"{type(exc).__name__}: {exc}"[:300]
+    return res, families, None
+
+
+def check_metrics(ctx: PhaseRun) -> list[Check]:
+    """The metrics endpoint parses (prometheus_client's parser); each expected series exists with sane values."""
+    cfg = ctx.settings.metrics
+    if cfg is None:
+        ctx.note("Not configured: phases.observability.metrics.")
+        return []
+    res, families, parse_error = scrape(ctx)
+
+    def parses() -> Outcome:
+        expected = f"GET {cfg.url} answers 200 in the Prometheus text format"
+        if res.error:
+            return Outcome("error", res.describe(), expected, res.evidence())
+        if not res.ok:
+            return Outcome("fail", res.describe(), expected, res.evidence())
+        if families is None:
+            return Outcome("fail", f"does not parse: {parse_error}", expected, {"excerpt": res.text[:400]})
+        return Outcome("pass", f"{len(families)} metric families", expected, {"families": sorted(families)[:40]},
+                       {"families": len(families)})
+
+    out = [ctx.run("observability.metrics.parse", "Metrics endpoint parses", parses)]
+    for spec in cfg.series:
+        out.append(ctx.run(f"observability.series.{slug(spec.name)}", f"Metric series {spec.name}",
+                           lambda s=spec: _series_outcome(s, families, res), severity=spec.severity))
+    return out
+
+
+def _series_outcome(spec: MetricSeries, families: dict[str, Any] | None, res: http.HttpResult) -> Outcome:
+    bounds = [f">= {spec.min:g}" if spec.min is not None else "", f"<= {spec.max:g}" if spec.max is not None else ""]
+    expected = f"{spec.type or 'a'} series {spec.name}" + "".join(f" {b}" for b in bounds if b)
+    if families is None:
+        return Outcome("error", "metrics unavailable or unparseable (see observability.metrics.parse)", expected)
+    fam = families.get(spec.name)
+    if fam is None:
+        near = sorted(n for n in families if spec.name.split("_")[0] in n)[:10]
+        return Outcome("fail", f"no metric family {spec.name}", expected, {"similar_families": near})
+    if spec.type and fam.type != spec.type:
+        return Outcome("fail", f"{spec.name} is a {fam.type}, not a {spec.type}", expected)
+    wanted = {"histogram": spec.name + "_count", "summary": spec.name + "_count",
+              "counter": spec.name + "_total"}.get(fam.type, spec.name)
+    samples = [s for s in fam.samples if s.name in (wanted, spec.name)
+               and all(s.labels.get(k) == v for k, v in spec.labels.items())]
+    ev = {"type": fam.type, "samples": [{"labels": s.labels, "value": s.value} for s in samples[:10]]}
+    if not samples:
+        return Outcome("fail", f"{spec.name} has no samples" + (f" with labels {spec.labels}" if spec.labels else ""),
+                       expected, ev)
+    values = [s.value for s in samples]
+    bad = [v for v in values if (spec.min is not None and v < spec.min) or (spec.max is not None and v > spec.max)]
+    summary = f"{len(samples)} sample(s), values {min(values):g}..{max(values):g}"
+    if bad:
+        return Outcome("fail", f"{summary}: out of range", expected, ev)
+    if fam.type == "histogram":
+        broken = _histogram_problem(fam)
+        if broken:
+            return Outcome("fail", f"{summary}, but {broken}", expected, ev)
+    return Outcome("pass", summary, expected, ev, {"samples": len(samples)})
+
+
+def _histogram_problem(fam: Any) -> str | None:
+    """Buckets cumulative (non-decreasing by `le`) and `+Inf` equal to `_count`, per label set; else what is wrong."""
+    series: dict[tuple, dict[str, Any]] = {}
+    for s in fam.samples:
+        key = tuple(sorted((k, v) for k, v in s.labels.items() if k != "le"))
+        entry = series.setdefault(key, {"buckets": [], "count": None})
+        if s.name.endswith("_bucket"):
+            entry["buckets"].append((float(s.labels["le"]), s.value))
+        elif s.name.endswith("_count"):
+            entry["count"] = s.value
+    for key, entry in series.items():
+        buckets = sorted(entry["buckets"])
+        values = [v for _, v in buckets]
+        if any(b < a for a, b in zip(values, values[1:], strict=False)):
+            return f"buckets decrease for {dict(key)}"
+        top = buckets[-1] if buckets else None
+        if top and top[0] == float("inf") and entry["count"] is not None and top[1] != entry["count"]:
+            return f"+Inf bucket {top[1]:g} != _count {entry['count']:g} for {dict(key)}"
+    return None
+
+
+def _gauge_value(ctx: PhaseRun, name: str) -> float | None:
+    _, families, _ = scrape(ctx)
+    fam = (families or {}).get(name)
+    values = [s.value for s in fam.samples] if fam else []
+    return values[0] if values else None
+
+
+def check_readiness_toggle(ctx: PhaseRun) -> Check | None:
+    """Toggle the target unhealthy: readiness (and its gauge) must follow within N s; healthy restored in a finally."""
+    cfg = ctx.settings.readiness
+    if cfg is None:
+        ctx.note("Not configured: phases.observability.readiness (no health toggle on this target).")
+        return None
+    timeline: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+
+    def sample(phase: str) -> tuple[bool | None, float | None]:
+        res = http.request(ctx.http, "GET", cfg.endpoint)
+        ready = None if res.error else res.status == cfg.ready_status if res.status in (
+            cfg.ready_status, cfg.unready_status) else None
+        gauge = _gauge_value(ctx, cfg.gauge) if cfg.gauge and ctx.settings.metrics else None
+        timeline.append({"t": round(time.monotonic() - t0, 3), "phase": phase, "status": res.status,
+                         "ready": ready, "gauge": gauge})
+        return ready, gauge
+
+    def follows(want: bool, phase: str) -> float | None:
+        deadline = time.monotonic() + cfg.within_s
+        start = time.monotonic()
+        while True:
+            ready, gauge = sample(phase)
+            if ready is want and (gauge is None or bool(gauge) is want):
+                return round(time.monotonic() - start, 3)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(cfg.poll_interval_s)
+
+    def toggle(body: Any) -> http.HttpResult:
+        res = http.request(ctx.http, cfg.toggle_method, cfg.toggle_path, headers=ctx.auth_headers(), json_body=body)
+        timeline.append({"t": round(time.monotonic() - t0, 3), "phase": "toggle", "status": res.status,
+                         "ready": None, "gauge": None, "body": body})
+        return res
+
+    def probe() -> Outcome:
+        expected = f"{cfg.endpoint} turns {cfg.unready_status} within {cfg.within_s:g} s of the toggle, then recovers"
+        refusal = ctx.writes_refusal()
+        if refusal:
+            return Outcome("skip", f"toggling health disrupts the target: {refusal}", expected)
+        if follows(True, "before") is None:
+            status = "error" if timeline[-1]["status"] is None else "fail"
+            what = "gives no response" if status == "error" else f"answers HTTP {timeline[-1]['status']}"
+            return Outcome(status, f"{cfg.endpoint} {what} before the toggle (not ready)", expected,
+                           {"timeline": timeline})
+        went_down: float | None = None
+        recovered: float | None = None
+        restore: http.HttpResult | None = None
+        try:
+            res = toggle(cfg.unhealthy_json)
+            if res.error or not res.ok:
+                return Outcome("error", f"toggle failed: {res.describe()}", expected, {"timeline": timeline})
+            went_down = follows(False, "unhealthy")
+        finally:
+            restore = toggle(cfg.healthy_json)
+            recovered = follows(True, "restored")
+        ev = {"timeline": timeline[-40:]}
+        metrics = {"unready_after_s": went_down, "recovered_after_s": recovered}
+        _figure(ctx, timeline)
+        if restore.error or not restore.ok or recovered is None:
+            return Outcome("fail", f"target did NOT recover after restoring health ({restore.describe()})",
+                           expected, ev, metrics)
+        if went_down is None:
+            return Outcome("fail", f"readiness still reported ready {cfg.within_s:g} s after the unhealthy toggle",
+                           expected, ev, metrics)
+        return Outcome("pass", f"unready after {went_down:.2f} s, ready again {recovered:.2f} s after restore",
+                       expected, ev, metrics)
+
+    return ctx.run("observability.readiness.toggle", "Readiness follows a toggled health state", probe)
+
+
+def _figure(ctx: PhaseRun, timeline: list[dict[str, Any]]) -> None:
+    import plotly.graph_objects as go
+
+    points = [p for p in timeline if p["phase"] != "toggle"]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[p["t"] for p in points], y=[None if p["ready"] is None else int(p["ready"])
+                                                            for p in points],
+                             mode="lines+markers", line_shape="hv", name="readiness endpoint"))
+    if any(p["gauge"] is not None for p in points):
+        fig.add_trace(go.Scatter(x=[p["t"] for p in points], y=[p["gauge"] for p in points], mode="markers",
+                                 name="readiness gauge", marker_symbol="x"))
+    for p in timeline:
+        if p["phase"] == "toggle":
+            fig.add_vline(x=p["t"], line_dash="dot", line_color="#57606a")
+    fig.update_layout(title="Readiness over time during the health toggle (dotted: toggles)",
+                      xaxis_title="seconds", yaxis={"tickvals": [0, 1], "ticktext": ["unready", "ready"],
+                                                    "range": [-0.2, 1.2]}, height=320)
+    ctx.figure(fig)
+
+
+def read_log_lines(ctx: PhaseRun, src: LogSource) -> list[str]:
+    """The last `tail_lines` lines of the configured log file or command."""
+    if src.file:
+        path = Path(ctx._resolve(src.file, secret=False) or "")
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 400 * src.tail_lines))
+            data = fh.read()
+        lines = data.decode("utf-8", errors="replace").splitlines()
+        return lines[-src.tail_lines:] if size <= 400 * src.tail_lines else lines[1:][-src.tail_lines:]
+    argv = [ctx._resolve(a, secret=False) or "" for a in src.command or []]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"log command exited {proc.returncode}: {proc.stderr.strip()[:200]}")
+    return list(deque(proc.stdout.splitlines(), maxlen=src.tail_lines))
+
+
+def check_request_id(ctx: PhaseRun) -> list[Check]:
+    """A request id we send is echoed in the response and shows up in the log source."""
+    cfg, src = ctx.settings.request_id, ctx.settings.logs
+    if cfg is None:
+        ctx.note("Not configured: phases.observability.request_id.")
+        return []
+    rid = f"rehearsal-{uuid.uuid4().hex[:16]}"
+    res = http.request(ctx.http, "GET", cfg.path, headers={cfg.header: rid})
+
+    def echo() -> Outcome:
+        expected = f"response header {cfg.header}: {rid}"
+        if res.error:
+            return Outcome("error", res.describe(), expected, res.evidence())
+        got = {k.lower(): v for k, v in (res.headers or {}).items()}.get(cfg.header.lower())
+        status = "pass" if got == rid else "fail"
+        return Outcome(status, f"{cfg.header}: {got}" if got else f"no {cfg.header} header", expected,
+                       {"sent": rid, "received": got})
+
+    out = [ctx.run("observability.request_id.echo", f"Request id echoed in {cfg.header}", echo)]
+    if src is None:
+        ctx.note("No log source configured (phases.observability.logs): the request id is not traced to a log.")
+        return out
+
+    def logged() -> Outcome:
+        expected = f"{rid} appears in the log within {src.wait_s:g} s"
+        if res.error:
+            return Outcome("error", f"the request itself failed: {res.describe()}", expected)
+        deadline = time.monotonic() + src.wait_s
+        while True:
+            lines = read_log_lines(ctx, src)
+            hits = [ln for ln in lines if rid in ln]
+            if hits:
+                return Outcome("pass", f"found in {len(hits)} log line(s)", expected, {"line": hits[0][:400]})
+            if time.monotonic() >= deadline:
+                return Outcome("fail", f"not found in the last {len(lines)} log lines after {src.wait_s:g} s",
+                               expected, {"sent": rid, "last_lines": [ln[:300] for ln in lines[-3:]]})
+            time.sleep(0.2)
+
+    out.append(ctx.run("observability.request_id.logged", "Request id reaches the logs", logged))
+    return out
+
+
+def check_logs_json(ctx: PhaseRun) -> Check | None:
+    """Recent log lines are JSON objects (structured logging)."""
+    src = ctx.settings.logs
+    if src is None:
+        ctx.note("Not configured: phases.observability.logs.")
+        return None
+
+    def probe() -> Outcome:
+        expected = f">= {src.min_json_ratio:.0%} of recent non-empty lines are JSON objects"
+        lines = [ln for ln in read_log_lines(ctx, src) if ln.strip()]
+        if not lines:
+            return Outcome("fail", "the log source has no lines", expected)
+        bad = []
+        for ln in lines:
+            try:
+                ok = isinstance(json.loads(ln), dict)
+            except ValueError:
+                ok = False
+            if not ok:
+                bad.append(ln)
+        ratio = 1 - len(bad) / len(lines)
+        ev = {"lines": len(lines), "not_json": len(bad), "examples": [b[:200] for b in bad[:5]]}
+        status = "pass" if ratio >= src.min_json_ratio else "fail"
+        return Outcome(status, f"{len(lines) - len(bad)}/{len(lines)} lines are JSON" + (
+            f"; e.g. {bad[0][:80]!r}" if bad else ""), expected, ev, {"json_ratio": round(ratio, 4)})
+
+    return ctx.run("observability.logs.json", "Log lines are structured JSON", probe)
+
+
+SLOW_SQL = """
+SELECT r.rolname AS role, s.calls, round(s.mean_exec_time::numeric, 2) AS mean_ms,
+       round(s.max_exec_time::numeric, 2) AS max_ms, left(s.query, 200) AS query
+FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND s.calls >= :min_calls AND (cardinality(CAST(:roles AS text[])) = 0 OR r.rolname = ANY(CAST(:roles AS text[])))
+ORDER BY s.mean_exec_time DESC LIMIT :top
+"""
+
+
+def check_slow_queries(ctx: PhaseRun) -> Check | None:
+    """The slowest statements (mean time) from pg_stat_statements; skip with the reason when it is absent."""
+    cfg = ctx.settings.slow_queries
+    if cfg is None:
+        ctx.note("Not configured: phases.observability.slow_queries.")
+        return None
+
+    def probe() -> Outcome:
+        expected = f"no statement with mean time > {cfg.threshold_ms:g} ms" + (
+            f" (roles {', '.join(cfg.roles)})" if cfg.roles else "")
+        _, ext = query(ctx.engine, "SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'")
+        if not ext:
+            return Outcome("skip", "pg_stat_statements is not installed in this database", expected)
+        try:
+            cols, rows = query(ctx.engine, SLOW_SQL, {"min_calls": cfg.min_calls, "roles": cfg.roles, "top": cfg.top})
+        except Exception as exc:  # noqa: BLE001 - e.g. not in shared_preload_libraries
+            from rehearsal_lib.phase import describe_exception
+
+            reason = describe_exception(exc)
+            if "shared_preload_libraries" in reason:
+                return Outcome("skip", f"pg_stat_statements is installed but not loaded: {reason}", expected)
+            raise
+        top = [dict(zip(cols, r, strict=True)) for r in rows]
+        slow = [r for r in top if float(r["mean_ms"]) > cfg.threshold_ms]
+        worst = float(top[0]["mean_ms"]) if top else 0.0
+        ev = {"slowest": top}
+        if slow:
+            return Outcome("fail", f"{len(slow)} statement(s) slower than {cfg.threshold_ms:g} ms on average; worst "
+                                   f"{worst:.0f} ms: {slow[0]['query'][:80]}", expected, ev, {"worst_mean_ms": worst})
+        return Outcome("pass", f"slowest mean {worst:.1f} ms over {len(top)} top statement(s)", expected, ev,
+                       {"worst_mean_ms": worst})
+
+    return ctx.run("observability.slow_queries", "No slow statements (pg_stat_statements)", probe)

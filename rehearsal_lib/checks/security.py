@@ -1,0 +1,250 @@
+"""Security: TLS, security headers, authentication, hostile inputs, database SSL and row-level security."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import httpx
+
+from rehearsal_lib.config import BadInput, HeaderRule, ProtectedEndpoint
+from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.probes import http, tls
+from rehearsal_lib.probes.sql import query
+from rehearsal_lib.results import Check
+
+MARKER_CHARS = set("<>'\";")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def tls_target(ctx: PhaseRun) -> tuple[str | None, str | None]:
+    """(HTTPS URL, CA file): `tls.url` / `tls.ca_file`, else target.base_url when it is https."""
+    cfg = ctx.settings.tls
+    url = ctx._resolve(cfg.url, secret=False) if cfg and cfg.url else None
+    if not url and ctx.base_url.startswith("https://"):
+        url = ctx.base_url
+    ca = ctx._resolve(cfg.ca_file, secret=False) if cfg and cfg.ca_file else None
+    return (url or None), (ca or None)
+
+
+def check_tls(ctx: PhaseRun) -> list[Check]:
+    """Certificate chain + hostname, days to expiry, negotiated protocol (and no downgrade below it)."""
+    cfg = ctx.settings.tls
+    url, ca = tls_target(ctx)
+    if cfg is None or not url:
+        ctx.note("No HTTPS target: set phases.security.tls (url, ca_file) or an https target.base_url.")
+        return []
+    timeout = ctx.params.target.timeout_s
+    res = tls.inspect(url, ca, timeout)
+    ev = {**res.evidence(), "ca_file": ca or "(system CAs)"}
+
+    def certificate() -> Outcome:
+        expected = f"certificate of {url} chains to a trusted CA and matches the host name"
+        if res.error:
+            return Outcome("error", f"no TLS handshake with {url}: {res.error}", expected, ev)
+        if not res.verified:
+            return Outcome("fail", f"rejected by a verifying client: {res.verify_error}", expected, ev)
+        return Outcome("pass", f"valid for {res.host}, issued by {res.issuer}", expected, ev)
+
+    def expiry() -> Outcome:
+        expected = f">= {cfg.min_days} days to expiry"
+        if res.error or res.days_left is None:
+            return Outcome("error", f"no certificate read from {url}: {res.error}", expected, ev)
+        days = res.days_left
+        status = "pass" if days >= cfg.min_days else "fail"
+        what = "expired" if days < 0 else f"expires in {days:.1f} days"
+        return Outcome(status, f"{what} ({res.not_after:%Y-%m-%d %H:%M} UTC)", expected, ev, {"days_left": days})
+
+    def protocol() -> Outcome:
+        expected = f"negotiates >= {cfg.min_version}; refuses older"
+        if res.error or not res.protocol:
+            return Outcome("error", f"no TLS handshake with {url}: {res.error}", expected, ev)
+        if tls.ORDER.index(res.protocol) < tls.ORDER.index(cfg.min_version):
+            return Outcome("fail", f"negotiated {res.protocol}", expected, ev)
+        accepted, how = tls.accepts_below(url, cfg.min_version, timeout)
+        if accepted:
+            return Outcome("fail", f"negotiated {res.protocol}, but {how}", expected, {**ev, "downgrade": how})
+        return Outcome("pass", f"negotiated {res.protocol}; {how}", expected, {**ev, "downgrade": how})
+
+    return [ctx.run("security.tls.certificate", "TLS certificate valid (chain and host name)", certificate,
+                    severity="blocker"),
+            ctx.run("security.tls.expiry", f"TLS certificate valid for at least {cfg.min_days} days", expiry),
+            ctx.run("security.tls.protocol", f"TLS protocol at least {cfg.min_version}", protocol)]
+
+
+def _client_for(ctx: PhaseRun, url: str, ca: str | None) -> httpx.Client:
+    verify: Any = ctx.params.target.verify_tls
+    if url.startswith("https://") and ca:
+        verify = tls.verifying_context(ca)
+    return httpx.Client(timeout=ctx.params.target.timeout_s, verify=verify, follow_redirects=False)
+
+
+def check_headers(ctx: PhaseRun) -> list[Check]:
+    """Each configured security header is present (and matches its pattern) on one response."""
+    cfg = ctx.settings.headers
+    if cfg is None:
+        ctx.note("Not configured: phases.security.headers.")
+        return []
+    https_url, ca = tls_target(ctx)
+    base = https_url or ctx.base_url
+    url = base.rstrip("/") + cfg.path
+    with _client_for(ctx, url, ca) as client:
+        res = http.request(client, "GET", url)
+    is_https = url.startswith("https://")
+    headers = {k.lower(): v for k, v in (res.headers or {}).items()}
+    out = []
+    for rule in cfg.rules:
+        if rule.https_only and not is_https:
+            ctx.note(f"{rule.name} is only required over HTTPS; {url} is plain HTTP.")
+            continue
+        out.append(ctx.run(f"security.headers.{slug(rule.name)}", f"Security header {rule.name}",
+                           lambda r=rule: _header_outcome(res, headers, r, url), severity=rule.severity))
+    return out
+
+
+def _header_outcome(res: http.HttpResult, headers: dict[str, str], rule: HeaderRule, url: str) -> Outcome:
+    expected = f"{rule.name} present" + (f" matching /{rule.pattern}/" if rule.pattern else "")
+    ev = {"request": f"GET {url}", "status": res.status, "value": headers.get(rule.name.lower())}
+    if res.error:
+        return Outcome("error", res.describe(), expected, {**ev, "error": res.error})
+    value = headers.get(rule.name.lower())
+    if value is None:
+        return Outcome("fail", f"{rule.name} missing on GET {url}", expected, ev)
+    if rule.pattern and not re.search(rule.pattern, value):
+        return Outcome("fail", f"{rule.name}: {value!r} does not match /{rule.pattern}/", expected, ev)
+    return Outcome("pass", f"{rule.name}: {value}", expected, ev)
+
+
+def check_auth(ctx: PhaseRun) -> list[Check]:
+    """Each protected endpoint refuses a request without credentials and one with a wrong token."""
+    specs = ctx.settings.protected_endpoints
+    if not specs:
+        ctx.note("Not configured: phases.security.protected_endpoints.")
+    return [ctx.run(f"security.auth.{s.name}", f"{s.method} {s.path} refuses missing and wrong credentials",
+                    lambda s=s: _auth_outcome(ctx, s), severity=s.severity) for s in specs]
+
+
+def _auth_outcome(ctx: PhaseRun, spec: ProtectedEndpoint) -> Outcome:
+    expected = f"HTTP {'/'.join(map(str, spec.refuse_status))} without credentials and with a wrong token"
+    tries = {"no credentials": {}, "wrong token": {"Authorization": f"Bearer {ctx.settings.wrong_token}"}}
+    seen, ev, errors = {}, {}, []
+    for label, headers in tries.items():
+        res = http.request(ctx.http, spec.method, spec.path, headers=headers, json_body=spec.json_body)
+        ev[label] = res.evidence()
+        if res.error:
+            errors.append(f"{label}: {res.describe()}")
+        seen[label] = res.status
+    observed = ", ".join(f"{k} -> {v if v is not None else 'no response'}" for k, v in seen.items())
+    if errors:
+        return Outcome("error", "; ".join(errors), expected, ev)
+    accepted = [k for k, v in seen.items() if v not in spec.refuse_status]
+    if accepted:
+        return Outcome("fail", f"not refused with {' and '.join(accepted)} ({observed})", expected, ev)
+    return Outcome("pass", observed, expected, ev)
+
+
+def _payload_strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value] if len(value) >= 4 and MARKER_CHARS & set(value) else []
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _payload_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _payload_strings(v)]
+    return []
+
+
+def check_bad_inputs(ctx: PhaseRun) -> list[Check]:
+    """Hostile inputs get a 4xx (never a 5xx) and are not echoed back verbatim; chart of the codes."""
+    specs = ctx.settings.bad_inputs
+    if not specs:
+        ctx.note("Not configured: phases.security.bad_inputs.")
+        return []
+    codes: dict[str, str] = {}
+    out = [ctx.run(f"security.inputs.{s.name}", f"Hostile input '{s.name}' is refused cleanly",
+                   lambda s=s: _bad_input_outcome(ctx, s, codes), severity=s.severity) for s in specs]
+    if codes:
+        import plotly.graph_objects as go
+
+        names = list(codes)
+        colour = {"2": "#d29922", "4": "#2da44e", "5": "#cf222e"}
+        fig = go.Figure(go.Bar(x=names, y=[1] * len(names), text=[codes[n] for n in names], textposition="inside",
+                               marker_color=[colour.get(codes[n][:1], "#57606a") for n in names]))
+        fig.update_layout(title="Response codes of the hostile-input probes (green 4xx, red 5xx)",
+                          yaxis={"visible": False}, height=300, margin={"t": 50, "b": 40})
+        ctx.figure(fig)
+    return out
+
+
+def _bad_input_outcome(ctx: PhaseRun, spec: BadInput, codes: dict[str, str]) -> Outcome:
+    allowed = spec.expect_status
+    expected = f"HTTP {'/'.join(map(str, allowed))}" if allowed else "HTTP 4xx (never 5xx), payload not echoed"
+    headers = {"Content-Type": spec.content_type, **(ctx.auth_headers() if spec.auth else {})}
+    content: bytes | None = None
+    if spec.oversize_bytes:
+        content = json.dumps({"payload": "A" * spec.oversize_bytes}).encode()
+    elif spec.body is not None:
+        content = spec.body.encode()
+    elif spec.json_body is not None:
+        content = json.dumps(spec.json_body).encode()
+    res = http.request(ctx.http, spec.method, spec.path, headers=headers, content=content)
+    ev = {**res.evidence(), "sent_bytes": len(content or b"")}
+    codes[spec.name] = str(res.status) if res.status else "none"
+    if res.error:
+        return Outcome("error", res.describe(), expected, ev)
+    ok = res.status in allowed if allowed else 400 <= res.status < 500
+    if not ok:
+        kind = "server error" if res.status >= 500 else "unexpected status"
+        return Outcome("fail", f"{kind}: HTTP {res.status}", expected, ev, {"status": res.status})
+    echoed = [p for p in _payload_strings(spec.json_body) + _payload_strings(spec.body) if p in res.text]
+    if echoed:
+        return Outcome("fail", f"HTTP {res.status} but the payload is echoed verbatim: {echoed[0][:80]!r}",
+                       expected, ev, {"status": res.status})
+    return Outcome("pass", f"HTTP {res.status}", expected, ev, {"status": res.status})
+
+
+def check_database_ssl(ctx: PhaseRun) -> Check | None:
+    """The server has ssl=on and this very connection is encrypted (pg_settings, pg_stat_ssl)."""
+    if not ctx.settings.database_ssl:
+        ctx.note("Database SSL not required here (phases.security.database_ssl is false).")
+        return None
+
+    def probe() -> Outcome:
+        expected = "ssl = on and this connection uses SSL"
+        _, rows = query(ctx.engine, "SELECT (SELECT setting FROM pg_settings WHERE name = 'ssl'),"
+                                    " s.ssl, s.version FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()")
+        setting, used, version = rows[0] if rows else (None, None, None)
+        ev = {"ssl_setting": setting, "connection_ssl": used, "version": version}
+        if setting != "on":
+            return Outcome("fail", f"server setting ssl = {setting}", expected, ev)
+        if not used:
+            return Outcome("fail", "ssl = on, but this connection is not encrypted", expected, ev)
+        return Outcome("pass", f"ssl = on; connection encrypted with {version}", expected, ev)
+
+    return ctx.run("security.database.ssl", "Database connections use SSL", probe)
+
+
+def check_rls(ctx: PhaseRun) -> list[Check]:
+    """Each listed table has row-level security enabled (pg_class.relrowsecurity) and its policies."""
+    tables = ctx.settings.rls_tables
+    if not tables:
+        ctx.note("Not configured: phases.security.rls_tables.")
+    return [ctx.run(f"security.rls.{slug(t)}", f"Row-level security on {t}", lambda t=t: _rls_outcome(ctx, t))
+            for t in tables]
+
+
+def _rls_outcome(ctx: PhaseRun, table: str) -> Outcome:
+    expected = "relrowsecurity = true"
+    _, rows = query(ctx.engine, "SELECT c.relrowsecurity, c.relforcerowsecurity,"
+                                " (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)"
+                                " FROM pg_class c WHERE c.oid = to_regclass(:t)", {"t": table})
+    if not rows:
+        return Outcome("fail", "table does not exist", expected, {"table": table})
+    enabled, forced, policies = rows[0]
+    ev = {"table": table, "rls": enabled, "forced": forced, "policies": policies}
+    if not enabled:
+        return Outcome("fail", f"row-level security is off ({policies} policies defined, unused)", expected, ev)
+    return Outcome("pass", f"row-level security on, {policies} policies", expected, ev, {"policies": policies})
