@@ -32,6 +32,7 @@ CSS = """
   margin:0 0 24px 0;padding:16px 24px 0 24px;color:#1f2328}
 .jp-RenderedHTMLCommon td,.jp-RenderedHTMLCommon th{text-align:left}
 .rh-nowrap{white-space:nowrap}
+.rh-summary td code.rh-id{overflow-wrap:normal;word-break:normal}
 .rh-summary h1{font-size:24px;margin:4px 0 12px}
 .rh-summary h2{font-size:18px;margin:24px 0 8px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
 .rh-summary table{border-collapse:collapse;width:100%;margin:6px 0}
@@ -48,6 +49,15 @@ CSS = """
 .rh-muted{color:#57606a}
 details.rh-versions summary{cursor:pointer}
 """
+
+
+def _breakable(check_id: str) -> str:
+    """A check id that wraps only after its dots (never mid-word) in a narrow column."""
+    return html.escape(check_id).replace(".", ".<wbr>")
+
+
+def _id_link(check_id: str) -> str:
+    return f"<a href='#{check_anchor(check_id)}'><code class='rh-id'>{_breakable(check_id)}</code></a>"
 
 
 def _pill(status: str) -> str:
@@ -136,7 +146,7 @@ def summary_html(summary: RunSummary) -> str:
                    "<th>Observed</th><th>Gate effect</th></tr>")
         for c in critical:
             effect = "blocks GO" if c.severity == "blocker" else "condition for GO"
-            out.append(f"<tr><td><a href='#{check_anchor(c.id)}'><code>{esc(c.id)}</code></a></td><td>{c.severity}</td>"
+            out.append(f"<tr><td>{_id_link(c.id)}</td><td>{c.severity}</td>"
                        f"<td>{_pill(c.status)}</td><td>{esc(c.title)}</td><td>{esc(c.expected)}</td>"
                        f"<td>{esc(c.observed)}</td><td>{effect}</td></tr>")
         out.append("</table>")
@@ -148,7 +158,7 @@ def summary_html(summary: RunSummary) -> str:
     for c in summary.checks:
         waived = " (waived)" if c.waiver and not c.waiver.get("expired") else ""
         out.append(f"<tr><td class='rh-nowrap'>{_pill(c.status)}{waived}</td><td class='rh-nowrap'>{c.severity}</td>"
-                   f"<td><a href='#{check_anchor(c.id)}'><code>{esc(c.id)}</code></a></td><td>{esc(c.title)}</td>"
+                   f"<td>{_id_link(c.id)}</td><td>{esc(c.title)}</td>"
                    f"<td>{esc(c.expected)}</td><td>{esc(c.observed)}</td>"
                    f"<td class='rh-nowrap'>{c.duration_s:.2f} s</td></tr>")
     out.append("</table><p class='rh-muted'>Each phase's executed notebook follows; a check's id links to its "
