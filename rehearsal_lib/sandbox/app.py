@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rehearsal_lib.sandbox.exam_paper import exam_paper_endpoint
 from rehearsal_lib.sandbox.manager import DEFAULT_TOKEN
 from rehearsal_lib.sandbox.seed import SCORE_SQL
 
@@ -475,6 +476,8 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
         Route("/v1/sessions/{session_id}", get_session, methods=["GET"]),
         Route("/v1/sessions/{session_id}/answers", post_answer, methods=["POST"]),
         Route("/v1/sessions/{session_id}/submit", submit, methods=["POST"]),
+        Route("/v1/exams/{exam_id}/paper", methods=["GET"], endpoint=exam_paper_endpoint(
+            variant, require_token, lambda: ApiError(404, "not_found", "exam not found"))),
     ]
     app = Starlette(
         routes=routes,

@@ -35,4 +35,9 @@ PLANTED_DEFECTS: list[PlantedDefect] = [
         description="settings.exam_mode is 'false': the exam freeze flag was not set.",
         check_id="preflight.exam_mode",
     ),
+    PlantedDefect(
+        id="slow_exam_paper",
+        description="GET /v1/exams/{id}/paper answers 600 ms late (app-level, sandbox/exam_paper.py).",
+        check_id="load.p95.exam_paper",
+    ),
 ]
