@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rehearsal_lib.load.engine import LoadSpec, Scenario, _Template, run_load, validate_templates
-from tests.load_servers import free_port, reference_server
+from rehearsal_lib.load.reference_server import free_port, reference_server
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +20,10 @@ def stalling() -> str:
         yield url
 
 
-def test_open_model_sends_the_scheduled_arrivals_and_counts_statuses(fast):
+@pytest.mark.parametrize("transport", ["aiohttp", "httpcore"])
+def test_open_model_sends_the_scheduled_arrivals_and_counts_statuses(fast, transport):
     spec = LoadSpec(fast, [Scenario("ok", "/a/{seq}", weight=3), Scenario("bad", "/status/500", expect_status=[200])],
-                    model="open", rate=200, duration_s=1.0)
+                    model="open", rate=200, duration_s=1.0, transport=transport)
     r = run_load(spec)
     assert r.scheduled == 200 and r.sent == 200 and r.dropped == 0
     ok, bad = r.scenario_stats()
@@ -42,15 +43,18 @@ def test_open_model_sees_stalls_a_closed_loop_hides(stalling):
     assert p99_closed < p99_open / 2, (p99_closed, p99_open)
 
 
-def test_timeouts_and_refused_connections_are_errors(tmp_path):
+@pytest.mark.parametrize("transport", ["aiohttp", "httpcore"])
+def test_timeouts_and_refused_connections_are_errors(transport):
     with reference_server("--delay", "0.5") as slow:
-        r = run_load(LoadSpec(slow, [Scenario("s", "/")], model="open", rate=20, duration_s=0.5, timeout_s=0.1))
+        r = run_load(LoadSpec(slow, [Scenario("s", "/")], model="open", rate=20, duration_s=0.5, timeout_s=0.1,
+                              transport=transport))
     st = r.scenario_stats()[0]
     assert st.status_mix == {"timeout": st.count} and st.error_rate == 1.0 and st.count == 10
     refused = run_load(LoadSpec(f"http://127.0.0.1:{free_port()}", [Scenario("s", "/")], model="closed", users=1,
-                                duration_s=0.3))
+                                duration_s=0.3, transport=transport))
     st = refused.scenario_stats()[0]
-    assert st.errors == st.count > 0 and list(st.status_mix) == ["error:ConnectError"]
+    expected = "error:ConnectError" if transport == "httpcore" else "error:ClientConnectorError"
+    assert st.errors == st.count > 0 and list(st.status_mix) == [expected]
 
 
 def test_saturation_trips_when_the_rate_is_far_beyond_one_core(fast):

@@ -196,9 +196,14 @@ def _not_judged(run: LoadRun, sr: StageRun | None, expected: str) -> Outcome | N
     if sr is None or sr.error or sr.result is None:
         return Outcome("error", sr.error if sr is not None and sr.error else "stage did not run", expected)
     if sr.saturated:
-        return Outcome("error", "load generator saturated: " + "; ".join(sr.saturated), expected,
-                       sr.result.generator_figures(), sr.result.generator_figures())
+        figures = sr.result.generator_figures()
+        return Outcome("error", "load generator saturated: " + "; ".join(sr.saturated), expected, figures,
+                       _numbers(figures))
     return None
+
+
+def _numbers(figures: dict[str, Any]) -> dict[str, float | int | None]:
+    return {k: v for k, v in figures.items() if v is None or isinstance(v, int | float)}
 
 
 def _stats(sr: StageRun, name: str) -> ScenarioStats:
@@ -227,7 +232,7 @@ def check_generator(ctx: PhaseRun, run: LoadRun) -> list[Check]:
             f = sr.result.generator_figures()
             rate = f"{f['achieved_rps']} req/s" + (f" of {f['target_rps']}" if f["target_rps"] else "")
             lag = f", lag p99 {f['scheduler_lag_p99_ms']} ms" if f["scheduler_lag_p99_ms"] is not None else ""
-            return Outcome("pass", f"kept up: {rate}{lag}, client CPU {f['client_cpu']:.0%}", expected, f, f)
+            return Outcome("pass", f"kept up: {rate}{lag}, client CPU {f['client_cpu']:.0%}", expected, f, _numbers(f))
 
         out.append(ctx.run(f"load.generator.{stage.name}", f"Load generator kept up: {stage.title or stage.name}",
                            probe, severity="major", expected=expected))

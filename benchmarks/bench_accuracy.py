@@ -1,0 +1,90 @@
+"""Does the open model see stalls? Our p99 against the true p99 of a known stall schedule.
+
+The reference server (core 0) freezes for 250 ms at the start of every 1.25 s: a request that
+arrives during a freeze waits for its end. For arrivals spread evenly in time the true latency is
+known exactly: 80% see only the service time, 20% wait 0-250 ms, so the true p99 is the 95th
+percentile of the wait, 237.5 ms, plus the service time. We run our open model (constant arrival
+rate, latency from the intended send time) and a closed loop (N users, latency from the actual send
+time, as Locust does) on core 1 for a whole number of periods, and compare both p99s with the truth.
+Target: open-model p99 within 10% of the truth. Each model runs `--repeat` times (default 2).
+
+Run: python benchmarks/bench_accuracy.py [--rate 500] [--periods 8] [--repeat 2]
+Writes benchmarks/results/accuracy.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rehearsal_lib.load.engine import LoadSpec, Scenario, percentile, run_load  # noqa: E402
+from rehearsal_lib.load.reference_server import reference_server  # noqa: E402
+
+PERIOD_S, STALL_S = 1.25, 0.25
+
+
+def true_p99_ms(service_ms: float, points: int = 100_000) -> float:
+    """p99 of the schedule's latency for arrivals spread evenly over whole periods."""
+    waits = []
+    for i in range(points):
+        into = (i / points) * PERIOD_S
+        waits.append((STALL_S - into) * 1000 if into < STALL_S else 0.0)
+    return percentile(waits, 99) + service_ms  # type: ignore[operator]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rate", type=float, default=500)
+    p.add_argument("--users", type=int, default=10)
+    p.add_argument("--periods", type=int, default=8)
+    p.add_argument("--repeat", type=int, default=2)
+    a = p.parse_args()
+    duration = PERIOD_S * a.periods
+    runs: dict[str, list[dict]] = {"open": [], "closed": []}
+    with reference_server("--cpu", "0") as fast:  # the service time without stalls
+        base = run_load(LoadSpec(fast, [Scenario("get", "/")], model="open", rate=a.rate, duration_s=2), cpus=[1])
+        service_ms = base.scenario_stats()[0].p50_ms or 0.0
+    truth = true_p99_ms(service_ms)
+    with reference_server("--cpu", "0", "--stall-every", str(PERIOD_S), "--stall", str(STALL_S)) as url:
+        for _ in range(a.repeat):
+            for model in ("open", "closed"):
+                spec = LoadSpec(url, [Scenario("get", "/")], model=model, rate=a.rate, users=a.users,
+                                duration_s=duration)  # type: ignore[arg-type]
+                r = run_load(spec, cpus=[1])
+                st = r.scenario_stats()[0]
+                res = {"p50_ms": st.p50_ms, "p99_ms": st.p99_ms, "requests": st.count,
+                       "rps": round(r.achieved_rate, 1), "error_vs_truth": round((st.p99_ms - truth) / truth, 4),
+                       "saturation": r.saturation(max_lag_p99_ms=5.0)}
+                print(model, res, flush=True)
+                runs[model].append(res)
+    summary = {}
+    for model, rs in runs.items():
+        p99s = [r["p99_ms"] for r in rs]
+        summary[model] = {"p99_ms": round(statistics.median(p99s), 2), "p99_spread_ms": [min(p99s), max(p99s)],
+                          "error_vs_truth": round((statistics.median(p99s) - truth) / truth, 4), "runs": rs}
+    result = {
+        "schedule": {"period_s": PERIOD_S, "stall_s": STALL_S, "duration_s": duration, "rate": a.rate,
+                     "closed_users": a.users, "service_time_p50_ms": service_ms},
+        "true_p99_ms": round(truth, 2),
+        "models": summary,
+        "target": {"open_p99_within": "10% of the truth", "met": abs(summary["open"]["error_vs_truth"]) <= 0.10},
+        "setup": {"cpu_count": os.cpu_count(), "load_average_after": os.getloadavg(),
+                  "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    }
+    out = ROOT / "benchmarks" / "results" / "accuracy.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "models"} | {
+        "open_p99": summary["open"]["p99_ms"], "closed_p99": summary["closed"]["p99_ms"]}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
