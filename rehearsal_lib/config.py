@@ -226,7 +226,7 @@ class LoadGenerator(Strict):
     min_rate_ratio: float = Field(0.95, gt=0, le=1, description="Saturated when achieved < ratio x target rate.")
     max_scheduler_lag_ms: float = Field(10, gt=0, description="Saturated when scheduler lag p99 exceeds this.")
     max_client_cpu: float = Field(0.9, gt=0, le=1, description="Saturated when a generator process uses more CPU.")
-    locust_command: list[str] = Field(default_factory=lambda: ["locust"], description="locust: the command to run.")
+    locust_command: list[str] | None = Field(None, description="locust: the command (default: python -m locust).")
     locust_workers: int = Field(0, ge=0, description="locust: local worker processes (0: one process).")
     locust_user_class: Literal["FastHttpUser", "HttpUser"] = "FastHttpUser"
 

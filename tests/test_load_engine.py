@@ -78,3 +78,8 @@ def test_templates_render_placeholders_and_keep_types():
     assert body == b'{"q": 3, "c": "cand-1", "v": 0}'
     assert tpl.render()[0] == "/s/y/a"
     assert validate_templates(LoadSpec("http://x", [sc])) == ["t: {session_id}"]
+
+
+def test_closed_model_runs_longer_than_the_request_timeout(fast):
+    r = run_load(LoadSpec(fast, [Scenario("s", "/")], model="closed", users=2, duration_s=1.5, timeout_s=0.5))
+    assert r.wall_s >= 1.45 and max(r.samples.offset_s) > 1.2 and r.scenario_stats()[0].errors == 0

@@ -31,3 +31,14 @@ def test_locust_results_map_into_the_same_figures(tmp_path):
     assert bad.count > 10 and bad.error_rate == 1.0 and bad.status_mix == {"500": bad.count}
     assert r.sent == ok.count + bad.count and r.cpu_us_per_request()
     assert (tmp_path / "locustfile.py").is_file() and (tmp_path / "locustfile.py.json").is_file()
+
+
+def test_load_phase_on_locust_fails_the_p95_gate_of_a_slow_endpoint(tmp_path):
+    from tests.test_load_checks import judge, phase, stage
+
+    with reference_server("--delay", "0.3") as slow:
+        ctx = phase(tmp_path, slow, [{**stage("slow", "/", p95_ms=100), "model": "closed", "users": 4, "duration_s": 3}])
+        ctx.params.phases.load.generator.engine = "locust"
+        got = judge(ctx)
+    p95 = got["load.p95.slow_req"]
+    assert p95.status == "fail" and p95.observed.startswith("p95 3"), p95.observed

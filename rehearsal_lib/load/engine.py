@@ -278,11 +278,13 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
             code = resp.status_code
         except (httpx.HTTPError, OSError) as exc:
             # httpx-aiohttp maps every aiohttp connection error (refused too) to ConnectTimeout: judge the cause
-            real = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
-            if isinstance(real, httpx.TimeoutException | TimeoutError):  # aiohttp's timeouts are TimeoutErrors
-                code = TIMEOUT
+            cause = exc.__cause__
+            refused = isinstance(cause, OSError) and not isinstance(cause, TimeoutError)
+            if isinstance(exc, httpx.TimeoutException | TimeoutError) and not refused:
+                code = TIMEOUT  # aiohttp's own timeouts are TimeoutErrors
                 samples.errors[(k, "timeout")] += 1
             else:
+                real = cause if cause is not None and type(cause).__module__.startswith("aiohttp") else exc
                 samples.errors[(k, type(real).__name__)] += 1
         done = time.perf_counter()
         samples.scenario.append(k)
@@ -352,8 +354,12 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
                     await asyncio.sleep(spec.think_s)
 
         pending = {asyncio.ensure_future(user(u)) for u in range(users)}
-    if pending:
-        await asyncio.wait(pending, timeout=spec.timeout_s + 2)
+    if pending:  # the closed model's users run until `end`; then every request has its timeout to finish
+        _, late = await asyncio.wait(pending, timeout=max(0.0, end - time.perf_counter()) + spec.timeout_s + 2)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=1)
     report.wall_s = time.perf_counter() - t0
     report.cpu_s = time.process_time() - cpu0
     report.connections = len(conns.all)
