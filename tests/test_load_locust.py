@@ -37,7 +37,8 @@ def test_load_phase_on_locust_fails_the_p95_gate_of_a_slow_endpoint(tmp_path):
     from tests.test_load_checks import judge, phase, stage
 
     with reference_server("--delay", "0.3") as slow:
-        ctx = phase(tmp_path, slow, [{**stage("slow", "/", p95_ms=100), "model": "closed", "users": 4, "duration_s": 3}])
+        closed = {**stage("slow", "/", p95_ms=100), "model": "closed", "users": 4, "duration_s": 3}
+        ctx = phase(tmp_path, slow, [closed])
         ctx.params.phases.load.generator.engine = "locust"
         got = judge(ctx)
     p95 = got["load.p95.slow_req"]

@@ -314,8 +314,10 @@ def test_faulty_has_exactly_the_planted_defects(faulty: SandboxState) -> None:
     assert rows(faulty, EXAM_MODE_SQL)[0].value == "false"
     with client(faulty, auth=False) as c:
         assert c.get("/v1/exam-mode").json() == {"exam_mode": False}
-    assert [d.id for d in PLANTED_DEFECTS] == ["orphaned_answer", "duplicate_submit", "missing_index", "exam_mode_off"]
-    assert [d.check_id for d in PLANTED_DEFECTS] == [
+    # the database-level defects checked above; other phases append theirs (their own tests check them)
+    assert [d.id for d in PLANTED_DEFECTS][:4] == ["orphaned_answer", "duplicate_submit", "missing_index",
+                                                   "exam_mode_off"]
+    assert [d.check_id for d in PLANTED_DEFECTS][:4] == [
         "integrity.zero_rows.orphaned_answers",
         "integrity.zero_rows.duplicate_submits",
         "integrity.index.idx_answers_session_id",
