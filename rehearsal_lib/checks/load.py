@@ -419,7 +419,7 @@ def _timeline_figure(ctx: PhaseRun, run: LoadRun) -> None:
                                      legendgroup=name), row=1, col=1)
             fig.add_trace(go.Scatter(x=t, y=[by_sec[x][1] for x in xs], name=f"{name} errors", mode="lines+markers",
                                      legendgroup=name, showlegend=False), row=2, col=1)
-    fig.update_layout(title="Throughput and errors over time (s since the load began)", height=460,
+    fig.update_layout(title="Throughput and errors over time (s since the phase began)", height=460,
                       margin=dict(l=40, r=20, t=60, b=40))
     ctx.figure(fig)
 
