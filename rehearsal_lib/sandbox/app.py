@@ -46,6 +46,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rehearsal_lib.sandbox import hardening
+from rehearsal_lib.sandbox.exam_paper import exam_paper_endpoint
 from rehearsal_lib.sandbox.jobs import job_routes
 from rehearsal_lib.sandbox.manager import DEFAULT_TOKEN
 from rehearsal_lib.sandbox.seed import SCORE_SQL
@@ -485,6 +486,8 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
         Route("/v1/sessions/{session_id}/answers", post_answer, methods=["POST"]),
         Route("/v1/sessions/{session_id}/submit", submit, methods=["POST"]),
         Route("/admin/health", hardening.toggle_endpoint(health_toggle, token), methods=["PUT"]),
+        Route("/v1/exams/{exam_id}/paper", methods=["GET"], endpoint=exam_paper_endpoint(
+            variant, require_token, lambda: ApiError(404, "not_found", "exam not found"))),
     ]
     # signed webhooks (Redis rate limit) and the job queue's trigger/status endpoints
     limiter = RateLimiter(os.environ.get("REHEARSAL_SANDBOX_REDIS_URL"), RATE_LIMIT_COUNT, RATE_LIMIT_WINDOW_S)

@@ -139,4 +139,10 @@ PLANTED_DEFECTS: list[PlantedDefect] = [
         description="The app runs a 1 s statement at startup (pg_stat_statements records it).",
         check_id="observability.slow_queries",
     ),
+    # load (phase 6)
+    PlantedDefect(
+        id="slow_exam_paper",
+        description="GET /v1/exams/{id}/paper answers 600 ms late (app-level, sandbox/exam_paper.py).",
+        check_id="load.p95.exam_paper",
+    ),
 ]

@@ -1,0 +1,445 @@
+"""Load: latency percentiles, error rate and throughput under load, and database connections meanwhile.
+
+`run_load_phase` sends the setup requests and then each stage of `phases.load` through the load
+engine (`rehearsal_lib.load`) or Locust, sampling `pg_stat_activity` in the background. The check
+functions then judge the figures. When the generator could not keep up (rate not reached, arrivals
+dropped, scheduler lag, client CPU), every check of that stage is an `error` saying "load generator
+saturated" with the figures: a saturated client measures itself, not the server.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from rehearsal_lib.config import LoadParams, LoadScenario, LoadStage
+from rehearsal_lib.load.engine import LoadResult, LoadSpec, Scenario, ScenarioStats, _Template, run_load
+from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.probes import http
+from rehearsal_lib.results import Check
+
+
+@dataclass
+class StageRun:
+    stage: LoadStage
+    offset_s: float = 0.0  # start, seconds after the phase's load began
+    result: LoadResult | None = None
+    error: str | None = None  # why the stage produced no figures
+    saturated: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ConnSample:
+    t_s: float
+    total: int
+    app: int | None
+    active: int
+
+
+@dataclass
+class LoadRun:
+    """Everything the load phase measured; the check functions read it."""
+
+    refusal: str | None = None
+    setup_error: str | None = None
+    stages: list[StageRun] = field(default_factory=list)
+    conn_samples: list[ConnSample] = field(default_factory=list)
+    max_connections: int | None = None
+    conn_error: str | None = None
+    values: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def _codes(value: int | list[int]) -> list[int]:
+    return value if isinstance(value, list) else [value]
+
+
+def _run_id(ctx: PhaseRun) -> str:
+    return os.path.basename(ctx.run_dir.rstrip("/")) or f"adhoc-{uuid.uuid4().hex[:8]}"
+
+
+def _fill_run_id(value: Any, run_id: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{run_id}", run_id)
+    if isinstance(value, dict):
+        return {k: _fill_run_id(v, run_id) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill_run_id(v, run_id) for v in value]
+    return value
+
+
+def _headers(ctx: PhaseRun, sc: LoadScenario) -> dict[str, str]:
+    out = dict(ctx.auth_headers()) if sc.auth else {}
+    out.update({k: ctx._resolve(v) or "" for k, v in sc.headers.items()})
+    return out
+
+
+def _scenario(ctx: PhaseRun, sc: LoadScenario, run_id: str) -> Scenario:
+    return Scenario(sc.name, _fill_run_id(sc.path, run_id), sc.method, sc.weight, _fill_run_id(sc.json_body, run_id),
+                    _headers(ctx, sc), _codes(sc.expect_status))
+
+
+class _ConnSampler(threading.Thread):
+    """Samples pg_stat_activity every interval through the read-only engine until stopped."""
+
+    def __init__(self, ctx: PhaseRun, run: LoadRun, interval_s: float, app_name: str | None, t0: float):
+        super().__init__(name="rehearsal-pg-sampler", daemon=True)
+        self.ctx, self.run_, self.interval, self.app_name = ctx, run, interval_s, app_name
+        self.stop_event = threading.Event()
+        self.t0 = t0
+
+    def run(self) -> None:
+        import sqlalchemy as sa
+
+        sql = sa.text("SELECT count(*), count(*) FILTER (WHERE application_name = :app), "
+                      "count(*) FILTER (WHERE state = 'active'), current_setting('max_connections')::int "
+                      "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        try:
+            with self.ctx.engine.connect() as conn:
+                while not self.stop_event.is_set():
+                    total, app, active, limit = conn.execute(sql, {"app": self.app_name or ""}).one()
+                    conn.rollback()
+                    self.run_.max_connections = int(limit)
+                    self.run_.conn_samples.append(ConnSample(round(time.perf_counter() - self.t0, 3), int(total),
+                                                             int(app) if self.app_name else None, int(active)))
+                    self.stop_event.wait(self.interval)
+        except Exception as exc:  # noqa: BLE001 - reported by check_db_connections
+            from rehearsal_lib.phase import describe_exception
+
+            self.run_.conn_error = describe_exception(exc)
+
+
+def _setup(ctx: PhaseRun, cfg: LoadParams, run_id: str, run: LoadRun) -> None:
+    """Send each setup request `count` times and keep the named field of every response."""
+    for step in cfg.setup:
+        sc = Scenario(step.name, _fill_run_id(step.path, run_id), step.method,
+                      json=_fill_run_id(step.json_body, run_id))
+        tpl = _Template(sc, {}, run.values, 0)
+        kept: list[Any] = []
+        for _ in range(step.count):
+            path, headers, body = tpl.render()
+            headers = {**headers, **(ctx.auth_headers() if step.auth else {})}
+            res = http.request(ctx.http, step.method, path, headers=headers, content=body)
+            if res.error or res.status not in _codes(step.expect_status):
+                raise RuntimeError(f"setup {step.name}: {res.describe()}")
+            if not isinstance(res.body, dict) or step.field not in res.body:
+                raise RuntimeError(f"setup {step.name}: response has no '{step.field}' field")
+            kept.append(res.body[step.field])
+        run.values[step.name] = kept
+
+
+def run_load_phase(ctx: PhaseRun) -> LoadRun:
+    """Setup, then every stage in order while pg_stat_activity is sampled; never raises."""
+    cfg: LoadParams = ctx.settings
+    run = LoadRun(refusal=ctx.writes_refusal())
+    if not cfg.stages:
+        ctx.note("Not configured: phases.load.stages is empty.")
+        return run
+    if run.refusal:
+        ctx.note(f"Load not sent: {run.refusal}.")
+        return run
+    run_id = _run_id(ctx)
+    gen = cfg.generator
+    sampler = None
+    t0 = time.perf_counter()  # charts count seconds from here
+    if cfg.db_connections is not None and ctx.database_url:
+        sampler = _ConnSampler(ctx, run, cfg.db_connections.sample_interval_s, cfg.db_connections.application_name, t0)
+        sampler.start()
+    try:
+        try:
+            _setup(ctx, cfg, run_id, run)
+        except Exception as exc:  # noqa: BLE001 - every stage reports it
+            from rehearsal_lib.phase import describe_exception
+
+            run.setup_error = describe_exception(exc)
+        for stage in cfg.stages:
+            sr = StageRun(stage, offset_s=round(time.perf_counter() - t0, 3))
+            run.stages.append(sr)
+            if run.setup_error:
+                sr.error = f"setup failed: {run.setup_error}"
+                continue
+            spec = LoadSpec(ctx.base_url, [_scenario(ctx, sc, run_id) for sc in stage.scenarios], model=stage.model,
+                            rate=stage.rate, ramp_s=stage.ramp_s, users=stage.users, duration_s=stage.duration_s,
+                            timeout_s=gen.timeout_s, max_in_flight=gen.max_in_flight, values=run.values,
+                            verify_tls=ctx.params.target.verify_tls, transport=gen.transport)
+            try:
+                if gen.engine == "locust":
+                    from rehearsal_lib.load.locust_driver import run_locust
+
+                    sr.result = run_locust(spec, command=gen.locust_command, workers=gen.locust_workers,
+                                           user_class=gen.locust_user_class)
+                else:
+                    sr.result = run_load(spec, processes=gen.processes)
+                sr.saturated = sr.result.saturation(gen.min_rate_ratio, gen.max_scheduler_lag_ms, gen.max_client_cpu)
+            except Exception as exc:  # noqa: BLE001 - the stage's checks report it
+                from rehearsal_lib.phase import describe_exception
+
+                sr.error = describe_exception(exc)
+    finally:
+        if sampler is not None:
+            time.sleep(min(1.0, cfg.db_connections.sample_interval_s))  # one sample after the load
+            sampler.stop_event.set()
+            sampler.join(10)
+    return run
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def _not_judged(run: LoadRun, sr: StageRun | None, expected: str) -> Outcome | None:
+    """The outcome when a stage has no trustworthy figures (refused, failed, saturated), else None."""
+    if run.refusal:
+        return Outcome("skip", run.refusal, expected)
+    if sr is None or sr.error or sr.result is None:
+        return Outcome("error", sr.error if sr is not None and sr.error else "stage did not run", expected)
+    if sr.saturated:
+        figures = sr.result.generator_figures()
+        return Outcome("error", "load generator saturated: " + "; ".join(sr.saturated), expected, figures,
+                       _numbers(figures))
+    return None
+
+
+def _numbers(figures: dict[str, Any]) -> dict[str, float | int | None]:
+    return {k: v for k, v in figures.items() if v is None or isinstance(v, int | float)}
+
+
+def _stats(sr: StageRun, name: str) -> ScenarioStats:
+    assert sr.result is not None
+    return next(s for s in sr.result.scenario_stats() if s.name == name)
+
+
+def _stage_runs(ctx: PhaseRun, run: LoadRun) -> list[tuple[LoadStage, StageRun | None]]:
+    by_name = {sr.stage.name: sr for sr in run.stages}
+    return [(stage, by_name.get(stage.name)) for stage in ctx.settings.stages]
+
+
+def check_generator(ctx: PhaseRun, run: LoadRun) -> list[Check]:
+    """The generator kept up with each stage (else its latency figures are the client's, not the server's)."""
+    gen = ctx.settings.generator
+    out = []
+    for stage, sr in _stage_runs(ctx, run):
+        expected = (f"achieved >= {gen.min_rate_ratio:.0%} of target, no dropped arrivals, scheduler lag p99 <= "
+                    f"{gen.max_scheduler_lag_ms:g} ms, client CPU <= {gen.max_client_cpu:.0%}")
+
+        def probe(sr: StageRun | None = sr, expected: str = expected) -> Outcome:
+            bad = _not_judged(run, sr, expected)
+            if bad:
+                return bad
+            assert sr is not None and sr.result is not None
+            f = sr.result.generator_figures()
+            rate = f"{f['achieved_rps']} req/s" + (f" of {f['target_rps']}" if f["target_rps"] else "")
+            lag = f", lag p99 {f['scheduler_lag_p99_ms']} ms" if f["scheduler_lag_p99_ms"] is not None else ""
+            return Outcome("pass", f"kept up: {rate}{lag}, client CPU {f['client_cpu']:.0%}", expected, f, _numbers(f))
+
+        out.append(ctx.run(f"load.generator.{stage.name}", f"Load generator kept up: {stage.title or stage.name}",
+                           probe, severity="major", expected=expected))
+    return out
+
+
+def check_latency(ctx: PhaseRun, run: LoadRun) -> list[Check]:
+    """p95 (a blocker by default, as the seed's hard gate) and p99 of every scenario against its limits."""
+    out = []
+    for stage, sr in _stage_runs(ctx, run):
+        for sc in stage.scenarios:
+            for pct, limit, sev in ((95, sc.p95_ms, sc.p95_severity), (99, sc.p99_ms, sc.severity)):
+                if limit is None and pct == 99:
+                    continue
+                expected = f"p{pct} <= {limit:g} ms" if limit else f"p{pct} reported"
+
+                def probe(sr: StageRun | None = sr, sc: LoadScenario = sc, pct: int = pct, limit: float | None = limit,
+                          expected: str = expected) -> Outcome:
+                    bad = _not_judged(run, sr, expected)
+                    if bad:
+                        return bad
+                    assert sr is not None
+                    st = _stats(sr, sc.name)
+                    value = getattr(st, f"p{pct}_ms")
+                    metrics = {"p50_ms": st.p50_ms, "p95_ms": st.p95_ms, "p99_ms": st.p99_ms, "max_ms": st.max_ms,
+                               "requests": st.count}
+                    if value is None:
+                        return Outcome("error", "no requests were sent for this scenario", expected, None, metrics)
+                    seen = f"p{pct} {value:.0f} ms over {st.count} requests (p50 {st.p50_ms:.0f} ms)"
+                    if limit is None:
+                        return Outcome("pass", seen, expected, st.status_mix, metrics)
+                    return Outcome("pass" if value <= limit else "fail", seen, expected, st.status_mix, metrics)
+
+                out.append(ctx.run(f"load.p{pct}.{sc.name}", f"p{pct} latency of {sc.title or sc.name} under load",
+                                   probe, severity=sev, expected=expected))
+    _latency_figure(ctx, run)
+    return out
+
+
+def check_errors(ctx: PhaseRun, run: LoadRun) -> list[Check]:
+    """Share of requests per scenario without an expected status (timeouts and connection errors count)."""
+    out = []
+    for stage, sr in _stage_runs(ctx, run):
+        for sc in stage.scenarios:
+            expected = f"error rate <= {sc.max_error_rate:.1%} (expected status {sc.expect_status})"
+
+            def probe(sr: StageRun | None = sr, sc: LoadScenario = sc, expected: str = expected) -> Outcome:
+                bad = _not_judged(run, sr, expected)
+                if bad:
+                    return bad
+                assert sr is not None
+                st = _stats(sr, sc.name)
+                if not st.count:
+                    return Outcome("error", "no requests were sent for this scenario", expected)
+                metrics = {"requests": st.count, "errors": st.errors, "error_rate": st.error_rate}
+                ok = st.error_rate <= sc.max_error_rate
+                return Outcome("pass" if ok else "fail", f"{st.errors} of {st.count} ({st.error_rate:.1%}); "
+                               f"status mix {st.status_mix}", expected, {"status_mix": st.status_mix}, metrics)
+
+            out.append(ctx.run(f"load.errors.{sc.name}", f"Error rate of {sc.title or sc.name} under load", probe,
+                               severity=sc.severity, expected=expected))
+    _timeline_figure(ctx, run)
+    return out
+
+
+def check_throughput(ctx: PhaseRun, run: LoadRun) -> list[Check]:
+    """Completed, expected responses per second of each stage with a `min_throughput_rps`."""
+    out = []
+    for stage, sr in _stage_runs(ctx, run):
+        if stage.min_throughput_rps is None:
+            continue
+        expected = f">= {stage.min_throughput_rps:g} successful responses/s"
+
+        def probe(stage: LoadStage = stage, sr: StageRun | None = sr, expected: str = expected) -> Outcome:
+            bad = _not_judged(run, sr, expected)
+            if bad:
+                return bad
+            assert sr is not None
+            stats = sr.result.scenario_stats() if sr.result else []
+            ok = sum(s.ok for s in stats)
+            rps = ok / stage.duration_s
+            per = {s.name: s.rps for s in stats}
+            return Outcome("pass" if rps >= stage.min_throughput_rps else "fail",
+                           f"{rps:.1f} successful responses/s ({ok} in {stage.duration_s:g} s)", expected, per,
+                           {"throughput_rps": round(rps, 2)})
+
+        out.append(ctx.run(f"load.throughput.{stage.name}", f"Throughput of {stage.title or stage.name}", probe,
+                           severity="major", expected=expected))
+    return out
+
+
+def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
+    """Peak database connections during the load against max_connections, and the app's pool limit."""
+    cfg = ctx.settings.db_connections
+    if cfg is None:
+        ctx.note("Not configured: phases.load.db_connections.")
+        return []
+    if not ctx.database_url:
+        ctx.note("Database connections not sampled: target.database_url is not configured.")
+        return []
+    out = []
+    expected = f"peak <= {cfg.max_usage_ratio:.0%} of max_connections"
+
+    def peak() -> Outcome | None:
+        if run.refusal:
+            return Outcome("skip", run.refusal, expected)
+        if not run.conn_samples:
+            return Outcome("error", f"no pg_stat_activity sample: {run.conn_error or 'the load did not run'}", expected)
+        return None
+
+    def usage() -> Outcome:
+        bad = peak()
+        if bad:
+            return bad
+        top = max(s.total for s in run.conn_samples)
+        limit = run.max_connections or 0
+        ratio = top / limit if limit else 0.0
+        metrics = {"peak_connections": top, "max_connections": limit, "samples": len(run.conn_samples)}
+        return Outcome("pass" if ratio <= cfg.max_usage_ratio else "fail",
+                       f"peak {top} of max_connections {limit} ({ratio:.0%}) over {len(run.conn_samples)} samples",
+                       expected, None, metrics)
+
+    out.append(ctx.run("load.db.connections", "Database connections under load", usage, severity="major",
+                       expected=expected))
+    if cfg.application_name and cfg.pool_size:
+        pool_expected = f"{cfg.application_name} below its pool limit of {cfg.pool_size} connections"
+
+        def pool() -> Outcome:
+            bad = peak()
+            if bad:
+                return Outcome(bad.status, bad.observed, pool_expected)
+            top = max(s.app or 0 for s in run.conn_samples)
+            metrics = {"peak_app_connections": top, "pool_size": cfg.pool_size}
+            if top >= cfg.pool_size:
+                return Outcome("warn", f"pool exhausted: {cfg.application_name} held {top} of {cfg.pool_size} "
+                                       "connections (requests waited for one)", pool_expected, None, metrics)
+            return Outcome("pass", f"peak {top} of {cfg.pool_size}", pool_expected, None, metrics)
+
+        out.append(ctx.run("load.db.pool", f"Connection pool of {cfg.application_name}", pool, severity="major",
+                           expected=pool_expected))
+    _connections_figure(ctx, run)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ charts
+
+
+def _latency_figure(ctx: PhaseRun, run: LoadRun) -> None:
+    rows = [(sr, st) for sr in run.stages if sr.result for st in sr.result.scenario_stats() if st.count]
+    if not rows:
+        return
+    import plotly.graph_objects as go
+
+    names = [st.name for _, st in rows]
+    fig = go.Figure()
+    for pct in (50, 95, 99):
+        fig.add_trace(go.Bar(x=names, y=[getattr(st, f"p{pct}_ms") for _, st in rows], name=f"p{pct}"))
+    limits = {sc.name: sc.p95_ms for st in ctx.settings.stages for sc in st.scenarios}
+    fig.add_trace(go.Scatter(x=names, y=[limits.get(n) for n in names], mode="markers", name="p95 limit",
+                             marker=dict(symbol="line-ew-open", size=30, color="crimson", line=dict(width=3))))
+    fig.update_layout(title="Latency per scenario (ms, from intended send time)", barmode="group", yaxis_title="ms",
+                      height=380, margin=dict(l=40, r=20, t=50, b=40))
+    ctx.figure(fig)
+
+
+def _timeline_figure(ctx: PhaseRun, run: LoadRun) -> None:
+    done = [sr for sr in run.stages if sr.result]
+    if not done:
+        return
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("requests/s per scenario", "errors/s per scenario"))
+    for sr in done:
+        assert sr.result is not None
+        series: dict[str, dict[int, tuple[int, int]]] = {}
+        for row in sr.result.timeline():
+            series.setdefault(row["scenario"], {})[row["second"]] = (row["requests"], row["errors"])
+        for name, by_sec in series.items():
+            xs = sorted(by_sec)
+            t = [sr.offset_s + x for x in xs]
+            fig.add_trace(go.Scatter(x=t, y=[by_sec[x][0] for x in xs], name=name, mode="lines+markers",
+                                     legendgroup=name), row=1, col=1)
+            fig.add_trace(go.Scatter(x=t, y=[by_sec[x][1] for x in xs], name=f"{name} errors", mode="lines+markers",
+                                     legendgroup=name, showlegend=False), row=2, col=1)
+    fig.update_layout(title="Throughput and errors over time (s since the phase began)", height=460,
+                      margin=dict(l=40, r=20, t=60, b=40))
+    ctx.figure(fig)
+
+
+def _connections_figure(ctx: PhaseRun, run: LoadRun) -> None:
+    if not run.conn_samples:
+        return
+    import plotly.graph_objects as go
+
+    cfg = ctx.settings.db_connections
+    t = [s.t_s for s in run.conn_samples]
+    fig = go.Figure(go.Scatter(x=t, y=[s.total for s in run.conn_samples], name="all client connections"))
+    fig.add_trace(go.Scatter(x=t, y=[s.active for s in run.conn_samples], name="active"))
+    if cfg.application_name:
+        fig.add_trace(go.Scatter(x=t, y=[s.app for s in run.conn_samples], name=cfg.application_name))
+    if cfg.pool_size:
+        fig.add_hline(y=cfg.pool_size, line_dash="dot", annotation_text=f"pool limit {cfg.pool_size}")
+    if run.max_connections:
+        fig.add_hline(y=run.max_connections * cfg.max_usage_ratio, line_dash="dash",
+                      annotation_text=f"{cfg.max_usage_ratio:.0%} of max_connections ({run.max_connections})")
+    fig.update_layout(title="Database connections during the load (pg_stat_activity)", xaxis_title="s",
+                      yaxis_title="connections", height=340, margin=dict(l=40, r=20, t=50, b=40))
+    ctx.figure(fig)

@@ -1,0 +1,611 @@
+"""An HTTP load generator on httpx that does not hide stalls.
+
+Two models:
+
+- **open** (constant arrival rate, optional linear ramp): arrival *i* has an intended send time fixed in
+  advance; its latency is measured from that intended time, so a stalled server (or a late client)
+  shows up in the percentiles instead of silently lowering the request rate (no coordinated omission).
+- **closed** (N virtual users, each sending its next request when the previous one finished): what
+  Locust does; latency from the actual send time. Useful for "N users at once", blind to stalls.
+
+Each process runs one asyncio loop; `run_load(spec, processes=k)` starts k processes (one per core),
+splits the rate or the users between them and merges their raw samples (exact percentiles, no
+histogram approximation). Connections come from a free list of single-connection clients (one pooled
+``httpx.AsyncClient`` rescans its pool per request and collapses at a few hundred requests/s,
+encode/httpx#3215), sharing one SSL context.
+
+The generator watches itself: scheduler lag, arrivals dropped at the in-flight cap, achieved vs target
+rate and its own CPU use. `LoadResult.saturation()` lists why the figures cannot be trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import math
+import os
+import random
+import re
+import ssl
+import threading
+import time
+import uuid
+from array import array
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+TIMEOUT, FAILED = -1, 0  # status codes recorded for requests without an HTTP response
+
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)(?::(-?\d+):(-?\d+))?\}")
+
+
+@dataclass
+class Scenario:
+    """One kind of request, picked with probability weight / sum(weights).
+
+    ``path``, header values and strings in ``json`` may hold placeholders: ``{uuid}``, ``{seq}`` (a
+    per-process counter), ``{worker}``, ``{randint:A:B}``, and ``{name}`` for any key of
+    ``LoadSpec.values`` (cycled through). A string that is exactly one placeholder becomes its value
+    unchanged (an int stays an int).
+    """
+
+    name: str
+    path: str
+    method: str = "GET"
+    weight: float = 1.0
+    json: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    expect_status: list[int] = field(default_factory=lambda: [200, 201])
+
+
+@dataclass
+class LoadSpec:
+    """What to send, where, how fast and for how long."""
+
+    base_url: str
+    scenarios: list[Scenario]
+    model: Literal["open", "closed"] = "open"
+    rate: float = 10.0  # open: arrivals per second (all processes together)
+    ramp_s: float = 0.0  # open: linear ramp from 0 to `rate`
+    users: int = 10  # closed: virtual users (all processes together)
+    think_s: float = 0.0  # closed: pause between a user's requests
+    duration_s: float = 5.0
+    timeout_s: float = 5.0
+    max_in_flight: int = 512  # open: arrivals beyond this many outstanding requests are dropped
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request
+    values: dict[str, list[Any]] = field(default_factory=dict)
+    verify_tls: bool = True
+    seed: int = 1
+    # auto: httpx's API over aiohttp (httpx-aiohttp) when installed, ~2x fewer CPU µs per request than
+    # httpcore here (benchmarks/results/load.json); httpcore: a free list of single-connection clients
+    transport: Literal["auto", "httpcore", "aiohttp"] = "auto"
+
+
+@dataclass
+class Samples:
+    """Raw per-request records of one or more processes (merged by concatenation)."""
+
+    scenario: array = field(default_factory=lambda: array("H"))
+    offset_s: array = field(default_factory=lambda: array("d"))  # intended (open) / actual (closed) send time
+    latency_ms: array = field(default_factory=lambda: array("d"))
+    status: array = field(default_factory=lambda: array("h"))
+    lag_ms: array = field(default_factory=lambda: array("d"))  # open model: start - intended, per request
+    errors: Counter = field(default_factory=Counter)  # (scenario, reason) -> count for requests with no response
+
+    def extend(self, other: Samples) -> None:
+        for name in ("scenario", "offset_s", "latency_ms", "status", "lag_ms"):
+            getattr(self, name).extend(getattr(other, name))
+        self.errors.update(other.errors)
+
+
+@dataclass
+class WorkerReport:
+    """One process's part of a run."""
+
+    samples: Samples
+    scheduled: int = 0  # open: arrivals whose intended time fell inside the run
+    dropped: int = 0  # open: arrivals not sent (in-flight cap, or more than 1 s late at the end)
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    connections: int = 0
+
+
+def percentile(values: Any, pct: float) -> float | None:
+    """Nearest-rank percentile of a sequence (None when empty)."""
+    n = len(values)
+    if not n:
+        return None
+    ordered = sorted(values)
+    return ordered[max(1, min(n, math.ceil(pct * n / 100))) - 1]
+
+
+# ------------------------------------------------------------------------------------------ templates
+
+
+class _Template:
+    """A request template rendered per request; constant parts are rendered once."""
+
+    def __init__(self, scenario: Scenario, base_headers: dict[str, str], values: dict[str, list[Any]], worker: int):
+        self.s, self.values, self.worker = scenario, values, worker
+        self.cursor = {k: worker for k in values}
+        self.headers = {**base_headers, **scenario.headers}
+        self.dynamic_headers = any(_PLACEHOLDER.search(v) for v in self.headers.values())
+        self.dynamic_path = bool(_PLACEHOLDER.search(scenario.path))
+        self.dynamic_body = scenario.json is not None and _PLACEHOLDER.search(json.dumps(scenario.json)) is not None
+        if scenario.json is not None:
+            self.headers.setdefault("content-type", "application/json")
+        self.body = json.dumps(scenario.json).encode() if scenario.json is not None else None
+        self.rng = random.Random(worker * 7919 + 1)
+        self.seq = 0
+
+    def _value(self, m: re.Match[str]) -> Any:
+        name = m.group(1)
+        if name == "uuid":
+            return uuid.uuid4().hex
+        if name == "seq":
+            return self.seq
+        if name == "worker":
+            return self.worker
+        if name == "randint" and m.group(2) is not None:
+            return self.rng.randint(int(m.group(2)), int(m.group(3)))
+        pool = self.values.get(name)
+        if not pool:
+            raise KeyError(f"no values for placeholder {{{name}}}")
+        i = self.cursor[name]
+        self.cursor[name] = i + 1
+        return pool[i % len(pool)]
+
+    def _fill(self, value: Any) -> Any:
+        if isinstance(value, str):
+            whole = _PLACEHOLDER.fullmatch(value)
+            if whole:
+                return self._value(whole)
+            return _PLACEHOLDER.sub(lambda m: str(self._value(m)), value)
+        if isinstance(value, dict):
+            return {k: self._fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._fill(v) for v in value]
+        return value
+
+    def render(self) -> tuple[str, dict[str, str], bytes | None]:
+        self.seq += 1
+        path = self._fill(self.s.path) if self.dynamic_path else self.s.path
+        headers = self._fill(self.headers) if self.dynamic_headers else self.headers
+        body = json.dumps(self._fill(self.s.json)).encode() if self.dynamic_body else self.body
+        return str(path), headers, body
+
+
+def validate_templates(spec: LoadSpec) -> list[str]:
+    """Placeholders that no value pool provides (empty when every template can be rendered)."""
+    builtin = {"uuid", "seq", "worker", "randint"}
+    missing = []
+    for s in spec.scenarios:
+        text = s.path + json.dumps(s.json) + json.dumps(s.headers) + json.dumps(spec.headers)
+        for m in _PLACEHOLDER.finditer(text):
+            name = m.group(1)
+            if name not in builtin and not spec.values.get(name):
+                missing.append(f"{s.name}: {{{name}}}")
+    return sorted(set(missing))
+
+
+# ------------------------------------------------------------------------------------------ one process
+
+
+def resolve_transport(name: str) -> str:
+    """`auto` becomes `aiohttp` when httpx-aiohttp is installed, else `httpcore`."""
+    if name != "auto":
+        return name
+    import importlib.util
+
+    return "aiohttp" if importlib.util.find_spec("httpx_aiohttp") else "httpcore"
+
+
+class _Connections:
+    """A free list of single-connection clients (created on demand, reused LIFO).
+
+    With ``transport="aiohttp"``, one client over aiohttp's own connection pool instead."""
+
+    def __init__(self, spec: LoadSpec):
+        self.base_url, self.timeout = spec.base_url, spec.timeout_s
+        # one SSL context for all clients (building one per client costs tens of ms); none for plain http
+        tls = spec.base_url.startswith("https:") and spec.verify_tls
+        self.verify: ssl.SSLContext | bool = ssl.create_default_context() if tls else False
+        self.free: list[httpx.AsyncClient] = []
+        self.all: list[httpx.AsyncClient] = []
+        self.shared: httpx.AsyncClient | None = None
+        if resolve_transport(spec.transport) == "aiohttp":
+            from httpx_aiohttp import AiohttpTransport
+
+            limits = httpx.Limits(max_connections=spec.max_in_flight, max_keepalive_connections=spec.max_in_flight)
+            self.shared = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, follow_redirects=False,
+                                            transport=AiohttpTransport(verify=self.verify, limits=limits))
+            self.all.append(self.shared)
+
+    def acquire(self) -> httpx.AsyncClient:
+        if self.shared is not None:
+            return self.shared
+        if self.free:
+            return self.free.pop()
+        client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout, verify=self.verify,
+                                   limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                                   follow_redirects=False)
+        self.all.append(client)
+        return client
+
+    def warm(self, n: int) -> None:
+        """Create n clients up front (creating one takes ~0.5 ms of the loop's time)."""
+        if self.shared is None:
+            fresh = [self.acquire() for _ in range(max(0, n - len(self.all)))]
+            self.free.extend(fresh)
+
+    def release(self, client: httpx.AsyncClient) -> None:
+        if client is not self.shared:
+            self.free.append(client)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self.all), return_exceptions=True)
+
+
+def _arrival_offset(i: int, rate: float, ramp_s: float) -> float:
+    """Intended time (s from start) of arrival i under a linear ramp 0 -> rate over ramp_s, then constant."""
+    if ramp_s > 0 and i < rate * ramp_s / 2:
+        return math.sqrt(2 * ramp_s * i / rate)
+    return i / rate + (ramp_s / 2 if ramp_s > 0 else 0.0)
+
+
+async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float) -> WorkerReport:
+    """Run this process's share of the load; `start_at` is a time.time() instant shared by all processes."""
+    samples = Samples()
+    rng = random.Random(spec.seed * 1000 + worker)
+    templates = [_Template(s, spec.headers, spec.values, worker) for s in spec.scenarios]
+    weights = [max(0.0, s.weight) for s in spec.scenarios]
+    conns = _Connections(spec)
+    report = WorkerReport(samples)
+
+    async def send(k: int, client: httpx.AsyncClient, intended: float, t0_mono: float) -> None:
+        path, headers, body = templates[k].render()
+        started = time.perf_counter()
+        code = FAILED
+        try:
+            resp = await client.request(spec.scenarios[k].method, path, headers=headers, content=body)
+            await resp.aread()
+            code = resp.status_code
+        except (httpx.HTTPError, OSError) as exc:
+            # httpx-aiohttp maps every aiohttp connection error (refused too) to ConnectTimeout: judge the cause
+            cause = exc.__cause__
+            refused = isinstance(cause, OSError) and not isinstance(cause, TimeoutError)
+            if isinstance(exc, httpx.TimeoutException | TimeoutError) and not refused:
+                code = TIMEOUT  # aiohttp's own timeouts are TimeoutErrors
+                samples.errors[(k, "timeout")] += 1
+            else:
+                real = cause if cause is not None and type(cause).__module__.startswith("aiohttp") else exc
+                samples.errors[(k, type(real).__name__)] += 1
+        done = time.perf_counter()
+        samples.scenario.append(k)
+        samples.offset_s.append(intended - t0_mono)
+        samples.latency_ms.append((done - intended) * 1000)
+        samples.status.append(code)
+        if spec.model == "open":
+            samples.lag_ms.append((started - intended) * 1000)
+
+    conns.warm(min(spec.max_in_flight, max(8, int(spec.rate / workers / 10)))
+               if spec.model == "open" else spec.users // workers + 1)
+    # wait for the shared start instant (processes start at different moments)
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    end = t0 + spec.duration_s
+    pending: set[asyncio.Task] = set()
+
+    if spec.model == "open":
+        share = spec.rate / workers
+        in_flight = 0
+
+        async def one(k: int, intended: float) -> None:
+            nonlocal in_flight
+            client = conns.acquire()
+            try:
+                await send(k, client, intended, t0)
+            finally:
+                conns.release(client)
+                in_flight -= 1
+
+        i = 0
+        phase = worker / workers  # interleave the processes' arrivals
+        while True:
+            intended = t0 + _arrival_offset(i, share, spec.ramp_s) + phase / max(spec.rate, 1e-9)
+            if intended >= end:
+                break
+            i += 1
+            report.scheduled += 1
+            now = time.perf_counter()
+            if intended > now:
+                await asyncio.sleep(intended - now)
+            else:
+                await asyncio.sleep(0)  # behind schedule: still let the requests in flight run
+            if now - intended > 1.0 and now >= end:
+                report.dropped += 1
+                continue
+            if in_flight >= spec.max_in_flight:
+                report.dropped += 1
+                continue
+            in_flight += 1
+            k = rng.choices(range(len(weights)), weights)[0]
+            task = asyncio.ensure_future(one(k, intended))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+    else:
+        users = spec.users // workers + (1 if worker < spec.users % workers else 0)
+
+        async def user(u: int) -> None:
+            client = conns.acquire()
+            urng = random.Random(spec.seed * 100_000 + worker * 1000 + u)
+            await asyncio.sleep(u * 0.001)  # do not open every connection in the same instant
+            while time.perf_counter() < end:
+                k = urng.choices(range(len(weights)), weights)[0]
+                await send(k, client, time.perf_counter(), t0)
+                if spec.think_s:
+                    await asyncio.sleep(spec.think_s)
+
+        pending = {asyncio.ensure_future(user(u)) for u in range(users)}
+    if pending:  # the closed model's users run until `end`; then every request has its timeout to finish
+        _, late = await asyncio.wait(pending, timeout=max(0.0, end - time.perf_counter()) + spec.timeout_s + 2)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=1)
+    report.wall_s = time.perf_counter() - t0
+    report.cpu_s = time.process_time() - cpu0
+    report.connections = len(conns.all)
+    await conns.close()
+    return report
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """No cyclic garbage collection during a run: a full collection stalls the loop for tens of ms."""
+    was = gc.isenabled()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if was:
+            gc.enable()
+
+
+def _worker_entry(spec: LoadSpec, worker: int, workers: int, cpu: int | None, conn: Any) -> None:
+    """Process entry point: pin to a core if asked, say ready, get the shared start instant, run, report."""
+    try:
+        if cpu is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {cpu})
+        conn.send("ready")
+        start_at = conn.recv()
+        with _no_gc():
+            report = asyncio.run(_run_worker(spec, worker, workers, start_at))
+        conn.send(report)
+    except BaseException as exc:  # noqa: BLE001 - the parent reports it
+        conn.send(exc)
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class ScenarioStats:
+    name: str
+    count: int
+    ok: int
+    errors: int
+    error_rate: float
+    status_mix: dict[str, int]
+    rps: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+
+@dataclass
+class LoadResult:
+    """A merged run: per-scenario figures, a per-second series and the generator's own health."""
+
+    spec: LoadSpec
+    samples: Samples
+    processes: int
+    scheduled: int
+    dropped: int
+    wall_s: float
+    cpu_s_per_process: list[float]
+    connections: int
+
+    @property
+    def sent(self) -> int:
+        return len(self.samples.latency_ms)
+
+    @property
+    def target_rate(self) -> float | None:
+        if self.spec.model != "open":
+            return None
+        ramp_loss = self.spec.rate * self.spec.ramp_s / 2 if self.spec.ramp_s else 0.0
+        return (self.spec.rate * self.spec.duration_s - ramp_loss) / self.spec.duration_s
+
+    @property
+    def achieved_rate(self) -> float:
+        return self.sent / self.spec.duration_s
+
+    def lag_p99_ms(self) -> float | None:
+        return percentile(self.samples.lag_ms, 99)
+
+    def cpu_utilisation(self) -> float:
+        """The busiest process's CPU time over its wall time (1.0 = one core fully used)."""
+        return max(self.cpu_s_per_process, default=0.0) / max(self.wall_s, 1e-9)
+
+    def cpu_us_per_request(self) -> float | None:
+        return sum(self.cpu_s_per_process) * 1e6 / self.sent if self.sent else None
+
+    def saturation(self, min_rate_ratio: float = 0.95, max_lag_p99_ms: float = 10.0,
+                   max_cpu: float = 0.9) -> list[str]:
+        """Why this run's latency figures cannot be trusted as the server's (empty: the generator kept up)."""
+        reasons = []
+        if self.spec.model == "open":
+            target = self.target_rate or 0.0
+            if target and self.achieved_rate < min_rate_ratio * target:
+                reasons.append(f"achieved {self.achieved_rate:.1f} req/s of the {target:.1f} req/s target "
+                               f"(< {min_rate_ratio:.0%})")
+            if self.dropped:
+                reasons.append(f"{self.dropped} of {self.scheduled} arrivals dropped (in-flight cap "
+                               f"{self.spec.max_in_flight} or too late)")
+            lag = self.lag_p99_ms()
+            if lag is not None and lag > max_lag_p99_ms:
+                reasons.append(f"scheduler lag p99 {lag:.1f} ms > {max_lag_p99_ms:g} ms")
+        cpu = self.cpu_utilisation()
+        if cpu > max_cpu:
+            reasons.append(f"client CPU {cpu:.0%} of a core (> {max_cpu:.0%})")
+        return reasons
+
+    def generator_figures(self) -> dict[str, Any]:
+        lag = self.lag_p99_ms()
+        return {"transport": resolve_transport(self.spec.transport),
+                "target_rps": round(self.target_rate, 2) if self.target_rate else None,
+                "achieved_rps": round(self.achieved_rate, 2), "scheduled": self.scheduled, "sent": self.sent,
+                "dropped": self.dropped, "scheduler_lag_p99_ms": round(lag, 2) if lag is not None else None,
+                "client_cpu": round(self.cpu_utilisation(), 3), "processes": self.processes,
+                "connections": self.connections}
+
+    def scenario_stats(self) -> list[ScenarioStats]:
+        s = self.samples
+        out = []
+        for k, sc in enumerate(self.spec.scenarios):
+            idx = [i for i, v in enumerate(s.scenario) if v == k]
+            lat = [s.latency_ms[i] for i in idx]
+            codes = Counter(s.status[i] for i in idx)
+            mix: dict[str, int] = {}
+            for code, n in sorted(codes.items()):
+                if code == TIMEOUT:
+                    mix["timeout"] = n
+                elif code == FAILED:
+                    for (kk, reason), m in s.errors.items():
+                        if kk == k and reason != "timeout":
+                            mix[f"error:{reason}"] = m
+                else:
+                    mix[str(code)] = n
+            ok = sum(n for code, n in codes.items() if code in sc.expect_status)
+            count = len(idx)
+
+            def p(q: float, lat: list[float] = lat) -> float | None:
+                v = percentile(lat, q)
+                return round(v, 2) if v is not None else None
+
+            out.append(ScenarioStats(sc.name, count, ok, count - ok, round((count - ok) / count, 4) if count else 0.0,
+                                     mix, round(count / self.spec.duration_s, 2), p(50), p(90), p(95), p(99),
+                                     round(max(lat), 2) if lat else None))
+        return out
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """Per second of the run: requests, errors and latency p50/p95 per scenario (by intended send time)."""
+        s = self.samples
+        buckets: dict[tuple[int, int], list[int]] = {}
+        for i in range(len(s.latency_ms)):
+            buckets.setdefault((int(max(0.0, s.offset_s[i])), s.scenario[i]), []).append(i)
+        rows = []
+        for (sec, k), idx in sorted(buckets.items()):
+            lat = [s.latency_ms[i] for i in idx]
+            expect = self.spec.scenarios[k].expect_status
+            rows.append({"second": sec, "scenario": self.spec.scenarios[k].name, "requests": len(idx),
+                         "errors": sum(1 for i in idx if s.status[i] not in expect),
+                         "p50_ms": round(percentile(lat, 50) or 0, 2), "p95_ms": round(percentile(lat, 95) or 0, 2)})
+        return rows
+
+
+def _merge(spec: LoadSpec, reports: list[WorkerReport]) -> LoadResult:
+    samples = Samples()
+    for r in reports:
+        samples.extend(r.samples)
+    return LoadResult(spec, samples, len(reports), sum(r.scheduled for r in reports), sum(r.dropped for r in reports),
+                      max(r.wall_s for r in reports), [r.cpu_s for r in reports], sum(r.connections for r in reports))
+
+
+def run_load(spec: LoadSpec, processes: int = 1, cpus: list[int] | None = None) -> LoadResult:
+    """Run the load and return the merged result.
+
+    ``processes=1`` runs in this process (in a thread of its own, so it also works inside a running
+    event loop such as a Jupyter kernel); more start that many processes, each with its own event
+    loop, pinned round-robin to ``cpus`` when given.
+    """
+    missing = validate_templates(spec)
+    if missing:
+        raise ValueError("placeholders without values: " + ", ".join(missing))
+    if not spec.scenarios:
+        raise ValueError("no scenarios")
+    if processes <= 1:
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                if cpus and hasattr(os, "sched_setaffinity"):
+                    os.sched_setaffinity(threading.get_native_id(), {cpus[0]})
+                with _no_gc():
+                    box["report"] = asyncio.run(_run_worker(spec, 0, 1, time.time()))
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
+                box["error"] = exc
+
+        t = threading.Thread(target=target, name="rehearsal-load", daemon=True)
+        t.start()
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        return _merge(spec, [box["report"]])
+
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    pipes, procs = [], []
+    for w in range(processes):
+        parent, child = ctx.Pipe()
+        cpu = cpus[w % len(cpus)] if cpus else None
+        proc = ctx.Process(target=_worker_entry, args=(spec, w, processes, cpu, child), daemon=True)
+        proc.start()
+        child.close()
+        pipes.append(parent)
+        procs.append(proc)
+    try:
+        for parent, proc in zip(pipes, procs, strict=True):
+            if not parent.poll(60):
+                raise TimeoutError(f"load worker {proc.pid} did not start")
+            ready = parent.recv()
+            if isinstance(ready, BaseException):
+                raise ready
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+        raise
+    start_at = time.time() + 0.2  # one instant shared by every process
+    for parent in pipes:
+        parent.send(start_at)
+    reports = []
+    deadline = start_at + spec.duration_s + spec.timeout_s + 30
+    for parent, proc in zip(pipes, procs, strict=True):
+        if not parent.poll(max(0.0, deadline - time.time())):
+            proc.kill()
+            raise TimeoutError(f"load worker {proc.pid} sent no result")
+        got = parent.recv()
+        proc.join(5)
+        if isinstance(got, BaseException):
+            raise got
+        reports.append(got)
+    late = [r for r in reports if r.wall_s > spec.duration_s + spec.timeout_s + 5]
+    if late:
+        raise RuntimeError("a load worker ran far past the duration")
+    return _merge(spec, reports)

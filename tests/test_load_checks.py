@@ -1,0 +1,104 @@
+"""Every load check can fail, and says why: real local servers and the real sandbox database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rehearsal_lib.checks import load
+from rehearsal_lib.config import load_params
+from rehearsal_lib.load.reference_server import reference_server
+from rehearsal_lib.phase import PhaseRun
+from rehearsal_lib.sandbox import start_sandbox, stop_sandbox
+
+GEN = {"max_scheduler_lag_ms": 200, "min_rate_ratio": 0.8, "timeout_s": 2}
+
+
+def phase(tmp_path: Path, base_url: str, stages: list, kind: str = "sandbox", **extra) -> PhaseRun:
+    doc = {"name": "probe", "environment": {"kind": kind}, "target": {"base_url": base_url, "timeout_s": 2, **extra.pop(
+        "target", {})}, "phases": {"load": {"enabled": True, "generator": GEN, "stages": stages, **extra}}}
+    path = tmp_path / "probe.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return PhaseRun("load", str(path), params=load_params(str(path)))
+
+
+def stage(name: str, path: str, rate: float = 40, **scenario) -> dict:
+    return {"name": name, "rate": rate, "duration_s": 1, "min_throughput_rps": 30,
+            "scenarios": [{"name": f"{name}_req", "path": path, "auth": False, **scenario}]}
+
+
+def by_id(checks: list) -> dict:
+    return {c.id: c for c in checks}
+
+
+def judge(ctx: PhaseRun) -> dict:
+    run = load.run_load_phase(ctx)
+    checks = (load.check_generator(ctx, run) + load.check_latency(ctx, run) + load.check_errors(ctx, run)
+              + load.check_throughput(ctx, run) + load.check_db_connections(ctx, run))
+    return by_id(checks)
+
+
+def test_slow_endpoint_fails_p95_and_p99_gates(tmp_path):
+    with reference_server("--delay", "0.3") as slow:
+        got = judge(phase(tmp_path, slow, [stage("slow", "/", p95_ms=100, p99_ms=200)]))
+    p95, p99 = got["load.p95.slow_req"], got["load.p99.slow_req"]
+    assert p95.status == "fail" and p95.observed.startswith("p95 3") and p95.severity == "blocker"
+    assert p99.status == "fail" and "p99 3" in p99.observed
+    assert got["load.errors.slow_req"].status == "pass" and got["load.generator.slow"].status == "pass"
+
+
+def test_errors_and_low_throughput_fail(tmp_path):
+    with reference_server() as fast:
+        got = judge(phase(tmp_path, fast, [stage("broken", "/status/500")]))
+    err, tput = got["load.errors.broken_req"], got["load.throughput.broken"]
+    assert err.status == "fail" and "(100.0%)" in err.observed and "'500'" in err.observed
+    assert tput.status == "fail" and tput.observed.startswith("0.0 successful responses/s")
+    assert got["load.p95.broken_req"].status == "pass"
+
+
+def test_saturated_generator_is_an_error_never_a_latency_verdict(tmp_path):
+    with reference_server() as fast:
+        got = judge(phase(tmp_path, fast, [stage("flood", "/", rate=50_000)]))
+    for cid in ("load.generator.flood", "load.p95.flood_req", "load.errors.flood_req", "load.throughput.flood"):
+        assert got[cid].status == "error" and got[cid].observed.startswith("load generator saturated: "), cid
+    assert got["load.generator.flood"].metrics["target_rps"] == 50_000
+
+
+def test_refused_connection_is_error_and_production_refuses(tmp_path, monkeypatch):
+    from rehearsal_lib.load.reference_server import free_port
+
+    got = judge(phase(tmp_path, f"http://127.0.0.1:{free_port()}", [stage("down", "/")]))
+    down = got["load.errors.down_req"]
+    assert down.status == "fail" and ("ConnectError" in down.observed or "ClientConnectorError" in down.observed)
+    monkeypatch.delenv("REHEARSAL_ALLOW_DESTRUCTIVE", raising=False)
+    prod = judge(phase(tmp_path, "http://127.0.0.1:1", [stage("p", "/")], kind="production"))
+    assert prod and all(c.status == "skip" and "production" in c.observed for c in prod.values())
+
+
+def test_setup_failure_is_an_error_for_every_stage(tmp_path):
+    with reference_server() as fast:
+        got = judge(phase(tmp_path, fast, [stage("s", "/x/{session_id}")],
+                          setup=[{"name": "session_id", "path": "/status/500", "count": 1, "auth": False}]))
+    assert got["load.p95.s_req"].status == "error" and "setup session_id" in got["load.p95.s_req"].observed
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    home = tmp_path_factory.mktemp("sbx")
+    state = start_sandbox("default", home=home)
+    yield state
+    stop_sandbox("default", home=home)
+
+
+def test_db_connections_over_limit_fail_and_pool_exhaustion_warns(tmp_path, sandbox, monkeypatch):
+    monkeypatch.setenv("LOAD_TEST_DB_URL", sandbox.db_url)
+    ctx = phase(tmp_path, sandbox.base_url, [stage("ready", "/v1/ready", rate=20)],
+                target={"database_url": "${LOAD_TEST_DB_URL}"},
+                db_connections={"sample_interval_s": 0.2, "max_usage_ratio": 0.01, "application_name": "exam-api",
+                                "pool_size": 1})
+    got = judge(ctx)
+    conn, pool = got["load.db.connections"], got["load.db.pool"]
+    assert conn.status == "fail" and "of max_connections" in conn.observed
+    assert pool.status == "warn" and pool.observed.startswith("pool exhausted: exam-api held")
