@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rehearsal_lib.sandbox import retention
 from rehearsal_lib.sandbox.manager import DEFAULT_TOKEN
 from rehearsal_lib.sandbox.seed import SCORE_SQL
 
@@ -145,6 +146,10 @@ class SessionCreate(BaseModel):
 class AnswerCreate(BaseModel):
     question_id: Id
     answer: Annotated[StrictStr, Field(max_length=10_000), AfterValidator(_clean_text)]
+
+
+class ExportCreate(BaseModel):
+    candidate_id: Annotated[StrictStr, Field(min_length=1, max_length=128), AfterValidator(_clean_text)]
 
 
 class ExamModeUpdate(BaseModel):
@@ -457,6 +462,25 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
 
         return JSONResponse(await in_tx(read))
 
+    async def create_export(request: Request) -> Response:  # data-subject export: sandbox/retention.py
+        require_token(request)
+        body = await _parse(request, ExportCreate)
+        doc = await in_tx(lambda conn: retention.build_export(conn, body.candidate_id))
+        if doc is None:
+            raise ApiError(404, "not_found", "no data for this candidate")
+        return JSONResponse(doc, status_code=201)
+
+    async def get_export(request: Request) -> Response:
+        require_token(request)
+        try:
+            eid = uuid.UUID(request.path_params["export_id"])
+        except ValueError as err:
+            raise ApiError(404, "not_found", "export not found") from err
+        doc = await in_tx(lambda conn: retention.read_export(conn, eid))
+        if doc is None:
+            raise ApiError(404, "not_found", "export not found")
+        return JSONResponse(doc)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.info("exam-api starting", extra={"fields": {"variant": variant, "version": VERSION}})
@@ -475,6 +499,8 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
         Route("/v1/sessions/{session_id}", get_session, methods=["GET"]),
         Route("/v1/sessions/{session_id}/answers", post_answer, methods=["POST"]),
         Route("/v1/sessions/{session_id}/submit", submit, methods=["POST"]),
+        Route("/v1/data-exports", create_export, methods=["POST"]),
+        Route("/v1/data-exports/{export_id}", get_export, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

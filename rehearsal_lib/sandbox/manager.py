@@ -37,7 +37,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from rehearsal_lib.sandbox import database, seed
+from rehearsal_lib.sandbox import backups, database, retention, seed
 
 VARIANTS = ("default", "faulty")
 DEFAULT_TOKEN = "sandbox-dev-token"
@@ -76,11 +76,12 @@ class SandboxState:
             "REHEARSAL_SANDBOX_URL": self.base_url,
             "REHEARSAL_SANDBOX_DB_URL": self.db_url,
             "REHEARSAL_SANDBOX_TOKEN": self.token,
+            **extra_env_vars(self),
         }
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in outputs."""
-        return [self.db_url, self.admin_db_url, self.token]
+        return [self.db_url, self.admin_db_url, self.token]  # REHEARSAL_SANDBOX_ADMIN_DB_URL is admin_db_url
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable dict (``home`` as a string)."""
@@ -439,11 +440,47 @@ def _setup_database(vdir: Path, port: int, variant: str) -> tuple[str, str]:
     ) as conn:  # autocommit: each step below runs its own real transaction(s)
         database.apply_migrations(conn)
         seed.seed(conn)
+        retention.seed(conn)
+        _make_backup(vdir, port, su_pw, variant)  # the nightly backup, taken before faulty's bad data arrived
         if variant == "faulty":
             database.plant_defects(conn)
         database.grant_app_role(conn)
         conn.execute("ANALYZE")
     return su_pw, app_pw
+
+
+# ------------------------------------------------------------------------- backups, restart (issue #4)
+
+
+def extra_env_vars(state: SandboxState) -> dict[str, str]:
+    """Variables of the database phases: admin URL (a secret), pg binaries, backups dir, variant."""
+    return {
+        "REHEARSAL_SANDBOX_ADMIN_DB_URL": state.admin_db_url,
+        "REHEARSAL_SANDBOX_PG_BIN": str(_pg_bin()),
+        "REHEARSAL_SANDBOX_BACKUP_DIR": str(backups.backup_dir(state.home)),
+        "REHEARSAL_SANDBOX_MIGRATIONS_DIR": str(database.MIGRATIONS_DIR),
+        "REHEARSAL_SANDBOX_VARIANT": state.variant,
+    }
+
+
+def _make_backup(vdir: Path, port: int, su_pw: str, variant: str) -> None:
+    backups.make_backup(vdir, _pg_bin(), port, PG_SUPERUSER, su_pw, database.DB_NAME, variant)
+
+
+def restart_app(variant: str = "default", home: Path | None = None) -> SandboxState:
+    """Restart only the API process, on the same port (PostgreSQL keeps running); returns the new state."""
+    vdir = sandbox_home(variant, home)
+    with _locked(vdir):
+        st = _read_state(vdir)
+        if st is None:
+            raise RuntimeError(f"sandbox {variant} is not running (no state in {vdir})")
+        if _is_app_process(st.app_pid):
+            _terminate(st.app_pid)
+        proc, _ = _spawn_app(vdir, variant, st.db_url, st.token, port=st.app_port)
+        _wait_healthy(proc, st.base_url, vdir / "app.log", HEALTH_TIMEOUT_S)
+        st.app_pid = proc.pid
+        _write_private(vdir / "state.json", json.dumps(st.to_json(), indent=2) + "\n")
+        return st
 
 
 # -------------------------------------------------------------------------------------------- app
@@ -464,12 +501,14 @@ def _terminate(pid: int, sig: int = signal.SIGTERM, grace: float = 8.0) -> None:
     _CHILDREN.pop(pid, None)
 
 
-def _spawn_app(vdir: Path, variant: str, db_url: str, token: str) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the app detached, listening on a socket bound here (no port race); returns (proc, port)."""
+def _spawn_app(vdir: Path, variant: str, db_url: str, token: str, port: int = 0) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the app detached, listening on a socket bound here (no port race); returns (proc, port).
+
+    ``port`` 0 picks a free port; a restart passes the app's own port."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
+        listener.bind(("127.0.0.1", port))
         listener.listen(128)
         port = int(listener.getsockname()[1])
         env = {k: v for k, v in os.environ.items() if not k.startswith("REHEARSAL_SANDBOX_")}
@@ -492,7 +531,7 @@ def _spawn_app(vdir: Path, variant: str, db_url: str, token: str) -> tuple[subpr
             "--listen-fd",
             str(listener.fileno()),
         ]
-        with open(vdir / "app.log", "wb") as log:
+        with open(vdir / "app.log", "ab" if port else "wb") as log:
             proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
