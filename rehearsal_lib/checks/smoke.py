@@ -53,7 +53,7 @@ def check_smoke(ctx: PhaseRun) -> list[Check]:
     places = {"junit": junit_default, "package": str(PACKAGE_DIR)}
     junit = Path(command.split(cfg.junit_path, **places)[0]) if cfg.junit_path else Path(junit_default)
     junit.unlink(missing_ok=True)
-    env = {k: ctx._resolve(v) or "" for k, v in cfg.env.items()}
+    env = {k: command.fill(ctx._resolve(v) or "", **places) for k, v in cfg.env.items()}
     result: dict[str, Any] = {}
 
     def run() -> Outcome:

@@ -43,15 +43,16 @@ class CommandResult:
                 **({"error": self.error} if self.error else {})}
 
 
+def fill(text: str, **placeholders: str) -> str:
+    """Replace ``{python}`` and the given ``{name}`` placeholders in one string."""
+    for key, value in {"python": sys.executable, **placeholders}.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
 def split(command: str, **placeholders: str) -> list[str]:
-    """Split a command line (no shell) and fill ``{python}`` and the given placeholders in each word."""
-    values = {"python": sys.executable, **placeholders}
-    out = []
-    for word in shlex.split(command):
-        for key, value in values.items():
-            word = word.replace("{" + key + "}", value)
-        out.append(word)
-    return out
+    """Split a command line (no shell) and fill the placeholders in each word."""
+    return [fill(word, **placeholders) for word in shlex.split(command)]
 
 
 def run(command: str | list[str], timeout_s: float, env: dict[str, str] | None = None, cwd: str | None = None,
