@@ -49,8 +49,8 @@ def build(admin_url: str, n: int, dump: Path) -> tuple[str, float, int]:
             "occurred_at timestamptz NOT NULL, payload jsonb NOT NULL)")
         conn.exec_driver_sql(
             f"INSERT INTO events (session_id, type, occurred_at, payload) SELECT gen_random_uuid(), "
-            f"(ARRAY['started','answered','submitted'])[1 + i % 3], now() - make_interval(secs => i), "
-            f"jsonb_build_object('question_id', i % 30, 'n', i) FROM generate_series(1, {n}) AS i")
+            f"(ARRAY['started','answered','submitted'])[1 + mod(i, 3)], now() - make_interval(secs => i), "
+            f"jsonb_build_object('question_id', mod(i, 30), 'n', i) FROM generate_series(1, {n}) AS i")
         conn.exec_driver_sql("CREATE INDEX idx_events_session_id ON events (session_id)")
     eng.dispose()
     args, env, db = libpq_args(url)

@@ -93,6 +93,10 @@ def test_unexpected_pending_and_missing_directory(tmp_path, monkeypatch, sbx):
     plan = run.plan()
     assert plan.status == "fail" and plan.observed == "1 unexpected pending migration(s): 095"
     assert run.apply().status == "skip" and run.none_pending().status == "skip"
+    (d / "095_extra.sql").unlink()
+    (d / "003_answers.sql").write_text((d / "003_answers.sql").read_text() + "-- edited after it ran\n")
+    edited = migrations.MigrationsRun(ctx).plan()
+    assert edited.status == "fail" and edited.observed == "applied migration(s) changed since: 003_answers"
     gone = make(tmp_path, monkeypatch, "migrations", {"sql_dir": {"directory": str(tmp_path / "nope")}}, sbx)
     check = migrations.MigrationsRun(gone).plan()
     assert check.status == "error" and "does not exist" in check.observed

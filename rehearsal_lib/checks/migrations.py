@@ -59,16 +59,25 @@ class SqlDir:
                 out.append((version, name, path))
         return out
 
-    def applied(self) -> set[str]:
+    def applied(self) -> dict[str, str | None]:
+        """Applied versions with their recorded checksum (None when the table keeps none)."""
         table = self.cfg.table
         _, rows = query(self.ctx.engine, "SELECT to_regclass(:t) IS NOT NULL", {"t": table})
         if not rows[0][0]:
-            return set()
-        _, rows = query(self.ctx.engine, f"SELECT {_ident(self.cfg.version_column)}::text FROM {_ident(table)}")
-        return {r[0] for r in rows}
+            return {}
+        schema, tname = _split(table)
+        cols = {c["name"] for c in sa.inspect(self.ctx.engine).get_columns(tname, schema=schema)}
+        checksum = "checksum::text" if "checksum" in cols else "NULL"
+        _, rows = query(self.ctx.engine, f"SELECT {_ident(self.cfg.version_column)}::text, {checksum} "
+                                         f"FROM {_ident(table)}")
+        return {r[0]: r[1] for r in rows}
 
     def plan(self) -> list[Pending]:
+        import hashlib
+
         done = self.applied()
+        self.changed = [f"{v}_{n}" for v, n, p in self.files()
+                        if done.get(v) and done[v] != hashlib.sha256(p.read_bytes()).hexdigest()]
         return [Pending(v, n, {"file": p.name}) for v, n, p in self.files() if v not in done]
 
     def apply_one(self, engine: sa.Engine, item: Pending) -> None:
@@ -325,10 +334,14 @@ class MigrationsRun:
             self.pending = self.driver.plan()
             rows = [{"migration": p.id, "name": p.name, "expected": p.id in expected_ids} for p in self.pending]
             unexpected = [p.id for p in self.pending if p.id not in expected_ids]
-            evidence: dict[str, Any] = {"pending": rows}
+            changed = getattr(self.driver, "changed", [])
+            evidence: dict[str, Any] = {"pending": rows, "changed_after_apply": changed}
             if isinstance(self.driver, Command):
                 evidence["plan_output"] = self.driver.outputs[-1]
             metrics = {"pending": len(self.pending), "unexpected": len(unexpected)}
+            if changed:
+                return Outcome("fail", f"applied migration(s) changed since: {', '.join(changed)}", expected,
+                               evidence, metrics)
             if unexpected:
                 return Outcome("fail", f"{len(unexpected)} unexpected pending migration(s): {', '.join(unexpected)}",
                                expected, evidence, metrics)
