@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import textwrap
 import threading
 import uuid
@@ -436,3 +438,31 @@ def test_smoke_failing_suite_and_missing_program(tmp_path, monkeypatch):
     cmd, junit = smoke.check_smoke(missing)
     assert cmd.status == "error" and "cannot run" in cmd.observed
     assert junit.status == "fail" and "no JUnit XML" in junit.observed
+
+
+# ------------------------------------------------------------------------------------------ sandbox support
+
+
+def test_sandbox_restart_keeps_the_port_and_backup_and_export_exist(sbx):
+    import httpx
+
+    from rehearsal_lib.sandbox import sandbox_status
+
+    home = Path(sbx.home).parent
+    proc = subprocess.run([sys.executable, "-m", "rehearsal_lib.sandbox.ops", "restart"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "REHEARSAL_SANDBOX_HOME": str(home),
+                                                      "REHEARSAL_SANDBOX_VARIANT": "default"})
+    assert proc.returncode == 0, proc.stderr
+    state = sandbox_status("default", home=home)
+    assert state is not None and state.app_port == sbx.app_port and state.app_pid != sbx.app_pid
+    assert sbx.token not in proc.stdout + proc.stderr
+    dumps = list((Path(sbx.home) / "backups").glob("exam-*.dump"))
+    assert len(dumps) == 1 and dumps[0].read_bytes()[:5] == b"PGDMP"
+    auth = {"Authorization": f"Bearer {sbx.token}"}
+    made = httpx.post(f"{sbx.base_url}/v1/data-exports", json={"candidate_id": "cand-0002"}, headers=auth)
+    assert made.status_code == 201 and set(made.json()["datasets"]) == {"sessions", "answers", "events"}
+    again = httpx.get(f"{sbx.base_url}/v1/data-exports/{made.json()['id']}", headers=auth).json()
+    assert again["checksum"] == made.json()["checksum"]
+    assert httpx.post(f"{sbx.base_url}/v1/data-exports", json={"candidate_id": "nobody"},
+                      headers=auth).status_code == 404
+    assert httpx.post(f"{sbx.base_url}/v1/data-exports", json={"candidate_id": "x"}).status_code == 401

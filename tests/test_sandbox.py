@@ -295,7 +295,7 @@ def test_seed_shape(default: SandboxState) -> None:
     )
     assert started[0].n == 0
     versions = [r.version for r in rows(default, "SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == [f"{i:03d}" for i in range(1, 11)]
+    assert versions[:10] == [f"{i:03d}" for i in range(1, 11)]  # the seed's ten; later issues add more
 
 
 def test_faulty_has_exactly_the_planted_defects(faulty: SandboxState) -> None:
@@ -314,8 +314,10 @@ def test_faulty_has_exactly_the_planted_defects(faulty: SandboxState) -> None:
     assert rows(faulty, EXAM_MODE_SQL)[0].value == "false"
     with client(faulty, auth=False) as c:
         assert c.get("/v1/exam-mode").json() == {"exam_mode": False}
-    assert [d.id for d in PLANTED_DEFECTS] == ["orphaned_answer", "duplicate_submit", "missing_index", "exam_mode_off"]
-    assert [d.check_id for d in PLANTED_DEFECTS] == [
+    # the skeleton's four come first; later phases append theirs (each with its own test)
+    assert [d.id for d in PLANTED_DEFECTS][:4] == ["orphaned_answer", "duplicate_submit", "missing_index",
+                                                   "exam_mode_off"]
+    assert [d.check_id for d in PLANTED_DEFECTS][:4] == [
         "integrity.zero_rows.orphaned_answers",
         "integrity.zero_rows.duplicate_submits",
         "integrity.index.idx_answers_session_id",
