@@ -27,7 +27,8 @@ def make_backup(vdir: Path, pg_bin: Path, port: int, user: str, password: str, d
     out_dir.mkdir(mode=0o700, exist_ok=True)
     for old in out_dir.glob("*.dump"):
         old.unlink()
-    path = out_dir / f"{dbname}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.dump"
+    taken = time.time() - (FAULTY_AGE_S if variant == "faulty" else 0)
+    path = out_dir / f"{dbname}-{datetime.fromtimestamp(taken, UTC):%Y%m%dT%H%M%SZ}.dump"
     args = [str(pg_bin / "pg_dump"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", dbname,
             "-Fc", "--no-owner", "--no-acl", "-f", str(path)]
     if variant == "faulty":
@@ -39,6 +40,5 @@ def make_backup(vdir: Path, pg_bin: Path, port: int, user: str, password: str, d
         raise RuntimeError(f"pg_dump failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
     path.chmod(0o600)
     if variant == "faulty":
-        old = time.time() - FAULTY_AGE_S
-        os.utime(path, (old, old))
+        os.utime(path, (taken, taken))
     return path
