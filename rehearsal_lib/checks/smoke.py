@@ -51,7 +51,7 @@ def check_smoke(ctx: PhaseRun) -> list[Check]:
     out_dir.mkdir(parents=True, exist_ok=True)
     junit_default = str(out_dir / "junit.xml")
     places = {"junit": junit_default, "package": str(PACKAGE_DIR)}
-    junit = Path(command.split(cfg.junit_path, **places)[0]) if cfg.junit_path else Path(junit_default)
+    junit = Path(command.fill(cfg.junit_path, **places)) if cfg.junit_path else Path(junit_default)
     junit.unlink(missing_ok=True)
     env = {k: command.fill(ctx._resolve(v) or "", **places) for k, v in cfg.env.items()}
     result: dict[str, Any] = {}
