@@ -311,3 +311,32 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
             broken = step.name
         checks.append(check)
     return checks
+
+
+def show_objectives(ctx: PhaseRun) -> None:
+    """RPO and RTO as measured against their objectives (gauges), from this phase's checks."""
+    found = {c.id: c.metrics for c in ctx.checks}
+    gauges = []
+    rpo = found.get("backup_recovery.backup.age", {})
+    if rpo.get("rpo_s") is not None:
+        gauges.append(("RPO: newest backup's age (h)", rpo["rpo_s"] / 3600, rpo["rpo_max_s"] / 3600))
+    rto = found.get("backup_recovery.restart.rto", {})
+    if rto.get("rto_s") is not None:
+        gauges.append(("RTO: restart to ready (s)", rto["rto_s"], rto["rto_max_s"]))
+    if not gauges:
+        ctx.note("No RPO or RTO was measured in this run.")
+        return
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for i, (title, value, limit) in enumerate(gauges):
+        fig.add_trace(go.Indicator(
+            mode="number+gauge", value=round(value, 2), title={"text": title, "font": {"size": 14}},
+            number={"font": {"size": 26}},
+            domain={"x": [0.25, 1], "y": [i / len(gauges) + 0.08, (i + 1) / len(gauges) - 0.08]},
+            gauge={"shape": "bullet", "axis": {"range": [0, max(limit, value) * 1.2]},
+                   "threshold": {"line": {"color": "#cf222e", "width": 3}, "value": limit},
+                   "bar": {"color": "#2da44e" if value <= limit else "#cf222e"}}))
+    fig.update_layout(title="Measured RPO and RTO against their objectives (red line)", height=110 + 90 * len(gauges),
+                      margin=dict(l=20, r=30, t=50, b=20))
+    ctx.figure(fig)

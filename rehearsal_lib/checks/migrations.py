@@ -492,14 +492,14 @@ def check_postconditions(ctx: PhaseRun) -> list[Check]:
     pc = ctx.settings.postconditions
     out: list[Check] = []
 
-    def family(name: str, title: str, items: list[Any], probe_item) -> None:
+    def family(name: str, title: str, items: list[Any], probe_item, noun: str = "") -> None:
         if not items:
             return
 
         def probe() -> Outcome:
             rows = [probe_item(it) for it in items]
             bad = [r for r in rows if not r["ok"]]
-            expected = f"{len(items)} declared {name.replace('_', ' ')} present as declared"
+            expected = f"{len(items)} declared {noun or name.replace('_', ' ')} present as declared"
             evidence = {"items": rows}
             if bad:
                 return Outcome("fail", "; ".join(r["problem"] for r in bad)[:400], expected, evidence,
@@ -583,7 +583,7 @@ def check_postconditions(ctx: PhaseRun) -> list[Check]:
                 "policies": policies}
 
     family("tables", "Tables exist", pc.tables, table_item)
-    family("columns", "Columns and types", list(pc.columns.items()), columns_item)
+    family("columns", "Columns and types", list(pc.columns.items()), columns_item, "table(s) with their columns")
     family("indexes", "Indexes exist", pc.indexes, index_item)
     family("foreign_keys", "Foreign keys exist", pc.foreign_keys, fk_item)
     family("check_constraints", "Check constraints exist", pc.check_constraints, check_item)
