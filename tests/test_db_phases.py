@@ -466,3 +466,21 @@ def test_sandbox_restart_keeps_the_port_and_backup_and_export_exist(sbx):
     assert httpx.post(f"{sbx.base_url}/v1/data-exports", json={"candidate_id": "nobody"},
                       headers=auth).status_code == 404
     assert httpx.post(f"{sbx.base_url}/v1/data-exports", json={"candidate_id": "x"}).status_code == 401
+
+
+def test_restart_that_loses_rows_fails_the_counts(tmp_path, monkeypatch, sbx):
+    """A 'restart' that loses a row (here: deletes one) fails the counts check, naming the table."""
+    admin = sa.create_engine(sbx.admin_db_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text("INSERT INTO exams (title) VALUES ('lost in restart')"))
+    script = tmp_path / "lossy_restart.py"
+    script.write_text("import os, sqlalchemy as sa\n"
+                      "with sa.create_engine(os.environ['T_ADMIN']).begin() as c:\n"
+                      "    c.execute(sa.text(\"DELETE FROM exams WHERE title = 'lost in restart'\"))\n")
+    ctx = make(tmp_path, monkeypatch, "backup_recovery", {"restart": {
+        "command": f"{{python}} {script}", "timeout_s": 10, "count_tables": ["exams", "sessions"]}}, sbx,
+               base_url=sbx.base_url)
+    rto, counts = backup_recovery.check_restart(ctx)
+    assert rto.status == "pass"
+    assert counts.status == "fail" and counts.observed == "rows lost: exams -1"
+    admin.dispose()

@@ -268,17 +268,22 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
 
     checks = [ctx.run("backup_recovery.restart.rto", "Restart drill: time to health and ready (RTO)", restart,
                       severity="blocker")]
-    expected = "row counts after the restart equal those before"
+    expected = "no table has fewer rows after the restart than before"
 
     def counts() -> Outcome:
         if "before" not in state or not state.get("restarted"):
             return Outcome("skip", f"not tried: restart {checks[0].status}", expected)
         after = _counts(ctx, cfg.count_tables)
-        diff = {t: after[t] - state["before"][t] for t in after if after[t] != state["before"][t]}
+        diff = {t: after[t] - state["before"][t] for t in after}
+        lost = {t: d for t, d in diff.items() if d < 0}
+        grew = {t: d for t, d in diff.items() if d > 0}  # other writers meanwhile: nothing lost
         evidence = {"before": state["before"], "after": after}
-        if diff:
-            return Outcome("fail", "changed: " + ", ".join(f"{t} {d:+d}" for t, d in diff.items()), expected, evidence)
-        return Outcome("pass", f"{len(after)} table(s) unchanged", expected, evidence)
+        metrics = {f"{t}.lost": -d for t, d in lost.items()}
+        if lost:
+            return Outcome("fail", "rows lost: " + ", ".join(f"{t} {d:+d}" for t, d in lost.items()), expected,
+                           evidence, metrics)
+        extra = f" ({', '.join(f'{t} {d:+d}' for t, d in grew.items())} written meanwhile)" if grew else ""
+        return Outcome("pass", f"{len(after)} table(s): nothing lost{extra}", expected, evidence, metrics)
 
     if cfg.count_tables:
         checks.append(ctx.run("backup_recovery.restart.counts", "Nothing lost across the restart", counts,
