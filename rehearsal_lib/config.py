@@ -22,7 +22,9 @@ from rehearsal_lib.phases import PHASES, notebook_for
 REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SANDBOX_PROVIDED_VARS = ("REHEARSAL_SANDBOX_URL", "REHEARSAL_SANDBOX_DB_URL", "REHEARSAL_SANDBOX_TOKEN",
                          "REHEARSAL_SANDBOX_WEBHOOK_SECRET",
-                         "REHEARSAL_SANDBOX_HTTPS_URL", "REHEARSAL_SANDBOX_CA_FILE", "REHEARSAL_SANDBOX_APP_LOG")
+                         "REHEARSAL_SANDBOX_HTTPS_URL", "REHEARSAL_SANDBOX_CA_FILE", "REHEARSAL_SANDBOX_APP_LOG",
+                         "REHEARSAL_SANDBOX_ADMIN_DB_URL", "REHEARSAL_SANDBOX_PG_BIN", "REHEARSAL_SANDBOX_BACKUP_DIR",
+                         "REHEARSAL_SANDBOX_MIGRATIONS_DIR", "REHEARSAL_SANDBOX_VARIANT")
 
 
 class ConfigError(Exception):
@@ -522,6 +524,185 @@ class LoadParams(Strict):
         return self
 
 
+# ---- database phases (issue #4): migrations, retention, backup_recovery, smoke --------------------
+
+
+class ColumnSpec(Strict):
+    name: str
+    type: str | None = Field(None, description="Type as format_type() prints it, e.g. 'timestamp with time zone'.")
+
+
+class IndexSpec(Strict):
+    table: str
+    name: str
+
+
+class ForeignKeySpec(Strict):
+    table: str
+    columns: list[str]
+    references: str = Field(description="The referred table.")
+
+
+class CheckConstraintSpec(Strict):
+    table: str
+    name: str
+
+
+class RlsSpec(Strict):
+    table: str
+    enabled: bool = True
+    min_policies: int = Field(1, ge=0, description="At least this many policies on the table.")
+
+
+class PostConditions(Strict):
+    """What the schema must look like once every migration is applied."""
+
+    tables: list[str] = Field(default_factory=list)
+    columns: dict[str, list[ColumnSpec]] = Field(default_factory=dict, description="table -> columns (and types).")
+    indexes: list[IndexSpec] = Field(default_factory=list)
+    foreign_keys: list[ForeignKeySpec] = Field(default_factory=list)
+    check_constraints: list[CheckConstraintSpec] = Field(default_factory=list)
+    functions: list[str] = Field(default_factory=list, description="Function names (schema-qualified or public).")
+    rls: list[RlsSpec] = Field(default_factory=list)
+
+
+class SqlDirDriver(Strict):
+    directory: str = Field(description="Folder of NNN_name.sql files; may use ${VAR}.")
+    table: str = Field("schema_migrations", description="Tracking table; its `version` column lists applied files.")
+    version_column: str = "version"
+    down_directory: str | None = Field(None, description="Folder of NNN_name.sql down scripts (for the round trip).")
+
+
+class AlembicDriver(Strict):
+    config: str = Field(description="Path of alembic.ini; may use ${VAR}.")
+    section: str = "alembic"
+
+
+class CommandDriver(Strict):
+    plan_command: str = Field(description="Prints the pending migrations, e.g. 'python manage.py migrate --plan'.")
+    pending_regex: str = Field(r"\S", description="Lines of the plan's output that name one pending migration.")
+    apply_command: str | None = None
+    roundtrip_command: str | None = Field(None, description="Runs a down/up round trip on a scratch copy; exit 0 = ok.")
+    timeout_s: float = Field(300, gt=0)
+
+
+class MigrationsParams(Strict):
+    enabled: bool = True
+    driver: Literal["sql_dir", "alembic", "command"] = "sql_dir"
+    sql_dir: SqlDirDriver | None = None
+    alembic: AlembicDriver | None = None
+    command: CommandDriver | None = None
+    expected_pending: list[str] = Field(
+        default_factory=list, description="Migrations this release is expected to bring; any other pending one fails.")
+    apply: bool = Field(True, description="Apply pending migrations (a write; refused in production without the flag).")
+    apply_database_url: str | None = Field(None, description="${VAR} URL with DDL rights for apply and the round trip.")
+    roundtrip: bool = Field(True, description="Down/up round trip on a scratch database where the tool supports it.")
+    postconditions: PostConditions = Field(default_factory=PostConditions)
+
+    @model_validator(mode="after")
+    def _driver_block(self) -> MigrationsParams:
+        if self.enabled and getattr(self, self.driver) is None:
+            raise ValueError(f"driver '{self.driver}' needs its block `{self.driver}:`")
+        return self
+
+
+class RetentionWindow(Strict):
+    table: str
+    column: str = Field(description="The timestamp column the window applies to.")
+    days: float = Field(gt=0)
+    severity: Severity = "major"
+
+
+class PurgeDryRun(Strict):
+    sql: str | None = Field(None, description="Read-only query returning (table, would_delete) rows.")
+    command: str | None = Field(None, description="Or a command printing JSON {table: would_delete}.")
+    timeout_s: float = Field(120, gt=0)
+
+
+class PiiColumn(Strict):
+    table: str
+    column: str
+    severity: Severity = "major"
+
+
+class PiiScan(Strict):
+    columns: list[PiiColumn] = Field(default_factory=list)
+    sample_rows: int = Field(2000, ge=1, le=1_000_000, description="At most this many rows per column.")
+    patterns: dict[str, str] = Field(
+        default_factory=lambda: {
+            "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+            "phone": r"\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,4}",
+            "card": r"\b(?:\d[ -]?){12,18}\d\b",
+        }, description="name -> regex; 'card' matches are kept only when they pass the Luhn check.")
+
+
+class DataExport(Strict):
+    request: JourneyStep = Field(description="The request that asks for an export (it writes).")
+    datasets_field: str = Field("datasets", description="Field of the response holding the datasets.")
+    expected_datasets: list[str] = Field(default_factory=list)
+    checksum_field: str | None = Field("checksum", description="Field the service states its SHA-256 in, if any.")
+
+
+class RetentionParams(Strict):
+    enabled: bool = True
+    windows: list[RetentionWindow] = Field(default_factory=list)
+    purge_dry_run: PurgeDryRun | None = None
+    pii_scan: PiiScan = Field(default_factory=PiiScan)
+    export: DataExport | None = None
+    evidence_rows: int = Field(5, ge=0, le=100)
+
+
+class BackupSource(Strict):
+    path: str | None = Field(None, description="A backup file or a folder of them (newest by mtime); may use ${VAR}.")
+    pattern: str = Field("*", description="Glob of backup files inside `path` when it is a folder.")
+    command: str | None = Field(None, description="Or a command printing the newest backup's path on its last line.")
+    max_age_hours: float = Field(24, gt=0, description="The RPO objective: the newest backup may be this old.")
+    min_size_bytes: int = Field(1, ge=0)
+
+
+class RestoreTable(Strict):
+    name: str
+    as_of_column: str | None = Field(None, description="Compare with the source's rows older than the backup.")
+
+
+class RestoreCheck(Strict):
+    scratch_database_url: str = Field(description="${VAR} URL of a role that may CREATE/DROP DATABASE.")
+    pg_bin_dir: str | None = Field(None, description="Folder of pg_restore/psql (default: PATH); may use ${VAR}.")
+    tables: list[RestoreTable] = Field(default_factory=list)
+    tolerance_pct: float = Field(0, ge=0, le=100, description="Allowed shortfall of restored rows, in percent.")
+    timeout_s: float = Field(600, gt=0)
+
+
+class OpsCommand(Strict):
+    command: str = Field(description="Shell-free command line; {python} is this Python.")
+    timeout_s: float = Field(120, gt=0, description="Time for the command and then health and ready to answer.")
+
+
+class RestartDrill(OpsCommand):
+    rto_max_s: float = Field(30, gt=0, description="The RTO objective: seconds until health and ready answer.")
+    count_tables: list[str] = Field(default_factory=list, description="Row counts before and after must agree.")
+    service_checks: list[JourneyStep] = Field(default_factory=list, description="Run again after the restart.")
+
+
+class BackupRecoveryParams(Strict):
+    enabled: bool = True
+    health_endpoint: str = "/health"
+    ready_endpoint: str | None = "/v1/ready"
+    backup: BackupSource | None = None
+    restore: RestoreCheck | None = None
+    rollback: OpsCommand | None = None
+    restart: RestartDrill | None = None
+
+
+class SmokeParams(Strict):
+    enabled: bool = True
+    command: str | None = Field(None, description="The team's smoke command ({python} {junit} {package}).")
+    junit_path: str = Field("{junit}", description="Where the command writes its JUnit XML.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment; values may be ${VAR}.")
+    min_tests: int = Field(1, ge=0)
+    timeout_s: float = Field(300, gt=0)
+
+
 class Phases(Strict):
     preflight: PreflightParams = Field(default_factory=PreflightParams)
     integrity: IntegrityParams = Field(default_factory=IntegrityParams)
@@ -530,6 +711,10 @@ class Phases(Strict):
     security: SecurityParams = Field(default_factory=lambda: SecurityParams(enabled=False))
     observability: ObservabilityParams = Field(default_factory=lambda: ObservabilityParams(enabled=False))
     load: LoadParams = Field(default_factory=lambda: LoadParams(enabled=False))
+    migrations: MigrationsParams = Field(default_factory=lambda: MigrationsParams(enabled=False))
+    retention: RetentionParams = Field(default_factory=lambda: RetentionParams(enabled=False))
+    backup_recovery: BackupRecoveryParams = Field(default_factory=lambda: BackupRecoveryParams(enabled=False))
+    smoke: SmokeParams = Field(default_factory=lambda: SmokeParams(enabled=False))
     decision: DecisionParams = Field(default_factory=DecisionParams)
 
 

@@ -45,7 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rehearsal_lib.sandbox import hardening
+from rehearsal_lib.sandbox import hardening, retention
 from rehearsal_lib.sandbox.exam_paper import exam_paper_endpoint
 from rehearsal_lib.sandbox.jobs import job_routes
 from rehearsal_lib.sandbox.manager import DEFAULT_TOKEN
@@ -149,6 +149,10 @@ class SessionCreate(BaseModel):
 class AnswerCreate(BaseModel):
     question_id: Id
     answer: Annotated[StrictStr, Field(max_length=10_000), AfterValidator(_clean_text)]
+
+
+class ExportCreate(BaseModel):
+    candidate_id: Annotated[StrictStr, Field(min_length=1, max_length=128), AfterValidator(_clean_text)]
 
 
 class ExamModeUpdate(BaseModel):
@@ -466,6 +470,25 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
 
         return JSONResponse(await in_tx(read))
 
+    async def create_export(request: Request) -> Response:  # data-subject export: sandbox/retention.py
+        require_token(request)
+        body = await _parse(request, ExportCreate)
+        doc = await in_tx(lambda conn: retention.build_export(conn, body.candidate_id))
+        if doc is None:
+            raise ApiError(404, "not_found", "no data for this candidate")
+        return JSONResponse(doc, status_code=201)
+
+    async def get_export(request: Request) -> Response:
+        require_token(request)
+        try:
+            eid = uuid.UUID(request.path_params["export_id"])
+        except ValueError as err:
+            raise ApiError(404, "not_found", "export not found") from err
+        doc = await in_tx(lambda conn: retention.read_export(conn, eid))
+        if doc is None:
+            raise ApiError(404, "not_found", "export not found")
+        return JSONResponse(doc)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log.info("exam-api starting", extra={"fields": {"variant": variant, "version": VERSION}})
@@ -488,6 +511,8 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
         Route("/admin/health", hardening.toggle_endpoint(health_toggle, token), methods=["PUT"]),
         Route("/v1/exams/{exam_id}/paper", methods=["GET"], endpoint=exam_paper_endpoint(
             variant, require_token, lambda: ApiError(404, "not_found", "exam not found"))),
+        Route("/v1/data-exports", create_export, methods=["POST"]),
+        Route("/v1/data-exports/{export_id}", get_export, methods=["GET"]),
     ]
     # signed webhooks (Redis rate limit) and the job queue's trigger/status endpoints
     limiter = RateLimiter(os.environ.get("REHEARSAL_SANDBOX_REDIS_URL"), RATE_LIMIT_COUNT, RATE_LIMIT_WINDOW_S)

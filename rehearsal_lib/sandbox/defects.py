@@ -145,4 +145,35 @@ PLANTED_DEFECTS: list[PlantedDefect] = [
         description="GET /v1/exams/{id}/paper answers 600 ms late (app-level, sandbox/exam_paper.py).",
         check_id="load.p95.exam_paper",
     ),
+    # database phases (issue #4): migrations, retention, backup & recovery
+    PlantedDefect(
+        id="pending_migration",
+        description="Migration 019_retention_purge ran but is not recorded in schema_migrations: it is pending.",
+        check_id="migrations.plan.pending",
+    ),
+    PlantedDefect(
+        id="rls_disabled",
+        description="Row-level security is disabled on data_exports.",
+        check_id="migrations.post.rls",
+    ),
+    PlantedDefect(
+        id="row_past_retention",
+        description="An access_log row 45 days old, past its 30-day retention window.",
+        check_id="retention.window.access_log",
+    ),
+    PlantedDefect(
+        id="plaintext_pii",
+        description="An access_log payload holds a plaintext e-mail address and phone number.",
+        check_id="retention.pii.access_log.payload",
+    ),
+    PlantedDefect(
+        id="stale_backup",
+        description="The newest backup is three days old (allowed: 24 hours).",
+        check_id="backup_recovery.backup.age",
+    ),
+    PlantedDefect(
+        id="restore_missing_rows",
+        description="The backup was dumped without the rows of events: the restored copy misses them.",
+        check_id="backup_recovery.restore.row_counts",
+    ),
 ]

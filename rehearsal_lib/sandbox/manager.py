@@ -37,7 +37,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from rehearsal_lib.sandbox import database, seed
+from rehearsal_lib.sandbox import backups, database, retention, seed
 
 VARIANTS = ("default", "faulty")
 DEFAULT_TOKEN = "sandbox-dev-token"
@@ -88,6 +88,7 @@ class SandboxState:
             "REHEARSAL_SANDBOX_HTTPS_URL": self.https_url,
             "REHEARSAL_SANDBOX_CA_FILE": self.ca_file,
             "REHEARSAL_SANDBOX_APP_LOG": self.app_log,
+            **extra_env_vars(self),
         }
 
     def secret_values(self) -> list[str]:
@@ -452,11 +453,49 @@ def _setup_database(vdir: Path, port: int, variant: str) -> tuple[str, str]:
     ) as conn:  # autocommit: each step below runs its own real transaction(s)
         database.apply_migrations(conn)
         seed.seed(conn)
+        retention.seed(conn)
+        _make_backup(vdir, port, su_pw, variant)  # the nightly backup, taken before faulty's bad data arrived
         if variant == "faulty":
             database.plant_defects(conn)
         database.grant_app_role(conn)
         conn.execute("ANALYZE")
     return su_pw, app_pw
+
+
+# ------------------------------------------------------------------------- backups, restart (issue #4)
+
+
+def extra_env_vars(state: SandboxState) -> dict[str, str]:
+    """Variables of the database phases: admin URL (a secret), pg binaries, backups dir, variant."""
+    return {
+        "REHEARSAL_SANDBOX_ADMIN_DB_URL": state.admin_db_url,
+        "REHEARSAL_SANDBOX_PG_BIN": str(_pg_bin()),
+        "REHEARSAL_SANDBOX_BACKUP_DIR": str(backups.backup_dir(state.home)),
+        "REHEARSAL_SANDBOX_MIGRATIONS_DIR": str(database.MIGRATIONS_DIR),
+        "REHEARSAL_SANDBOX_VARIANT": state.variant,
+    }
+
+
+def _make_backup(vdir: Path, port: int, su_pw: str, variant: str) -> None:
+    backups.make_backup(vdir, _pg_bin(), port, PG_SUPERUSER, su_pw, database.DB_NAME, variant)
+
+
+def restart_app(variant: str = "default", home: Path | None = None) -> SandboxState:
+    """Restart only the API process, on the same port (PostgreSQL keeps running); returns the new state."""
+    vdir = sandbox_home(variant, home)
+    with _locked(vdir):
+        st = _read_state(vdir)
+        if st is None:
+            raise RuntimeError(f"sandbox {variant} is not running (no state in {vdir})")
+        if _is_app_process(st.app_pid):
+            _terminate(st.app_pid)
+        app_env = {"REHEARSAL_SANDBOX_WEBHOOK_SECRET": st.webhook_secret, "REHEARSAL_SANDBOX_REDIS_URL": st.redis_url}
+        https_port = int(st.https_url.rsplit(":", 1)[1]) if st.https_url else 0
+        proc, _, _ = _spawn_app(vdir, variant, st.db_url, st.token, app_env, port=st.app_port, https_port=https_port)
+        _wait_healthy(proc, st.base_url, vdir / "app.log", HEALTH_TIMEOUT_S)
+        st.app_pid = proc.pid
+        _write_private(vdir / "state.json", json.dumps(st.to_json(), indent=2) + "\n")
+        return st
 
 
 # -------------------------------------------------------------------------------------------- app
@@ -482,27 +521,30 @@ def _pg_observability_opts() -> list[str]:
     return ["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=top"]
 
 
-def _tls_listener(vdir: Path, variant: str) -> tuple[socket.socket, int, dict[str, str]]:
+def _tls_listener(vdir: Path, variant: str, port: int = 0) -> tuple[socket.socket, int, dict[str, str]]:
     """A bound HTTPS socket and fresh certificates (``faulty``: the leaf expires in 3 days)."""
     from rehearsal_lib.sandbox.tls import make_certificates
 
     files = make_certificates(vdir / "tls", days=3 if variant == "faulty" else 90)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind(("127.0.0.1", port))
     listener.listen(128)
     env = {"REHEARSAL_SANDBOX_TLS_CERT": str(files.cert_file), "REHEARSAL_SANDBOX_TLS_KEY": str(files.key_file)}
     return listener, int(listener.getsockname()[1]), env
 
 
-def _spawn_app(vdir: Path, variant: str, db_url: str, token: str,
-               extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], int, int]:
-    """Start the app detached, listening on sockets bound here (no port race); returns (proc, port, https port)."""
-    tls_listener, tls_port, tls_env = _tls_listener(vdir, variant)
+def _spawn_app(vdir: Path, variant: str, db_url: str, token: str, extra_env: dict[str, str] | None = None,
+               port: int = 0, https_port: int = 0) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start the app detached, listening on sockets bound here (no port race); returns (proc, port, https port).
+
+    ``port``/``https_port`` 0 pick free ports; a restart passes the app's own (and appends to its log)."""
+    restart = port != 0
+    tls_listener, tls_port, tls_env = _tls_listener(vdir, variant, https_port)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
+        listener.bind(("127.0.0.1", port))
         listener.listen(128)
         port = int(listener.getsockname()[1])
         env = {k: v for k, v in os.environ.items() if not k.startswith("REHEARSAL_SANDBOX_")}
@@ -529,7 +571,7 @@ def _spawn_app(vdir: Path, variant: str, db_url: str, token: str,
             "--tls-listen-fd",
             str(tls_listener.fileno()),
         ]
-        with open(vdir / "app.log", "wb") as log:
+        with open(vdir / "app.log", "ab" if restart else "wb") as log:
             proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,

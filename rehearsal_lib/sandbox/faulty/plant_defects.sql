@@ -1,6 +1,4 @@
 -- Planted defects of the `faulty` sandbox variant. Applied as superuser after migrations + seed.
--- Exactly the defects of rehearsal_lib/sandbox/defects.py; nothing else may differ from `default`.
--- (App-level defects branch on the variant in the sandbox's Python modules instead.)
 -- The database-level defects of rehearsal_lib/sandbox/defects.py (app-level ones live in the app's
 -- modules, branching on the variant); nothing else may differ from `default`.
 
@@ -35,3 +33,21 @@ DROP INDEX uq_webhook_deliveries_delivery_id;
 DROP INDEX uq_jobs_dedupe_key;
 -- security: rls_off_answers: row-level security was switched off on answers (policies stay, unused).
 ALTER TABLE answers DISABLE ROW LEVEL SECURITY;
+
+-- ---- database phases (issue #4): migrations, retention; the backup's defects are in backups.py ----
+
+-- pending_migration: 019 ran but was never recorded, so the migration tool lists it as pending
+--    (CREATE OR REPLACE: applying it again is harmless and the function exists for other phases).
+DELETE FROM schema_migrations WHERE version = '019';
+
+-- rls_disabled: row-level security is off on data_exports.
+ALTER TABLE data_exports DISABLE ROW LEVEL SECURITY;
+
+-- row_past_retention: an access-log row older than its 30-day window.
+INSERT INTO access_log (candidate_id, path, status, created_at, payload)
+VALUES ('cand-0007', '/v1/sessions', 201, now() - INTERVAL '45 days', '{"agent": "exam-client/3.1"}');
+
+-- plaintext_pii: an access-log payload carrying a plaintext e-mail address and phone number.
+INSERT INTO access_log (candidate_id, path, status, created_at, payload)
+VALUES ('cand-0012', '/v1/sessions', 201, now() - INTERVAL '1 day',
+        '{"agent": "exam-client/3.1", "contact": "jane.doe@example.org", "phone": "+44 20 7946 0958"}');

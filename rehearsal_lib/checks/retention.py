@@ -1,0 +1,233 @@
+"""Data retention & privacy: retention windows, purge dry run, PII scan, data-subject export.
+
+All SQL is read-only with the statement timeout; only the export request writes (through the API),
+so it checks ``ctx.writes_refusal()``. The PII scan reads a bounded sample and shows counts and
+masked examples only, never a value in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from rehearsal_lib.checks.migrations import _ident, _split
+from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.probes import command, http
+from rehearsal_lib.probes.sql import query
+from rehearsal_lib.results import Check
+
+
+def _overdue(ctx: PhaseRun, win: Any) -> tuple[int, list[list[Any]]]:
+    schema, table = _split(win.table)
+    src = f"{_ident(schema)}.{_ident(table)}"
+    col = _ident(win.column)
+    _, rows = query(ctx.engine, f"SELECT count(*) FROM {src} WHERE {col} < now() - make_interval(secs => :s)",
+                    {"s": win.days * 86400})
+    n = int(rows[0][0])
+    sample: list[list[Any]] = []
+    if n and ctx.settings.evidence_rows:
+        _, sample = query(ctx.engine, f"SELECT {col} AS {_ident(win.column)}, now() - {col} AS age FROM {src} "
+                                      f"WHERE {col} < now() - make_interval(secs => :s) ORDER BY {col} LIMIT :n",
+                          {"s": win.days * 86400, "n": ctx.settings.evidence_rows})
+    return n, sample
+
+
+def check_windows(ctx: PhaseRun) -> list[Check]:
+    """No row is older than its table's retention window."""
+    wins = ctx.settings.windows
+    if not wins:
+        ctx.note("Not configured: phases.retention.windows.")
+    out = []
+    for win in wins:
+        expected = f"no row of {win.table} with {win.column} older than {win.days:g} days"
+
+        def probe(win=win, expected=expected) -> Outcome:
+            n, sample = _overdue(ctx, win)
+            _, oldest = query(ctx.engine, f"SELECT EXTRACT(EPOCH FROM now() - min({_ident(win.column)})) / 86400 "
+                                          f"FROM {_ident(win.table)}")
+            age = round(float(oldest[0][0]), 2) if oldest and oldest[0][0] is not None else None
+            evidence = {"rows_past_window": n, "oldest_days": age, "sample": [[str(v) for v in r] for r in sample]}
+            metrics = {"rows_past_window": n, "oldest_days": age, "window_days": win.days}
+            if n:
+                return Outcome("fail", f"{n} row(s) past the {win.days:g}-day window (oldest {age} days)", expected,
+                               evidence, metrics)
+            return Outcome("pass", f"none past the window (oldest {age} days)" if age is not None else "table empty",
+                           expected, evidence, metrics)
+
+        out.append(ctx.run(f"retention.window.{win.table}", f"Retention window of {win.table} ({win.days:g} days)",
+                           probe, severity=win.severity, expected=expected))
+    return out
+
+
+def check_purge_dry_run(ctx: PhaseRun) -> Check | None:
+    """The purge's dry run answers with would-delete counts that match the rows past their windows."""
+    cfg = ctx.settings.purge_dry_run
+    if cfg is None or not (cfg.sql or cfg.command):
+        ctx.note("Not configured: phases.retention.purge_dry_run (sql or command).")
+        return None
+    expected = "dry run answers; would-delete counts equal the rows past each window"
+
+    def probe() -> Outcome:
+        evidence: dict[str, Any] = {}
+        if cfg.sql:
+            _, rows = query(ctx.engine, cfg.sql)
+            counts = {str(r[0]): int(r[1]) for r in rows}
+            evidence["sql"] = cfg.sql.strip()
+        else:
+            res = command.run(cfg.command or "", cfg.timeout_s)
+            evidence["command"] = res.evidence()
+            if not res.ok:
+                return Outcome("error" if res.error else "fail", res.describe(), expected, evidence)
+            counts = {str(k): int(v) for k, v in json.loads(res.output.strip().splitlines()[-1]).items()}
+        evidence["would_delete"] = counts
+        overdue = {w.table: _overdue(ctx, w)[0] for w in ctx.settings.windows}
+        evidence["past_window"] = overdue
+        mismatch = {t: (counts.get(t), n) for t, n in overdue.items() if counts.get(t, 0) != n}
+        metrics = {f"{t}.would_delete": n for t, n in counts.items()}
+        if mismatch:
+            text = "; ".join(f"{t}: would delete {c}, {n} past window" for t, (c, n) in mismatch.items())
+            return Outcome("fail", text, expected, evidence, metrics)
+        total = sum(counts.values())
+        return Outcome("pass", f"would delete {total} row(s): " + ", ".join(f"{t} {n}" for t, n in counts.items()),
+                       expected, evidence, metrics)
+
+    return ctx.run("retention.purge.dry_run", "Purge dry run", probe, severity="major", expected=expected)
+
+
+# ------------------------------------------------------------------------------------------ PII
+
+
+def _luhn(digits: str) -> bool:
+    total, parity = 0, len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = int(ch)
+        if i % 2 == parity:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def mask(kind: str, value: str) -> str:
+    """A masked example: e-mail j***@e***.org, phone/card ****0958."""
+    if kind == "email" and "@" in value:
+        local, _, domain = value.partition("@")
+        host, _, tld = domain.rpartition(".")
+        return f"{local[:1]}***@{host[:1]}***.{tld}"
+    digits = re.sub(r"\D", "", value)
+    return f"****{digits[-4:]}" if len(digits) >= 4 else "****"
+
+
+def find_pii(text: str, patterns: dict[str, re.Pattern[str]]) -> list[tuple[str, str]]:
+    """(kind, match) pairs in one value; card numbers only when they pass the Luhn check."""
+    found = []
+    for kind, rx in patterns.items():
+        for m in rx.finditer(text):
+            value = m.group(0)
+            if kind == "card":
+                digits = re.sub(r"\D", "", value)
+                if not 13 <= len(digits) <= 19 or not _luhn(digits):
+                    continue
+            found.append((kind, value))
+    return found
+
+
+def check_pii(ctx: PhaseRun) -> list[Check]:
+    """A bounded sample of each configured column holds no e-mail, phone or card number in clear."""
+    cfg = ctx.settings.pii_scan
+    if not cfg.columns:
+        ctx.note("Not configured: phases.retention.pii_scan.columns.")
+        return []
+    patterns = {k: re.compile(v) for k, v in cfg.patterns.items()}
+    out = []
+    for col in cfg.columns:
+        expected = f"no {'/'.join(patterns)} in a sample of up to {cfg.sample_rows} rows"
+
+        def probe(col=col, expected=expected) -> Outcome:
+            _, rows = query(ctx.engine, f"SELECT {_ident(col.column)}::text FROM {_ident(col.table)} "
+                                        f"WHERE {_ident(col.column)} IS NOT NULL LIMIT :n", {"n": cfg.sample_rows})
+            counts = dict.fromkeys(patterns, 0)
+            examples: list[str] = []
+            hit_rows = 0
+            for (value,) in rows:
+                hits = find_pii(value or "", patterns)
+                hit_rows += bool(hits)
+                for kind, match in hits:
+                    counts[kind] += 1
+                    if len(examples) < 5:
+                        examples.append(f"{kind}: {mask(kind, match)}")
+            evidence = {"rows_scanned": len(rows), "rows_with_pii": hit_rows, "matches": counts,
+                        "masked_examples": examples}
+            metrics = {"rows_scanned": len(rows), "rows_with_pii": hit_rows, **counts}
+            if hit_rows:
+                kinds = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+                return Outcome("fail", f"{hit_rows} of {len(rows)} row(s) hold plaintext PII ({kinds})", expected,
+                               evidence, metrics)
+            return Outcome("pass", f"none in {len(rows)} row(s)", expected, evidence, metrics)
+
+        out.append(ctx.run(f"retention.pii.{col.table}.{col.column}", f"No plaintext PII in {col.table}.{col.column}",
+                           probe, severity=col.severity, expected=expected))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ export
+
+
+def check_export(ctx: PhaseRun) -> list[Check]:
+    """A data-subject export requested through the API holds the expected datasets; its checksum recorded."""
+    cfg = ctx.settings.export
+    if cfg is None:
+        ctx.note("Not configured: phases.retention.export.")
+        return []
+    step = cfg.request
+    state: dict[str, Any] = {}
+
+    def request() -> Outcome:
+        codes = step.expect_status if isinstance(step.expect_status, list) else [step.expect_status]
+        expected = f"{step.method} {step.path} answers {' or '.join(map(str, codes))}"
+        refusal = ctx.writes_refusal()
+        if refusal:
+            return Outcome("skip", refusal, expected)
+        res = http.request(ctx.http, step.method, step.path, headers=ctx.auth_headers() if step.auth else None,
+                           json_body=step.json_body)
+        evidence = {"request": f"{step.method} {step.path}", "status": res.status, "elapsed_ms": round(res.elapsed_ms)}
+        if res.error:
+            return Outcome("error", res.describe(), expected, evidence)
+        if res.status not in codes or not isinstance(res.body, dict):
+            return Outcome("fail", res.describe() + ("" if isinstance(res.body, dict) else "; body is not JSON"),
+                           expected, {**evidence, "body": res.text[:300]})
+        state["doc"], state["raw"] = res.body, res.text
+        return Outcome("pass", res.describe(), expected, evidence)
+
+    first = ctx.run("retention.export.request", step.title or "Data-subject export requested", request,
+                    severity=step.severity)
+    expected = f"datasets {', '.join(cfg.expected_datasets) or '(any)'} present; checksum recorded"
+
+    def datasets() -> Outcome:
+        if "doc" not in state:
+            return Outcome("skip", f"not tried: the export request {first.status}ed", expected)
+        doc = state["doc"]
+        data = doc.get(cfg.datasets_field)
+        if not isinstance(data, dict):
+            return Outcome("fail", f"no '{cfg.datasets_field}' object in the export", expected,
+                           {"fields": sorted(doc)})
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        sizes = {k: (len(v) if isinstance(v, list | dict) else 1) for k, v in data.items()}
+        missing = [d for d in cfg.expected_datasets if d not in data]
+        evidence: dict[str, Any] = {"datasets": sizes, "sha256": digest,
+                                    "response_sha256": hashlib.sha256(state["raw"].encode()).hexdigest()}
+        stated = doc.get(cfg.checksum_field) if cfg.checksum_field else None
+        if stated is not None:
+            evidence["stated_checksum"] = stated
+        metrics = {"datasets": len(data), "records": sum(sizes.values())}
+        if missing:
+            return Outcome("fail", f"missing dataset(s): {', '.join(missing)}", expected, evidence, metrics)
+        if stated is not None and stated != digest:
+            return Outcome("fail", f"stated checksum {str(stated)[:16]}… differs from the content's {digest[:16]}…",
+                           expected, evidence, metrics)
+        return Outcome("pass", f"{len(data)} dataset(s), {sum(sizes.values())} record(s); sha256 {digest[:16]}…",
+                       expected, evidence, metrics)
+
+    return [first, ctx.run("retention.export.datasets", "Export holds the expected datasets", datasets,
+                           severity="major", expected=expected)]

@@ -1,0 +1,86 @@
+"""Smoke tests: run the team's own smoke command, keep its JUnit XML in the run folder, show its cases."""
+
+from __future__ import annotations
+
+import html
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from rehearsal_lib.phase import Outcome, PhaseRun, _display
+from rehearsal_lib.probes import command
+from rehearsal_lib.results import Check
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def parse_junit(path: Path) -> list[dict[str, Any]]:
+    """Test cases of a JUnit XML file: name, classname, time, status (passed/failed/error/skipped), message."""
+    cases = []
+    for tc in ET.parse(path).getroot().iter("testcase"):
+        status, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = tc.find(tag)
+            if el is not None:
+                status = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
+                message = (el.get("message") or el.text or "")[:300]
+                break
+        cases.append({"name": tc.get("name", ""), "classname": tc.get("classname", ""),
+                      "time_s": float(tc.get("time") or 0), "status": status, "message": message})
+    return cases
+
+
+def _show_cases(cases: list[dict[str, Any]]) -> None:
+    left = "style='text-align:left'"
+    rows = "".join(f"<tr><td {left}>{html.escape(c['status'])}</td><td {left}><code>{html.escape(c['classname'])}."
+                   f"{html.escape(c['name'])}</code></td><td>{c['time_s']:.3f}</td><td {left}>"
+                   f"{html.escape(c['message'])}</td></tr>" for c in cases)
+    _display({"text/html": f"<p><b>Smoke test cases</b> ({len(cases)})</p><table><tr><th {left}>status</th>"
+                           f"<th {left}>test case</th><th>s</th><th {left}>message</th></tr>{rows}</table>",
+              "text/plain": "\n".join(f"{c['status']}: {c['classname']}.{c['name']}" for c in cases)})
+
+
+def check_smoke(ctx: PhaseRun) -> list[Check]:
+    """The smoke command exits 0 and its JUnit XML holds at least `min_tests` cases, none failing."""
+    cfg = ctx.settings
+    if not cfg.command:
+        ctx.note("Not configured: phases.smoke.command.")
+        return []
+    out_dir = Path(ctx.run_dir) / "smoke" if ctx.run_dir else Path(tempfile.mkdtemp(prefix="rehearsal-smoke-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    junit_default = str(out_dir / "junit.xml")
+    places = {"junit": junit_default, "package": str(PACKAGE_DIR)}
+    junit = Path(command.fill(cfg.junit_path, **places)) if cfg.junit_path else Path(junit_default)
+    junit.unlink(missing_ok=True)
+    env = {k: command.fill(ctx._resolve(v) or "", **places) for k, v in cfg.env.items()}
+    result: dict[str, Any] = {}
+
+    def run() -> Outcome:
+        expected = "the smoke command exits 0"
+        res = command.run(cfg.command, cfg.timeout_s, env=env, **places)
+        result["res"] = res
+        status = "pass" if res.ok else ("error" if res.error else "fail")
+        return Outcome(status, res.describe(), expected, res.evidence(), {"duration_s": round(res.duration_s, 3)})
+
+    first = ctx.run("smoke.command", "Smoke command", run, severity="blocker")
+    expected = f"JUnit XML with >= {cfg.min_tests} test case(s), none failed or in error"
+
+    def cases() -> Outcome:
+        if not junit.is_file():
+            return Outcome("fail", f"no JUnit XML at {junit.name} after the smoke command ({first.status})", expected)
+        found = parse_junit(junit)
+        _show_cases(found)
+        bad = [c for c in found if c["status"] in ("failed", "error")]
+        counts = {s: sum(c["status"] == s for c in found) for s in ("passed", "failed", "error", "skipped")}
+        evidence = {"junit": str(junit.relative_to(ctx.run_dir)) if ctx.run_dir else str(junit),
+                    "cases": [{k: v for k, v in c.items() if k != "classname"} for c in found[:50]]}
+        if bad:
+            return Outcome("fail", f"{len(bad)} of {len(found)} failed: " + ", ".join(c["name"] for c in bad[:5]),
+                           expected, evidence, counts)
+        if len(found) < cfg.min_tests:
+            return Outcome("fail", f"{len(found)} test case(s), fewer than {cfg.min_tests}", expected, evidence,
+                           counts)
+        return Outcome("pass", f"{counts['passed']} passed, {counts['skipped']} skipped", expected, evidence, counts)
+
+    return [first, ctx.run("smoke.junit", "Smoke test cases (JUnit)", cases, severity="blocker", expected=expected)]

@@ -1,0 +1,1 @@
+DROP FUNCTION retention_purge(boolean);
