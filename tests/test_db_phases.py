@@ -125,7 +125,7 @@ def test_postconditions_fail_per_family_naming_what_is_wrong(tmp_path, monkeypat
         "foreign_keys": [{"table": "answers", "columns": ["question_id"], "references": "exams"}],
         "check_constraints": [{"table": "sessions", "name": "no_check"}],
         "functions": ["no_function"],
-        "rls": [{"table": "sessions", "enabled": True, "min_policies": 1},
+        "rls": [{"table": "exams", "enabled": True, "min_policies": 1},
                 {"table": "data_exports", "enabled": True, "min_policies": 5}]}}, sbx)
     by_id = {c.id: c for c in migrations.check_postconditions(ctx)}
     assert {c.status for c in by_id.values()} == {"fail"}
@@ -137,7 +137,7 @@ def test_postconditions_fail_per_family_naming_what_is_wrong(tmp_path, monkeypat
     assert "no_check" in by_id["migrations.post.check_constraints"].observed
     assert "no_function" in by_id["migrations.post.functions"].observed
     rls = by_id["migrations.post.rls"].observed
-    assert "RLS disabled on sessions" in rls and "1 polic(ies) on data_exports, expected >= 5" in rls
+    assert "RLS disabled on exams" in rls and "1 polic(ies) on data_exports, expected >= 5" in rls
 
 
 def test_roundtrip_fails_when_a_down_script_does_not_undo(tmp_path, monkeypatch, sbx):

@@ -685,6 +685,18 @@ def _start_worker(vdir: Path, variant: str, db_url: str) -> int:
     return proc.pid
 
 
+def _wait_worker_started(vdir: Path, pid: int, timeout: float) -> None:
+    """Return once the worker has logged its start (it is polling the queue); raise with its log if it died."""
+    log = vdir / "worker.log"
+    deadline = time.monotonic() + timeout
+    while b"worker started" not in (log.read_bytes() if log.exists() else b""):
+        if not _pid_alive(pid):
+            raise RuntimeError(f"sandbox job worker exited:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sandbox job worker did not start within {timeout:.0f}s:\n{_tail(log)}")
+        time.sleep(0.05)
+
+
 def _start_extras(vdir: Path, variant: str, db_url: str) -> _Extras:
     redis_pid, redis_url = _start_redis(vdir)
     worker_pid = _start_worker(vdir, variant, db_url)
@@ -758,6 +770,7 @@ def _start_unlocked(vdir: Path, variant: str, token: str) -> SandboxState:
         proc, app_port, https_port = _spawn_app(vdir, variant, db_url, token, extras.app_env())
         base_url = f"http://127.0.0.1:{app_port}"
         _wait_healthy(proc, base_url, vdir / "app.log", HEALTH_TIMEOUT_S)
+        _wait_worker_started(vdir, extras.worker_pid, HEALTH_TIMEOUT_S)
     except BaseException:
         _stop_unlocked(vdir)
         raise
