@@ -58,6 +58,13 @@ class RunSummary:
         ran = {p.name for p in self.phases}
         return [p.name for p in PHASES if p.name not in ran]
 
+    @staticmethod
+    def not_covered_reason(name: str) -> str:
+        """Why a catalogue phase is not in this run, in words for the report."""
+        from rehearsal_lib.phases import notebook_for
+
+        return "not built yet: no notebook" if notebook_for(name) is None else "not enabled for this environment"
+
 
 def read_meta(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_META
@@ -211,7 +218,8 @@ def write_summary_md(summary: RunSummary) -> Path:
             mark = f"{icon} {d.decision}"
         note = p.reason or "; ".join(f"{c.id}: {c.observed}" for c in bad[:3])
         lines.append(f"| {p.title} | {mark} | {p.duration_s:.1f} s | {summary.tally(p.name)} | {_md(note)} |")
-    lines += [f"| {BY_NAME[name].title} | — | | | not covered by this run |" for name in summary.not_covered()]
+    lines += [f"| {BY_NAME[name].title} | not covered | | | {summary.not_covered_reason(name)} |"
+              for name in summary.not_covered()]
     critical = summary.critical()
     lines += ["", "## Critical Issues Requiring Resolution", ""]
     if critical:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from rehearsal_lib.config import Params, load_params, resolve_reference
-from rehearsal_lib.results import Check, SeverityT, Status, utcnow
+from rehearsal_lib.results import TARGET_TABLE_CLASS, Check, SeverityT, Status, utcnow
 from rehearsal_lib.secrets import SecretSet, mask_url
 
 
@@ -207,7 +207,7 @@ class PhaseRun:
         left = "style='text-align:left'"
         body = "".join(f"<tr><th {left}>{html.escape(k)}</th><td {left}>{html.escape(v)}</td></tr>"
                        for k, v in rows.items())
-        _display({"text/html": f"<table>{body}</table>",
+        _display({"text/html": f"<table class='{TARGET_TABLE_CLASS}'>{body}</table>",
                   "text/plain": "\n".join(f"{k}: {v}" for k, v in rows.items())})
 
     def summary(self) -> None:

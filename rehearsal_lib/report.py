@@ -17,7 +17,7 @@ import nbformat
 
 from rehearsal_lib.evidence import RunSummary
 from rehearsal_lib.phases import BY_NAME, PHASES
-from rehearsal_lib.results import CHECK_MIME, STATUS_STYLE, check_anchor, read_notebook
+from rehearsal_lib.results import CHECK_MIME, STATUS_STYLE, TARGET_TABLE_CLASS, check_anchor, read_notebook
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -43,6 +43,8 @@ CSS = """
 .rh-banner{color:#fff;padding:14px 18px;border-radius:6px;margin:12px 0}
 .rh-banner .rh-decision{font-size:28px;font-weight:700;letter-spacing:.5px}
 .rh-banner ul{margin:6px 0 0 18px;padding:0}
+.rh-banner a{color:#fff;text-decoration:underline}
+.rh-decision-items li{margin:2px 0}
 .rh-pill{color:#fff;border-radius:3px;padding:1px 6px;font-weight:600;font-size:12px;white-space:nowrap}
 .rh-phase-head{font-family:system-ui,sans-serif;font-size:15px;border-top:3px solid #1f2328;margin-top:32px;
   padding-top:8px}
@@ -58,6 +60,27 @@ def _breakable(check_id: str) -> str:
 
 def _id_link(check_id: str) -> str:
     return f"<a href='#{check_anchor(check_id)}'><code class='rh-id'>{_breakable(check_id)}</code></a>"
+
+
+def _decision_items(summary: RunSummary, items: list[str]) -> str:
+    """Blockers or conditions ("<check id>: <observed>") grouped by phase, each linked to its evidence."""
+    titles = {c.id: c.title for c in summary.checks}
+    groups: dict[str, list[str]] = {}
+    for item in items:
+        check_id, _, observed = item.partition(": ")
+        if check_id not in titles:  # not a check's line (e.g. a runner message): keep it whole
+            groups.setdefault("", []).append(html.escape(item))
+            continue
+        phase = check_id.split(".", 1)[0]
+        link = (f"<a href='#{check_anchor(check_id)}' title='{html.escape(check_id)}'>"
+                f"{html.escape(titles[check_id])}</a>")
+        groups.setdefault(phase, []).append(f"{link}: {html.escape(observed)}")
+    out = ["<ul class='rh-decision-items'>"]
+    for phase, lines in groups.items():
+        label = BY_NAME[phase].title if phase in BY_NAME else phase
+        head = f"<b>{html.escape(label)}</b>: " if label else ""
+        out.append(f"<li>{head}" + "; ".join(lines) + "</li>")
+    return "".join(out) + "</ul>"
 
 
 def _pill(status: str) -> str:
@@ -112,13 +135,14 @@ def summary_html(summary: RunSummary) -> str:
     also = "Also failing (each a condition for GO)" if d.blockers else "Conditions"
     for title, items in (("Blockers", d.blockers), (also, d.conditions)):
         if items:
-            reasons += f"<b>{title}</b><ul>" + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
+            reasons += f"<b>{title} ({len(items)})</b>" + _decision_items(summary, items)
     if not d.blockers and not d.conditions:
         reasons += "<p>Every gate passed.</p>"
     missing = summary.not_covered()
     covered = len(PHASES) - len(missing)
     reasons += (f"<p>Coverage: {covered} of {len(PHASES)} phases"
-                + (f"; not covered: {esc(', '.join(missing))}" if missing else "") + ".</p>")
+                + ("; not covered: " + esc(", ".join(f"{BY_NAME[n].title} ({summary.not_covered_reason(n)})"
+                                                      for n in missing)) if missing else "") + ".</p>")
     out.append(f"<div class='rh-banner' id='decision' style='background:{color}'>"
                f"<div class='rh-decision'>Decision: {esc(d.decision)}</div>{reasons}</div>")
     if d.notes:
@@ -133,10 +157,9 @@ def summary_html(summary: RunSummary) -> str:
         link = f"<a href='#phase-{p.name}'>{esc(p.title)}</a>"
         out.append(f"<tr><td>{link}</td><td>{_phase_status(summary, p.name, p.outcome)}</td>"
                    f"<td class='rh-nowrap'>{p.duration_s:.1f} s</td><td>{esc(tally)}</td><td>{esc(note)}</td></tr>")
-    if missing:
-        titles = ", ".join(BY_NAME[n].title for n in missing)
-        out.append(f"<tr class='rh-muted'><td>{len(missing)} other phase(s)</td><td>not covered</td><td></td><td></td>"
-                   f"<td>{esc(titles)} — not enabled for this environment, or not built yet</td></tr>")
+    for name in missing:
+        out.append(f"<tr class='rh-muted'><td>{esc(BY_NAME[name].title)}</td><td>not covered</td><td></td><td></td>"
+                   f"<td>{esc(summary.not_covered_reason(name))}</td></tr>")
     out.append("</table>")
 
     critical = summary.critical()
@@ -187,6 +210,24 @@ def _prepare_outputs(cell: nbformat.NotebookNode) -> bool:
     return has_fig
 
 
+def _drop_repeated_target(cell: nbformat.NotebookNode, seen_target: list[bool]) -> bool:
+    """Remove the "which target" table (PhaseRun.describe_target) from every phase but the first.
+
+    Returns True when nothing is left of the cell."""
+    outputs = cell.get("outputs", [])
+    kept = []
+    for output in outputs:
+        if TARGET_TABLE_CLASS in str((output.get("data") or {}).get("text/html", "")):
+            if seen_target:
+                continue
+            seen_target.append(True)
+        kept.append(output)
+    if len(kept) == len(outputs):
+        return False
+    cell["outputs"] = kept
+    return not kept and cell.cell_type == "code"
+
+
 def combined_notebook(summary: RunSummary, show_code: bool = False) -> tuple[nbformat.NotebookNode, bool]:
     """All executed phase notebooks as one notebook, each behind a heading cell."""
     merged = nbformat.v4.new_notebook()
@@ -194,6 +235,7 @@ def combined_notebook(summary: RunSummary, show_code: bool = False) -> tuple[nbf
     merged.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     has_fig = False
     seen: set[str] = set()
+    seen_target: list[bool] = []
     for p in summary.phases:
         head = BY_NAME[p.name] if p.name in BY_NAME else None
         label = OUTCOME_LABEL.get(p.outcome)
@@ -218,6 +260,8 @@ def combined_notebook(summary: RunSummary, show_code: bool = False) -> tuple[nbf
                 if not show_code:
                     continue
             if cell.cell_type == "code" and not show_code and not cell.get("outputs"):
+                continue
+            if _drop_repeated_target(cell, seen_target) and not show_code:
                 continue
             has_fig |= _prepare_outputs(cell)
             cid = cell.get("id") or "cell"

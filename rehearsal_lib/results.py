@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # nbformat costs ~1.8 s to import: phase kernels never need i
     import nbformat
 
 CHECK_MIME = "application/vnd.rehearsal.check+json"
+TARGET_TABLE_CLASS = "rh-target"  # the "which target" table each phase shows first (shown once in the report)
 Status = Literal["pass", "fail", "warn", "error", "skip", "manual"]
 SeverityT = Literal["blocker", "major", "minor", "info"]
 MAX_EVIDENCE_CHARS = 20_000

@@ -83,5 +83,6 @@ def test_risk_register_does_not_call_an_expired_waiver_a_mitigation(tmp_path, ca
     show_risk_register(ctx, RunSummary(tmp_path, {}, [], checks, Decision(NO_GO)))
     out = capsys.readouterr().out
     assert "traffic spike | high" in out
-    assert "waiver by ops expired on 2020-01-01" in out and "waived by dba until 2999-01-01" in out
+    assert "waiver expired: a.old (ops, 2020-01-01)" in out and "waived: a.new by dba until 2999-01-01" in out
+    assert "2 check(s)" in out  # one row for the phase's weak points, not one per check
     assert "a.ok" not in out

@@ -69,16 +69,25 @@ def show_decision(summary: RunSummary, extra: list[Check]) -> None:
 
 
 def show_hard_gates(summary: RunSummary) -> None:
-    """The seeds' hard gates: each blocker check and whether it holds."""
-    blockers = [c for c in summary.checks if c.severity == "blocker"]
+    """The seeds' hard gates: each blocker check and whether it holds, the ones that do not first."""
+    from rehearsal_lib.phases import BY_NAME
+    from rehearsal_lib.results import check_anchor
+
+    order = {"error": 0, "fail": 1, "skip": 2, "manual": 3, "warn": 4, "pass": 5}
+    blockers = sorted((c for c in summary.checks if c.severity == "blocker"), key=lambda c: order.get(c.status, 9))
+    holding = sum(c.status == "pass" for c in blockers)
     left = "style='text-align:left'"
     rows = "".join(
         f"<tr><td style='color:{STATUS_STYLE[c.status][0]};font-weight:600;text-align:left'>{c.status.upper()}</td>"
-        f"<td {left}>{html.escape(c.title)}</td><td {left}><code>{html.escape(c.id)}</code></td></tr>"
+        f"<td {left}>{html.escape(BY_NAME[c.phase].title if c.phase in BY_NAME else c.phase)}</td>"
+        f"<td {left}><a href='#{check_anchor(c.id)}'>{html.escape(c.title)}</a></td>"
+        f"<td {left}><code>{html.escape(c.id)}</code></td></tr>"
         for c in blockers)
-    _display({"text/html": f"<table><tr><th {left}>Status</th><th {left}>Hard gate</th><th {left}>Check</th></tr>"
-                           f"{rows}</table>",
-              "text/plain": "\n".join(f"{c.status:6} {c.id}" for c in blockers)})
+    head = f"<p>{holding} of {len(blockers)} hard gates hold.</p>"
+    _display({"text/html": f"{head}<table><tr><th {left}>Status</th><th {left}>Phase</th><th {left}>Hard gate</th>"
+                           f"<th {left}>Check</th></tr>{rows}</table>",
+              "text/plain": f"{holding} of {len(blockers)} hard gates hold\n"
+                            + "\n".join(f"{c.status:6} {c.id}" for c in blockers)})
 
 
 def show_failures(summary: RunSummary) -> None:
@@ -102,17 +111,26 @@ def compare_with_previous(ctx: PhaseRun, summary: RunSummary) -> None:
     prev = json.loads((earlier[-1] / "results.json").read_text())
     before = {c["id"]: c["status"] for c in prev.get("checks", [])}
     now = {c.id: c.status for c in summary.checks}
-    changed = [(i, before.get(i, "—"), now.get(i, "—")) for i in sorted(set(before) | set(now))
-               if before.get(i) != now.get(i)]
+    changed = [(i, before[i], now[i]) for i in sorted(set(before) & set(now)) if before[i] != now[i]]
+    new = sorted(set(now) - set(before))
+    gone = sorted(set(before) - set(now))
     head = f"Previous run {earlier[-1].name}: decision {prev.get('decision')}. "
-    if not changed:
-        note = head + "No check changed status."
-        _display({"text/plain": note, "text/html": f"<p>{html.escape(note)}</p>"})
-        return
-    rows = "".join(f"<tr><td><code>{html.escape(i)}</code></td><td>{b}</td><td>{a}</td></tr>" for i, b, a in changed)
-    _display({"text/html": f"<p>{html.escape(head)}{len(changed)} check(s) changed:</p><table><tr><th>check</th>"
-                           f"<th>before</th><th>now</th></tr>{rows}</table>",
-              "text/plain": head + "\n".join(f"{i}: {b} -> {a}" for i, b, a in changed)})
+    parts = [f"{len(changed)} check(s) changed status" if changed else "no check changed status"]
+    if new:
+        parts.append(f"{len(new)} new check(s) (not in the previous run)")
+    if gone:
+        parts.append(f"{len(gone)} check(s) of the previous run not run now")
+    note = head + "; ".join(parts) + "."
+    left = "style='text-align:left'"
+    rows = "".join(f"<tr><td {left}><code>{html.escape(i)}</code></td><td {left}>{b}</td><td {left}>{a}</td></tr>"
+                   for i, b, a in changed)
+    table = (f"<table><tr><th {left}>check</th><th {left}>before</th><th {left}>now</th></tr>{rows}</table>"
+             if changed else "")
+    lists = "".join(f"<details><summary>{html.escape(label)} ({len(ids)})</summary><p>"
+                    + ", ".join(f"<code>{html.escape(i)}</code>" for i in ids) + "</p></details>"
+                    for label, ids in (("New checks", new), ("Not run now", gone)) if ids)
+    _display({"text/html": f"<p>{html.escape(note)}</p>{table}{lists}",
+              "text/plain": note + "".join(f"\n{i}: {b} -> {a}" for i, b, a in changed)})
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -126,17 +144,29 @@ IMPACT = {"blocker": "high", "major": "medium", "minor": "low", "info": "low"}
 
 
 def show_risk_register(ctx: PhaseRun, summary: RunSummary | None) -> None:
-    """Declared risks from params, then the weak points this run observed (failed or warned checks)."""
+    """Declared risks from params, then the weak points this run observed, one row per phase."""
+    from rehearsal_lib.phases import BY_NAME
+
     rows = [[r.risk, r.impact, r.likelihood, r.mitigation, r.owner or "—", "declared"] for r in ctx.params.risks]
+    rank = {"blocker": 0, "major": 1, "minor": 2, "info": 3}
+    by_phase: dict[str, list[Check]] = {}
     for c in (summary.checks if summary else []):
         if c.status in ("fail", "error", "warn"):
-            if c.waiver and not c.waiver.get("expired"):
-                mitigation = f"waived by {c.waiver['owner']} until {c.waiver['expires']}: {c.waiver['reason']}"
-            elif c.waiver:
-                mitigation = f"fix before GO (the waiver by {c.waiver['owner']} expired on {c.waiver['expires']})"
-            else:
-                mitigation = "fix before GO"
-            rows.append([f"{c.title}: {c.observed}", IMPACT[c.severity], "observed", mitigation, "—", c.id])
+            by_phase.setdefault(c.phase, []).append(c)
+    for phase, checks in by_phase.items():
+        worst = min(checks, key=lambda c: rank.get(c.severity, 9)).severity
+        waived = [c for c in checks if c.waiver and not c.waiver.get("expired")]
+        expired = [c for c in checks if c.waiver and c.waiver.get("expired")]
+        mitigation = "fix before GO"
+        if waived:
+            mitigation += "; waived: " + ", ".join(
+                f"{c.id} by {c.waiver['owner']} until {c.waiver['expires']}" for c in waived)
+        if expired:
+            mitigation += "; waiver expired: " + ", ".join(
+                f"{c.id} ({c.waiver['owner']}, {c.waiver['expires']})" for c in expired)
+        title = BY_NAME[phase].title if phase in BY_NAME else phase
+        risk = f"{title}: " + "; ".join(c.title for c in checks)
+        rows.append([risk, IMPACT[worst], "observed in this run", mitigation, "—", f"{len(checks)} check(s)"])
     if not rows:
         ctx.note("No declared risks (risks: in the params file) and no weak point observed in this run.")
         return
