@@ -390,7 +390,7 @@ def test_faulty_sandbox_defects_are_each_caught_with_the_reason(tmp_path_factory
     reasons = {
         "security.tls.expiry": "expires in 3.0 days",
         "security.headers.x_content_type_options": "X-Content-Type-Options missing",
-        "security.auth.admin_health": "wrong token -> 200",
+        "security.auth.admin_health": "wrong token → HTTP 200",
         "security.inputs.malformed_json": "server error: HTTP 500",
         "security.rls.answers": "row-level security is off",
         "observability.series.http_request_duration_seconds": "did you mean http_server_latency_seconds",

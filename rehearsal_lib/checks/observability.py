@@ -81,8 +81,12 @@ def check_metrics(ctx: PhaseRun) -> list[Check]:
 
 
 def _series_outcome(spec: MetricSeries, families: dict[str, Any] | None, res: http.HttpResult) -> Outcome:
-    bounds = [f">= {spec.min:g}" if spec.min is not None else "", f"<= {spec.max:g}" if spec.max is not None else ""]
-    expected = f"{spec.type or 'a'} series {spec.name}" + "".join(f" {b}" for b in bounds if b)
+    if spec.min is not None and spec.min == spec.max:
+        bounds = f" = {spec.min:g}"
+    else:
+        bounds = "".join([f" ≥ {spec.min:g}" if spec.min is not None else "",
+                          f" ≤ {spec.max:g}" if spec.max is not None else ""])
+    expected = f"{spec.type or 'a'} series {spec.name}{bounds}"
     if families is None:
         return Outcome("error", "metrics unavailable or unparseable (see observability.metrics.parse)", expected)
     fam = families.get(spec.name)
@@ -103,7 +107,8 @@ def _series_outcome(spec: MetricSeries, families: dict[str, Any] | None, res: ht
                        expected, ev)
     values = [s.value for s in samples]
     bad = [v for v in values if (spec.min is not None and v < spec.min) or (spec.max is not None and v > spec.max)]
-    summary = f"{len(samples)} sample(s), values {min(values):g}..{max(values):g}"
+    summary = (f"1 sample, value {values[0]:g}" if len(values) == 1 else
+               f"{len(values)} samples, values {min(values):g} to {max(values):g}")
     if bad:
         return Outcome("fail", f"{summary}: out of range", expected, ev)
     if fam.type == "histogram":
@@ -215,7 +220,8 @@ def check_readiness_toggle(ctx: PhaseRun) -> Check | None:
             restore = toggle(cfg.healthy_json)
             recovered = follows(True, "restored")
         ev = {"timeline": [_plain(p) for p in timeline[-40:]]}
-        metrics = without_none({"unready_after_s": went_down, "ready_after_restore_s": recovered})
+        metrics = without_none({"unready_after_s": went_down,
+                                "ready_after_restore_s": recovered if went_down is not None else None})
         _figure(ctx, timeline)
         if restore.error or not restore.ok or recovered is None:
             return Outcome("fail", f"target did NOT recover after restoring health ({restore.describe()})",
@@ -251,7 +257,10 @@ def _figure(ctx: PhaseRun, timeline: list[dict[str, Any]]) -> None:
                                  name="readiness gauge", marker_symbol="x"))
     for p in timeline:
         if p["phase"] == "toggle":
-            fig.add_vline(x=p["t"], line_dash="dot", line_color="#57606a")
+            healthy = p.get("body") == ctx.settings.readiness.healthy_json
+            fig.add_vline(x=p["t"], line_dash="dot", line_color="#57606a",
+                          annotation_text="health restored" if healthy else "set unhealthy",
+                          annotation_position="top right" if healthy else "top left")
     fig.update_layout(title="Readiness over time during the health toggle (dotted: toggles)",
                       xaxis_title="seconds", yaxis={"tickvals": [0, 1], "ticktext": ["unready", "ready"],
                                                     "range": [-0.2, 1.2]}, height=320)

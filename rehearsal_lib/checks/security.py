@@ -143,7 +143,7 @@ def _auth_outcome(ctx: PhaseRun, spec: ProtectedEndpoint) -> Outcome:
         if res.error:
             errors.append(f"{label}: {res.describe()}")
         seen[label] = res.status
-    observed = ", ".join(f"{k} -> {v if v is not None else 'no response'}" for k, v in seen.items())
+    observed = ", ".join(f"{k} → {f'HTTP {v}' if v is not None else 'no response'}" for k, v in seen.items())
     if errors:
         return Outcome("error", "; ".join(errors), expected, ev)
     accepted = [k for k, v in seen.items() if v not in spec.refuse_status]
