@@ -195,7 +195,7 @@ def check_schedule(ctx: PhaseRun) -> Check | None:
 
 
 def check_concurrency(ctx: PhaseRun) -> Check | None:
-    """Triggers fired at once (threads) for one job key: it is processed exactly `expected` time(s)."""
+    """Triggers fired at once (threads) for one job key: it is processed exactly `expected` times."""
     jobs = _jobs(ctx)
     spec = jobs.s.concurrency
     if spec is None:
@@ -273,7 +273,8 @@ def check_status(ctx: PhaseRun) -> Check | None:
         jobs.row(job_id)
         evidence = {"job_id": job_id, "states_seen": seen, "response": res.evidence()}
         if state != jobs.s.done_status:
-            return Outcome("fail", f"{spec.status_field} = {state!r} after {secs(jobs.s.timeout_s)}", expected,
+            shown = f"'{state}'" if state is not None else "missing"
+            return Outcome("fail", f"{spec.status_field} = {shown} after {secs(jobs.s.timeout_s)}", expected,
                            evidence)
         missing = [f for f in spec.required_fields if res.body.get(f) is None]
         if missing:
