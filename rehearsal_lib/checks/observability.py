@@ -365,8 +365,9 @@ def check_logs_json(ctx: PhaseRun) -> Check | None:
         ev = {"lines": len(lines), "not_json": len(bad),
               "examples": [{"line": line, "times": n} for line, n in kinds.most_common(5)]}
         status = "pass" if ratio >= src.min_json_ratio else "fail"
-        return Outcome(status, f"{len(lines) - len(bad)}/{len(lines)} lines are JSON" + (
-            f"; e.g. {bad[0][:80]!r}" if bad else ""), expected, ev, {"json_ratio": round(ratio, 4)})
+        observed = (f"all {len(lines)} recent lines are JSON" if not bad else
+                    f"{len(lines) - len(bad)}/{len(lines)} lines are JSON; e.g. {bad[0][:80]!r}")
+        return Outcome(status, observed, expected, ev, {"json_ratio": round(ratio, 4)})
 
     return ctx.run("observability.logs.json", "Log lines are structured JSON", probe)
 
