@@ -149,6 +149,8 @@ def test_valid_certificate_passes_all_tls_checks(tmp_path, tls_servers):
     checks = tls_checks(tmp_path, *tls_servers["good"])
     assert {k: c.status for k, c in checks.items()} == {"certificate": "pass", "expiry": "pass", "protocol": "pass"}
     assert "TLS 1.3" in checks["protocol"].observed
+    assert checks["protocol"].observed.endswith("; TLS 1.1 refused")  # the SSL library's words stay in evidence
+    assert not {"error", "verify_error"} & set(checks["certificate"].evidence)  # no 'error: None' in the report
 
 
 def test_expired_certificate_fails_chain_and_expiry(tmp_path, tls_servers):
