@@ -24,6 +24,7 @@ import yaml
 from rehearsal_lib.checks import observability, security
 from rehearsal_lib.config import load_params
 from rehearsal_lib.phase import PhaseRun
+from rehearsal_lib.probes.sql import query
 from rehearsal_lib.sandbox import start_sandbox, stop_sandbox
 from rehearsal_lib.sandbox.tls import make_certificates
 
@@ -147,7 +148,9 @@ def tls_checks(tmp_path, url: str, ca: str | None) -> dict:
 def test_valid_certificate_passes_all_tls_checks(tmp_path, tls_servers):
     checks = tls_checks(tmp_path, *tls_servers["good"])
     assert {k: c.status for k, c in checks.items()} == {"certificate": "pass", "expiry": "pass", "protocol": "pass"}
-    assert "TLSv1.3" in checks["protocol"].observed
+    assert "TLS 1.3" in checks["protocol"].observed
+    assert checks["protocol"].observed.endswith("; TLS 1.1 refused")  # the SSL library's words stay in evidence
+    assert not {"error", "verify_error"} & set(checks["certificate"].evidence)  # no 'error: None' in the report
 
 
 def test_expired_certificate_fails_chain_and_expiry(tmp_path, tls_servers):
@@ -175,7 +178,7 @@ def test_wrong_hostname_fails(tmp_path, tls_servers):
 
 def test_legacy_protocol_fails_protocol_check(tmp_path, tls_servers):
     checks = tls_checks(tmp_path, *tls_servers["tls11"])
-    assert checks["protocol"].status == "fail" and checks["protocol"].observed.startswith("negotiated TLSv1.1")
+    assert checks["protocol"].status == "fail" and checks["protocol"].observed.startswith("negotiated TLS 1.1")
     assert checks["certificate"].status == "fail" and "protocol version" in checks["certificate"].observed
     assert checks["expiry"].status == "pass"  # the certificate itself is still read
 
@@ -205,7 +208,7 @@ def test_missing_and_weak_headers_fail_refused_is_error(tmp_path, server):
     nosniff = checks["security.headers.x_content_type_options"]
     assert nosniff.status == "fail" and "X-Content-Type-Options missing" in nosniff.observed
     frame = checks["security.headers.x_frame_options"]
-    assert frame.status == "fail" and "'ALLOWALL' does not match" in frame.observed
+    assert frame.status == "fail" and "'ALLOWALL' is not DENY or SAMEORIGIN" in frame.observed
     down = phase(tmp_path, "security", f"http://127.0.0.1:{closed_port()}", {"security": {"headers": {}}})
     assert {c.status for c in security.check_headers(down)} == {"error"}
 
@@ -288,14 +291,17 @@ def test_readiness_toggle_refused_in_production(tmp_path, server, monkeypatch):
 
 def test_request_id_not_echoed_not_logged_and_text_logs_fail(tmp_path, server):
     log = tmp_path / "app.log"
-    log.write_text('{"msg": "ok"}\nplain text line\n')
+    log.write_text('{"msg": "ok"}\nplain text line\nplain text line\n')
     cfg = {"request_id": {"path": "/health"}, "logs": {"file": str(log), "wait_s": 0.3}}
     ctx = phase(tmp_path, "observability", server, {"observability": cfg})
     echo, logged = observability.check_request_id(ctx)
     assert echo.status == "fail" and echo.observed == "no X-Request-ID header"
-    assert logged.status == "fail" and "not found in the last 2 log lines" in logged.observed
+    assert logged.status == "fail" and "not found in the last 3 log lines" in logged.observed
+    assert logged.evidence["last_lines"][0] == {"msg": "ok"}  # a JSON line as its object, not escaped text
     check = observability.check_logs_json(ctx)
-    assert check.status == "fail" and "1/2 lines are JSON" in check.observed
+    assert check.status == "fail" and "1/3 lines are JSON" in check.observed
+    assert check.evidence["examples"] == [{"line": "plain text line", "times": 2}]
+    assert check.expected == "every recent non-empty log line is a JSON object"
     failing_cmd = {"logs": {"command": ["sh", "-c", "echo nope >&2; exit 3"]}}
     check = observability.check_logs_json(phase(tmp_path, "observability", server, {"observability": failing_cmd}))
     assert check.status == "error" and "log command exited 3: nope" in check.observed
@@ -320,8 +326,10 @@ def test_rls_missing_table_and_disabled_rls_fail(tmp_path, monkeypatch, sandbox)
     ctx = db_phase(tmp_path, monkeypatch, sandbox.db_url, "security", {"rls_tables": ["no_such", "exams", "answers"]})
     missing, exams, answers = security.check_rls(ctx)
     assert missing.status == "fail" and missing.observed == "table does not exist"
-    assert exams.status == "fail" and "row-level security is off" in exams.observed
-    assert answers.status == "pass"
+    assert exams.status == "fail" and exams.observed == ("row-level security is off "
+                                                         "(0 policies defined but not enforced)")
+    assert answers.status == "pass" and answers.observed == "row-level security on, 1 policy"
+    assert {c.severity for c in (missing, exams, answers)} == {"blocker"}  # as migrations.post.rls
 
 
 def test_database_without_ssl_fails_when_required(tmp_path, monkeypatch, sandbox):
@@ -341,6 +349,10 @@ def test_slow_statement_fails_and_missing_extension_skips(tmp_path, monkeypatch,
                    {"slow_queries": {"threshold_ms": 300, "roles": ["rehearsal_app"]}})
     check = observability.check_slow_queries(ctx)
     assert check.status == "fail" and "pg_sleep" in check.observed and check.metrics["worst_mean_ms"] >= 400
+    query(ctx.engine, "SELECT pg_sleep(0.45), 1 AS own_slow_probe")  # the tool's own statement: excluded
+    check = observability.check_slow_queries(ctx)
+    assert not any("own_slow_probe" in r["query"] for r in check.evidence["slowest"])
+    assert check.evidence["Rehearsal's own statements excluded"] >= 1
     all_roles = db_phase(tmp_path, monkeypatch, sandbox.db_url, "observability",
                          {"slow_queries": {"threshold_ms": 300}})
     assert observability.check_slow_queries(all_roles).status == "fail"
@@ -380,10 +392,10 @@ def test_faulty_sandbox_defects_are_each_caught_with_the_reason(tmp_path_factory
     reasons = {
         "security.tls.expiry": "expires in 3.0 days",
         "security.headers.x_content_type_options": "X-Content-Type-Options missing",
-        "security.auth.admin_health": "wrong token -> 200",
+        "security.auth.admin_health": "wrong token → HTTP 200",
         "security.inputs.malformed_json": "server error: HTTP 500",
         "security.rls.answers": "row-level security is off",
-        "observability.series.http_request_duration_seconds": "no metric family",
+        "observability.series.http_request_duration_seconds": "did you mean http_server_latency_seconds",
         "observability.readiness.toggle": "still reported ready",
         "observability.request_id.logged": "not found in the last",
         "observability.logs.json": "scrape /metrics served",

@@ -187,7 +187,7 @@ def test_receiver_accepting_anything_fails_bad_missing_and_stale(tmp_path, monke
     assert bad.status == "fail" and bad.observed == "a delivery signed with the wrong secret answered HTTP 200"
     assert missing.status == "fail" and missing.observed == "an unsigned delivery answered HTTP 200"
     stale = webhooks.check_replay(ctx)
-    assert stale.status == "fail" and stale.observed == "a delivery signed 360s ago answered HTTP 200"
+    assert stale.status == "fail" and stale.observed == "a delivery signed 360 s ago answered HTTP 200"
 
 
 def test_receiver_rejecting_valid_delivery_fails(tmp_path, monkeypatch, server):
@@ -217,7 +217,19 @@ def test_rate_limit_never_triggering_fails_within_the_bound(tmp_path, monkeypatc
     before = server.hits.get("/accept-all", 0)
     check = webhooks.check_rate_limit(ctx)
     assert check.status == "fail" and check.observed.startswith("no HTTP 429 in 12 deliveries")
+    assert check.evidence["answers"] == "12 × HTTP 200, no 429" and check.metrics["accepted_past_limit"] == 7
     assert server.hits["/accept-all"] - before == 12  # bounded: never more than max_requests
+
+
+def test_rate_limit_chart_shows_the_deliveries_accepted_past_the_limit_in_red(tmp_path, monkeypatch, server):
+    ctx = make(tmp_path, monkeypatch, "webhooks", url(server),
+               hook("/accept-all", rate_limit={"count": 5, "window_s": 10, "max_requests": 12}))
+    figs: list = []
+    monkeypatch.setattr(ctx, "figure", figs.append)
+    webhooks.check_rate_limit(ctx)
+    bars = {t.name: (list(t.x), t.marker.color) for t in figs[0].data}
+    assert bars["accepted within the limit"] == ([1, 2, 3, 4, 5], "#2da44e")
+    assert bars["accepted past the limit (should be 429)"] == ([6, 7, 8, 9, 10, 11, 12], "#cf222e")
 
 
 def test_rate_limit_triggering_before_the_count_fails_and_after_it_passes(tmp_path, monkeypatch, server):
@@ -293,8 +305,14 @@ def test_job_never_picked_up_fails_after_the_timeout(tmp_path, monkeypatch, serv
                                                                       job_sql=QUEUED_ROW), db_url=sandbox.db_url)
     t0 = time.monotonic()
     check = jobs.check_run(ctx)
-    assert check.status == "fail" and check.observed == "job 7 still 'queued' after 0.5s (never picked up)"
+    assert check.status == "fail" and check.observed == "job 7 still 'queued' after 0.5 s (never picked up)"
     assert time.monotonic() - t0 < 3
+    figs: list = []
+    monkeypatch.setattr(ctx, "figure", figs.append)
+    jobs.show_timeline(ctx)  # the job that never started is drawn waiting until the timeout, in red, labelled
+    never = next(t for t in figs[0].data if (t.name or "").startswith("never picked up"))
+    assert list(never.x) == [500.0] and never.marker.color == "#cf222e"
+    assert "never picked up (queued)" in list(figs[0].data[-1].text)
 
 
 def test_status_endpoint_failures(tmp_path, monkeypatch, server, sandbox):
@@ -304,7 +322,7 @@ def test_status_endpoint_failures(tmp_path, monkeypatch, server, sandbox):
             db_url=sandbox.db_url)
 
     check = jobs.check_status(status("/status-running/{job_id}"))
-    assert check.status == "fail" and check.observed == "status = 'running' after 0.5s"
+    assert check.status == "fail" and check.observed == "status = 'running' after 0.5 s"
     check = jobs.check_status(status("/status-thin/{job_id}"))
     assert check.status == "fail" and check.observed == "done, but the report lacks finished_at"
     check = jobs.check_status(status("/status-garbage/{job_id}"))
@@ -323,7 +341,7 @@ def test_command_trigger_runs_a_real_job_and_reports_failures(tmp_path, monkeypa
         "run": {"job": {"type": "noop"}}, "attempts": {"job": {"type": "flaky", "payload": {"fail_times": 2}},
                                                        "expected": 3}}, db_url=sandbox.db_url)
     run, attempts = jobs.check_run(ctx), jobs.check_attempts(ctx)
-    assert run.status == "pass" and "done after 1 attempt(s)" in run.observed
+    assert run.status == "pass" and "done after 1 attempt" in run.observed
     assert attempts.status == "pass" and attempts.observed == "attempts = 3"
     broken = make(tmp_path, monkeypatch, "jobs", sandbox.base_url, {
         "trigger": {"command": [sys.executable, "-c", "import sys; sys.exit('queue is down')"]}, "job_sql": job_sql,
@@ -408,12 +426,12 @@ def test_each_planted_defect_fails_its_own_check_with_its_reason(tmp_path, monke
     assert {i for i, (s, _) in observed.items() if s != "pass"} == mine
     assert observed["webhooks.signature.valid"][0] == observed["webhooks.signature.bad"][0] == "pass"
     assert observed["webhooks.signature.missing"][1] == "an unsigned delivery answered HTTP 200"
-    assert observed["webhooks.replay.stale_timestamp"][1] == "a delivery signed 360s ago answered HTTP 200"
-    assert observed["webhooks.idempotency.duplicate"][1] == "sent twice, processed 2 time(s)"
+    assert observed["webhooks.replay.stale_timestamp"][1] == "a delivery signed 360 s ago answered HTTP 200"
+    assert observed["webhooks.idempotency.duplicate"][1] == "sent twice, processed twice"
     assert observed["webhooks.rate_limit.enforced"][1].startswith("no HTTP 429 in 45 deliveries")
     assert observed["webhooks.storage.no_plaintext"][1] == "plaintext stored: candidate_email, candidate_name"
-    assert observed["jobs.run.completes"][1].endswith("after 1.5s (never picked up)")
+    assert observed["jobs.run.completes"][1].endswith("after 1.5 s (never picked up)")
     assert observed["jobs.attempts.tracked"][1] == "attempts = 0"
     assert observed["jobs.schedule.offsets"][1] == "offsets 0/1/4 days"
-    assert observed["jobs.concurrency.once"][1] == "2 triggers -> 2 job(s), processed 2 time(s)"
+    assert observed["jobs.concurrency.once"][1] == "2 triggers → 2 jobs, processed twice"
     assert observed["jobs.status.reports"][1] == "done, but the report lacks finished_at"

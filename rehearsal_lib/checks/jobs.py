@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from rehearsal_lib.checks.webhooks import _guarded, render
+from rehearsal_lib.checks.wording import plural, secs, times
 from rehearsal_lib.config import JobsParams
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes.http import request
@@ -122,7 +123,7 @@ def _run_to_done(jobs: Jobs, label: str, job: dict[str, Any], expected: str) -> 
         return job_id, Outcome("fail", f"job {job_id} ended '{row.get('status')}'", expected, evidence)
     state = (row or {}).get("status", "no row")
     never = " (never picked up)" if row and not row.get("picked_at") else ""
-    return job_id, Outcome("fail", f"job {job_id} still '{state}' after {jobs.s.timeout_s:g}s{never}", expected,
+    return job_id, Outcome("fail", f"job {job_id} still '{state}' after {secs(jobs.s.timeout_s)}{never}", expected,
                            evidence)
 
 
@@ -135,14 +136,15 @@ def check_run(ctx: PhaseRun) -> Check | None:
     jobs = _jobs(ctx)
     if jobs.s.run is None:
         return _not_configured(ctx, "run")
-    expected = f"'{jobs.s.done_status}' within {jobs.s.timeout_s:g}s"
+    expected = f"'{jobs.s.done_status}' within {secs(jobs.s.timeout_s)}"
 
     def probe() -> Outcome:
         job_id, failed = _run_to_done(jobs, "run", jobs.s.run.job, expected)
         if failed:
             return failed
         row = jobs.rows[job_id]
-        return Outcome("pass", f"job {job_id} {jobs.s.done_status} after {row.get('attempts')} attempt(s)", expected,
+        return Outcome("pass", f"job {job_id} {jobs.s.done_status} after {plural(row.get('attempts') or 0, 'attempt')}",
+                       expected,
                        {"job_id": job_id, "timeline": {k: row.get(k) for k in ROW_FIELDS}})
 
     return _guarded(ctx, "jobs.run.completes", "Triggered job runs to done", probe, expected, "blocker")
@@ -183,7 +185,8 @@ def check_schedule(ctx: PhaseRun) -> Check | None:
             return failed
         _, rows = query(ctx.engine, spec.sql, {"job_id": job_id}, limit=1000)
         found = sorted(round(float(r[0]) / UNITS_S[spec.unit], 4) for r in rows if r and r[0] is not None)
-        evidence = {"job_id": job_id, "query": strip_statement(spec.sql), "offsets": found, "rule": rule}
+        evidence = {"job_id": job_id, "query": strip_statement(spec.sql), f"offsets_{spec.unit}": found,
+                    f"rule_{spec.unit}": rule}
         ok = len(found) == len(rule) and all(abs(a - b) <= spec.tolerance for a, b in zip(found, rule, strict=True))
         observed = f"offsets {'/'.join(f'{o:g}' for o in found) or 'none'} {spec.unit}"
         return Outcome("pass" if ok else "fail", observed, expected, evidence, {"items": len(found)})
@@ -192,12 +195,12 @@ def check_schedule(ctx: PhaseRun) -> Check | None:
 
 
 def check_concurrency(ctx: PhaseRun) -> Check | None:
-    """Triggers fired at once (threads) for one job key: it is processed exactly `expected` time(s)."""
+    """Triggers fired at once (threads) for one job key: it is processed exactly `expected` times."""
     jobs = _jobs(ctx)
     spec = jobs.s.concurrency
     if spec is None:
         return _not_configured(ctx, "concurrency")
-    expected = f"{spec.triggers} concurrent triggers, processed {spec.expected} time(s)"
+    expected = f"{spec.triggers} concurrent triggers, processed {times(spec.expected)}"
 
     def probe() -> Outcome:
         key = render(spec.dedupe_key, {"run_id": jobs.run_id})
@@ -228,10 +231,11 @@ def check_concurrency(ctx: PhaseRun) -> Check | None:
         evidence = {"dedupe_key": key, "job_ids_returned": results, "jobs": waits, "query": strip_statement(spec.sql),
                     "processed": n}
         if any(w != "done" for w in waits.values()):
-            return Outcome("fail", f"not every job reached '{jobs.s.done_status}': {waits}", expected, evidence)
+            return Outcome("fail", f"not every job reached '{jobs.s.done_status}': "
+                           + ", ".join(f"job {k} {w}" for k, w in waits.items()), expected, evidence)
         count = int(n or 0)
         return Outcome("pass" if count == spec.expected else "fail",
-                       f"{spec.triggers} triggers -> {len(ids)} job(s), processed {count} time(s)", expected,
+                       f"{spec.triggers} triggers → {plural(len(ids), 'job')}, processed {times(count)}", expected,
                        evidence, {"jobs": len(ids), "processed": count})
 
     return _guarded(ctx, "jobs.concurrency.once", "Concurrent triggers process a job once", probe, expected,
@@ -269,7 +273,9 @@ def check_status(ctx: PhaseRun) -> Check | None:
         jobs.row(job_id)
         evidence = {"job_id": job_id, "states_seen": seen, "response": res.evidence()}
         if state != jobs.s.done_status:
-            return Outcome("fail", f"{spec.status_field} = {state!r} after {jobs.s.timeout_s:g}s", expected, evidence)
+            shown = f"'{state}'" if state is not None else "missing"
+            return Outcome("fail", f"{spec.status_field} = {shown} after {secs(jobs.s.timeout_s)}", expected,
+                           evidence)
         missing = [f for f in spec.required_fields if res.body.get(f) is None]
         if missing:
             return Outcome("fail", f"done, but the report lacks {', '.join(missing)}", expected, evidence)
@@ -279,7 +285,10 @@ def check_status(ctx: PhaseRun) -> Check | None:
 
 
 def show_timeline(ctx: PhaseRun) -> None:
-    """Plotly chart: per job started by this phase, queued (enqueued -> picked) then running (-> done)."""
+    """Plotly chart: per job started by this phase, waiting (enqueued → picked) then running (→ done).
+
+    A job never picked up is drawn waiting until the timeout, in red; every bar has a minimum width and its
+    final state written at its end, so a 1 ms run or a job that never started is still visible."""
     import datetime as dt
 
     import plotly.graph_objects as go
@@ -309,23 +318,47 @@ def show_timeline(ctx: PhaseRun) -> None:
         t = ts(value)
         return None if t is None else (t - origin).total_seconds() * 1000
 
-    names, queued, running, base_q, base_r, hover = [], [], [], [], [], []
+    timeout_ms = jobs.s.timeout_s * 1000
+    spans = []  # (name, kind, start, end, end label)
     for label, jid, r in rows:
+        name = f"{label} #{jid}"
         enq, picked, done = ms(r.get("enqueued_at")), ms(r.get("picked_at")), ms(r.get("finished_at"))
-        names.append(f"{label} #{jid}")
-        base_q.append(enq or 0)
-        queued.append(((picked if picked is not None else enq or 0) - (enq or 0)) if enq is not None else 0)
-        base_r.append(picked or 0)
-        running.append((done - picked) if picked is not None and done is not None else 0)
-        hover.append(f"status {r.get('status')}, attempts {r.get('attempts')}")
-    fig = go.Figure([
-        go.Bar(name="queued (enqueued → picked)", y=names, x=queued, base=base_q, orientation="h",
-               marker_color="#bf8700", hovertext=hover),
-        go.Bar(name="running (picked → done)", y=names, x=running, base=base_r, orientation="h",
-               marker_color="#2da44e", hovertext=hover, text=[h.split(", ")[1] for h in hover],
-               textposition="outside", cliponaxis=False),
-    ])
-    fig.update_layout(title="Job timeline (ms since the first enqueue; attempts at the bar end)", barmode="overlay",
-                      height=170 + 32 * len(names), xaxis_title="ms", margin=dict(l=120, r=90, t=80, b=40),
+        state, attempts = r.get("status", "no row"), r.get("attempts")
+        tail = f"{state}, {plural(attempts, 'attempt')}" if attempts is not None else str(state)
+        if enq is None:
+            continue
+        if picked is None:
+            spans.append((name, "never", enq, enq + timeout_ms, f"never picked up ({state})"))
+            continue
+        spans.append((name, "waiting", enq, picked, ""))
+        end = done if done is not None else picked + timeout_ms
+        spans.append((name, "running" if done is not None else "unfinished", picked, end, tail))
+    axis = max([e for *_, e, _ in spans] + [1.0])
+    min_w = axis * 0.006  # a bar narrower than this would be invisible
+    styles = {"waiting": ("waiting (enqueued → picked)", "#bf8700"),
+              "running": ("running (picked → finished)", "#2da44e"),
+              "unfinished": ("still running at the timeout", "#d1242f"),
+              "never": (f"never picked up (drawn to the {secs(jobs.s.timeout_s)} timeout)", "#cf222e")}
+    fig = go.Figure()
+    for kind, (legend, colour) in styles.items():
+        mine = [sp for sp in spans if sp[1] == kind]
+        if not mine:
+            continue
+        fig.add_trace(go.Bar(
+            name=legend, orientation="h", y=[sp[0] for sp in mine], base=[sp[2] for sp in mine],
+            x=[max(sp[3] - sp[2], min_w) for sp in mine], marker_color=colour,
+            hovertext=[f"{sp[0]}: {legend}, {sp[3] - sp[2]:.0f} ms" for sp in mine], hoverinfo="text"))
+    ends = {}
+    for name, _kind, _start, end, tail in spans:
+        if tail:
+            ends[name] = (end, tail)
+    fig.add_trace(go.Scatter(
+        x=[e + min_w for e, _ in ends.values()], y=list(ends), mode="text", text=[t for _, t in ends.values()],
+        textposition="middle right", showlegend=False, hoverinfo="skip", cliponaxis=False))
+    names = list(dict.fromkeys(sp[0] for sp in spans))
+    fig.update_layout(title="Job timeline (ms since the first enqueue; final state at the end of each bar)",
+                      barmode="overlay", height=170 + 36 * len(names), xaxis_title="ms since the first enqueue",
+                      xaxis_range=[0, axis * 1.3], yaxis={"categoryorder": "array", "categoryarray": names[::-1]},
+                      margin=dict(l=120, r=40, t=80, b=40),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     ctx.figure(fig)

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from rehearsal_lib.checks.wording import plural, secs, without_none
 from rehearsal_lib.config import LogSource, MetricSeries
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import http
@@ -80,14 +81,20 @@ def check_metrics(ctx: PhaseRun) -> list[Check]:
 
 
 def _series_outcome(spec: MetricSeries, families: dict[str, Any] | None, res: http.HttpResult) -> Outcome:
-    bounds = [f">= {spec.min:g}" if spec.min is not None else "", f"<= {spec.max:g}" if spec.max is not None else ""]
-    expected = f"{spec.type or 'a'} series {spec.name}" + "".join(f" {b}" for b in bounds if b)
+    if spec.min is not None and spec.min == spec.max:
+        bounds = f" = {spec.min:g}"
+    else:
+        bounds = "".join([f" ≥ {spec.min:g}" if spec.min is not None else "",
+                          f" ≤ {spec.max:g}" if spec.max is not None else ""])
+    expected = f"{spec.type or 'a'} series {spec.name}{bounds}"
     if families is None:
         return Outcome("error", "metrics unavailable or unparseable (see observability.metrics.parse)", expected)
     fam = families.get(spec.name)
     if fam is None:
-        near = sorted(n for n in families if spec.name.split("_")[0] in n)[:10]
-        return Outcome("fail", f"no metric family {spec.name}", expected, {"similar_families": near})
+        near = similar_families(spec, families)
+        hint = f"; did you mean {near[0]} (a {families[near[0]].type})?" if near else ""
+        return Outcome("fail", f"no metric family {spec.name}{hint}", expected,
+                       {"similar families": ", ".join(near) or "none", "families": len(families)})
     if spec.type and fam.type != spec.type:
         return Outcome("fail", f"{spec.name} is a {fam.type}, not a {spec.type}", expected)
     wanted = {"histogram": spec.name + "_count", "summary": spec.name + "_count",
@@ -100,7 +107,8 @@ def _series_outcome(spec: MetricSeries, families: dict[str, Any] | None, res: ht
                        expected, ev)
     values = [s.value for s in samples]
     bad = [v for v in values if (spec.min is not None and v < spec.min) or (spec.max is not None and v > spec.max)]
-    summary = f"{len(samples)} sample(s), values {min(values):g}..{max(values):g}"
+    summary = (f"1 sample, value {values[0]:g}" if len(values) == 1 else
+               f"{len(values)} samples, values {min(values):g} to {max(values):g}")
     if bad:
         return Outcome("fail", f"{summary}: out of range", expected, ev)
     if fam.type == "histogram":
@@ -108,6 +116,23 @@ def _series_outcome(spec: MetricSeries, families: dict[str, Any] | None, res: ht
         if broken:
             return Outcome("fail", f"{summary}, but {broken}", expected, ev)
     return Outcome("pass", summary, expected, ev, {"samples": len(samples)})
+
+
+def similar_families(spec: MetricSeries, families: dict[str, Any]) -> list[str]:
+    """Families that look like a renamed `spec.name`: same type and same unit suffix, or a close spelling;
+    best first."""
+    import difflib
+
+    unit = spec.name.rsplit("_", 1)[-1]
+    prefix = spec.name.split("_")[0]
+
+    def score(name: str) -> float:
+        same_type = spec.type is None or families[name].type == spec.type
+        return (difflib.SequenceMatcher(None, spec.name, name).ratio() + 0.3 * (name.rsplit("_", 1)[-1] == unit)
+                + 0.2 * (name.split("_")[0] == prefix) + 0.3 * same_type)
+
+    ranked = sorted(((score(n), n) for n in families if n != spec.name), reverse=True)
+    return [n for sc, n in ranked if sc >= 1.0][:5]
 
 
 def _histogram_problem(fam: Any) -> str | None:
@@ -139,7 +164,7 @@ def _gauge_value(ctx: PhaseRun, name: str) -> float | None:
 
 
 def check_readiness_toggle(ctx: PhaseRun) -> Check | None:
-    """Toggle the target unhealthy: readiness (and its gauge) must follow within N s; healthy restored in a finally."""
+    """Toggle the target unhealthy: readiness (and its gauge) must follow within N s; health is always restored."""
     cfg = ctx.settings.readiness
     if cfg is None:
         ctx.note("Not configured: phases.observability.readiness (no health toggle on this target).")
@@ -194,19 +219,29 @@ def check_readiness_toggle(ctx: PhaseRun) -> Check | None:
         finally:
             restore = toggle(cfg.healthy_json)
             recovered = follows(True, "restored")
-        ev = {"timeline": timeline[-40:]}
-        metrics = {"unready_after_s": went_down, "recovered_after_s": recovered}
+        ev = {"timeline": [_plain(p) for p in timeline[-40:]]}
+        metrics = without_none({"unready_after_s": went_down,
+                                "ready_after_restore_s": recovered if went_down is not None else None})
         _figure(ctx, timeline)
         if restore.error or not restore.ok or recovered is None:
             return Outcome("fail", f"target did NOT recover after restoring health ({restore.describe()})",
                            expected, ev, metrics)
         if went_down is None:
-            return Outcome("fail", f"readiness still reported ready {cfg.within_s:g} s after the unhealthy toggle",
-                           expected, ev, metrics)
+            return Outcome("fail", f"readiness still reported ready {secs(cfg.within_s)} after the unhealthy toggle "
+                                   f"(never turned {cfg.unready_status})", expected, ev, metrics)
         return Outcome("pass", f"unready after {went_down:.2f} s, ready again {recovered:.2f} s after restore",
                        expected, ev, metrics)
 
     return ctx.run("observability.readiness.toggle", "Readiness follows a toggled health state", probe)
+
+
+def _plain(point: dict[str, Any]) -> dict[str, Any]:
+    """A timeline point in words: 'ready' / 'unready' / 'no answer' instead of True / False / None."""
+    state = {True: "ready", False: "unready", None: "no answer"}[point["ready"]]
+    out = {"t_s": point["t"], "step": point["phase"], "status": point["status"] or "no answer"}
+    if point["phase"] != "toggle":
+        out["readiness"] = state
+    return without_none({**out, "gauge": point.get("gauge"), "sent": point.get("body")})
 
 
 def _figure(ctx: PhaseRun, timeline: list[dict[str, Any]]) -> None:
@@ -222,7 +257,10 @@ def _figure(ctx: PhaseRun, timeline: list[dict[str, Any]]) -> None:
                                  name="readiness gauge", marker_symbol="x"))
     for p in timeline:
         if p["phase"] == "toggle":
-            fig.add_vline(x=p["t"], line_dash="dot", line_color="#57606a")
+            healthy = p.get("body") == ctx.settings.readiness.healthy_json
+            fig.add_vline(x=p["t"], line_dash="dot", line_color="#57606a",
+                          annotation_text="health restored" if healthy else "set unhealthy",
+                          annotation_position="top right" if healthy else "top left")
     fig.update_layout(title="Readiness over time during the health toggle (dotted: toggles)",
                       xaxis_title="seconds", yaxis={"tickvals": [0, 1], "ticktext": ["unready", "ready"],
                                                     "range": [-0.2, 1.2]}, height=320)
@@ -279,14 +317,24 @@ def check_request_id(ctx: PhaseRun) -> list[Check]:
             lines = read_log_lines(ctx, src)
             hits = [ln for ln in lines if rid in ln]
             if hits:
-                return Outcome("pass", f"found in {len(hits)} log line(s)", expected, {"line": hits[0][:400]})
+                return Outcome("pass", f"found in {plural(len(hits), 'log line')}", expected,
+                               {"line": _readable(hits[0])})
             if time.monotonic() >= deadline:
-                return Outcome("fail", f"not found in the last {len(lines)} log lines after {src.wait_s:g} s",
-                               expected, {"sent": rid, "last_lines": [ln[:300] for ln in lines[-3:]]})
+                return Outcome("fail", f"not found in the last {len(lines)} log lines after {secs(src.wait_s)}",
+                               expected, {"sent": rid, "last_lines": [_readable(ln) for ln in lines[-3:]]})
             time.sleep(0.2)
 
     out.append(ctx.run("observability.request_id.logged", "Request id reaches the logs", logged))
     return out
+
+
+def _readable(line: str) -> Any:
+    """A log line for the evidence: a JSON line as its object (not a string full of escaped quotes)."""
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return line[:300]
+    return parsed if isinstance(parsed, dict) else line[:300]
 
 
 def check_logs_json(ctx: PhaseRun) -> Check | None:
@@ -297,7 +345,8 @@ def check_logs_json(ctx: PhaseRun) -> Check | None:
         return None
 
     def probe() -> Outcome:
-        expected = f">= {src.min_json_ratio:.0%} of recent non-empty lines are JSON objects"
+        expected = ("every recent non-empty log line is a JSON object" if src.min_json_ratio >= 1 else
+                    f"at least {src.min_json_ratio:.0%} of recent non-empty log lines are JSON objects")
         lines = [ln for ln in read_log_lines(ctx, src) if ln.strip()]
         if not lines:
             return Outcome("fail", "the log source has no lines", expected)
@@ -310,39 +359,63 @@ def check_logs_json(ctx: PhaseRun) -> Check | None:
             if not ok:
                 bad.append(ln)
         ratio = 1 - len(bad) / len(lines)
-        ev = {"lines": len(lines), "not_json": len(bad), "examples": [b[:200] for b in bad[:5]]}
+        from collections import Counter
+
+        kinds = Counter(b[:200] for b in bad)
+        ev = {"lines": len(lines), "not_json": len(bad),
+              "examples": [{"line": line, "times": n} for line, n in kinds.most_common(5)]}
         status = "pass" if ratio >= src.min_json_ratio else "fail"
-        return Outcome(status, f"{len(lines) - len(bad)}/{len(lines)} lines are JSON" + (
-            f"; e.g. {bad[0][:80]!r}" if bad else ""), expected, ev, {"json_ratio": round(ratio, 4)})
+        observed = (f"all {len(lines)} recent lines are JSON" if not bad else
+                    f"{len(lines) - len(bad)}/{len(lines)} lines are JSON; e.g. {bad[0][:80]!r}")
+        return Outcome(status, observed, expected, ev, {"json_ratio": round(ratio, 4)})
 
     return ctx.run("observability.logs.json", "Log lines are structured JSON", probe)
 
 
-SLOW_SQL = """
+# Rehearsal's own statements: everything its read-only engine sends ends with sql.MARKER; older entries
+# (recorded before the marker existed) are recognised by the shapes its probes use. The app's statements
+# are what is left. Limit: pg_stat_statements merges statements of the same shape under one text, so an
+# app statement identical in shape to one of Rehearsal's (rare) is counted as Rehearsal's.
+OWN_SQL = """
+  (s.query LIKE '%' || :marker OR s.query LIKE '%AS rehearsal_q%' OR s.query LIKE '%pg_stat_statements%')
+"""
+SLOW_SQL = f"""
 SELECT r.rolname AS role, s.calls, round(s.mean_exec_time::numeric, 2) AS mean_ms,
        round(s.max_exec_time::numeric, 2) AS max_ms, left(s.query, 200) AS query
 FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
 WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND s.calls >= :min_calls AND (cardinality(CAST(:roles AS text[])) = 0 OR r.rolname = ANY(CAST(:roles AS text[])))
+  AND NOT {OWN_SQL}
 ORDER BY s.mean_exec_time DESC LIMIT :top
+"""
+OWN_COUNT_SQL = f"""
+SELECT count(*) FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND (cardinality(CAST(:roles AS text[])) = 0 OR r.rolname = ANY(CAST(:roles AS text[]))) AND {OWN_SQL}
 """
 
 
 def check_slow_queries(ctx: PhaseRun) -> Check | None:
-    """The slowest statements (mean time) from pg_stat_statements; skip with the reason when it is absent."""
+    """The application's slowest statements (mean time) from pg_stat_statements, Rehearsal's own statements
+    excluded; skip with the reason when the extension is absent."""
+    from rehearsal_lib.probes.sql import MARKER, scalar
+
     cfg = ctx.settings.slow_queries
     if cfg is None:
         ctx.note("Not configured: phases.observability.slow_queries.")
         return None
 
     def probe() -> Outcome:
-        expected = f"no statement with mean time > {cfg.threshold_ms:g} ms" + (
-            f" (roles {', '.join(cfg.roles)})" if cfg.roles else "")
+        scope = f"role {', '.join(cfg.roles)}; " if cfg.roles else ""
+        expected = (f"no application statement with mean time > {cfg.threshold_ms:g} ms "
+                    f"({scope}Rehearsal's own statements excluded)")
         _, ext = query(ctx.engine, "SELECT extversion FROM pg_extension WHERE extname = 'pg_stat_statements'")
         if not ext:
             return Outcome("skip", "pg_stat_statements is not installed in this database", expected)
+        args = {"min_calls": cfg.min_calls, "roles": cfg.roles, "top": cfg.top, "marker": MARKER}
         try:
-            cols, rows = query(ctx.engine, SLOW_SQL, {"min_calls": cfg.min_calls, "roles": cfg.roles, "top": cfg.top})
+            cols, rows = query(ctx.engine, SLOW_SQL, args)
+            own = scalar(ctx.engine, OWN_COUNT_SQL, {"roles": cfg.roles, "marker": MARKER})
         except Exception as exc:  # noqa: BLE001 - e.g. not in shared_preload_libraries
             from rehearsal_lib.phase import describe_exception
 
@@ -353,11 +426,16 @@ def check_slow_queries(ctx: PhaseRun) -> Check | None:
         top = [dict(zip(cols, r, strict=True)) for r in rows]
         slow = [r for r in top if float(r["mean_ms"]) > cfg.threshold_ms]
         worst = float(top[0]["mean_ms"]) if top else 0.0
-        ev = {"slowest": top}
+        ev = {"Rehearsal's own statements excluded": int(own or 0),
+              "how they are recognised": f"they end with the comment {MARKER}", "slowest": top}
         if slow:
-            return Outcome("fail", f"{len(slow)} statement(s) slower than {cfg.threshold_ms:g} ms on average; worst "
-                                   f"{worst:.0f} ms: {slow[0]['query'][:80]}", expected, ev, {"worst_mean_ms": worst})
-        return Outcome("pass", f"slowest mean {worst:.1f} ms over {len(top)} top statement(s)", expected, ev,
-                       {"worst_mean_ms": worst})
+            return Outcome("fail", f"{plural(len(slow), 'application statement')} slower than {cfg.threshold_ms:g} ms "
+                                   f"on average; worst {worst:.0f} ms: {slow[0]['query'][:80]}", expected, ev,
+                           {"worst_mean_ms": worst})
+        if not top:
+            return Outcome("skip", "pg_stat_statements holds no application statement: nothing to judge", expected,
+                           ev)
+        return Outcome("pass", f"slowest application statement {worst:.1f} ms on average (of the top "
+                               f"{plural(len(top), 'statement')})", expected, ev, {"worst_mean_ms": worst})
 
-    return ctx.run("observability.slow_queries", "No slow statements (pg_stat_statements)", probe)
+    return ctx.run("observability.slow_queries", "No slow application statements (pg_stat_statements)", probe)

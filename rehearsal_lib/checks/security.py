@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from rehearsal_lib.checks.wording import pattern_text, plural, without_none, yes_no
 from rehearsal_lib.config import BadInput, HeaderRule, ProtectedEndpoint
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import http, tls
@@ -51,7 +52,7 @@ def check_tls(ctx: PhaseRun) -> list[Check]:
         return Outcome("pass", f"valid for {res.host}, issued by {res.issuer}", expected, ev)
 
     def expiry() -> Outcome:
-        expected = f">= {cfg.min_days} days to expiry"
+        expected = f"at least {cfg.min_days} days to expiry"
         if res.error or res.days_left is None:
             return Outcome("error", f"no certificate read from {url}: {res.error}", expected, ev)
         days = res.days_left
@@ -60,20 +61,22 @@ def check_tls(ctx: PhaseRun) -> list[Check]:
         return Outcome(status, f"{what} ({res.not_after:%Y-%m-%d %H:%M} UTC)", expected, ev, {"days_left": days})
 
     def protocol() -> Outcome:
-        expected = f"negotiates >= {cfg.min_version}; refuses older"
+        minimum = tls.label(cfg.min_version)
+        expected = f"negotiates {minimum} or newer; refuses older"
         if res.error or not res.protocol:
             return Outcome("error", f"no TLS handshake with {url}: {res.error}", expected, ev)
         if tls.ORDER.index(res.protocol) < tls.ORDER.index(cfg.min_version):
-            return Outcome("fail", f"negotiated {res.protocol}", expected, ev)
-        accepted, how = tls.accepts_below(url, cfg.min_version, timeout)
+            return Outcome("fail", f"negotiated {tls.label(res.protocol)}", expected, ev)
+        accepted, how, detail = tls.accepts_below(url, cfg.min_version, timeout)
+        dev = {**ev, "older protocol": how, "handshake detail": detail}
         if accepted:
-            return Outcome("fail", f"negotiated {res.protocol}, but {how}", expected, {**ev, "downgrade": how})
-        return Outcome("pass", f"negotiated {res.protocol}; {how}", expected, {**ev, "downgrade": how})
+            return Outcome("fail", f"negotiated {tls.label(res.protocol)}, but {how}", expected, dev)
+        return Outcome("pass", f"negotiated {tls.label(res.protocol)}; {how}", expected, dev)
 
     return [ctx.run("security.tls.certificate", "TLS certificate valid (chain and host name)", certificate,
                     severity="blocker"),
             ctx.run("security.tls.expiry", f"TLS certificate valid for at least {cfg.min_days} days", expiry),
-            ctx.run("security.tls.protocol", f"TLS protocol at least {cfg.min_version}", protocol)]
+            ctx.run("security.tls.protocol", f"TLS protocol at least {tls.label(cfg.min_version)}", protocol)]
 
 
 def _client_for(ctx: PhaseRun, url: str, ca: str | None) -> httpx.Client:
@@ -107,15 +110,17 @@ def check_headers(ctx: PhaseRun) -> list[Check]:
 
 
 def _header_outcome(res: http.HttpResult, headers: dict[str, str], rule: HeaderRule, url: str) -> Outcome:
-    expected = f"{rule.name} present" + (f" matching /{rule.pattern}/" if rule.pattern else "")
-    ev = {"request": f"GET {url}", "status": res.status, "value": headers.get(rule.name.lower())}
+    expected = f"{rule.name}: {pattern_text(rule.pattern)}" if rule.pattern else f"{rule.name} present"
+    ev = {"request": f"GET {url}", "status": res.status, "value": headers.get(rule.name.lower(), "not sent")}
+    if rule.pattern:
+        ev["pattern"] = rule.pattern  # the precise rule, for whoever audits it
     if res.error:
         return Outcome("error", res.describe(), expected, {**ev, "error": res.error})
     value = headers.get(rule.name.lower())
     if value is None:
         return Outcome("fail", f"{rule.name} missing on GET {url}", expected, ev)
     if rule.pattern and not re.search(rule.pattern, value):
-        return Outcome("fail", f"{rule.name}: {value!r} does not match /{rule.pattern}/", expected, ev)
+        return Outcome("fail", f"{rule.name}: {value!r} is not {pattern_text(rule.pattern)}", expected, ev)
     return Outcome("pass", f"{rule.name}: {value}", expected, ev)
 
 
@@ -138,7 +143,7 @@ def _auth_outcome(ctx: PhaseRun, spec: ProtectedEndpoint) -> Outcome:
         if res.error:
             errors.append(f"{label}: {res.describe()}")
         seen[label] = res.status
-    observed = ", ".join(f"{k} -> {v if v is not None else 'no response'}" for k, v in seen.items())
+    observed = ", ".join(f"{k} → {f'HTTP {v}' if v is not None else 'no response'}" for k, v in seen.items())
     if errors:
         return Outcome("error", "; ".join(errors), expected, ev)
     accepted = [k for k, v in seen.items() if v not in spec.refuse_status]
@@ -217,7 +222,7 @@ def check_database_ssl(ctx: PhaseRun) -> Check | None:
         _, rows = query(ctx.engine, "SELECT (SELECT setting FROM pg_settings WHERE name = 'ssl'),"
                                     " s.ssl, s.version FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()")
         setting, used, version = rows[0] if rows else (None, None, None)
-        ev = {"ssl_setting": setting, "connection_ssl": used, "version": version}
+        ev = without_none({"ssl_setting": setting, "connection_ssl": yes_no(used), "version": version})
         if setting != "on":
             return Outcome("fail", f"server setting ssl = {setting}", expected, ev)
         if not used:
@@ -228,23 +233,27 @@ def check_database_ssl(ctx: PhaseRun) -> Check | None:
 
 
 def check_rls(ctx: PhaseRun) -> list[Check]:
-    """Each listed table has row-level security enabled (pg_class.relrowsecurity) and its policies."""
+    """Each listed table has row-level security enabled (pg_class.relrowsecurity) and its policies.
+
+    A blocker, like migrations.post.rls: a listed table holds data other tenants or candidates must not see."""
     tables = ctx.settings.rls_tables
     if not tables:
         ctx.note("Not configured: phases.security.rls_tables.")
-    return [ctx.run(f"security.rls.{slug(t)}", f"Row-level security on {t}", lambda t=t: _rls_outcome(ctx, t))
-            for t in tables]
+    return [ctx.run(f"security.rls.{slug(t)}", f"Row-level security on {t}", lambda t=t: _rls_outcome(ctx, t),
+                    severity="blocker") for t in tables]
 
 
 def _rls_outcome(ctx: PhaseRun, table: str) -> Outcome:
-    expected = "relrowsecurity = true"
+    expected = "row-level security on (pg_class.relrowsecurity)"
     _, rows = query(ctx.engine, "SELECT c.relrowsecurity, c.relforcerowsecurity,"
                                 " (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)"
                                 " FROM pg_class c WHERE c.oid = to_regclass(:t)", {"t": table})
     if not rows:
         return Outcome("fail", "table does not exist", expected, {"table": table})
     enabled, forced, policies = rows[0]
-    ev = {"table": table, "rls": enabled, "forced": forced, "policies": policies}
+    ev = {"table": table, "row-level security": "on" if enabled else "off",
+          "forced for the owner too": yes_no(forced), "policies": policies}
+    defined = plural(policies, "policy", "policies")
     if not enabled:
-        return Outcome("fail", f"row-level security is off ({policies} policies defined, unused)", expected, ev)
-    return Outcome("pass", f"row-level security on, {policies} policies", expected, ev, {"policies": policies})
+        return Outcome("fail", f"row-level security is off ({defined} defined but not enforced)", expected, ev)
+    return Outcome("pass", f"row-level security on, {defined}", expected, ev, {"policies": policies})

@@ -16,6 +16,7 @@ import secrets
 import time
 from typing import Any
 
+from rehearsal_lib.checks.wording import plural, secs, tally, times
 from rehearsal_lib.config import SignatureScheme, WebhooksParams
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes.http import HttpResult, request
@@ -140,17 +141,18 @@ def check_replay(ctx: PhaseRun) -> Check | None:
     if s.replay is None:
         ctx.note("webhooks.replay is not configured: the replay window is not checked.")
         return None
-    expected = f"HTTP {_codes(s.reject_status)}"
     replay = s.replay
+    age = replay.window_s + replay.stale_by_s
+    expected = (f"HTTP {_codes(s.reject_status)} for a delivery signed {secs(age)} ago "
+                f"(replay window {secs(replay.window_s)})")
 
     def probe() -> Outcome:
         if not s.signature.signs_timestamp:
             return Outcome("skip", "the signature scheme signs no {timestamp}: a replay window cannot be tested",
                            expected)
         snd = _sender(ctx)
-        age = replay.window_s + replay.stale_by_s
         out = _answer(snd.send(*snd.delivery(), timestamp=int(time.time()) - age), s.reject_status, expected,
-                      f"a delivery signed {age}s ago")
+                      f"a delivery signed {secs(age)} ago")
         out.metrics["age_s"] = age
         return out
 
@@ -165,7 +167,7 @@ def check_idempotency(ctx: PhaseRun) -> Check | None:
         ctx.note("webhooks.idempotency is not configured: duplicate deliveries are not checked.")
         return None
     idem = s.idempotency
-    expected = f"both answered, processed {idem.expected} time(s)"
+    expected = f"both answered, processed {times(idem.expected)}"
 
     def probe() -> Outcome:
         snd = _sender(ctx)
@@ -185,7 +187,7 @@ def check_idempotency(ctx: PhaseRun) -> Check | None:
         evidence["processed"] = n
         count = int(n or 0)
         status = "pass" if count == idem.expected else "fail"
-        return Outcome(status, f"sent twice, processed {count} time(s)", expected, evidence, {"processed": count})
+        return Outcome(status, f"sent twice, processed {times(count)}", expected, evidence, {"processed": count})
 
     return _guarded(ctx, "webhooks.idempotency.duplicate", "The same delivery twice is processed once", probe,
                     expected, "blocker")
@@ -198,8 +200,12 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
         ctx.note("webhooks.rate_limit is not configured: the rate limit is not checked.")
         return None
     rl = s.rate_limit
-    expected = f"HTTP {rl.status} after more than {rl.count} deliveries (at most {rl.max_requests} sent)"
+    expected = (f"HTTP {rl.status} once more than {rl.count} deliveries arrive within {secs(rl.window_s)} "
+                f"(at most {rl.max_requests} sent)")
     codes: list[int | None] = []
+
+    def answers() -> str:
+        return tally([c if c is not None else "no answer" for c in codes], "HTTP")
 
     def probe() -> Outcome:
         snd = _sender(ctx)
@@ -208,9 +214,11 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
             res = snd.send(*snd.delivery(), headers=rl.headers)
             codes.append(res.status)
             if res.error:
-                return Outcome("error", f"request {i}: {res.describe()}", expected, {"codes": codes})
+                return Outcome("error", f"request {i}: {res.describe()}", expected, {"answers": answers(),
+                                                                                     "codes": codes})
             if res.status == rl.status:
-                evidence = {"codes": codes, "seconds": round(time.monotonic() - t0, 3), "last": res.evidence()}
+                evidence = {"answers": answers(), "seconds": round(time.monotonic() - t0, 3), "codes": codes,
+                            "last": res.evidence()}
                 if rl.cooldown_s:
                     time.sleep(rl.cooldown_s)  # let the window pass before other phases send deliveries
                 if i <= rl.count:
@@ -220,25 +228,48 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
                                evidence, {"limited_at": i})
             if res.status not in s.accept_status:
                 return Outcome("fail", f"request {i} answered HTTP {res.status}, neither accepted nor {rl.status}",
-                               expected, {"codes": codes, "last": res.evidence()})
-        return Outcome("fail", f"no HTTP {rl.status} in {rl.max_requests} deliveries within "
-                               f"{time.monotonic() - t0:.1f}s: the limit is not enforced", expected,
-                       {"codes": codes}, {"limited_at": None})
+                               expected, {"answers": answers(), "codes": codes, "last": res.evidence()})
+        took = time.monotonic() - t0
+        return Outcome("fail", f"no HTTP {rl.status} in {rl.max_requests} deliveries within {took:.1f} s "
+                               f"({answers()}): the limit is not enforced", expected,
+                       {"answers": f"{answers()}, no {rl.status}", "seconds": round(took, 3)},
+                       {"sent": len(codes), "accepted_past_limit": max(0, len(codes) - rl.count)})
 
     check = _guarded(ctx, "webhooks.rate_limit.enforced", "Rate limit answers 429 past its count", probe, expected)
     if codes:
-        import plotly.graph_objects as go
-
-        colors = ["#cf222e" if c == rl.status else "#2da44e" if c in s.accept_status else "#9a6700" for c in codes]
-        fig = go.Figure(go.Bar(x=list(range(1, len(codes) + 1)), y=[1] * len(codes), marker_color=colors,
-                               text=[str(c) for c in codes], textposition="inside",
-                               hovertext=[f"request {i}: HTTP {c}" for i, c in enumerate(codes, 1)]))
-        fig.add_vline(x=rl.count + 0.5, line_dash="dash")
-        fig.update_layout(title=f"Rate-limit probe: answer per delivery (dashed: the configured count, {rl.count})",
-                          height=220, showlegend=False,
-                          yaxis_visible=False, xaxis_title="delivery #", margin=dict(l=20, r=20, t=50, b=40))
-        ctx.figure(fig)
+        _rate_limit_figure(ctx, codes, rl.count, rl.status, s.accept_status)
     return check
+
+
+def _rate_limit_figure(ctx: PhaseRun, codes: list[int | None], count: int, limit_status: int,
+                       accept: list[int]) -> None:
+    """One bar per delivery, coloured by what it means: accepted within the limit, accepted past it (the
+    failure), limited as it should be, limited too early, or another answer."""
+    import plotly.graph_objects as go
+
+    def kind(i: int, code: int | None) -> str:
+        if code == limit_status:
+            return "limited too early" if i <= count else f"HTTP {limit_status} past the limit (expected)"
+        if code in accept:
+            return "accepted within the limit" if i <= count else f"accepted past the limit (should be {limit_status})"
+        return "other answer"
+
+    colours = {"accepted within the limit": "#2da44e", f"accepted past the limit (should be {limit_status})": "#cf222e",
+               f"HTTP {limit_status} past the limit (expected)": "#0969da", "limited too early": "#bf8700",
+               "other answer": "#57606a"}
+    fig = go.Figure()
+    for name, colour in colours.items():
+        idx = [i for i, c in enumerate(codes, 1) if kind(i, c) == name]
+        if idx:
+            fig.add_trace(go.Bar(x=idx, y=[1] * len(idx), name=name, marker_color=colour,
+                                 text=[str(codes[i - 1] or "none") for i in idx], textposition="inside",
+                                 hovertext=[f"delivery {i}: HTTP {codes[i - 1]}" for i in idx], hoverinfo="text"))
+    fig.add_vline(x=count + 0.5, line_dash="dash", annotation_text=f"limit: {count}", annotation_position="top")
+    fig.update_layout(title=f"Rate-limit probe: {tally(codes, 'HTTP')} (dashed: the configured limit)",
+                      height=260, barmode="overlay", yaxis_visible=False, xaxis_title="delivery #",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+                      margin=dict(l=20, r=20, t=80, b=40))
+    ctx.figure(fig)
 
 
 def check_storage(ctx: PhaseRun) -> Check | None:
@@ -271,7 +302,7 @@ def check_storage(ctx: PhaseRun) -> Check | None:
         if stored:
             return Outcome("fail", f"plaintext stored: {', '.join(sorted(stored))}", expected, evidence,
                            {"fields_stored": len(stored)})
-        return Outcome("pass", f"none of {len(sentinels)} field(s) stored in plaintext", expected, evidence,
+        return Outcome("pass", f"none of the {plural(len(sentinels), 'field')} stored in plaintext", expected, evidence,
                        {"fields_stored": 0})
 
     return _guarded(ctx, "webhooks.storage.no_plaintext", "Stored payload keeps no plaintext field", probe,

@@ -15,6 +15,14 @@ VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
 ORDER = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
 
 
+def label(version: str | None) -> str:
+    """'TLSv1.2' -> 'TLS 1.2' (and 'TLSv1' -> 'TLS 1.0') for the report."""
+    if not version:
+        return "no protocol"
+    number = version.removeprefix("TLSv")
+    return f"TLS {number if '.' in number else number + '.0'}" if version.startswith("TLSv") else version
+
+
 @dataclass
 class TlsResult:
     """What one look at an HTTPS endpoint found. `error` is set when no handshake completed at all."""
@@ -37,10 +45,12 @@ class TlsResult:
         return round((self.not_after - dt.datetime.now(dt.UTC)).total_seconds() / 86400, 2)
 
     def evidence(self) -> dict[str, Any]:
-        return {"endpoint": f"{self.host}:{self.port}", "protocol": self.protocol, "subject": self.subject,
-                "issuer": self.issuer, "sans": self.sans[:10],
-                "not_after": self.not_after.isoformat() if self.not_after else None,
-                "verify_error": self.verify_error, "error": self.error}
+        out = {"endpoint": f"{self.host}:{self.port}", "protocol": label(self.protocol) if self.protocol else None,
+               "subject": self.subject, "issuer": self.issuer, "host names": ", ".join(self.sans[:10]) or None,
+               "not_after": self.not_after.isoformat() if self.not_after else None,
+               "verified": "yes" if self.verified else "no",
+               "verify_error": self.verify_error, "error": self.error}
+        return {k: v for k, v in out.items() if v not in (None, "")}  # no 'error: None' in a report
 
 
 def _reason(exc: BaseException) -> str:
@@ -120,16 +130,18 @@ def inspect(url: str, ca_file: str | None = None, timeout: float = 5.0) -> TlsRe
     return out
 
 
-def accepts_below(url: str, min_version: str, timeout: float = 5.0) -> tuple[bool | None, str]:
-    """Does the server complete a handshake capped just below `min_version`? (None: could not tell)."""
+def accepts_below(url: str, min_version: str, timeout: float = 5.0) -> tuple[bool | None, str, str]:
+    """Does the server complete a handshake capped just below `min_version`? (None: could not tell).
+
+    Returns (accepted, plain words, technical detail)."""
     below = ORDER[ORDER.index(min_version) - 1]
     host, port = host_port(url)
     try:
         ctx = _permissive_context(VERSIONS[below])
     except (ValueError, ssl.SSLError) as exc:
-        return None, f"this client cannot offer {below}: {exc}"
+        return None, f"this client cannot offer {label(below)}", f"{type(exc).__name__}: {exc}"
     try:
         _, version = _handshake(host, port, ctx, timeout)
     except (OSError, ssl.SSLError) as exc:
-        return False, f"{below} handshake refused ({_reason(exc)[:120]})"
-    return True, f"server accepted {version}"
+        return False, f"{label(below)} refused", _reason(exc)[:200]
+    return True, f"server accepted {label(version)}", f"handshake completed with {version}"
