@@ -198,8 +198,8 @@ def show_run(ctx: PhaseRun, run: LoadRun) -> None:
     rows = []
     for sr in run.stages:
         st = sr.stage
-        shape = (f"{rps(st.rate)} (open model: fixed arrival rate)" if st.model == "open"
-                 else f"{plural(st.users or 0, 'user')} (closed model)")
+        shape = (rps(st.rate) + (f" after a {secs(st.ramp_s)} ramp" if st.ramp_s else "") if st.model == "open"
+                 else f"{plural(st.users, 'user')} at once")
         if sr.result is None:
             rows.append([st.title or st.name, shape, secs(st.duration_s), "—", "—", "—",
                          f"no figures: {sr.error or 'did not run'}"])
@@ -409,8 +409,7 @@ def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
         evidence = {"peak": f"{plural(top, 'connection')} at {secs(peak_at.t_s)} ({peak_at.active} active)",
                     "max_connections": limit, "limit": f"{cfg.max_usage_ratio:.0%} of max_connections = "
                                                         f"{plural(int(limit * cfg.max_usage_ratio), 'connection')}",
-                    "samples": f"{len(run.conn_samples)}, every {secs(cfg.sample_interval_s)} "
-                               "(server's list of client connections)",
+                    "samples": f"{len(run.conn_samples)}, one every {secs(cfg.sample_interval_s)}",
                     "peak active": max(s.active for s in run.conn_samples)}
         return Outcome("pass" if ratio <= cfg.max_usage_ratio else "fail",
                        f"peak {top} of max_connections {limit} ({ratio:.0%}) over {len(run.conn_samples)} samples",
@@ -461,13 +460,19 @@ def _latency_figure(ctx: PhaseRun, run: LoadRun) -> None:
     for pct, colour in ((50, "#9ecae1"), (95, "#3182bd"), (99, "#08519c")):
         values = [getattr(st, f"p{pct}_ms") for _, st in rows]
         fig.add_trace(go.Bar(x=names, y=values, name=f"p{pct}", marker_color=colour, text=[ms(v) for v in values],
-                             textposition="outside", cliponaxis=False))
+                             textposition="outside", textangle=0, textfont_size=10, cliponaxis=False))
     limits = {sc.name: sc.p95_ms for st in ctx.settings.stages for sc in st.scenarios}
     fig.add_trace(go.Scatter(x=names, y=[limits.get(n) for n in names], mode="markers", name="p95 limit",
                              marker=dict(symbol="line-ew-open", size=40, color="crimson", line=dict(width=3))))
+    import math
+
+    shown = [v for _, st in rows for v in (st.p50_ms, st.p95_ms, st.p99_ms) if v] + [v for v in limits.values() if v]
+    low, high = math.floor(math.log10(min(shown))), math.log10(max(shown)) + 0.25  # room for the value labels
+    decades = [10.0 ** k for k in range(low, math.ceil(high) + 1)]
     fig.update_layout(title="Latency per scenario (from the intended send time; log scale)", barmode="group",
-                      yaxis=dict(type="log", title="ms (log scale)"), height=400, uniformtext_minsize=9,
-                      margin=dict(l=50, r=20, t=50, b=40))
+                      yaxis=dict(type="log", title="milliseconds (log scale)", range=[low, high], tickvals=decades,
+                                 ticktext=[f"{d:g} ms" for d in decades]),
+                      height=400, margin=dict(l=60, r=20, t=50, b=40))
     ctx.figure(fig)
 
 
@@ -502,6 +507,9 @@ def _timeline_figure(ctx: PhaseRun, run: LoadRun) -> None:
                           row=2, col=1)
     fig.update_yaxes(title_text="req/s", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="errors/s", range=[0, max(1, top_errors) * 1.15], row=2, col=1)
+    if not top_errors:
+        fig.add_annotation(text="no errors in any scenario", x=0.5, y=0.5, xref="x2 domain", yref="y2 domain",
+                           showarrow=False, font=dict(color="#1a7f37", size=13))
     fig.update_xaxes(title_text="seconds since the load began", row=2, col=1)
     fig.update_layout(title="Throughput and errors over time", height=480, legend_title_text="scenario",
                       margin=dict(l=60, r=20, t=70, b=50))
