@@ -524,9 +524,9 @@ def _connections_figure(ctx: PhaseRun, run: LoadRun) -> None:
     cfg = ctx.settings.db_connections
     t = [s.t_s for s in run.conn_samples]
     fig = go.Figure(go.Scatter(x=t, y=[s.total for s in run.conn_samples], name="all client connections"))
-    fig.add_trace(go.Scatter(x=t, y=[s.active for s in run.conn_samples], name="active"))
+    fig.add_trace(go.Scatter(x=t, y=[s.active for s in run.conn_samples], name="active (running a query)"))
     if cfg.application_name:
-        fig.add_trace(go.Scatter(x=t, y=[s.app for s in run.conn_samples], name=cfg.application_name))
+        fig.add_trace(go.Scatter(x=t, y=[s.app for s in run.conn_samples], name=f"{cfg.application_name} (its pool)"))
     if cfg.pool_size:
         fig.add_hline(y=cfg.pool_size, line_dash="dot", annotation_text=f"pool limit {cfg.pool_size}")
     if run.max_connections:
