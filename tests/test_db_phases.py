@@ -139,6 +139,7 @@ def test_postconditions_fail_per_family_naming_what_is_wrong(tmp_path, monkeypat
     rls = by_id["migrations.post.rls"].observed
     assert "row-level security off on exams (declared on)" in rls
     assert "1 policy on data_exports, expected at least 5" in rls
+    assert ["no_such_table", "no", "table no_such_table missing"] in by_id["migrations.post.tables"].evidence["sample"]
 
 
 def test_roundtrip_fails_when_a_down_script_does_not_undo(tmp_path, monkeypatch, sbx):
@@ -386,6 +387,7 @@ def test_restore_missing_rows_fails_with_counts(tmp_path, monkeypatch, sbx):
         restored, counts = backup_recovery.check_restore(ctx)
         assert restored.status == "pass" and restored.metrics["restore_s"] < 10
         assert counts.status == "fail" and counts.observed == "exams: 3 restored vs 4 in the source"
+        assert ["exams", 4, 3, 1] in counts.evidence["sample"]
     finally:
         with sa.create_engine(sbx.admin_db_url).begin() as conn:
             conn.execute(sa.text("DELETE FROM exams WHERE title = 'after the backup'"))
@@ -484,4 +486,5 @@ def test_restart_that_loses_rows_fails_the_counts(tmp_path, monkeypatch, sbx):
     rto, counts = backup_recovery.check_restart(ctx)
     assert rto.status == "pass"
     assert counts.status == "fail" and counts.observed == "rows lost: exams -1"
+    assert any(row[0] == "exams" and row[3] == "-1" for row in counts.evidence["sample"])
     admin.dispose()

@@ -169,7 +169,10 @@ def check_restore(ctx: PhaseRun) -> list[Check]:
             if got < src * (1 - cfg.tolerance_pct / 100):
                 short.append(f"{t.name}: {got} restored vs {src} in the source")
         _counts_chart(ctx, counts)
-        evidence = {"as_of": as_of.isoformat(timespec="seconds"), "tables": counts}
+        evidence = {"source counted as of": as_of.strftime("%Y-%m-%d %H:%M:%S UTC") + " (the backup's time)",
+                    "columns": ["table", "source", "restored", "missing"],
+                    "sample": [[t, v["source"], v["restored"], max(0, v["source"] - v["restored"])]
+                               for t, v in counts.items()]}
         metrics = {f"{k}.missing": max(0, v["source"] - v["restored"]) for k, v in counts.items()}
         if short:
             return Outcome("fail", "; ".join(short), expected, evidence, metrics)
@@ -232,7 +235,7 @@ def _ops(ctx: PhaseRun, cfg: Any, what: str) -> tuple[Outcome, float | None]:
     if not res.ok:
         return Outcome("error" if res.error else "fail", res.describe(), expected, res.evidence()), None
     took, seen = _wait_up(ctx, t0, cfg.timeout_s)
-    evidence = {**res.evidence(), "while_down": seen}
+    evidence = {**res.evidence(), "while down": "; ".join(seen) or "health and ready answered at the first try"}
     if took is None:
         return Outcome("fail", f"health/ready not answering {cfg.timeout_s:g} s after the {what}", expected,
                        evidence), None
@@ -287,7 +290,8 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
         diff = {t: after[t] - state["before"][t] for t in after}
         lost = {t: d for t, d in diff.items() if d < 0}
         grew = {t: d for t, d in diff.items() if d > 0}  # other writers meanwhile: nothing lost
-        evidence = {"before": state["before"], "after": after}
+        evidence = {"columns": ["table", "rows before", "rows after", "change"],
+                    "sample": [[t, state["before"][t], after[t], f"{diff[t]:+d}"] for t in after]}
         metrics = {f"{t}.lost": -d for t, d in lost.items()}
         if lost:
             return Outcome("fail", "rows lost: " + ", ".join(f"{t} {d:+d}" for t, d in lost.items()), expected,

@@ -337,7 +337,7 @@ class MigrationsRun:
                      else "no"} for p in self.pending]
             unexpected = [p.id for p in self.pending if p.id not in expected_ids]
             changed = getattr(self.driver, "changed", [])
-            evidence: dict[str, Any] = {"pending": rows, "changed_after_apply": changed}
+            evidence: dict[str, Any] = {"pending": rows, "changed since applied": ", ".join(changed) or "none"}
             if isinstance(self.driver, Command):
                 evidence["plan_output"] = self.driver.outputs[-1]
             metrics = {"pending": len(self.pending), "unexpected": len(unexpected)}
@@ -508,7 +508,8 @@ def check_postconditions(ctx: PhaseRun) -> list[Check]:
         def probe() -> Outcome:
             rows = [probe_item(it) for it in items]
             bad = [r for r in rows if not r["ok"]]
-            evidence = {"items": rows}
+            evidence = {"columns": ["declared", "as declared", "detail"],
+                        "sample": [[r["item"], "yes" if r["ok"] else "no", _detail(r)] for r in rows]}
             if bad:
                 return Outcome("fail", "; ".join(r["problem"] for r in bad)[:400], expected, evidence,
                                {"missing": len(bad)})
@@ -516,6 +517,15 @@ def check_postconditions(ctx: PhaseRun) -> list[Check]:
             return Outcome("pass", seen, expected, evidence, {"checked": len(items)})
 
         out.append(ctx.run(f"migrations.post.{name}", title, probe, severity="blocker", expected=expected))
+
+    def _detail(r: dict[str, Any]) -> str:
+        if not r["ok"]:
+            return r["problem"]
+        if "types" in r:
+            return ", ".join(f"{c} {t}" for c, t in r["types"].items())
+        if "policies" in r:
+            return f"row-level security {r['row-level security']}, {plural(r['policies'], 'policy', 'policies')}"
+        return ""
 
     def insp() -> Any:
         return sa.inspect(ctx.engine)
