@@ -38,6 +38,11 @@ def _overdue(ctx: PhaseRun, win: Any) -> tuple[int, list[list[Any]]]:
 
 def _when(value: Any) -> str:
     """A timestamp to the second ('2026-10-10 23:02:46 UTC'); anything else as text."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
     if isinstance(value, datetime):
         if value.tzinfo is not None:
             return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -96,9 +101,10 @@ def check_purge_dry_run(ctx: PhaseRun) -> Check | None:
             if not res.ok:
                 return Outcome("error" if res.error else "fail", res.describe(), expected, evidence)
             counts = {str(k): int(v) for k, v in json.loads(res.output.strip().splitlines()[-1]).items()}
-        evidence["would_delete"] = counts
         overdue = {w.table: _overdue(ctx, w)[0] for w in ctx.settings.windows}
-        evidence["past_window"] = overdue
+        evidence["columns"] = ["table", "would delete", "rows past the window"]
+        evidence["sample"] = [[t, counts.get(t, "not named"), overdue.get(t, "no window")]
+                              for t in dict.fromkeys([*counts, *overdue])]
         mismatch = {t: (counts.get(t), n) for t, n in overdue.items() if counts.get(t, 0) != n}
         metrics = {f"{t}.would_delete": n for t, n in counts.items()}
         if mismatch:
@@ -173,8 +179,8 @@ def check_pii(ctx: PhaseRun) -> list[Check]:
                     counts[kind] += 1
                     if len(examples) < 5:
                         examples.append(f"{kind}: {mask(kind, match)}")
-            evidence = {"rows_scanned": len(rows), "rows_with_pii": hit_rows, "matches": counts,
-                        "masked_examples": examples}
+            evidence = {"rows_scanned": len(rows), "rows_with_pii": hit_rows,
+                        "matches": ", ".join(f"{n} {k}" for k, n in counts.items()), "masked_examples": examples}
             metrics = {"rows_scanned": len(rows), "rows_with_pii": hit_rows, **counts}
             if hit_rows:
                 kinds = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
