@@ -169,8 +169,9 @@ def check_database(ctx: PhaseRun) -> Check | None:
         expected = "connects; session is read-only with a statement timeout"
         if info["read_only"] != "on":
             return Outcome("fail", f"session is not read-only ({info['read_only']})", expected, info)
+        timeout = re.sub(r"^(\d+)\s*([a-z]+)$", r"\1 \2", str(info["statement_timeout"]))  # "5s" -> "5 s"
         return Outcome("pass", f"PostgreSQL {info['server_version']}, database {info['database']}, read-only, "
-                               f"statement_timeout {info['statement_timeout']}", expected, info)
+                               f"statement timeout {timeout}", expected, info)
 
     return ctx.run("preflight.database", "Database reachable (read-only session)", probe, severity="blocker",
                    expected="connects; session is read-only with a statement timeout")
