@@ -122,14 +122,16 @@ def test_slow_endpoint_fails_latency_gate(tmp_path, server):
     ctx = phase(tmp_path, "preflight", server,
                 {"preflight": {"latency": {"endpoints": ["/slow"], "samples": 3, "p95_ms": 20}}})
     check = preflight.check_latency(ctx)
-    assert check.status == "fail" and check.metrics["p95_ms"] >= 50
+    assert check.status == "fail" and check.metrics["p95_ms"] >= 50 and check.observed.startswith("p95 ")
+    assert check.evidence["limit"].startswith("p95 at most 20 ms") and "over 3 requests" in check.evidence["/slow"]
 
 
 def test_latency_with_failing_endpoint_is_not_a_pass(tmp_path, server):
     ctx = phase(tmp_path, "preflight", server,
                 {"preflight": {"latency": {"endpoints": ["/health"], "samples": 2, "p95_ms": 1000}}})
     check = preflight.check_latency(ctx)
-    assert check.status == "error" and check.metrics["errors"] == 2
+    assert check.status == "error" and check.metrics["errors"] == 2 and "no successful response" in check.observed
+    assert check.evidence["requests"] == "2 sent one after another, 2 failed"
 
 
 def test_journey_wrong_token_fails_and_later_steps_skip(tmp_path, server, monkeypatch):

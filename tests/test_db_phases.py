@@ -93,7 +93,7 @@ def test_unexpected_pending_and_missing_directory(tmp_path, monkeypatch, sbx):
     ctx = make(tmp_path, monkeypatch, "migrations", {"sql_dir": {"directory": str(d)}, "apply": False}, sbx)
     run = migrations.MigrationsRun(ctx)
     plan = run.plan()
-    assert plan.status == "fail" and plan.observed == "1 unexpected pending migration(s): 095"
+    assert plan.status == "fail" and plan.observed == "1 unexpected pending migration: 095"
     assert run.apply().status == "skip" and run.none_pending().status == "skip"
     (d / "095_extra.sql").unlink()
     (d / "003_answers.sql").write_text((d / "003_answers.sql").read_text() + "-- edited after it ran\n")
@@ -137,7 +137,9 @@ def test_postconditions_fail_per_family_naming_what_is_wrong(tmp_path, monkeypat
     assert "no_check" in by_id["migrations.post.check_constraints"].observed
     assert "no_function" in by_id["migrations.post.functions"].observed
     rls = by_id["migrations.post.rls"].observed
-    assert "RLS disabled on exams" in rls and "1 polic(ies) on data_exports, expected >= 5" in rls
+    assert "row-level security off on exams (declared on)" in rls
+    assert "1 policy on data_exports, expected at least 5" in rls
+    assert ["no_such_table", "no", "table no_such_table missing"] in by_id["migrations.post.tables"].evidence["sample"]
 
 
 def test_roundtrip_fails_when_a_down_script_does_not_undo(tmp_path, monkeypatch, sbx):
@@ -235,7 +237,7 @@ def test_alembic_driver_on_a_real_tiny_project(tmp_path, monkeypatch, sbx):
         (proj / "mig" / "versions" / "c3_more.py").write_text(
             '"""more"""\nrevision, down_revision = "c3", "b2"\ndef upgrade():\n    pass\ndef downgrade():\n    pass\n')
         again = migrations.MigrationsRun(ctx).plan()
-        assert again.status == "fail" and again.observed == "1 unexpected pending migration(s): c3"
+        assert again.status == "fail" and again.observed == "1 unexpected pending migration: c3"
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
@@ -385,6 +387,7 @@ def test_restore_missing_rows_fails_with_counts(tmp_path, monkeypatch, sbx):
         restored, counts = backup_recovery.check_restore(ctx)
         assert restored.status == "pass" and restored.metrics["restore_s"] < 10
         assert counts.status == "fail" and counts.observed == "exams: 3 restored vs 4 in the source"
+        assert ["exams", 4, 3, 1] in counts.evidence["sample"]
     finally:
         with sa.create_engine(sbx.admin_db_url).begin() as conn:
             conn.execute(sa.text("DELETE FROM exams WHERE title = 'after the backup'"))
@@ -483,4 +486,5 @@ def test_restart_that_loses_rows_fails_the_counts(tmp_path, monkeypatch, sbx):
     rto, counts = backup_recovery.check_restart(ctx)
     assert rto.status == "pass"
     assert counts.status == "fail" and counts.observed == "rows lost: exams -1"
+    assert any(row[0] == "exams" and row[3] == "-1" for row in counts.evidence["sample"])
     admin.dispose()

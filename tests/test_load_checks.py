@@ -35,16 +35,22 @@ def by_id(checks: list) -> dict:
 
 def judge(ctx: PhaseRun) -> dict:
     run = load.run_load_phase(ctx)
+    load.show_run(ctx, run)
     checks = (load.check_generator(ctx, run) + load.check_latency(ctx, run) + load.check_errors(ctx, run)
               + load.check_throughput(ctx, run) + load.check_db_connections(ctx, run))
     return by_id(checks)
 
 
-def test_slow_endpoint_fails_p95_and_p99_gates(tmp_path):
+def test_slow_endpoint_fails_p95_and_p99_gates(tmp_path, capsys):
     with reference_server("--delay", "0.3") as slow:
         got = judge(phase(tmp_path, slow, [stage("slow", "/", p95_ms=100, p99_ms=200)]))
     p95, p99 = got["load.p95.slow_req"], got["load.p99.slow_req"]
     assert p95.status == "fail" and p95.observed.startswith("p95 3") and p95.severity == "blocker"
+    assert p95.evidence["limit"] == "p95 at most 100 ms" and p95.evidence["requests"] == p95.metrics["requests"]
+    assert p95.evidence["percentiles"].startswith("p50 3") and p95.evidence["status mix"].startswith("200 × ")
+    gen = got["load.generator.slow"]
+    assert "% of a core" in gen.observed and "client_cpu_pct" in gen.metrics and "client_cpu" not in gen.metrics
+    assert "1 stage, " in capsys.readouterr().out  # the "Run the load" summary
     assert p99.status == "fail" and "p99 3" in p99.observed
     assert got["load.errors.slow_req"].status == "pass" and got["load.generator.slow"].status == "pass"
 
@@ -53,7 +59,7 @@ def test_errors_and_low_throughput_fail(tmp_path):
     with reference_server() as fast:
         got = judge(phase(tmp_path, fast, [stage("broken", "/status/500")]))
     err, tput = got["load.errors.broken_req"], got["load.throughput.broken"]
-    assert err.status == "fail" and "(100.0%)" in err.observed and "'500'" in err.observed
+    assert err.status == "fail" and "(100.0%)" in err.observed and "answers 500 × " in err.observed
     assert tput.status == "fail" and tput.observed.startswith("0.0 successful responses/s")
     assert got["load.p95.broken_req"].status == "pass"
 
@@ -101,4 +107,7 @@ def test_db_connections_over_limit_fail_and_pool_exhaustion_warns(tmp_path, sand
     got = judge(ctx)
     conn, pool = got["load.db.connections"], got["load.db.pool"]
     assert conn.status == "fail" and "of max_connections" in conn.observed
+    assert " connection" in conn.evidence["peak"]
+    assert conn.evidence["max_connections"] == conn.metrics["max_connections"]
     assert pool.status == "warn" and pool.observed.startswith("pool exhausted: exam-api held")
+    assert pool.evidence["pool limit"] == "1 connection" and pool.evidence["application"] == "exam-api"

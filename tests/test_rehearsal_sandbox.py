@@ -235,10 +235,10 @@ def test_faulty_database_phase_defects_say_why(faulty):
     """The database phases' planted defects (docs/sandbox.md) fail with the reason an operator needs."""
     _, run = faulty
     by_id = {c["id"]: c for c in json.loads((run / "results.json").read_text())["checks"]}
-    assert by_id["migrations.plan.pending"]["observed"] == "1 unexpected pending migration(s): 019"
+    assert by_id["migrations.plan.pending"]["observed"] == "1 unexpected pending migration: 019"
     assert by_id["migrations.apply"]["status"] == "pass"  # the pending migration applies; nothing else breaks
-    assert by_id["migrations.post.rls"]["observed"] == "RLS disabled on data_exports"
-    assert "1 row(s) past the 30-day window" in by_id["retention.window.access_log"]["observed"]
+    assert by_id["migrations.post.rls"]["observed"] == "row-level security off on data_exports (declared on)"
+    assert "1 row past the 30-day window" in by_id["retention.window.access_log"]["observed"]
     pii = by_id["retention.pii.access_log.payload"]
     assert pii["evidence"]["masked_examples"] == ["email: j***@e***.org", "phone: ****0958"]
     assert "jane.doe" not in json.dumps(by_id)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from rehearsal_lib.checks.migrations import _ident
 from rehearsal_lib.checks.preflight import _fill
+from rehearsal_lib.checks.units import plural, secs
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import command, http
 from rehearsal_lib.probes.sql import query
@@ -71,8 +72,9 @@ def check_backup(ctx: PhaseRun) -> list[Check]:
         _, info = newest_backup(ctx)
         found.update(info)
         hours = info["age_s"] / 3600
-        evidence = {k: v for k, v in info.items() if k != "mtime"}
-        metrics = {"rpo_s": info["age_s"], "rpo_max_s": cfg.max_age_hours * 3600}
+        evidence = {"backup": info["backup"], "modified at": info["modified_at"], "age": f"{hours:.1f} h",
+                    "size": f"{info['size_bytes']} bytes", "RPO objective": f"{cfg.max_age_hours:g} h"}
+        metrics = {"rpo_h": round(hours, 1), "rpo_max_h": cfg.max_age_hours, "rpo_s": round(info["age_s"])}
         status = "pass" if hours <= cfg.max_age_hours else "fail"
         return Outcome(status, f"{info['backup']} is {hours:.1f} h old", expected, evidence, metrics)
 
@@ -143,7 +145,7 @@ def check_restore(ctx: PhaseRun) -> list[Check]:
                     conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             admin.dispose()
-        return Outcome("pass", f"restored {path.name} in {res.duration_s:.2f} s (scratch database dropped)",
+        return Outcome("pass", f"restored {path.name} in {secs(res.duration_s)} (scratch database dropped)",
                        expected, evidence, {"restore_s": round(res.duration_s, 3), "size_bytes": info["size_bytes"]})
 
     first = ctx.run("backup_recovery.restore.restored", "Restore into a scratch database", restore,
@@ -167,11 +169,15 @@ def check_restore(ctx: PhaseRun) -> list[Check]:
             if got < src * (1 - cfg.tolerance_pct / 100):
                 short.append(f"{t.name}: {got} restored vs {src} in the source")
         _counts_chart(ctx, counts)
-        evidence = {"as_of": as_of.isoformat(timespec="seconds"), "tables": counts}
+        evidence = {"source counted as of": as_of.strftime("%Y-%m-%d %H:%M:%S UTC") + " (the backup's time)",
+                    "columns": ["table", "source", "restored", "missing"],
+                    "sample": [[t, v["source"], v["restored"], max(0, v["source"] - v["restored"])]
+                               for t, v in counts.items()]}
         metrics = {f"{k}.missing": max(0, v["source"] - v["restored"]) for k, v in counts.items()}
         if short:
             return Outcome("fail", "; ".join(short), expected, evidence, metrics)
-        return Outcome("pass", f"{len(counts)} table(s) agree with the source at backup time", expected, evidence,
+        return Outcome("pass", f"{plural(len(counts), 'table')} agree with the source at backup time", expected,
+                       evidence,
                        metrics)
 
     return [first, ctx.run("backup_recovery.restore.row_counts", "Restored row counts match the source", compare,
@@ -179,13 +185,20 @@ def check_restore(ctx: PhaseRun) -> list[Check]:
 
 
 def _counts_chart(ctx: PhaseRun, counts: dict[str, dict[str, Any]]) -> None:
+    """Source vs restored rows per table, every value written on its bar (a 0 bar is otherwise invisible)."""
     import plotly.graph_objects as go
 
     names = list(counts)
-    fig = go.Figure([go.Bar(name="source (at backup time)", x=names, y=[counts[n]["source"] for n in names]),
-                     go.Bar(name="restored", x=names, y=[counts[n]["restored"] for n in names])])
-    fig.update_layout(title="Rows: source vs restored copy", barmode="group", height=320,
-                      margin=dict(l=40, r=20, t=50, b=40))
+    source = [counts[n]["source"] for n in names]
+    restored = [counts[n]["restored"] for n in names]
+    short = ["#cf222e" if r < s else "#2da44e" for r, s in zip(restored, source, strict=True)]
+    fig = go.Figure([go.Bar(name="source (at backup time)", x=names, y=source, marker_color="#8c959f",
+                            text=[str(v) for v in source], textposition="outside", cliponaxis=False),
+                     go.Bar(name="restored copy (red: rows missing)", x=names, y=restored, marker_color=short,
+                            text=[str(v) for v in restored], textposition="outside", cliponaxis=False)])
+    fig.update_layout(title="Rows per table: source vs restored copy", barmode="group", yaxis_title="rows",
+                      yaxis_range=[0, max(source + restored + [1]) * 1.2], height=340,
+                      margin=dict(l=50, r=20, t=50, b=40))
     ctx.figure(fig)
 
 
@@ -222,11 +235,11 @@ def _ops(ctx: PhaseRun, cfg: Any, what: str) -> tuple[Outcome, float | None]:
     if not res.ok:
         return Outcome("error" if res.error else "fail", res.describe(), expected, res.evidence()), None
     took, seen = _wait_up(ctx, t0, cfg.timeout_s)
-    evidence = {**res.evidence(), "while_down": seen}
+    evidence = {**res.evidence(), "while down": "; ".join(seen) or "health and ready answered at the first try"}
     if took is None:
         return Outcome("fail", f"health/ready not answering {cfg.timeout_s:g} s after the {what}", expected,
                        evidence), None
-    return Outcome("pass", f"{what} done; healthy and ready after {took:.2f} s", expected, evidence,
+    return Outcome("pass", f"{what} done; healthy and ready after {secs(took)}", expected, evidence,
                    {"seconds_to_ready": round(took, 3)}), took
 
 
@@ -261,9 +274,9 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
             return out
         out.metrics = {"rto_s": round(took, 3), "rto_max_s": cfg.rto_max_s}
         if took > cfg.rto_max_s:
-            out.status, out.observed = "fail", f"ready after {took:.2f} s, over the {cfg.rto_max_s:g} s RTO"
+            out.status, out.observed = "fail", f"ready after {secs(took)}, over the {cfg.rto_max_s:g} s RTO"
         else:
-            out.observed = f"ready after {took:.2f} s (RTO objective {cfg.rto_max_s:g} s)"
+            out.observed = f"ready after {secs(took)} (RTO objective {cfg.rto_max_s:g} s)"
         return out
 
     checks = [ctx.run("backup_recovery.restart.rto", "Restart drill: time to health and ready (RTO)", restart,
@@ -277,13 +290,14 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
         diff = {t: after[t] - state["before"][t] for t in after}
         lost = {t: d for t, d in diff.items() if d < 0}
         grew = {t: d for t, d in diff.items() if d > 0}  # other writers meanwhile: nothing lost
-        evidence = {"before": state["before"], "after": after}
+        evidence = {"columns": ["table", "rows before", "rows after", "change"],
+                    "sample": [[t, state["before"][t], after[t], f"{diff[t]:+d}"] for t in after]}
         metrics = {f"{t}.lost": -d for t, d in lost.items()}
         if lost:
             return Outcome("fail", "rows lost: " + ", ".join(f"{t} {d:+d}" for t, d in lost.items()), expected,
                            evidence, metrics)
         extra = f" ({', '.join(f'{t} {d:+d}' for t, d in grew.items())} written meanwhile)" if grew else ""
-        return Outcome("pass", f"{len(after)} table(s): nothing lost{extra}", expected, evidence, metrics)
+        return Outcome("pass", f"{plural(len(after), 'table')}: nothing lost{extra}", expected, evidence, metrics)
 
     if cfg.count_tables:
         checks.append(ctx.run("backup_recovery.restart.counts", "Nothing lost across the restart", counts,
@@ -324,24 +338,28 @@ def show_objectives(ctx: PhaseRun) -> None:
     gauges = []
     rpo = found.get("backup_recovery.backup.age", {})
     if rpo.get("rpo_s") is not None:
-        gauges.append(("RPO: newest backup's age (h)", rpo["rpo_s"] / 3600, rpo["rpo_max_s"] / 3600))
+        gauges.append(("RPO: newest backup's age", rpo["rpo_s"] / 3600, rpo["rpo_max_h"], "h"))
     rto = found.get("backup_recovery.restart.rto", {})
     if rto.get("rto_s") is not None:
-        gauges.append(("RTO: restart to ready (s)", rto["rto_s"], rto["rto_max_s"]))
+        gauges.append(("RTO: restart until ready", rto["rto_s"], rto["rto_max_s"], "s"))
     if not gauges:
         ctx.note("No RPO or RTO was measured in this run.")
         return
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for i, (title, value, limit) in enumerate(gauges):
+    for i, (title, value, limit, unit) in enumerate(gauges):
+        ok = value <= limit
         fig.add_trace(go.Indicator(
-            mode="number+gauge", value=round(value, 2), title={"text": title, "font": {"size": 14}},
-            number={"font": {"size": 26}},
+            mode="number+gauge", value=round(value, 1),
+            title={"text": f"{title}<br><span style='font-size:11px;color:#57606a'>objective ≤ {limit:g} {unit}"
+                           "</span>", "font": {"size": 14}},
+            number={"font": {"size": 24, "color": "#2da44e" if ok else "#cf222e"}, "suffix": f" {unit}",
+                    "valueformat": ".1f"},
             domain={"x": [0.25, 1], "y": [i / len(gauges) + 0.08, (i + 1) / len(gauges) - 0.08]},
-            gauge={"shape": "bullet", "axis": {"range": [0, max(limit, value) * 1.2]},
+            gauge={"shape": "bullet", "axis": {"range": [0, max(limit, value) * 1.2], "ticksuffix": f" {unit}"},
                    "threshold": {"line": {"color": "#cf222e", "width": 3}, "value": limit},
-                   "bar": {"color": "#2da44e" if value <= limit else "#cf222e"}}))
-    fig.update_layout(title="Measured RPO and RTO against their objectives (red line)", height=110 + 90 * len(gauges),
+                   "bar": {"color": "#2da44e" if ok else "#cf222e"}}))
+    fig.update_layout(title="Measured RPO and RTO against their objectives (red line)", height=130 + 100 * len(gauges),
                       margin=dict(l=20, r=30, t=50, b=20))
     ctx.figure(fig)

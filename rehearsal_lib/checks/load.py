@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from rehearsal_lib.checks.units import ms, plural, rps, secs, status_mix
 from rehearsal_lib.config import LoadParams, LoadScenario, LoadStage
 from rehearsal_lib.load.engine import LoadResult, LoadSpec, Scenario, ScenarioStats, _Template, run_load
 from rehearsal_lib.phase import Outcome, PhaseRun
@@ -186,6 +187,39 @@ def run_load_phase(ctx: PhaseRun) -> LoadRun:
     return run
 
 
+def show_run(ctx: PhaseRun, run: LoadRun) -> None:
+    """A short table of what was sent: per stage its shape, requests, failures and how long it took."""
+    import html
+
+    from rehearsal_lib.phase import _display
+
+    if not run.stages:
+        return
+    rows = []
+    for sr in run.stages:
+        st = sr.stage
+        shape = (rps(st.rate) + (f" after a {secs(st.ramp_s)} ramp" if st.ramp_s else "") if st.model == "open"
+                 else f"{plural(st.users, 'user')} at once")
+        if sr.result is None:
+            rows.append([st.title or st.name, shape, secs(st.duration_s), "—", "—", "—",
+                         f"no figures: {sr.error or 'did not run'}"])
+            continue
+        stats = sr.result.scenario_stats()
+        sent, failed = sum(s.count for s in stats), sum(s.errors for s in stats)
+        note = "generator saturated: " + "; ".join(sr.saturated) if sr.saturated else "generator kept up"
+        rows.append([st.title or st.name, shape, secs(st.duration_s), str(sent), str(failed),
+                     secs(sr.result.wall_s), note])
+    head = ["stage", "load", "planned", "requests", "failed", "took", "note"]
+    left = "style='text-align:left'"
+    body = "".join("<tr>" + "".join(f"<td {left}>{html.escape(v)}</td>" for v in r) + "</tr>" for r in rows)
+    total = sum(int(r[3]) for r in rows if r[3].isdigit())
+    setup = f"setup failed: {run.setup_error}. " if run.setup_error else ""
+    lead = f"{setup}{plural(len(rows), 'stage')}, {plural(total, 'request')} sent."
+    _display({"text/html": f"<p>{html.escape(lead)}</p><table><tr>"
+                           + "".join(f"<th {left}>{h}</th>" for h in head) + f"</tr>{body}</table>",
+              "text/plain": lead + "\n" + "\n".join(" | ".join(r) for r in rows)})
+
+
 # ------------------------------------------------------------------------------------------ checks
 
 
@@ -196,10 +230,21 @@ def _not_judged(run: LoadRun, sr: StageRun | None, expected: str) -> Outcome | N
     if sr is None or sr.error or sr.result is None:
         return Outcome("error", sr.error if sr is not None and sr.error else "stage did not run", expected)
     if sr.saturated:
-        figures = sr.result.generator_figures()
+        figures = _generator_figures(sr.result)
         return Outcome("error", "load generator saturated: " + "; ".join(sr.saturated), expected, figures,
                        _numbers(figures))
     return None
+
+
+def _generator_figures(result: LoadResult) -> dict[str, Any]:
+    """The generator's figures for people: rates to one decimal, client CPU in % of one core."""
+    f = dict(result.generator_figures())
+    for key in ("target_rps", "achieved_rps"):
+        if f.get(key) is not None:
+            f[key] = round(f[key], 1)
+    cpu = f.pop("client_cpu", None)
+    f["client_cpu_pct"] = round(cpu * 100, 1) if cpu is not None else None
+    return f
 
 
 def _numbers(figures: dict[str, Any]) -> dict[str, float | int | None]:
@@ -229,10 +274,12 @@ def check_generator(ctx: PhaseRun, run: LoadRun) -> list[Check]:
             if bad:
                 return bad
             assert sr is not None and sr.result is not None
-            f = sr.result.generator_figures()
-            rate = f"{f['achieved_rps']} req/s" + (f" of {f['target_rps']}" if f["target_rps"] else "")
-            lag = f", lag p99 {f['scheduler_lag_p99_ms']} ms" if f["scheduler_lag_p99_ms"] is not None else ""
-            return Outcome("pass", f"kept up: {rate}{lag}, client CPU {f['client_cpu']:.0%}", expected, f, _numbers(f))
+            f = _generator_figures(sr.result)
+            rate = rps(f["achieved_rps"]) + (f" of {rps(f['target_rps'])} target" if f["target_rps"] else "")
+            lag_ms = f["scheduler_lag_p99_ms"]
+            lag = f", scheduler lag p99 {ms(lag_ms)}" if lag_ms is not None else ""
+            return Outcome("pass", f"kept up: {rate}{lag}, client CPU {f['client_cpu_pct']:.0f}% of a core", expected,
+                           f, _numbers(f))
 
         out.append(ctx.run(f"load.generator.{stage.name}", f"Load generator kept up: {stage.title or stage.name}",
                            probe, severity="major", expected=expected))
@@ -261,10 +308,14 @@ def check_latency(ctx: PhaseRun, run: LoadRun) -> list[Check]:
                                "requests": st.count}
                     if value is None:
                         return Outcome("error", "no requests were sent for this scenario", expected, None, metrics)
-                    seen = f"p{pct} {value:.0f} ms over {st.count} requests (p50 {st.p50_ms:.0f} ms)"
+                    seen = f"p{pct} {ms(value)} over {plural(st.count, 'request')} (p50 {ms(st.p50_ms)})"
+                    evidence = {"percentiles": f"p50 {ms(st.p50_ms)}, p95 {ms(st.p95_ms)}, p99 {ms(st.p99_ms)}, "
+                                               f"max {ms(st.max_ms)}",
+                                "requests": st.count, "limit": f"p{pct} at most {limit:g} ms" if limit else "none",
+                                "measured from": "the intended send time", "status mix": status_mix(st.status_mix)}
                     if limit is None:
-                        return Outcome("pass", seen, expected, st.status_mix, metrics)
-                    return Outcome("pass" if value <= limit else "fail", seen, expected, st.status_mix, metrics)
+                        return Outcome("pass", seen, expected, evidence, metrics)
+                    return Outcome("pass" if value <= limit else "fail", seen, expected, evidence, metrics)
 
                 out.append(ctx.run(f"load.p{pct}.{sc.name}", f"p{pct} latency of {sc.title or sc.name} under load",
                                    probe, severity=sev, expected=expected))
@@ -277,7 +328,8 @@ def check_errors(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     out = []
     for stage, sr in _stage_runs(ctx, run):
         for sc in stage.scenarios:
-            expected = f"error rate <= {sc.max_error_rate:.1%} (expected status {sc.expect_status})"
+            expected = (f"error rate <= {sc.max_error_rate:.1%} (expected status "
+                        f"{' or '.join(map(str, _codes(sc.expect_status)))})")
 
             def probe(sr: StageRun | None = sr, sc: LoadScenario = sc, expected: str = expected) -> Outcome:
                 bad = _not_judged(run, sr, expected)
@@ -289,8 +341,10 @@ def check_errors(ctx: PhaseRun, run: LoadRun) -> list[Check]:
                     return Outcome("error", "no requests were sent for this scenario", expected)
                 metrics = {"requests": st.count, "errors": st.errors, "error_rate": st.error_rate}
                 ok = st.error_rate <= sc.max_error_rate
-                return Outcome("pass" if ok else "fail", f"{st.errors} of {st.count} ({st.error_rate:.1%}); "
-                               f"status mix {st.status_mix}", expected, {"status_mix": st.status_mix}, metrics)
+                return Outcome("pass" if ok else "fail", f"{st.errors} of {plural(st.count, 'request')} failed "
+                               f"({st.error_rate:.1%}); answers {status_mix(st.status_mix)}", expected,
+                               {"answers": status_mix(st.status_mix), "requests": st.count, "errors": st.errors,
+                                "expected status": " or ".join(map(str, _codes(sc.expect_status)))}, metrics)
 
             out.append(ctx.run(f"load.errors.{sc.name}", f"Error rate of {sc.title or sc.name} under load", probe,
                                severity=sc.severity, expected=expected))
@@ -313,11 +367,11 @@ def check_throughput(ctx: PhaseRun, run: LoadRun) -> list[Check]:
             assert sr is not None
             stats = sr.result.scenario_stats() if sr.result else []
             ok = sum(s.ok for s in stats)
-            rps = ok / stage.duration_s
-            per = {s.name: s.rps for s in stats}
-            return Outcome("pass" if rps >= stage.min_throughput_rps else "fail",
-                           f"{rps:.1f} successful responses/s ({ok} in {stage.duration_s:g} s)", expected, per,
-                           {"throughput_rps": round(rps, 2)})
+            rate = ok / stage.duration_s
+            per = {f"{s.name} (req/s)": round(s.rps, 1) for s in stats}
+            return Outcome("pass" if rate >= stage.min_throughput_rps else "fail",
+                           f"{rate:.1f} successful responses/s ({ok} in {secs(stage.duration_s)})", expected, per,
+                           {"throughput_rps": round(rate, 1)})
 
         out.append(ctx.run(f"load.throughput.{stage.name}", f"Throughput of {stage.title or stage.name}", probe,
                            severity="major", expected=expected))
@@ -347,13 +401,19 @@ def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
         bad = peak()
         if bad:
             return bad
-        top = max(s.total for s in run.conn_samples)
+        peak_at = max(run.conn_samples, key=lambda s: s.total)
+        top = peak_at.total
         limit = run.max_connections or 0
         ratio = top / limit if limit else 0.0
         metrics = {"peak_connections": top, "max_connections": limit, "samples": len(run.conn_samples)}
+        evidence = {"peak": f"{plural(top, 'connection')} at {secs(peak_at.t_s)} ({peak_at.active} active)",
+                    "max_connections": limit, "limit": f"{cfg.max_usage_ratio:.0%} of max_connections = "
+                                                        f"{plural(int(limit * cfg.max_usage_ratio), 'connection')}",
+                    "samples": f"{len(run.conn_samples)}, one every {secs(cfg.sample_interval_s)}",
+                    "peak active": max(s.active for s in run.conn_samples)}
         return Outcome("pass" if ratio <= cfg.max_usage_ratio else "fail",
                        f"peak {top} of max_connections {limit} ({ratio:.0%}) over {len(run.conn_samples)} samples",
-                       expected, None, metrics)
+                       expected, evidence, metrics)
 
     out.append(ctx.run("load.db.connections", "Database connections under load", usage, severity="major",
                        expected=expected))
@@ -365,11 +425,16 @@ def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
             if bad:
                 return Outcome(bad.status, bad.observed, pool_expected)
             top = max(s.app or 0 for s in run.conn_samples)
+            at_limit = sum(1 for s in run.conn_samples if (s.app or 0) >= cfg.pool_size)
             metrics = {"peak_app_connections": top, "pool_size": cfg.pool_size}
+            evidence = {"application": cfg.application_name, "peak": plural(top, "connection"),
+                        "pool limit": plural(cfg.pool_size, "connection"),
+                        "samples at the limit": f"{at_limit} of {len(run.conn_samples)}"}
             if top >= cfg.pool_size:
                 return Outcome("warn", f"pool exhausted: {cfg.application_name} held {top} of {cfg.pool_size} "
-                                       "connections (requests waited for one)", pool_expected, None, metrics)
-            return Outcome("pass", f"peak {top} of {cfg.pool_size}", pool_expected, None, metrics)
+                                       "connections (requests waited for one)", pool_expected, evidence, metrics)
+            return Outcome("pass", f"peak {top} of {plural(cfg.pool_size, 'connection')}", pool_expected, evidence,
+                           metrics)
 
         out.append(ctx.run("load.db.pool", f"Connection pool of {cfg.application_name}", pool, severity="major",
                            expected=pool_expected))
@@ -380,7 +445,11 @@ def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
 # ------------------------------------------------------------------------------------------ charts
 
 
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+
+
 def _latency_figure(ctx: PhaseRun, run: LoadRun) -> None:
+    """Grouped p50/p95/p99 bars per scenario on a log axis (a slow scenario must not hide the fast ones)."""
     rows = [(sr, st) for sr in run.stages if sr.result for st in sr.result.scenario_stats() if st.count]
     if not rows:
         return
@@ -388,39 +457,62 @@ def _latency_figure(ctx: PhaseRun, run: LoadRun) -> None:
 
     names = [st.name for _, st in rows]
     fig = go.Figure()
-    for pct in (50, 95, 99):
-        fig.add_trace(go.Bar(x=names, y=[getattr(st, f"p{pct}_ms") for _, st in rows], name=f"p{pct}"))
+    for pct, colour in ((50, "#9ecae1"), (95, "#3182bd"), (99, "#08519c")):
+        values = [getattr(st, f"p{pct}_ms") for _, st in rows]
+        fig.add_trace(go.Bar(x=names, y=values, name=f"p{pct}", marker_color=colour, text=[ms(v) for v in values],
+                             textposition="outside", textangle=0, textfont_size=10, cliponaxis=False))
     limits = {sc.name: sc.p95_ms for st in ctx.settings.stages for sc in st.scenarios}
     fig.add_trace(go.Scatter(x=names, y=[limits.get(n) for n in names], mode="markers", name="p95 limit",
-                             marker=dict(symbol="line-ew-open", size=30, color="crimson", line=dict(width=3))))
-    fig.update_layout(title="Latency per scenario (ms, from intended send time)", barmode="group", yaxis_title="ms",
-                      height=380, margin=dict(l=40, r=20, t=50, b=40))
+                             marker=dict(symbol="line-ew-open", size=40, color="crimson", line=dict(width=3))))
+    import math
+
+    shown = [v for _, st in rows for v in (st.p50_ms, st.p95_ms, st.p99_ms) if v] + [v for v in limits.values() if v]
+    low, high = math.floor(math.log10(min(shown))), math.log10(max(shown)) + 0.25  # room for the value labels
+    decades = [10.0 ** k for k in range(low, math.ceil(high) + 1)]
+    fig.update_layout(title="Latency per scenario (from the intended send time; log scale)", barmode="group",
+                      yaxis=dict(type="log", title="milliseconds (log scale)", range=[low, high], tickvals=decades,
+                                 ticktext=[f"{d:g} ms" for d in decades]),
+                      height=400, margin=dict(l=60, r=20, t=50, b=40))
     ctx.figure(fig)
 
 
 def _timeline_figure(ctx: PhaseRun, run: LoadRun) -> None:
+    """Requests/s and errors/s per scenario over time: one colour per scenario in both panels."""
     done = [sr for sr in run.stages if sr.result]
     if not done:
         return
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("requests/s per scenario", "errors/s per scenario"))
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
+                        subplot_titles=("requests per second, per scenario", "errors per second, per scenario"))
+    colours: dict[str, str] = {}
+    top_errors = 0
     for sr in done:
         assert sr.result is not None
         series: dict[str, dict[int, tuple[int, int]]] = {}
         for row in sr.result.timeline():
             series.setdefault(row["scenario"], {})[row["second"]] = (row["requests"], row["errors"])
         for name, by_sec in series.items():
+            first = name not in colours
+            colour = colours.setdefault(name, PALETTE[len(colours) % len(PALETTE)])
             xs = sorted(by_sec)
             t = [sr.offset_s + x for x in xs]
+            errors = [by_sec[x][1] for x in xs]
+            top_errors = max(top_errors, *errors)
             fig.add_trace(go.Scatter(x=t, y=[by_sec[x][0] for x in xs], name=name, mode="lines+markers",
-                                     legendgroup=name), row=1, col=1)
-            fig.add_trace(go.Scatter(x=t, y=[by_sec[x][1] for x in xs], name=f"{name} errors", mode="lines+markers",
-                                     legendgroup=name, showlegend=False), row=2, col=1)
-    fig.update_layout(title="Throughput and errors over time (s since the phase began)", height=460,
-                      margin=dict(l=40, r=20, t=60, b=40))
+                                     line=dict(color=colour), legendgroup=name, showlegend=first), row=1, col=1)
+            fig.add_trace(go.Scatter(x=t, y=errors, name=f"{name} errors", mode="lines+markers",
+                                     line=dict(color=colour, dash="dot"), legendgroup=name, showlegend=False),
+                          row=2, col=1)
+    fig.update_yaxes(title_text="req/s", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="errors/s", range=[0, max(1, top_errors) * 1.15], row=2, col=1)
+    if not top_errors:
+        fig.add_annotation(text="no errors in any scenario", x=0.5, y=0.5, xref="x2 domain", yref="y2 domain",
+                           showarrow=False, font=dict(color="#1a7f37", size=13))
+    fig.update_xaxes(title_text="seconds since the load began", row=2, col=1)
+    fig.update_layout(title="Throughput and errors over time", height=480, legend_title_text="scenario",
+                      margin=dict(l=60, r=20, t=70, b=50))
     ctx.figure(fig)
 
 
@@ -432,14 +524,14 @@ def _connections_figure(ctx: PhaseRun, run: LoadRun) -> None:
     cfg = ctx.settings.db_connections
     t = [s.t_s for s in run.conn_samples]
     fig = go.Figure(go.Scatter(x=t, y=[s.total for s in run.conn_samples], name="all client connections"))
-    fig.add_trace(go.Scatter(x=t, y=[s.active for s in run.conn_samples], name="active"))
+    fig.add_trace(go.Scatter(x=t, y=[s.active for s in run.conn_samples], name="active (running a query)"))
     if cfg.application_name:
-        fig.add_trace(go.Scatter(x=t, y=[s.app for s in run.conn_samples], name=cfg.application_name))
+        fig.add_trace(go.Scatter(x=t, y=[s.app for s in run.conn_samples], name=f"{cfg.application_name} (its pool)"))
     if cfg.pool_size:
         fig.add_hline(y=cfg.pool_size, line_dash="dot", annotation_text=f"pool limit {cfg.pool_size}")
     if run.max_connections:
         fig.add_hline(y=run.max_connections * cfg.max_usage_ratio, line_dash="dash",
                       annotation_text=f"{cfg.max_usage_ratio:.0%} of max_connections ({run.max_connections})")
-    fig.update_layout(title="Database connections during the load (pg_stat_activity)", xaxis_title="s",
+    fig.update_layout(title="Database connections during the load", xaxis_title="seconds since the load began",
                       yaxis_title="connections", height=340, margin=dict(l=40, r=20, t=50, b=40))
     ctx.figure(fig)

@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from rehearsal_lib.checks.units import ms, plural
 from rehearsal_lib.phase import Outcome, PhaseRun, describe_exception
 from rehearsal_lib.probes import command
 from rehearsal_lib.probes.sql import query
@@ -332,10 +333,11 @@ class MigrationsRun:
             if self.driver is None:
                 return Outcome("error", f"driver {self.ctx.settings.driver}: {self.driver_error}", expected)
             self.pending = self.driver.plan()
-            rows = [{"migration": p.id, "name": p.name, "expected": p.id in expected_ids} for p in self.pending]
+            rows = [{"migration": p.id, "name": p.name, "announced by the release": "yes" if p.id in expected_ids
+                     else "no"} for p in self.pending]
             unexpected = [p.id for p in self.pending if p.id not in expected_ids]
             changed = getattr(self.driver, "changed", [])
-            evidence: dict[str, Any] = {"pending": rows, "changed_after_apply": changed}
+            evidence: dict[str, Any] = {"pending": rows, "changed since applied": ", ".join(changed) or "none"}
             if isinstance(self.driver, Command):
                 evidence["plan_output"] = self.driver.outputs[-1]
             metrics = {"pending": len(self.pending), "unexpected": len(unexpected)}
@@ -343,7 +345,8 @@ class MigrationsRun:
                 return Outcome("fail", f"applied migration(s) changed since: {', '.join(changed)}", expected,
                                evidence, metrics)
             if unexpected:
-                return Outcome("fail", f"{len(unexpected)} unexpected pending migration(s): {', '.join(unexpected)}",
+                return Outcome("fail", f"{plural(len(unexpected), 'unexpected pending migration')}: "
+                                       f"{', '.join(unexpected)}",
                                expected, evidence, metrics)
             return Outcome("pass", f"{len(self.pending)} pending" + (
                 f": {', '.join(p.id for p in self.pending)}" if self.pending else ""), expected, evidence, metrics)
@@ -376,7 +379,7 @@ class MigrationsRun:
                 if not res.ok:
                     self.stopped = f"apply command failed: {res.describe()}"
                     return Outcome("fail", self.stopped, expected, res.evidence())
-                return Outcome("pass", f"{len(self.pending)} applied in {res.duration_s:.2f} s", expected,
+                return Outcome("pass", f"{len(self.pending)} applied in {res.duration_s:.1f} s", expected,
                                res.evidence(), {"applied": len(self.pending), "duration_s": round(res.duration_s, 3)})
             engine = sa.create_engine(self._apply_url(), poolclass=sa.pool.NullPool)
             rows: list[dict[str, Any]] = []
@@ -399,8 +402,9 @@ class MigrationsRun:
             finally:
                 engine.dispose()
             self.applied = True
-            _table(self.ctx, "Apply", ["migration", "name", "status", "duration_ms"],
-                   [[r["migration"], r["name"], r["status"], r["duration_ms"]] for r in rows])
+            _table(self.ctx, "Apply", ["migration", "name", "status", "duration"],
+                   [[r["migration"], r["name"], r["status"], ms(r["duration_ms"]) if r["duration_ms"] is not None
+                     else "—"] for r in rows])
             _durations_chart(self.ctx, rows)
             done = [r for r in rows if r["status"] == "applied"]
             total = sum(r["duration_ms"] or 0 for r in rows)
@@ -408,7 +412,7 @@ class MigrationsRun:
             if self.stopped:
                 return Outcome("fail", self.stopped + "; the database is as the migration left it", expected,
                                {"migrations": rows}, metrics)
-            return Outcome("pass", f"{len(done)} applied in {total:.0f} ms", expected, {"migrations": rows}, metrics)
+            return Outcome("pass", f"{len(done)} applied in {ms(total)}", expected, {"migrations": rows}, metrics)
 
         return self.ctx.run("migrations.apply", "Apply pending migrations", probe, severity="blocker",
                             expected=expected)
@@ -458,6 +462,7 @@ class MigrationsRun:
 
 
 def _table(ctx: PhaseRun, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A plain table under the notebook's own heading (no caption: the heading already names it)."""
     import html
 
     from rehearsal_lib.phase import _display
@@ -465,21 +470,24 @@ def _table(ctx: PhaseRun, title: str, columns: list[str], rows: list[list[Any]])
     head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(v))}</td>" for v in r) + "</tr>"
                    for r in rows)
-    _display({"text/html": f"<p><b>{html.escape(title)}</b></p><table><tr>{head}</tr>{body}</table>",
-              "text/plain": f"{title}: " + "; ".join(" ".join(map(str, r)) for r in rows)})
+    _display({"text/html": f"<table><tr>{head}</tr>{body}</table>",
+              "text/plain": f"{title}: " + "; ".join(", ".join(f"{c} {v}" for c, v in zip(columns, r, strict=True))
+                                                      for r in rows)})
 
 
 def _durations_chart(ctx: PhaseRun, rows: list[dict[str, Any]]) -> None:
+    """Durations per migration, worth a chart only from two migrations on (one is in the table)."""
     done = [r for r in rows if r["duration_ms"] is not None]
-    if not done:
+    if len(done) < 2:
         return
     import plotly.graph_objects as go
 
     colors = ["#2da44e" if r["status"] == "applied" else "#cf222e" for r in done]
     fig = go.Figure(go.Bar(x=[f"{r['migration']} {r['name']}" for r in done], y=[r["duration_ms"] for r in done],
-                           marker_color=colors))
-    fig.update_layout(title="Migration durations (ms)", yaxis_title="ms", height=320,
-                      margin=dict(l=40, r=20, t=50, b=80))
+                           marker_color=colors, text=[ms(r["duration_ms"]) for r in done], textposition="outside",
+                           cliponaxis=False))
+    fig.update_layout(title="Migration durations (red: failed)", yaxis_title="ms", height=320,
+                      margin=dict(l=50, r=20, t=50, b=80))
     ctx.figure(fig)
 
 
@@ -492,21 +500,32 @@ def check_postconditions(ctx: PhaseRun) -> list[Check]:
     pc = ctx.settings.postconditions
     out: list[Check] = []
 
-    def family(name: str, title: str, items: list[Any], probe_item, noun: str = "") -> None:
+    def family(name: str, title: str, items: list[Any], probe_item, noun: tuple[str, str]) -> None:
         if not items:
             return
+        expected = f"{plural(len(items), *noun)} as declared"
 
         def probe() -> Outcome:
             rows = [probe_item(it) for it in items]
             bad = [r for r in rows if not r["ok"]]
-            expected = f"{len(items)} declared {noun or name.replace('_', ' ')} present as declared"
-            evidence = {"items": rows}
+            evidence = {"columns": ["declared", "as declared", "detail"],
+                        "sample": [[r["item"], "yes" if r["ok"] else "no", _detail(r)] for r in rows]}
             if bad:
                 return Outcome("fail", "; ".join(r["problem"] for r in bad)[:400], expected, evidence,
                                {"missing": len(bad)})
-            return Outcome("pass", f"all {len(items)} as declared", expected, evidence, {"checked": len(items)})
+            seen = "as declared" if len(items) == 1 else f"all {len(items)} as declared"
+            return Outcome("pass", seen, expected, evidence, {"checked": len(items)})
 
-        out.append(ctx.run(f"migrations.post.{name}", title, probe, severity="blocker"))
+        out.append(ctx.run(f"migrations.post.{name}", title, probe, severity="blocker", expected=expected))
+
+    def _detail(r: dict[str, Any]) -> str:
+        if not r["ok"]:
+            return r["problem"]
+        if "types" in r:
+            return ", ".join(f"{c} {t}" for c, t in r["types"].items())
+        if "policies" in r:
+            return f"row-level security {r['row-level security']}, {plural(r['policies'], 'policy', 'policies')}"
+        return ""
 
     def insp() -> Any:
         return sa.inspect(ctx.engine)
@@ -576,19 +595,24 @@ def check_postconditions(ctx: PhaseRun) -> list[Check]:
         enabled, policies = bool(rows[0][0]), int(rows[0][1])
         problems = []
         if enabled != spec.enabled:
-            problems.append(f"RLS {'disabled' if not enabled else 'enabled'} on {spec.table}")
+            problems.append(f"row-level security {'off' if not enabled else 'on'} on {spec.table} "
+                            f"(declared {'on' if spec.enabled else 'off'})")
         if policies < spec.min_policies:
-            problems.append(f"{policies} polic(ies) on {spec.table}, expected >= {spec.min_policies}")
-        return {"item": spec.table, "ok": not problems, "problem": "; ".join(problems), "rls_enabled": enabled,
-                "policies": policies}
+            problems.append(f"{plural(policies, 'policy', 'policies')} on {spec.table}, expected at least "
+                            f"{spec.min_policies}")
+        return {"item": spec.table, "ok": not problems, "problem": "; ".join(problems),
+                "row-level security": "on" if enabled else "off", "policies": policies}
 
-    family("tables", "Tables exist", pc.tables, table_item)
-    family("columns", "Columns and types", list(pc.columns.items()), columns_item, "table(s) with their columns")
-    family("indexes", "Indexes exist", pc.indexes, index_item)
-    family("foreign_keys", "Foreign keys exist", pc.foreign_keys, fk_item)
-    family("check_constraints", "Check constraints exist", pc.check_constraints, check_item)
-    family("functions", "Functions exist", pc.functions, function_item)
-    family("rls", "Row-level security enabled with policies", pc.rls, rls_item)
+    family("tables", "Tables exist", pc.tables, table_item, ("table", "tables"))
+    family("columns", "Columns and types", list(pc.columns.items()), columns_item,
+           ("table with its columns", "tables with their columns"))
+    family("indexes", "Indexes exist", pc.indexes, index_item, ("index", "indexes"))
+    family("foreign_keys", "Foreign keys exist", pc.foreign_keys, fk_item, ("foreign key", "foreign keys"))
+    family("check_constraints", "Check constraints exist", pc.check_constraints, check_item,
+           ("check constraint", "check constraints"))
+    family("functions", "Functions exist", pc.functions, function_item, ("function", "functions"))
+    family("rls", "Row-level security enabled with policies", pc.rls, rls_item,
+           ("table's row-level security and policies", "tables' row-level security and policies"))
     if not out:
         ctx.note("No post-conditions declared (phases.migrations.postconditions).")
     return out

@@ -7,6 +7,7 @@ import re
 import uuid
 from typing import Any
 
+from rehearsal_lib.checks.units import ms, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import http
 from rehearsal_lib.probes.sql import query
@@ -120,14 +121,21 @@ def check_latency(ctx: PhaseRun) -> Check:
                         "p95_ms": round(p95, 2) if p95 is not None else None,
                         "max_ms": round(max(all_ms), 2) if all_ms else None, "errors": len(errors)})
         expected = f"p95 <= {cfg.p95_ms:g} ms over {cfg.samples} requests per endpoint, no errors"
-        evidence = {"errors": errors[:5]} if errors else None
+        evidence: dict[str, Any] = {
+            path: (f"p50 {ms(http.percentile(v, 50))}, p95 {ms(http.percentile(v, 95))}, max {ms(max(v))} "
+                   f"over {plural(len(v), 'request')}") for path, v in samples.items()}
+        evidence["limit"] = f"p95 at most {cfg.p95_ms:g} ms, all endpoints together"
+        evidence["requests"] = f"{len(all_ms) + len(errors)} sent one after another, {len(errors)} failed"
+        if errors:
+            evidence["errors"] = errors[:5]
         if not all_ms:
             return Outcome("error", f"no successful response: {errors[0] if errors else 'no endpoints'}",
                            expected, evidence, metrics)
         if errors:
-            return Outcome("fail", f"{len(errors)} failed request(s); p95 {p95:.1f} ms", expected, evidence, metrics)
+            return Outcome("fail", f"{plural(len(errors), 'failed request')}; p95 {ms(p95)}", expected, evidence,
+                           metrics)
         status = "pass" if p95 <= cfg.p95_ms else "fail"
-        return Outcome(status, f"p95 {p95:.1f} ms (p50 {metrics['p50_ms']} ms)", expected, evidence, metrics)
+        return Outcome(status, f"p95 {ms(p95)} (p50 {ms(metrics['p50_ms'])})", expected, evidence, metrics)
 
     check = ctx.run("preflight.latency", "Response times of health endpoints", probe, severity="major")
     if samples:
@@ -161,8 +169,9 @@ def check_database(ctx: PhaseRun) -> Check | None:
         expected = "connects; session is read-only with a statement timeout"
         if info["read_only"] != "on":
             return Outcome("fail", f"session is not read-only ({info['read_only']})", expected, info)
+        timeout = re.sub(r"^(\d+)\s*([a-z]+)$", r"\1 \2", str(info["statement_timeout"]))  # "5s" -> "5 s"
         return Outcome("pass", f"PostgreSQL {info['server_version']}, database {info['database']}, read-only, "
-                               f"statement_timeout {info['statement_timeout']}", expected, info)
+                               f"statement timeout {timeout}", expected, info)
 
     return ctx.run("preflight.database", "Database reachable (read-only session)", probe, severity="blocker",
                    expected="connects; session is read-only with a statement timeout")
@@ -223,7 +232,7 @@ def check_journey(ctx: PhaseRun) -> list[Check]:
             path, body = _fill(step.path, saved), _fill(step.json_body, saved)
             res = http.request(ctx.http, step.method, path, headers=ctx.auth_headers() if step.auth else None,
                                json_body=body)
-            evidence = {**res.evidence(), "request_body": body}
+            evidence = {**res.evidence(), **({"request_body": body} if body is not None else {})}
             if res.error:
                 return Outcome("error", res.describe(), expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})
             if res.status not in expected_codes:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from rehearsal_lib.checks.migrations import _ident, _split
+from rehearsal_lib.checks.units import days, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import command, http
 from rehearsal_lib.probes.sql import query
@@ -34,6 +36,20 @@ def _overdue(ctx: PhaseRun, win: Any) -> tuple[int, list[list[Any]]]:
     return n, sample
 
 
+def _when(value: Any) -> str:
+    """A timestamp to the second ('2026-10-10 23:02:46 UTC'); anything else as text."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
 def check_windows(ctx: PhaseRun) -> list[Check]:
     """No row is older than its table's retention window."""
     wins = ctx.settings.windows
@@ -47,13 +63,17 @@ def check_windows(ctx: PhaseRun) -> list[Check]:
             n, sample = _overdue(ctx, win)
             _, oldest = query(ctx.engine, f"SELECT EXTRACT(EPOCH FROM now() - min({_ident(win.column)})) / 86400 "
                                           f"FROM {_ident(win.table)}")
-            age = round(float(oldest[0][0]), 2) if oldest and oldest[0][0] is not None else None
-            evidence = {"rows_past_window": n, "oldest_days": age, "sample": [[str(v) for v in r] for r in sample]}
+            age = round(float(oldest[0][0]), 1) if oldest and oldest[0][0] is not None else None
+            evidence: dict[str, Any] = {"rows past the window": n, "oldest row": days(age) if age is not None
+                                        else "none (table empty)", "window": days(win.days)}
+            if sample:
+                evidence["columns"] = [win.column, "age"]
+                evidence["sample"] = [[_when(r[0]), days(r[1])] for r in sample]
             metrics = {"rows_past_window": n, "oldest_days": age, "window_days": win.days}
             if n:
-                return Outcome("fail", f"{n} row(s) past the {win.days:g}-day window (oldest {age} days)", expected,
-                               evidence, metrics)
-            return Outcome("pass", f"none past the window (oldest {age} days)" if age is not None else "table empty",
+                return Outcome("fail", f"{plural(n, 'row')} past the {win.days:g}-day window (oldest {days(age)})",
+                               expected, evidence, metrics)
+            return Outcome("pass", f"none past the window (oldest {days(age)})" if age is not None else "table empty",
                            expected, evidence, metrics)
 
         out.append(ctx.run(f"retention.window.{win.table}", f"Retention window of {win.table} ({win.days:g} days)",
@@ -81,16 +101,18 @@ def check_purge_dry_run(ctx: PhaseRun) -> Check | None:
             if not res.ok:
                 return Outcome("error" if res.error else "fail", res.describe(), expected, evidence)
             counts = {str(k): int(v) for k, v in json.loads(res.output.strip().splitlines()[-1]).items()}
-        evidence["would_delete"] = counts
         overdue = {w.table: _overdue(ctx, w)[0] for w in ctx.settings.windows}
-        evidence["past_window"] = overdue
+        evidence["columns"] = ["table", "would delete", "rows past the window"]
+        evidence["sample"] = [[t, counts.get(t, "not named"), overdue.get(t, "no window")]
+                              for t in dict.fromkeys([*counts, *overdue])]
         mismatch = {t: (counts.get(t), n) for t, n in overdue.items() if counts.get(t, 0) != n}
         metrics = {f"{t}.would_delete": n for t, n in counts.items()}
         if mismatch:
             text = "; ".join(f"{t}: would delete {c}, {n} past window" for t, (c, n) in mismatch.items())
             return Outcome("fail", text, expected, evidence, metrics)
         total = sum(counts.values())
-        return Outcome("pass", f"would delete {total} row(s): " + ", ".join(f"{t} {n}" for t, n in counts.items()),
+        return Outcome("pass", f"would delete {plural(total, 'row')}: "
+                       + ", ".join(f"{t} {n}" for t, n in counts.items()),
                        expected, evidence, metrics)
 
     return ctx.run("retention.purge.dry_run", "Purge dry run", probe, severity="major", expected=expected)
@@ -157,14 +179,14 @@ def check_pii(ctx: PhaseRun) -> list[Check]:
                     counts[kind] += 1
                     if len(examples) < 5:
                         examples.append(f"{kind}: {mask(kind, match)}")
-            evidence = {"rows_scanned": len(rows), "rows_with_pii": hit_rows, "matches": counts,
-                        "masked_examples": examples}
+            evidence = {"rows_scanned": len(rows), "rows_with_pii": hit_rows,
+                        "matches": ", ".join(f"{n} {k}" for k, n in counts.items()), "masked_examples": examples}
             metrics = {"rows_scanned": len(rows), "rows_with_pii": hit_rows, **counts}
             if hit_rows:
                 kinds = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-                return Outcome("fail", f"{hit_rows} of {len(rows)} row(s) hold plaintext PII ({kinds})", expected,
-                               evidence, metrics)
-            return Outcome("pass", f"none in {len(rows)} row(s)", expected, evidence, metrics)
+                return Outcome("fail", f"{hit_rows} of {plural(len(rows), 'row')} hold plaintext PII ({kinds})",
+                               expected, evidence, metrics)
+            return Outcome("pass", f"none in {plural(len(rows), 'row')}", expected, evidence, metrics)
 
         out.append(ctx.run(f"retention.pii.{col.table}.{col.column}", f"No plaintext PII in {col.table}.{col.column}",
                            probe, severity=col.severity, expected=expected))
@@ -226,7 +248,8 @@ def check_export(ctx: PhaseRun) -> list[Check]:
         if stated is not None and stated != digest:
             return Outcome("fail", f"stated checksum {str(stated)[:16]}… differs from the content's {digest[:16]}…",
                            expected, evidence, metrics)
-        return Outcome("pass", f"{len(data)} dataset(s), {sum(sizes.values())} record(s); sha256 {digest[:16]}…",
+        return Outcome("pass", f"{plural(len(data), 'dataset')}, {plural(sum(sizes.values()), 'record')}; "
+                               f"sha256 {digest[:16]}…",
                        expected, evidence, metrics)
 
     return [first, ctx.run("retention.export.datasets", "Export holds the expected datasets", datasets,
