@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from rehearsal_lib.checks.migrations import _ident
 from rehearsal_lib.checks.preflight import _fill
-from rehearsal_lib.checks.units import plural, secs
+from rehearsal_lib.checks.wording import plural, secs
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import command, http
 from rehearsal_lib.probes.sql import query

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from rehearsal_lib.checks.units import ms, plural, rps, secs, status_mix
+from rehearsal_lib.checks.wording import ms, plural, rps, secs, status_mix
 from rehearsal_lib.config import LoadParams, LoadScenario, LoadStage
 from rehearsal_lib.load.engine import LoadResult, LoadSpec, Scenario, ScenarioStats, _Template, run_load
 from rehearsal_lib.phase import Outcome, PhaseRun

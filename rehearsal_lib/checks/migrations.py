@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rehearsal_lib.checks.units import ms, plural
+from rehearsal_lib.checks.wording import ms, plural
 from rehearsal_lib.phase import Outcome, PhaseRun, describe_exception
 from rehearsal_lib.probes import command
 from rehearsal_lib.probes.sql import query

@@ -7,7 +7,7 @@ import re
 import uuid
 from typing import Any
 
-from rehearsal_lib.checks.units import ms, plural
+from rehearsal_lib.checks.wording import ms, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import http
 from rehearsal_lib.probes.sql import query

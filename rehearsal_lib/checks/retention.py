@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rehearsal_lib.checks.migrations import _ident, _split
-from rehearsal_lib.checks.units import days, plural
+from rehearsal_lib.checks.wording import days, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import command, http
 from rehearsal_lib.probes.sql import query

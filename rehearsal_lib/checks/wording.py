@@ -1,10 +1,45 @@
-"""Plain wording for what a release manager reads: counts, plurals, seconds, yes/no, header patterns."""
+"""Plain wording for what a release manager reads: numbers with a unit and a space, plurals, counts,
+yes/no, status mixes, header patterns.
+
+Precision rule for milliseconds and seconds: one decimal below 10 (a trailing ".0" dropped), whole
+numbers from 10 up ("1.4 ms", "3 s", "607 ms"), so figures side by side read alike.
+"""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
+
+
+def num(value: float) -> str:
+    """One decimal below 10 (without a trailing '.0'), a whole number from 10 up."""
+    text = f"{value:.1f}" if abs(value) < 10 else f"{value:.0f}"
+    return text.removesuffix(".0")
+
+
+def ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{num(value)} ms"
+
+
+def rps(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} req/s"
+
+
+def days(value: float | timedelta | None) -> str:
+    """'45.0 days' (a timedelta or a number of days)."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, timedelta):
+        value = value.total_seconds() / 86400
+    return f"{value:.1f} days"
+
+
+def status_mix(mix: Mapping[str, int]) -> str:
+    """{'201': 34, 'timeout': 2} -> '201 × 34, timeout × 2' ('none' when empty)."""
+    return ", ".join(f"{code} × {n}" for code, n in mix.items()) or "none"
 
 
 def plural(n: float, word: str, many: str | None = None) -> str:
@@ -17,9 +52,9 @@ def times(n: int) -> str:
     return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
 
-def secs(value: float) -> str:
-    """Seconds with a space before the unit: '3 s', '0.1 s', '2.5 s'."""
-    return f"{value:g} s"
+def secs(value: float | None) -> str:
+    """Seconds with a space before the unit: '3 s', '0.1 s', '2.5 s', '360 s'."""
+    return "n/a" if value is None else f"{num(value)} s"
 
 
 def yes_no(value: Any) -> str:
