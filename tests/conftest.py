@@ -1,4 +1,4 @@
-"""Shared fixtures: the project root, a params-file writer, and an isolated sandbox home."""
+"""Shared fixtures: the project root, a params-file writer, and a default sandbox per test module."""
 
 from __future__ import annotations
 
@@ -32,3 +32,13 @@ def write_params(tmp_path: Path):
 def _project_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REHEARSAL_PROJECT_DIR", str(ROOT))
     os.environ.pop("REHEARSAL_OUTPUTS", None)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory):
+    """A real default sandbox in a temporary home, started once per test module and stopped after it."""
+    from rehearsal_lib.sandbox import start_sandbox, stop_sandbox
+
+    home = tmp_path_factory.mktemp("sbx")
+    yield start_sandbox("default", home=home)
+    stop_sandbox("default", home=home)

@@ -27,28 +27,20 @@ from rehearsal_lib.checks import backup_recovery, migrations, retention, smoke
 from rehearsal_lib.config import PiiScan, load_params
 from rehearsal_lib.phase import PhaseRun
 from rehearsal_lib.probes.command import with_database
-from rehearsal_lib.sandbox import start_sandbox, stop_sandbox
 from rehearsal_lib.sandbox.database import MIGRATIONS_DIR
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def sbx(tmp_path_factory):
-    home = tmp_path_factory.mktemp("sbx")
-    state = start_sandbox("default", home=home)
-    yield state
-    stop_sandbox("default", home=home)
 
-
-def make(tmp_path: Path, monkeypatch, name: str, block: dict, sbx=None, base_url: str = "http://127.0.0.1:9",
+def make(tmp_path: Path, monkeypatch, name: str, block: dict, sandbox=None, base_url: str = "http://127.0.0.1:9",
          kind: str = "staging", db_url: str | None = None) -> PhaseRun:
     """A PhaseRun of one phase against the test sandbox's database (URLs as ${VAR} references)."""
     target: dict = {"base_url": base_url, "timeout_s": 2}
-    if sbx is not None:
-        monkeypatch.setenv("T_DB", db_url or sbx.db_url)
-        monkeypatch.setenv("T_ADMIN", sbx.admin_db_url)
-        monkeypatch.setenv("T_TOKEN", sbx.token)
+    if sandbox is not None:
+        monkeypatch.setenv("T_DB", db_url or sandbox.db_url)
+        monkeypatch.setenv("T_ADMIN", sandbox.admin_db_url)
+        monkeypatch.setenv("T_TOKEN", sandbox.token)
         target.update(database_url="${T_DB}", auth_token="${T_TOKEN}")
     doc = {"name": "probe", "environment": {"kind": kind}, "target": target, "phases": {name: block}}
     path = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.yaml"
@@ -65,13 +57,13 @@ def copy_migrations(tmp_path: Path) -> Path:
 # ------------------------------------------------------------------------------------------ migrations
 
 
-def test_failed_migration_stops_the_phase_with_its_error(tmp_path, monkeypatch, sbx):
+def test_failed_migration_stops_the_phase_with_its_error(tmp_path, monkeypatch, sandbox):
     d = copy_migrations(tmp_path)
     (d / "090_broken.sql").write_text("CREATE TABLE t090 (id int);\nALTER TABLE no_such_table ADD COLUMN x int;\n")
     (d / "091_later.sql").write_text("CREATE TABLE t091 (id int);\n")
     ctx = make(tmp_path, monkeypatch, "migrations", {
         "sql_dir": {"directory": str(d)}, "apply_database_url": "${T_ADMIN}", "expected_pending": ["090", "091"],
-        "postconditions": {"tables": ["sessions"]}}, sbx)
+        "postconditions": {"tables": ["sessions"]}}, sandbox)
     run = migrations.MigrationsRun(ctx)
     plan, apply, after = run.plan(), run.apply(), run.none_pending()
     post = migrations.check_postconditions_after(run)
@@ -82,15 +74,15 @@ def test_failed_migration_stops_the_phase_with_its_error(tmp_path, monkeypatch, 
     assert after.status == "skip" and "090 failed" in after.observed
     assert [c.status for c in post] == ["skip"]
     # the database is as the migration tool left it: the failed migration rolled back and unrecorded
-    with sa.create_engine(sbx.admin_db_url).connect() as conn:
+    with sa.create_engine(sandbox.admin_db_url).connect() as conn:
         assert conn.execute(sa.text("SELECT to_regclass('t090')")).scalar() is None
         assert conn.execute(sa.text("SELECT count(*) FROM schema_migrations WHERE version >= '090'")).scalar() == 0
 
 
-def test_unexpected_pending_and_missing_directory(tmp_path, monkeypatch, sbx):
+def test_unexpected_pending_and_missing_directory(tmp_path, monkeypatch, sandbox):
     d = copy_migrations(tmp_path)
     (d / "095_extra.sql").write_text("SELECT 1;\n")
-    ctx = make(tmp_path, monkeypatch, "migrations", {"sql_dir": {"directory": str(d)}, "apply": False}, sbx)
+    ctx = make(tmp_path, monkeypatch, "migrations", {"sql_dir": {"directory": str(d)}, "apply": False}, sandbox)
     run = migrations.MigrationsRun(ctx)
     plan = run.plan()
     assert plan.status == "fail" and plan.observed == "1 unexpected pending migration: 095"
@@ -99,17 +91,17 @@ def test_unexpected_pending_and_missing_directory(tmp_path, monkeypatch, sbx):
     (d / "003_answers.sql").write_text((d / "003_answers.sql").read_text() + "-- edited after it ran\n")
     edited = migrations.MigrationsRun(ctx).plan()
     assert edited.status == "fail" and edited.observed == "applied migration(s) changed since: 003_answers"
-    gone = make(tmp_path, monkeypatch, "migrations", {"sql_dir": {"directory": str(tmp_path / "nope")}}, sbx)
+    gone = make(tmp_path, monkeypatch, "migrations", {"sql_dir": {"directory": str(tmp_path / "nope")}}, sandbox)
     check = migrations.MigrationsRun(gone).plan()
     assert check.status == "error" and "does not exist" in check.observed
 
 
-def test_apply_refused_in_production_without_flag(tmp_path, monkeypatch, sbx):
+def test_apply_refused_in_production_without_flag(tmp_path, monkeypatch, sandbox):
     monkeypatch.delenv("REHEARSAL_ALLOW_DESTRUCTIVE", raising=False)
     d = copy_migrations(tmp_path)
     (d / "096_new.sql").write_text("CREATE TABLE t096 (id int);\n")
     ctx = make(tmp_path, monkeypatch, "migrations", {"sql_dir": {"directory": str(d)}, "expected_pending": ["096"],
-                                                     "apply_database_url": "${T_ADMIN}"}, sbx, kind="production")
+                                                     "apply_database_url": "${T_ADMIN}"}, sandbox, kind="production")
     run = migrations.MigrationsRun(ctx)
     run.plan()
     apply, trip = run.apply(), run.roundtrip()
@@ -117,7 +109,7 @@ def test_apply_refused_in_production_without_flag(tmp_path, monkeypatch, sbx):
     assert trip.status == "skip" and "production" in trip.observed
 
 
-def test_postconditions_fail_per_family_naming_what_is_wrong(tmp_path, monkeypatch, sbx):
+def test_postconditions_fail_per_family_naming_what_is_wrong(tmp_path, monkeypatch, sandbox):
     ctx = make(tmp_path, monkeypatch, "migrations", {"sql_dir": {"directory": str(MIGRATIONS_DIR)}, "postconditions": {
         "tables": ["sessions", "no_such_table"],
         "columns": {"sessions": [{"name": "score", "type": "text"}, {"name": "nope"}]},
@@ -126,7 +118,7 @@ def test_postconditions_fail_per_family_naming_what_is_wrong(tmp_path, monkeypat
         "check_constraints": [{"table": "sessions", "name": "no_check"}],
         "functions": ["no_function"],
         "rls": [{"table": "exams", "enabled": True, "min_policies": 1},
-                {"table": "data_exports", "enabled": True, "min_policies": 5}]}}, sbx)
+                {"table": "data_exports", "enabled": True, "min_policies": 5}]}}, sandbox)
     by_id = {c.id: c for c in migrations.check_postconditions(ctx)}
     assert {c.status for c in by_id.values()} == {"fail"}
     assert by_id["migrations.post.tables"].observed == "table no_such_table missing"
@@ -142,31 +134,31 @@ def test_postconditions_fail_per_family_naming_what_is_wrong(tmp_path, monkeypat
     assert ["no_such_table", "no", "table no_such_table missing"] in by_id["migrations.post.tables"].evidence["sample"]
 
 
-def test_roundtrip_fails_when_a_down_script_does_not_undo(tmp_path, monkeypatch, sbx):
+def test_roundtrip_fails_when_a_down_script_does_not_undo(tmp_path, monkeypatch, sandbox):
     d = copy_migrations(tmp_path)
     (d / "down" / "019_retention_purge.sql").write_text("SELECT 1;\n")  # forgets to drop the function
     sql_dir = {"directory": str(d), "down_directory": str(d / "down")}
-    ctx = make(tmp_path, monkeypatch, "migrations", {"sql_dir": sql_dir, "apply_database_url": "${T_ADMIN}"}, sbx)
+    ctx = make(tmp_path, monkeypatch, "migrations", {"sql_dir": sql_dir, "apply_database_url": "${T_ADMIN}"}, sandbox)
     check = migrations.MigrationsRun(ctx).roundtrip()
     assert check.status == "fail" and "schema differs after down/up of 017, 018, 019" in check.observed
     assert check.evidence["down_restores_previous"] is False
     none = make(tmp_path, monkeypatch, "migrations", {"sql_dir": {"directory": str(d)},
-                                                      "apply_database_url": "${T_ADMIN}"}, sbx)
+                                                      "apply_database_url": "${T_ADMIN}"}, sandbox)
     skipped = migrations.MigrationsRun(none).roundtrip()
     assert skipped.status == "skip" and "no down scripts" in skipped.observed
 
 
-def test_command_driver_counts_pending_lines_and_reports_a_failing_plan(tmp_path, monkeypatch, sbx):
+def test_command_driver_counts_pending_lines_and_reports_a_failing_plan(tmp_path, monkeypatch, sandbox):
     plan = tmp_path / "plan.py"
     plan.write_text("print('Planned operations:')\nprint('  exams.0007_add_deadline')\nprint('  exams.0008_idx')\n")
     ctx = make(tmp_path, monkeypatch, "migrations", {"driver": "command", "command": {
-        "plan_command": f"{{python}} {plan}", "pending_regex": r"^\s+\w+\.\d{4}_"}}, sbx)
+        "plan_command": f"{{python}} {plan}", "pending_regex": r"^\s+\w+\.\d{4}_"}}, sandbox)
     check = migrations.MigrationsRun(ctx).plan()
     assert check.status == "fail" and check.metrics["pending"] == 2
     assert "exams.0007_add_deadline" in check.observed and "Planned operations" in check.evidence["plan_output"][
         "output_tail"]
     broken = make(tmp_path, monkeypatch, "migrations", {"driver": "command", "command": {
-        "plan_command": "{python} -c 'import sys; sys.exit(3)'"}}, sbx)
+        "plan_command": "{python} -c 'import sys; sys.exit(3)'"}}, sandbox)
     check = migrations.MigrationsRun(broken).plan()
     assert check.status == "error" and "exited 3" in check.observed
 
@@ -205,7 +197,7 @@ def downgrade():
 }
 
 
-def test_alembic_driver_on_a_real_tiny_project(tmp_path, monkeypatch, sbx):
+def test_alembic_driver_on_a_real_tiny_project(tmp_path, monkeypatch, sandbox):
     proj = tmp_path / "alembic-proj"
     (proj / "mig" / "versions").mkdir(parents=True)
     (proj / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/mig\n"
@@ -214,17 +206,17 @@ def test_alembic_driver_on_a_real_tiny_project(tmp_path, monkeypatch, sbx):
     for name, body in ALEMBIC_REVS.items():
         (proj / "mig" / "versions" / name).write_text(body)
     dbname = f"alembic_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(sbx.admin_db_url, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(sandbox.admin_db_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{dbname}"')
     try:
-        db = with_database(sbx.admin_db_url, dbname)
+        db = with_database(sandbox.admin_db_url, dbname)
         monkeypatch.setenv("T_APPLY", db)
         ctx = make(tmp_path, monkeypatch, "migrations", {
             "driver": "alembic", "alembic": {"config": str(proj / "alembic.ini")}, "apply_database_url": "${T_APPLY}",
             "expected_pending": ["a1", "b2"], "postconditions": {
                 "tables": ["items"], "columns": {"items": [{"name": "name", "type": "text"}]},
-                "indexes": [{"table": "items", "name": "ix_items_name"}]}}, sbx, db_url=db)
+                "indexes": [{"table": "items", "name": "ix_items_name"}]}}, sandbox, db_url=db)
         run = migrations.MigrationsRun(ctx)
         plan, apply, after = run.plan(), run.apply(), run.none_pending()
         assert plan.status == "pass" and [p["migration"] for p in plan.evidence["pending"]] == ["a1", "b2"]
@@ -247,10 +239,10 @@ def test_alembic_driver_on_a_real_tiny_project(tmp_path, monkeypatch, sbx):
 # ------------------------------------------------------------------------------------------ retention
 
 
-def test_retention_window_and_purge_mismatch_fail(tmp_path, monkeypatch, sbx):
+def test_retention_window_and_purge_mismatch_fail(tmp_path, monkeypatch, sandbox):
     ctx = make(tmp_path, monkeypatch, "retention", {
         "windows": [{"table": "sessions", "column": "started_at", "days": 30}],
-        "purge_dry_run": {"sql": "SELECT 'sessions', 0"}}, sbx)
+        "purge_dry_run": {"sql": "SELECT 'sessions', 0"}}, sandbox)
     [window] = retention.check_windows(ctx)
     assert window.status == "fail" and window.metrics["rows_past_window"] >= 60
     assert "past the 30-day window" in window.observed and window.evidence["sample"]
@@ -267,19 +259,19 @@ def test_pii_finds_and_masks_emails_phones_and_luhn_valid_cards():
     assert [retention.mask(k, v) for k, v in sorted(found)] == ["****1111", "j***@e***.org", "****0958"]
 
 
-def test_pii_scan_fails_on_plaintext_email_with_masked_example(tmp_path, monkeypatch, sbx):
-    with sa.create_engine(sbx.admin_db_url).begin() as conn:
+def test_pii_scan_fails_on_plaintext_email_with_masked_example(tmp_path, monkeypatch, sandbox):
+    with sa.create_engine(sandbox.admin_db_url).begin() as conn:
         conn.execute(sa.text("INSERT INTO access_log (path, status, payload) VALUES ('/x', 200, "
                              "'{\"email\": \"max.mustermann@example.com\"}')"))
     try:
         ctx = make(tmp_path, monkeypatch, "retention", {"pii_scan": {"columns": [
-            {"table": "access_log", "column": "payload"}]}}, sbx)
+            {"table": "access_log", "column": "payload"}]}}, sandbox)
         [check] = retention.check_pii(ctx)
         assert check.status == "fail" and "hold plaintext PII (1 email)" in check.observed
         assert check.evidence["masked_examples"] == ["email: m***@e***.com"]
         assert "mustermann" not in json.dumps(check.model_dump(mode="json"))
     finally:
-        with sa.create_engine(sbx.admin_db_url).begin() as conn:
+        with sa.create_engine(sandbox.admin_db_url).begin() as conn:
             conn.execute(sa.text("DELETE FROM access_log WHERE payload ? 'email'"))
 
 
@@ -336,8 +328,8 @@ def test_export_refused_in_production_and_unreachable_is_error(tmp_path, monkeyp
 # ------------------------------------------------------------------------------------------ backup & recovery
 
 
-def test_backup_missing_stale_and_empty(tmp_path, monkeypatch, sbx):
-    ctx = make(tmp_path, monkeypatch, "backup_recovery", {"backup": {"path": str(tmp_path / "none")}}, sbx)
+def test_backup_missing_stale_and_empty(tmp_path, monkeypatch, sandbox):
+    ctx = make(tmp_path, monkeypatch, "backup_recovery", {"backup": {"path": str(tmp_path / "none")}}, sandbox)
     age, size = backup_recovery.check_backup(ctx)
     assert age.status == "error" and "does not exist" in age.observed and size.status == "skip"
     d = tmp_path / "bk"
@@ -345,13 +337,13 @@ def test_backup_missing_stale_and_empty(tmp_path, monkeypatch, sbx):
     (d / "old.dump").write_bytes(b"")
     os.utime(d / "old.dump", (0, 1_000_000_000))
     ctx = make(tmp_path, monkeypatch, "backup_recovery", {"backup": {"path": str(d), "max_age_hours": 1,
-                                                                     "min_size_bytes": 10}}, sbx)
+                                                                     "min_size_bytes": 10}}, sandbox)
     age, size = backup_recovery.check_backup(ctx)
     assert age.status == "fail" and "old.dump is" in age.observed and age.metrics["rpo_s"] > 3600
     assert size.status == "fail" and size.observed == "0 bytes"
 
 
-def test_restore_of_a_corrupt_backup_fails_and_drops_its_scratch_database(tmp_path, monkeypatch, sbx):
+def test_restore_of_a_corrupt_backup_fails_and_drops_its_scratch_database(tmp_path, monkeypatch, sandbox):
     from rehearsal_lib.sandbox.manager import _pg_bin
 
     d = tmp_path / "bk"
@@ -360,28 +352,28 @@ def test_restore_of_a_corrupt_backup_fails_and_drops_its_scratch_database(tmp_pa
     monkeypatch.setenv("T_BIN", str(_pg_bin()))
     ctx = make(tmp_path, monkeypatch, "backup_recovery", {
         "backup": {"path": str(d)}, "restore": {"scratch_database_url": "${T_ADMIN}", "pg_bin_dir": "${T_BIN}",
-                                                "tables": [{"name": "sessions"}]}}, sbx)
+                                                "tables": [{"name": "sessions"}]}}, sandbox)
     restored, counts = backup_recovery.check_restore(ctx)
     assert restored.status == "fail" and "pg_restore exited 1" in restored.observed
     assert "pg_restore: error" in restored.evidence["output_tail"]
     assert counts.status == "skip"
-    with sa.create_engine(sbx.admin_db_url).connect() as conn:
+    with sa.create_engine(sandbox.admin_db_url).connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM pg_database WHERE datname LIKE 'rehearsal_restore_%'"
                                     )).scalar() == 0
-    assert sbx.admin_db_url.split("@")[0].split(":")[-1] not in json.dumps(restored.model_dump(mode="json"))
+    assert sandbox.admin_db_url.split("@")[0].split(":")[-1] not in json.dumps(restored.model_dump(mode="json"))
 
 
-def test_restore_missing_rows_fails_with_counts(tmp_path, monkeypatch, sbx):
+def test_restore_missing_rows_fails_with_counts(tmp_path, monkeypatch, sandbox):
     """A real pg_dump of the sandbox restores; compared with a table holding more rows, it falls short."""
     from rehearsal_lib.sandbox.backups import backup_dir
     from rehearsal_lib.sandbox.manager import _pg_bin
 
     monkeypatch.setenv("T_BIN", str(_pg_bin()))
     ctx = make(tmp_path, monkeypatch, "backup_recovery", {
-        "backup": {"path": str(backup_dir(Path(sbx.home)))},
+        "backup": {"path": str(backup_dir(Path(sandbox.home)))},
         "restore": {"scratch_database_url": "${T_ADMIN}", "pg_bin_dir": "${T_BIN}",
-                    "tables": [{"name": "exams"}, {"name": "sessions"}]}}, sbx)
-    with sa.create_engine(sbx.admin_db_url).begin() as conn:
+                    "tables": [{"name": "exams"}, {"name": "sessions"}]}}, sandbox)
+    with sa.create_engine(sandbox.admin_db_url).begin() as conn:
         conn.execute(sa.text("INSERT INTO exams (title, created_at) VALUES ('after the backup', now())"))
     try:
         restored, counts = backup_recovery.check_restore(ctx)
@@ -389,15 +381,15 @@ def test_restore_missing_rows_fails_with_counts(tmp_path, monkeypatch, sbx):
         assert counts.status == "fail" and counts.observed == "exams: 3 restored vs 4 in the source"
         assert ["exams", 4, 3, 1] in counts.evidence["sample"]
     finally:
-        with sa.create_engine(sbx.admin_db_url).begin() as conn:
+        with sa.create_engine(sandbox.admin_db_url).begin() as conn:
             conn.execute(sa.text("DELETE FROM exams WHERE title = 'after the backup'"))
 
 
-def test_rollback_and_restart_fail_honestly(tmp_path, monkeypatch, sbx, export_server):
+def test_rollback_and_restart_fail_honestly(tmp_path, monkeypatch, sandbox, export_server):
     fails = {"command": "{python} -c 'import sys; sys.exit(4)'", "timeout_s": 5}
     ctx = make(tmp_path, monkeypatch, "backup_recovery", {"rollback": fails, "restart": {
-        **fails, "count_tables": ["sessions"], "service_checks": [{"name": "s", "path": "/x"}]}}, sbx,
-               base_url=sbx.base_url)
+        **fails, "count_tables": ["sessions"], "service_checks": [{"name": "s", "path": "/x"}]}}, sandbox,
+               base_url=sandbox.base_url)
     rollback = backup_recovery.check_rollback(ctx)
     assert rollback.status == "fail" and "exited 4" in rollback.observed
     rto, counts, service = backup_recovery.check_restart(ctx)
@@ -410,10 +402,10 @@ def test_rollback_and_restart_fail_honestly(tmp_path, monkeypatch, sbx, export_s
     assert check.status == "fail" and "not answering 1 s after the rollback" in check.observed
 
 
-def test_restart_refused_in_production(tmp_path, monkeypatch, sbx):
+def test_restart_refused_in_production(tmp_path, monkeypatch, sandbox):
     monkeypatch.delenv("REHEARSAL_ALLOW_DESTRUCTIVE", raising=False)
     ctx = make(tmp_path, monkeypatch, "backup_recovery", {"restart": {"command": "true", "count_tables": ["exams"]},
-                                                          "rollback": {"command": "true"}}, sbx, kind="production")
+                                                          "rollback": {"command": "true"}}, sandbox, kind="production")
     assert backup_recovery.check_rollback(ctx).status == "skip"
     rto, counts = backup_recovery.check_restart(ctx)
     assert rto.status == "skip" and "production" in rto.observed and counts.status == "skip"
@@ -446,34 +438,34 @@ def test_smoke_failing_suite_and_missing_program(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------ sandbox support
 
 
-def test_sandbox_restart_keeps_the_port_and_backup_and_export_exist(sbx):
+def test_sandbox_restart_keeps_the_port_and_backup_and_export_exist(sandbox):
     import httpx
 
     from rehearsal_lib.sandbox import sandbox_status
 
-    home = Path(sbx.home).parent
+    home = Path(sandbox.home).parent
     proc = subprocess.run([sys.executable, "-m", "rehearsal_lib.sandbox.ops", "restart"], capture_output=True,
                           text=True, timeout=60, env={**os.environ, "REHEARSAL_SANDBOX_HOME": str(home),
                                                       "REHEARSAL_SANDBOX_VARIANT": "default"})
     assert proc.returncode == 0, proc.stderr
     state = sandbox_status("default", home=home)
-    assert state is not None and state.app_port == sbx.app_port and state.app_pid != sbx.app_pid
-    assert sbx.token not in proc.stdout + proc.stderr
-    dumps = list((Path(sbx.home) / "backups").glob("exam-*.dump"))
+    assert state is not None and state.app_port == sandbox.app_port and state.app_pid != sandbox.app_pid
+    assert sandbox.token not in proc.stdout + proc.stderr
+    dumps = list((Path(sandbox.home) / "backups").glob("exam-*.dump"))
     assert len(dumps) == 1 and dumps[0].read_bytes()[:5] == b"PGDMP"
-    auth = {"Authorization": f"Bearer {sbx.token}"}
-    made = httpx.post(f"{sbx.base_url}/v1/data-exports", json={"candidate_id": "cand-0002"}, headers=auth)
+    auth = {"Authorization": f"Bearer {sandbox.token}"}
+    made = httpx.post(f"{sandbox.base_url}/v1/data-exports", json={"candidate_id": "cand-0002"}, headers=auth)
     assert made.status_code == 201 and set(made.json()["datasets"]) == {"sessions", "answers", "events"}
-    again = httpx.get(f"{sbx.base_url}/v1/data-exports/{made.json()['id']}", headers=auth).json()
+    again = httpx.get(f"{sandbox.base_url}/v1/data-exports/{made.json()['id']}", headers=auth).json()
     assert again["checksum"] == made.json()["checksum"]
-    assert httpx.post(f"{sbx.base_url}/v1/data-exports", json={"candidate_id": "nobody"},
+    assert httpx.post(f"{sandbox.base_url}/v1/data-exports", json={"candidate_id": "nobody"},
                       headers=auth).status_code == 404
-    assert httpx.post(f"{sbx.base_url}/v1/data-exports", json={"candidate_id": "x"}).status_code == 401
+    assert httpx.post(f"{sandbox.base_url}/v1/data-exports", json={"candidate_id": "x"}).status_code == 401
 
 
-def test_restart_that_loses_rows_fails_the_counts(tmp_path, monkeypatch, sbx):
+def test_restart_that_loses_rows_fails_the_counts(tmp_path, monkeypatch, sandbox):
     """A 'restart' that loses a row (here: deletes one) fails the counts check, naming the table."""
-    admin = sa.create_engine(sbx.admin_db_url)
+    admin = sa.create_engine(sandbox.admin_db_url)
     with admin.begin() as conn:
         conn.execute(sa.text("INSERT INTO exams (title) VALUES ('lost in restart')"))
     script = tmp_path / "lossy_restart.py"
@@ -481,8 +473,8 @@ def test_restart_that_loses_rows_fails_the_counts(tmp_path, monkeypatch, sbx):
                       "with sa.create_engine(os.environ['T_ADMIN']).begin() as c:\n"
                       "    c.execute(sa.text(\"DELETE FROM exams WHERE title = 'lost in restart'\"))\n")
     ctx = make(tmp_path, monkeypatch, "backup_recovery", {"restart": {
-        "command": f"{{python}} {script}", "timeout_s": 10, "count_tables": ["exams", "sessions"]}}, sbx,
-               base_url=sbx.base_url)
+        "command": f"{{python}} {script}", "timeout_s": 10, "count_tables": ["exams", "sessions"]}}, sandbox,
+               base_url=sandbox.base_url)
     rto, counts = backup_recovery.check_restart(ctx)
     assert rto.status == "pass"
     assert counts.status == "fail" and counts.observed == "rows lost: exams -1"

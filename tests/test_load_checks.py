@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 
 from rehearsal_lib.checks import load
 from rehearsal_lib.config import load_params
 from rehearsal_lib.load.reference_server import reference_server
 from rehearsal_lib.phase import PhaseRun
-from rehearsal_lib.sandbox import start_sandbox, stop_sandbox
 
 GEN = {"max_scheduler_lag_ms": 200, "min_rate_ratio": 0.8, "timeout_s": 2}
 
@@ -89,13 +87,6 @@ def test_setup_failure_is_an_error_for_every_stage(tmp_path):
                           setup=[{"name": "session_id", "path": "/status/500", "count": 1, "auth": False}]))
     assert got["load.p95.s_req"].status == "error" and "setup session_id" in got["load.p95.s_req"].observed
 
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    home = tmp_path_factory.mktemp("sbx")
-    state = start_sandbox("default", home=home)
-    yield state
-    stop_sandbox("default", home=home)
 
 
 def test_db_connections_over_limit_fail_and_pool_exhaustion_warns(tmp_path, sandbox, monkeypatch):

@@ -25,7 +25,7 @@ from rehearsal_lib.checks import observability, security
 from rehearsal_lib.config import load_params
 from rehearsal_lib.phase import PhaseRun
 from rehearsal_lib.probes.sql import query
-from rehearsal_lib.sandbox import start_sandbox, stop_sandbox
+from rehearsal_lib.sandbox import stop_sandbox
 from rehearsal_lib.sandbox.tls import make_certificates
 
 
@@ -309,12 +309,6 @@ def test_request_id_not_echoed_not_logged_and_text_logs_fail(tmp_path, server):
 
 # ---------------------------------------------------------------------------------- real sandbox SQL
 
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    home = tmp_path_factory.mktemp("sbx")
-    yield start_sandbox("default", home=home)
-    stop_sandbox("default", home=home)
 
 
 def db_phase(tmp_path, monkeypatch, db_url: str, name: str, block: dict) -> PhaseRun:

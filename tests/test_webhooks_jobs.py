@@ -101,13 +101,6 @@ def url(httpd: ThreadingHTTPServer) -> str:
     return f"http://127.0.0.1:{httpd.server_address[1]}"
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    home = tmp_path_factory.mktemp("sbx")
-    state = start_sandbox("default", home=home)
-    yield state
-    stop_sandbox("default", home=home)
-
 
 def closed_port() -> int:
     import socket
