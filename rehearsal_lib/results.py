@@ -83,7 +83,7 @@ class Check(BaseModel):
             "margin:4px 0;font-family:system-ui,sans-serif;font-size:13px;text-align:left'>"
             f"<span style='background:{fg};color:#fff;border-radius:3px;padding:1px 6px;font-weight:600'>"
             f"{label}</span> <b>{esc(self.title)}</b> <code>{esc(self.id)}</code> "
-            f"<span style='color:#57606a'>[{self.severity}, {self.duration_s:.2f}s]</span>{rows}{evidence}</div>"
+            f"<span style='color:#57606a'>[{self.severity}, {self.duration_s:.2f} s]</span>{rows}{evidence}</div>"
         )
 
     def text(self) -> str:
@@ -127,7 +127,8 @@ def evidence_html(evidence: Any) -> str:
         rest.pop("columns"), rest.pop("sample")
         head = "".join(f"<th {CELL}>{esc(str(c))}</th>" for c in columns)
         body = "".join("<tr>" + "".join(f"<td {CELL}>{esc(str(v))}</td>" for v in row) + "</tr>" for row in sample)
-        out += (f"<div><b>sample</b> ({len(sample)} row(s) shown)</div><table style='border-collapse:collapse;"
+        shown = f"{len(sample)} {'row' if len(sample) == 1 else 'rows'} shown"
+        out += (f"<div><b>sample</b> ({shown})</div><table style='border-collapse:collapse;"
                 f"margin:4px 0'><tr>{head}</tr>{body}</table>")
     scalars = {k: v for k, v in rest.items() if isinstance(v, str | int | float | bool) or v is None}
     out += "".join(f"<div><b>{esc(str(k))}</b>: {esc(str(v))}</div>" for k, v in scalars.items())
