@@ -144,3 +144,14 @@ def test_cli_lab_starts_jupyterlab_with_passed_options(root):
     proc = _cli("lab", "--version", cwd=root)
     assert proc.returncode == 0 and proc.stdout.strip()[0].isdigit()
     assert _cli("run", "sandbox", "--bogus", cwd=root).returncode == 2
+
+
+def test_the_run_command_installs_what_the_sandbox_rehearsal_runs(root):
+    """The README's run command installs without the dev extra; the sandbox's smoke phase runs pytest."""
+    import tomllib
+
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    core = {d.split(">")[0].split("[")[0].split("=")[0].strip().lower() for d in project["dependencies"]}
+    smoke = load_params("sandbox", root, check_env_vars=False).phases.smoke
+    assert smoke.enabled and "-m pytest" in smoke.command
+    assert "pytest" in core
