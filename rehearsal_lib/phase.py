@@ -68,6 +68,7 @@ class PhaseRun:
         self.params = params or load_params(env)
         self.secrets = SecretSet()
         self.checks: list[Check] = []
+        self._cache: dict[str, Any] = {}
         self.sandbox_started = False
         self.sandbox_state: Any = None  # the running sandbox (SandboxState) when the target is one
         self.base_url, self.database_url, self.auth_token = "", None, None
@@ -112,6 +113,12 @@ class PhaseRun:
         return httpx.Client(base_url=self.base_url, timeout=self.params.target.timeout_s,
                             verify=self.params.target.verify_tls, follow_redirects=False)
 
+    def cached(self, key: str, make: Callable[[], Any]) -> Any:
+        """One object per phase run shared by its check functions (e.g. a sender with its counters)."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
     def writes_refusal(self) -> str | None:
         """None when this phase may write to (or disrupt) the target, else the reason it may not.
 
@@ -153,11 +160,16 @@ class PhaseRun:
         return Check.model_validate(json.loads(self.secrets.scrub(text)))
 
     def run(self, check_id: str, title: str, probe: Callable[[], Outcome], severity: SeverityT = "major",
-            expected: str = "") -> Check:
+            expected: str = "", writes: bool = False) -> Check:
         """Run one probe and record its outcome; an exception becomes an `error` with the reason.
 
         `expected` is what the check requires, kept even when the probe raises before saying so.
+        `writes`: the probe writes to (or disrupts) the target, so where writes are refused
+        (`writes_refusal`) it does not run and the check is `skip` with the reason.
         """
+        refusal = self.writes_refusal() if writes else None
+        if refusal:
+            probe = lambda: Outcome("skip", refusal, expected)  # noqa: E731
         started, t0 = utcnow(), time.perf_counter()
         try:
             out = probe()

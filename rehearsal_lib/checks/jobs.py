@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from rehearsal_lib.checks.webhooks import _guarded, render
+from rehearsal_lib.checks.webhooks import render
 from rehearsal_lib.checks.wording import plural, secs, times
 from rehearsal_lib.config import JobsParams
 from rehearsal_lib.phase import Outcome, PhaseRun
@@ -102,11 +102,7 @@ class Jobs:
 
 
 def _jobs(ctx: PhaseRun) -> Jobs:
-    found = getattr(ctx, "_jobs", None)
-    if found is None:
-        found = Jobs(ctx)
-        ctx._jobs = found  # type: ignore[attr-defined]
-    return found
+    return ctx.cached("jobs.jobs", lambda: Jobs(ctx))
 
 
 def _run_to_done(jobs: Jobs, label: str, job: dict[str, Any], expected: str) -> tuple[Any, Outcome | None]:
@@ -147,7 +143,8 @@ def check_run(ctx: PhaseRun) -> Check | None:
                        expected,
                        {"job_id": job_id, "timeline": {k: row.get(k) for k in ROW_FIELDS}})
 
-    return _guarded(ctx, "jobs.run.completes", "Triggered job runs to done", probe, expected, "blocker")
+    return ctx.run("jobs.run.completes", "Triggered job runs to done", probe,
+                   expected=expected, severity="blocker", writes=True)
 
 
 def check_attempts(ctx: PhaseRun) -> Check | None:
@@ -167,7 +164,7 @@ def check_attempts(ctx: PhaseRun) -> Check | None:
         ok = n is not None and int(n) == spec.expected
         return Outcome("pass" if ok else "fail", f"attempts = {n}", expected, evidence, {"attempts": n})
 
-    return _guarded(ctx, "jobs.attempts.tracked", "Job attempts are tracked", probe, expected)
+    return ctx.run("jobs.attempts.tracked", "Job attempts are tracked", probe, expected=expected, writes=True)
 
 
 def check_schedule(ctx: PhaseRun) -> Check | None:
@@ -191,7 +188,7 @@ def check_schedule(ctx: PhaseRun) -> Check | None:
         observed = f"offsets {'/'.join(f'{o:g}' for o in found) or 'none'} {spec.unit}"
         return Outcome("pass" if ok else "fail", observed, expected, evidence, {"items": len(found)})
 
-    return _guarded(ctx, "jobs.schedule.offsets", "Scheduled offsets follow the rule", probe, expected)
+    return ctx.run("jobs.schedule.offsets", "Scheduled offsets follow the rule", probe, expected=expected, writes=True)
 
 
 def check_concurrency(ctx: PhaseRun) -> Check | None:
@@ -238,8 +235,8 @@ def check_concurrency(ctx: PhaseRun) -> Check | None:
                        f"{spec.triggers} triggers → {plural(len(ids), 'job')}, processed {times(count)}", expected,
                        evidence, {"jobs": len(ids), "processed": count})
 
-    return _guarded(ctx, "jobs.concurrency.once", "Concurrent triggers process a job once", probe, expected,
-                    "blocker")
+    return ctx.run("jobs.concurrency.once", "Concurrent triggers process a job once", probe,
+                   expected=expected, severity="blocker", writes=True)
 
 
 def check_status(ctx: PhaseRun) -> Check | None:
@@ -281,7 +278,7 @@ def check_status(ctx: PhaseRun) -> Check | None:
             return Outcome("fail", f"done, but the report lacks {', '.join(missing)}", expected, evidence)
         return Outcome("pass", f"job {job_id} reported {state} with every required field", expected, evidence)
 
-    return _guarded(ctx, "jobs.status.reports", "Status endpoint reports the run", probe, expected)
+    return ctx.run("jobs.status.reports", "Status endpoint reports the run", probe, expected=expected, writes=True)
 
 
 def show_timeline(ctx: PhaseRun) -> None:

@@ -81,11 +81,7 @@ class Sender:
 
 
 def _sender(ctx: PhaseRun) -> Sender:
-    found = getattr(ctx, "_webhook_sender", None)
-    if found is None:
-        found = Sender(ctx)
-        ctx._webhook_sender = found  # type: ignore[attr-defined]
-    return found
+    return ctx.cached("webhooks.sender", lambda: Sender(ctx))
 
 
 def _answer(res: HttpResult, allowed: list[int], expected: str, what: str) -> Outcome:
@@ -94,15 +90,6 @@ def _answer(res: HttpResult, allowed: list[int], expected: str, what: str) -> Ou
     ok = res.status in allowed
     return Outcome("pass" if ok else "fail", f"{what} answered HTTP {res.status}", expected, res.evidence(),
                    {"status": res.status, "elapsed_ms": round(res.elapsed_ms, 2)})
-
-
-def _guarded(ctx: PhaseRun, check_id: str, title: str, probe: Any, expected: str, severity: str = "major") -> Check:
-    """Run a probe that writes, unless this environment refuses writes (then `skip` with the reason)."""
-    refusal = ctx.writes_refusal()
-    if refusal:
-        return ctx.run(check_id, title, lambda: Outcome("skip", refusal, expected), severity=severity,
-                       expected=expected)
-    return ctx.run(check_id, title, probe, severity=severity, expected=expected)
 
 
 def _codes(codes: list[int]) -> str:
@@ -128,10 +115,12 @@ def check_signatures(ctx: PhaseRun) -> list[Check]:
         return _answer(snd.send(*snd.delivery(), signed=False), s.reject_status, reject, "an unsigned delivery")
 
     return [
-        _guarded(ctx, "webhooks.signature.valid", "Validly signed delivery is accepted", valid, accept, "blocker"),
-        _guarded(ctx, "webhooks.signature.bad", "Delivery with a bad signature is rejected", bad, reject, "blocker"),
-        _guarded(ctx, "webhooks.signature.missing", "Delivery without a signature is rejected", missing, reject,
-                 "blocker"),
+        ctx.run("webhooks.signature.valid", "Validly signed delivery is accepted", valid,
+                expected=accept, severity="blocker", writes=True),
+        ctx.run("webhooks.signature.bad", "Delivery with a bad signature is rejected", bad,
+                expected=reject, severity="blocker", writes=True),
+        ctx.run("webhooks.signature.missing", "Delivery without a signature is rejected", missing,
+                expected=reject, severity="blocker", writes=True),
     ]
 
 
@@ -156,8 +145,8 @@ def check_replay(ctx: PhaseRun) -> Check | None:
         out.metrics["age_s"] = age
         return out
 
-    return _guarded(ctx, "webhooks.replay.stale_timestamp", "Delivery outside the replay window is rejected",
-                    probe, expected, "blocker")
+    return ctx.run("webhooks.replay.stale_timestamp", "Delivery outside the replay window is rejected", probe,
+                   expected=expected, severity="blocker", writes=True)
 
 
 def check_idempotency(ctx: PhaseRun) -> Check | None:
@@ -189,8 +178,8 @@ def check_idempotency(ctx: PhaseRun) -> Check | None:
         status = "pass" if count == idem.expected else "fail"
         return Outcome(status, f"sent twice, processed {times(count)}", expected, evidence, {"processed": count})
 
-    return _guarded(ctx, "webhooks.idempotency.duplicate", "The same delivery twice is processed once", probe,
-                    expected, "blocker")
+    return ctx.run("webhooks.idempotency.duplicate", "The same delivery twice is processed once", probe,
+                   expected=expected, severity="blocker", writes=True)
 
 
 def check_rate_limit(ctx: PhaseRun) -> Check | None:
@@ -235,7 +224,8 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
                        {"answers": f"{answers()}, no {rl.status}", "seconds": round(took, 3)},
                        {"sent": len(codes), "accepted_past_limit": max(0, len(codes) - rl.count)})
 
-    check = _guarded(ctx, "webhooks.rate_limit.enforced", "Rate limit answers 429 past its count", probe, expected)
+    check = ctx.run("webhooks.rate_limit.enforced", "Rate limit answers 429 past its count", probe,
+                    expected=expected, writes=True)
     if codes:
         _rate_limit_figure(ctx, codes, rl.count, rl.status, s.accept_status)
     return check
@@ -305,5 +295,5 @@ def check_storage(ctx: PhaseRun) -> Check | None:
         return Outcome("pass", f"none of the {plural(len(sentinels), 'field')} stored in plaintext", expected, evidence,
                        {"fields_stored": 0})
 
-    return _guarded(ctx, "webhooks.storage.no_plaintext", "Stored payload keeps no plaintext field", probe,
-                    expected, "blocker")
+    return ctx.run("webhooks.storage.no_plaintext", "Stored payload keeps no plaintext field", probe,
+                   expected=expected, severity="blocker", writes=True)
