@@ -557,6 +557,7 @@ def test_schedule_offsets_against_a_different_rule_fail(tmp_path, monkeypatch, s
     params = yaml.safe_load((Path(__file__).parent.parent / "params" / "sandbox.yaml").read_text())
     block = params["phases"]["jobs"]
     block["schedule"]["expected_offsets"] = [0, 1, 3]
+    monkeypatch.setenv("REHEARSAL_SANDBOX_ADMIN_DB_URL", sandbox.admin_db_url)  # the block's cleanup write URL
     ctx = make(tmp_path, monkeypatch, "jobs", sandbox.base_url, block, db_url=sandbox.db_url, token=sandbox.token)
     check = jobs.check_schedule(ctx)
     assert check.status == "fail" and check.observed == "offsets 0/2/4 days" and check.expected == "offsets 0/1/3 days"
