@@ -302,6 +302,17 @@ def test_rate_limit_far_above_configured_still_fails(tmp_path, monkeypatch, serv
     assert check.metrics["accepted_past_limit"] == 25 - 7
 
 
+def test_rate_limit_with_its_bucket_already_full_of_own_traffic_is_an_error_and_sends_nothing(tmp_path, monkeypatch,
+                                                                                            server):
+    block = hook(f"/bucket/3/30/full-{time.time_ns()}", rate_limit={"count": 3, "window_s": 30, "max_requests": 9})
+    ctx = make(tmp_path, monkeypatch, "webhooks", url(server), block)
+    webhooks.check_signatures(ctx)
+    before = server.hits[block["endpoint"]]
+    check = webhooks.check_rate_limit(ctx)
+    assert check.status == "error" and "the limit cannot be judged" in check.observed
+    assert check.evidence["already_sent_in_window"] == 3 and server.hits[block["endpoint"]] == before
+
+
 def test_rate_limit_with_its_own_bucket_counts_only_that_bucket(tmp_path, monkeypatch, server):
     """Bucket headers select the probe's own bucket: the earlier deliveries (other bucket) are not counted,
     so a limiter 2 stricter than configured is still caught."""

@@ -255,6 +255,11 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
         if already:
             said.append(f"{already} sent earlier by this run within the window: {max(allowed, 0)} of {rl.count} left")
         note = f" ({'; '.join(said)})" if said else ""
+        if allowed <= 0:  # the bucket may be full of our own traffic: any 429 would prove nothing about `count`
+            return Outcome("error", f"this run already sent {already} deliveries into the probe's bucket within "
+                                    f"{secs(rl.window_s)} (limit {rl.count}): the limit cannot be judged; give the "
+                                    "probe its own bucket (rate_limit.headers) or wait the window out "
+                                    "(rate_limit.cooldown_s)", expected, own)
         t0 = time.monotonic()
         for i in range(1, rl.max_requests + 1):
             res = snd.send(*snd.delivery(), headers=rl.headers)
