@@ -99,11 +99,57 @@ class LatencyCheck(Strict):
     p95_ms: float = Field(500, gt=0)
 
 
+class RehearsalMarker(Strict):
+    """Which rows of a zero-row result were created by rehearsal runs: `column` LIKE `pattern`."""
+
+    column: str = Field(description="Column of the query's result holding an id the rehearsal sets.")
+    pattern: str = Field("rehearsal-%", description="SQL LIKE pattern of the ids rehearsal runs create.")
+
+
 class ZeroRowCheck(Strict):
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     title: str
     sql: str
     severity: Severity = "blocker"
+    rehearsal_rows: RehearsalMarker | None = Field(
+        None, description="Mark the rows rehearsal runs created (evidence only; the check still counts them).")
+
+
+class CleanupCall(Strict):
+    """An API request that removes what this run created; path and json may use {run_id}."""
+
+    method: Literal["DELETE", "POST", "PUT", "PATCH"] = "DELETE"
+    path: str
+    json_body: Any = Field(None, alias="json")
+    auth: bool = True
+    expect_status: list[int] = Field(default_factory=lambda: [200, 202, 204])
+    removed_field: str | None = Field(None, description="Top-level field of the JSON answer: how many were removed.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Cleanup(Strict):
+    """Removes what this phase created, at the end of the phase: SQL through a write URL, or API calls.
+
+    Every statement binds :run_id (the rehearsal run's id), so it can only remove this run's records."""
+
+    database_url: str | None = Field(None, description="A write URL (${VAR}); never the read-only target URL.")
+    sql: list[str] = Field(default_factory=list, description="Statements run in one transaction; bind :run_id.")
+    api: list[CleanupCall] = Field(default_factory=list)
+    severity: Severity = "minor"
+
+    @model_validator(mode="after")
+    def _scoped_to_the_run(self) -> Cleanup:
+        if not self.sql and not self.api:
+            raise ValueError("cleanup needs `sql` statements or `api` calls")
+        if self.sql and not self.database_url:
+            raise ValueError("cleanup.sql needs cleanup.database_url (a write URL)")
+        if self.database_url and not REF_RE.search(self.database_url):
+            raise ValueError("write cleanup.database_url as a ${VAR} reference, not inline")
+        unscoped = [s.strip().splitlines()[0] for s in self.sql if ":run_id" not in s]
+        if unscoped:
+            raise ValueError(f"every cleanup statement must bind :run_id (this run's records only): {unscoped[0]}")
+        return self
 
 
 class JourneyStep(Strict):
@@ -202,7 +248,8 @@ class WebhookRateLimit(Strict):
     status: int = 429
     headers: dict[str, str] = Field(default_factory=dict,
                                     description="Extra headers giving the probe its own bucket (e.g. a source).")
-    cooldown_s: float = Field(0, ge=0, le=120, description="Sleep after the limit triggered (wait out the window).")
+    cooldown_s: float = Field(0, ge=0, le=120, description="Wait out the window: before the probe (when this "
+                              "run's earlier deliveries are in it) and after the limit triggered.")
 
     @model_validator(mode="after")
     def _bound_above_count(self) -> WebhookRateLimit:
@@ -232,6 +279,7 @@ class WebhooksParams(Strict):
     idempotency: WebhookIdempotency | None = None
     rate_limit: WebhookRateLimit | None = None
     storage: WebhookStorage | None = None
+    cleanup: Cleanup | None = Field(None, description="Removes this run's deliveries, at the end of the phase.")
 
     @field_validator("secret")
     @classmethod
@@ -296,6 +344,7 @@ class JobsParams(Strict):
     schedule: JobSchedule | None = None
     concurrency: JobConcurrency | None = None
     status: JobStatus | None = None
+    cleanup: Cleanup | None = Field(None, description="Removes this run's jobs, at the end of the phase.")
 class TlsCheck(Strict):
     """Certificate and protocol of an HTTPS endpoint."""
 

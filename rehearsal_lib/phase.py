@@ -8,6 +8,7 @@ when the params ask for it, and records each check as a displayed output.
 from __future__ import annotations
 
 import os
+import re
 import time
 import traceback
 from collections.abc import Callable
@@ -57,6 +58,22 @@ def _display(bundle: dict[str, Any]) -> None:
     print(bundle.get("text/plain", ""))
 
 
+# What run ids look like inside the ids a rehearsal creates (`rehearse run`'s folders, interactive runs).
+RUN_ID_RE = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}|interactive-\d{8}T\d{6}Z-[0-9a-f]{4}")
+
+
+def run_id_for(run_dir: str) -> str:
+    """The run id every record this phase creates carries: the run folder's name under `rehearse run`,
+    `interactive-<UTC stamp>-<4 hex>` for a notebook run on its own (no run folder)."""
+    name = os.path.basename(run_dir.rstrip("/\\")) if run_dir else ""
+    if name:
+        return name
+    import datetime as dt
+    import secrets
+
+    return f"interactive-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}"
+
+
 class PhaseRun:
     """One phase of one environment, as seen from inside the notebook kernel."""
 
@@ -65,6 +82,7 @@ class PhaseRun:
         self.name = name
         self.env = env
         self.run_dir = run_dir
+        self.run_id = run_id_for(run_dir)
         self.params = params or load_params(env)
         self.secrets = SecretSet()
         self.checks: list[Check] = []
@@ -212,6 +230,7 @@ class PhaseRun:
             "database": mask_url(self.database_url) if self.database_url else "(none)",
             "auth token": "set (hidden)" if self.auth_token else "(none)",
             "run folder": self.run_dir or "(interactive: not part of a run)",
+            "run id": f"{self.run_id} (carried by every record this phase creates)",
         }
         if self.params.sandbox is not None:
             rows["sandbox"] = f"variant {self.params.sandbox.variant}" + (

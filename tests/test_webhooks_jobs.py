@@ -55,7 +55,11 @@ class Receiver(BaseHTTPRequestHandler):
         with srv.lock:
             srv.hits[self.path] = srv.hits.get(self.path, 0) + 1
             n = srv.hits[self.path]
-        if self.path == "/accept-all":
+        if self.path.startswith("/bucket/"):
+            self._bucket(body)
+        elif self.path == "/store-twice":
+            self._store_twice(body)
+        elif self.path == "/accept-all":
             self._send(200, b'{"ok": true}')
         elif self.path == "/reject-all":
             self._send(401, b'{"error": "bad_signature"}')
@@ -77,6 +81,28 @@ class Receiver(BaseHTTPRequestHandler):
         else:
             self._send(404, b'{"error": "not found"}')
 
+    def _bucket(self, body: bytes) -> None:
+        """`/bucket/<limit>/<window s>/<tag>`: a sliding-window limiter per source (the X-Source header, else
+        one shared bucket), counting every request it sees, signed or not, like a gateway in front of a receiver."""
+        _, _, limit, window, _tag = self.path.split("/")
+        key = (self.path, self.headers.get("X-Source", "shared"))
+        now = time.monotonic()
+        with self.server.lock:
+            seen = [t for t in self.server.buckets.get(key, []) if t > now - float(window)] + [now]
+            self.server.buckets[key] = seen
+        over = len(seen) > int(limit)
+        self._send(429 if over else 200, b'{"error": "rate_limited"}' if over else b'{"ok": true}')
+
+    def _store_twice(self, body: bytes) -> None:
+        """A receiver without a unique delivery id: every delivery, a redelivery too, becomes a row."""
+        import psycopg
+
+        event = json.loads(body)
+        with psycopg.connect(self.server.db_url) as conn:
+            conn.execute("INSERT INTO own_traffic_deliveries (delivery_id, payload) VALUES (%s, %s)",
+                         (str(event["id"]), json.dumps(event)))
+        self._send(200, b'{"status": "processed"}')
+
     def do_GET(self) -> None:  # noqa: N802
         if self.path == "/status-running/7":
             self._send(200, b'{"status": "running"}')
@@ -91,7 +117,7 @@ class Receiver(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    httpd.hits, httpd.lock = {}, threading.Lock()
+    httpd.hits, httpd.lock, httpd.buckets, httpd.db_url = {}, threading.Lock(), {}, ""
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield httpd
     httpd.shutdown()
@@ -111,7 +137,7 @@ def closed_port() -> int:
 
 
 def make(tmp_path: Path, monkeypatch, name: str, base_url: str, block: dict, db_url: str | None = None,
-         kind: str = "staging", token: str | None = None) -> PhaseRun:
+         kind: str = "staging", token: str | None = None, run_dir: str = "") -> PhaseRun:
     monkeypatch.setenv("PROBE_WEBHOOK_SECRET", SECRET)
     target = {"base_url": base_url, "timeout_s": 1}
     if db_url:
@@ -123,7 +149,7 @@ def make(tmp_path: Path, monkeypatch, name: str, base_url: str, block: dict, db_
     doc = {"name": "probe", "environment": {"kind": kind}, "target": target, "phases": {name: block}}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))
-    return PhaseRun(name, str(path), params=load_params(str(path)))
+    return PhaseRun(name, str(path), run_dir, params=load_params(str(path)))
 
 
 def hook(endpoint: str, **extra) -> dict:
@@ -237,6 +263,201 @@ def test_rate_limit_triggering_before_the_count_fails_and_after_it_passes(tmp_pa
     assert check.status == "pass" and check.evidence["codes"] == [200, 200, 200, 429]
 
 
+# ------------------------------------------------------------ our own traffic: rate-limit buckets
+
+
+def bucket_hook(limit: int, window_s: float, tag: str, **rate_limit) -> dict:
+    """Receiver with a per-source bucket of `limit` per `window_s`; the params claim count 10 per window."""
+    rl = {"count": 10, "window_s": window_s, "max_requests": 25, **rate_limit}
+    return hook(f"/bucket/{limit}/{window_s}/{tag}-{time.time_ns()}", rate_limit=rl)
+
+
+def test_rate_limit_counts_the_phase_own_deliveries_in_the_shared_bucket(tmp_path, monkeypatch, server):
+    """The signature probes' 3 deliveries share the limiter's bucket: 429 at request 8 is 10 - 3 + 1, a pass
+    (main judged it against 10 alone and reported a false 'already at request 8')."""
+    ctx = make(tmp_path, monkeypatch, "webhooks", url(server), bucket_hook(10, 30, "shared"))
+    webhooks.check_signatures(ctx)
+    check = webhooks.check_rate_limit(ctx)
+    assert check.status == "pass", check.observed
+    assert check.metrics["limited_at"] == 8
+    assert check.evidence["already_sent_in_window"] == 3 and check.evidence["allowed"] == 7
+    assert check.observed == ("HTTP 429 at request 8 after 7 accepted (3 sent earlier by this run within the "
+                              "window: 7 of 10 left)")
+
+
+def test_rate_limit_stricter_than_configured_still_fails_after_accounting(tmp_path, monkeypatch, server):
+    ctx = make(tmp_path, monkeypatch, "webhooks", url(server), bucket_hook(6, 30, "strict"))
+    webhooks.check_signatures(ctx)
+    check = webhooks.check_rate_limit(ctx)
+    assert check.status == "fail" and check.metrics["limited_at"] == 4
+    assert check.observed == ("HTTP 429 already at request 4 (configured count 10; 3 sent earlier by this run "
+                              "within the window: 7 of 10 left)")
+
+
+def test_rate_limit_far_above_configured_still_fails(tmp_path, monkeypatch, server):
+    ctx = make(tmp_path, monkeypatch, "webhooks", url(server), bucket_hook(100, 30, "loose"))
+    webhooks.check_signatures(ctx)
+    check = webhooks.check_rate_limit(ctx)
+    assert check.status == "fail" and check.observed.startswith("no HTTP 429 in 25 deliveries")
+    assert check.metrics["accepted_past_limit"] == 25 - 7
+
+
+def test_rate_limit_with_its_bucket_already_full_of_own_traffic_is_an_error_and_sends_nothing(tmp_path, monkeypatch,
+                                                                                            server):
+    block = hook(f"/bucket/3/30/full-{time.time_ns()}", rate_limit={"count": 3, "window_s": 30, "max_requests": 9})
+    ctx = make(tmp_path, monkeypatch, "webhooks", url(server), block)
+    webhooks.check_signatures(ctx)
+    before = server.hits[block["endpoint"]]
+    check = webhooks.check_rate_limit(ctx)
+    assert check.status == "error" and "the limit cannot be judged" in check.observed
+    assert check.evidence["already_sent_in_window"] == 3 and server.hits[block["endpoint"]] == before
+
+
+def test_rate_limit_with_its_own_bucket_counts_only_that_bucket(tmp_path, monkeypatch, server):
+    """Bucket headers select the probe's own bucket: the earlier deliveries (other bucket) are not counted,
+    so a limiter 2 stricter than configured is still caught."""
+    own = {"headers": {"X-Source": "rate-probe"}}
+    right = make(tmp_path, monkeypatch, "webhooks", url(server), bucket_hook(10, 30, "own", **own))
+    webhooks.check_signatures(right)
+    check = webhooks.check_rate_limit(right)
+    assert check.status == "pass" and check.metrics["limited_at"] == 11
+    assert check.evidence["already_sent_in_window"] == 0
+    strict = make(tmp_path, monkeypatch, "webhooks", url(server), bucket_hook(8, 30, "own-strict", **own))
+    webhooks.check_signatures(strict)
+    check = webhooks.check_rate_limit(strict)
+    assert check.status == "fail" and check.observed == "HTTP 429 already at request 9 (configured count 10)"
+
+
+def test_rate_limit_cooldown_waits_the_phase_own_deliveries_out_of_the_window(tmp_path, monkeypatch, server):
+    ctx = make(tmp_path, monkeypatch, "webhooks", url(server),
+               hook(f"/bucket/5/1/cool-{time.time_ns()}",
+                    rate_limit={"count": 5, "window_s": 1, "max_requests": 12, "cooldown_s": 1.5}))
+    webhooks.check_signatures(ctx)
+    check = webhooks.check_rate_limit(ctx)
+    assert check.status == "pass" and check.metrics["limited_at"] == 6, check.observed
+    assert check.evidence["already_sent_in_window"] == 0 and 0 < check.evidence["waited_s"] <= 1.1
+    assert "for this run's earlier deliveries to leave the window" in check.observed
+
+
+# ------------------------------------------------- our own traffic: run ids, cleanup, integrity marks
+
+
+RUN = "20261201T120000Z-a1b2c3"
+OLD_RUN = "20261130T100000Z-0f0f0f"
+
+
+def test_run_id_is_the_run_folder_name_or_an_interactive_stamp(tmp_path, monkeypatch):
+    from rehearsal_lib.phase import RUN_ID_RE
+
+    ran = make(tmp_path, monkeypatch, "webhooks", "http://x", hook("/h"), run_dir=str(tmp_path / RUN) + "/")
+    assert ran.run_id == RUN and webhooks._sender(ran).delivery()[0] == f"rehearsal-{RUN}-1"
+    alone = make(tmp_path, monkeypatch, "webhooks", "http://x", hook("/h"))
+    assert alone.run_id.startswith("interactive-") and RUN_ID_RE.fullmatch(alone.run_id)
+
+
+def test_cleanup_must_be_scoped_to_the_run_and_use_a_reference(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="must bind :run_id"):
+        make(tmp_path, monkeypatch, "webhooks", "http://x",
+             hook("/h", cleanup={"database_url": "${PROBE_DB}", "sql": ["DELETE FROM webhook_deliveries"]}))
+    with pytest.raises(ConfigError, match="reference"):
+        make(tmp_path, monkeypatch, "webhooks", "http://x",
+             hook("/h", cleanup={"database_url": "postgresql://u:p@h/db", "sql": ["DELETE FROM t WHERE r = :run_id"]}))
+
+
+@pytest.fixture
+def dup_table(sandbox, server):
+    """A scratch table in the sandbox's PostgreSQL that `/store-twice` writes to, with a real duplicate and
+    one an earlier rehearsal run left behind."""
+    import psycopg
+
+    admin = sandbox.admin_db_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(admin) as conn:
+        conn.execute("CREATE TABLE own_traffic_deliveries (id bigserial PRIMARY KEY, delivery_id text NOT NULL,"
+                     " payload jsonb NOT NULL)")
+        for d in ("evt_real_1", "evt_real_1", f"rehearsal-{OLD_RUN}-4", f"rehearsal-{OLD_RUN}-4"):
+            conn.execute("INSERT INTO own_traffic_deliveries (delivery_id, payload) VALUES (%s, '{}')", (d,))
+    server.db_url = admin
+    yield admin
+    with psycopg.connect(admin) as conn:
+        conn.execute("DROP TABLE own_traffic_deliveries")
+
+
+DUPLICATES = ("SELECT delivery_id, count(*) AS copies FROM own_traffic_deliveries GROUP BY delivery_id "
+              "HAVING count(*) > 1 ORDER BY delivery_id")
+CLEANUP = {"database_url": "${PROBE_ADMIN_DB}",
+           "sql": ["DELETE FROM own_traffic_deliveries WHERE delivery_id LIKE 'rehearsal-' || :run_id || '-%'"]}
+
+
+def test_duplicate_delivery_rows_are_removed_by_the_cleanup_and_marked_by_integrity(tmp_path, monkeypatch, server,
+                                                                                   dup_table):
+    """A receiver storing every redelivery: the idempotency probe fails honestly, the phase's cleanup removes
+    both of this run's rows, and the integrity check marks what earlier rehearsal runs left behind."""
+    import psycopg
+
+    monkeypatch.setenv("PROBE_ADMIN_DB", dup_table)
+    block = hook("/store-twice", cleanup=CLEANUP,
+                 idempotency={"sql": "SELECT count(*) FROM own_traffic_deliveries WHERE delivery_id = :delivery_id"})
+    ctx = make(tmp_path, monkeypatch, "webhooks", url(server), block, db_url=dup_table, run_dir=str(tmp_path / RUN))
+    idem = webhooks.check_idempotency(ctx)
+    assert idem.status == "fail" and idem.observed == "sent twice, processed twice"
+    assert idem.evidence["delivery_id"] == f"rehearsal-{RUN}-1"
+    cleanup = webhooks.check_cleanup(ctx)
+    assert cleanup.id == "webhooks.cleanup" and cleanup.status == "pass", cleanup.observed
+    assert cleanup.observed == f"removed 2 records of run {RUN}" and cleanup.metrics["removed"] == 2
+    with psycopg.connect(dup_table) as conn:
+        left = conn.execute("SELECT delivery_id FROM own_traffic_deliveries ORDER BY 1").fetchall()
+    assert [r[0] for r in left] == ["evt_real_1", "evt_real_1", f"rehearsal-{OLD_RUN}-4", f"rehearsal-{OLD_RUN}-4"]
+
+    from rehearsal_lib.checks import integrity
+
+    spec = {"name": "duplicate_deliveries", "title": "No delivery stored twice", "sql": DUPLICATES,
+            "rehearsal_rows": {"column": "delivery_id"}}
+    ictx = make(tmp_path, monkeypatch, "integrity", url(server), {"zero_row_checks": [spec]}, db_url=dup_table)
+    check = integrity.check_all_zero_rows(ictx)[0]
+    assert check.status == "fail" and check.observed == "2 row(s), 1 created by rehearsal runs"
+    marked = check.evidence["rehearsal_rows"]
+    assert marked["rows"] == 1 and marked["run_ids"] == [OLD_RUN]
+    assert marked["sample_created_by_rehearsal"] == [False, True]
+    assert marked["note"] == f"1 of these rows were created by rehearsal runs (run ids {OLD_RUN})"
+
+
+def test_cleanup_that_matches_nothing_warns_and_production_skips_it(tmp_path, monkeypatch, server, dup_table):
+    monkeypatch.setenv("PROBE_ADMIN_DB", dup_table)
+    wrong = {**CLEANUP, "sql": ["DELETE FROM own_traffic_deliveries WHERE delivery_id = 'evt-' || :run_id"]}
+    block = hook("/store-twice", cleanup=wrong)
+    ctx = make(tmp_path, monkeypatch, "webhooks", url(server), block, db_url=dup_table)
+    webhooks.check_signatures(ctx)  # one accepted delivery (the unsigned and wrongly signed ones too)
+    check = webhooks.check_cleanup(ctx)
+    assert check.status == "warn" and check.observed.startswith("removed nothing, though this phase created 3 records")
+    monkeypatch.delenv("REHEARSAL_ALLOW_DESTRUCTIVE", raising=False)
+    prod = make(tmp_path, monkeypatch, "webhooks", url(server), hook("/store-twice", cleanup=CLEANUP),
+                db_url=dup_table, kind="production")
+    check = webhooks.check_cleanup(prod)
+    assert check.status == "skip" and "production" in check.observed
+
+
+def test_jobs_carry_the_run_id_and_their_cleanup_removes_them(tmp_path, monkeypatch, sandbox):
+    import psycopg
+
+    monkeypatch.setenv("PROBE_ADMIN_DB", sandbox.admin_db_url)
+    block = yaml.safe_load((Path(__file__).parent.parent / "params" / "sandbox.yaml").read_text())["phases"]["jobs"]
+    block["cleanup"]["database_url"] = "${PROBE_ADMIN_DB}"
+    ctx = make(tmp_path, monkeypatch, "jobs", sandbox.base_url, block, db_url=sandbox.db_url, token=sandbox.token,
+               run_dir=str(tmp_path / RUN))
+    assert jobs.check_schedule(ctx).status == "pass" and jobs.check_concurrency(ctx).status == "pass"
+    admin = sandbox.admin_db_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    mine = "SELECT count(*) FROM jobs WHERE payload->>'rehearsal_run' = %s"
+    with psycopg.connect(admin) as conn:
+        assert conn.execute(mine, (RUN,)).fetchone()[0] == 2  # schedule + the deduplicated concurrent job
+    check = jobs.check_cleanup(ctx)
+    assert check.status == "pass", check.observed
+    assert [s["rows_removed"] for s in check.evidence["statements"]] == [2, 3, 2]  # effects, reminders, jobs
+    with psycopg.connect(admin) as conn:
+        assert conn.execute(mine, (RUN,)).fetchone()[0] == 0
+        reminders = "SELECT count(*) FROM reminders WHERE target = %s"
+        assert conn.execute(reminders, (f"rehearsal-{RUN}",)).fetchone()[0] == 0
+
+
 def test_storage_with_the_sentinel_found_fails(tmp_path, monkeypatch, server, sandbox):
     # the "stored payload" query finds the sentinel value: what a receiver storing it would show
     storage = {"plaintext_fields": {"email": "r-{run_id}@example.invalid"}, "sql": "SELECT :value AS stored"}
@@ -347,6 +568,7 @@ def test_schedule_offsets_against_a_different_rule_fail(tmp_path, monkeypatch, s
     params = yaml.safe_load((Path(__file__).parent.parent / "params" / "sandbox.yaml").read_text())
     block = params["phases"]["jobs"]
     block["schedule"]["expected_offsets"] = [0, 1, 3]
+    monkeypatch.setenv("REHEARSAL_SANDBOX_ADMIN_DB_URL", sandbox.admin_db_url)  # the block's cleanup write URL
     ctx = make(tmp_path, monkeypatch, "jobs", sandbox.base_url, block, db_url=sandbox.db_url, token=sandbox.token)
     check = jobs.check_schedule(ctx)
     assert check.status == "fail" and check.observed == "offsets 0/2/4 days" and check.expected == "offsets 0/1/3 days"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from rehearsal_lib.config import ZeroRowCheck
-from rehearsal_lib.phase import Outcome, PhaseRun
-from rehearsal_lib.probes.sql import count_and_sample, query, strip_statement
+import re
+from typing import Any
+
+from rehearsal_lib.config import RehearsalMarker, ZeroRowCheck
+from rehearsal_lib.phase import RUN_ID_RE, Outcome, PhaseRun, describe_exception
+from rehearsal_lib.probes.sql import count_and_sample, query, scalar, strip_statement
 from rehearsal_lib.results import Check
 
 
@@ -16,9 +19,43 @@ def check_zero_rows(ctx: PhaseRun, spec: ZeroRowCheck, id_prefix: str = "integri
     def probe() -> Outcome:
         n, cols, rows = count_and_sample(ctx.engine, spec.sql, keep)
         evidence = {"query": strip_statement(spec.sql), "rows_found": n, "columns": cols, "sample": rows}
-        return Outcome("pass" if n == 0 else "fail", f"{n} row(s)", "0 rows", evidence, {"rows": n})
+        observed = f"{n} row(s)"
+        if n and spec.rehearsal_rows is not None:
+            marked = rehearsal_rows(ctx, spec.sql, spec.rehearsal_rows, cols, rows)
+            evidence["rehearsal_rows"] = marked
+            if marked.get("rows"):
+                observed += f", {marked['rows']} created by rehearsal runs"
+        return Outcome("pass" if n == 0 else "fail", observed, "0 rows", evidence, {"rows": n})
 
     return ctx.run(f"{id_prefix}.{spec.name}", spec.title, probe, severity=spec.severity, expected="0 rows")
+
+
+def rehearsal_rows(ctx: PhaseRun, sql: str, marker: RehearsalMarker, cols: list[str],
+                   sample: list[list[Any]]) -> dict[str, Any]:
+    """Which of a zero-row query's rows rehearsal runs created (`marker.column` LIKE `marker.pattern`):
+    how many, their run ids, and a flag per sample row. Evidence only: the rows still count."""
+    ident = '"' + marker.column.replace('"', '""') + '"'
+    inner = strip_statement(sql)
+    out: dict[str, Any] = {"column": marker.column, "pattern": marker.pattern}
+    try:
+        n = scalar(ctx.engine, f"SELECT count(*) FROM ({inner}) AS rehearsal_q WHERE {ident}::text LIKE :p",
+                   {"p": marker.pattern})
+        _, values = query(ctx.engine, f"SELECT DISTINCT {ident}::text FROM ({inner}) AS rehearsal_q "
+                                      f"WHERE {ident}::text LIKE :p LIMIT 200", {"p": marker.pattern})
+    except Exception as exc:  # noqa: BLE001 - the marking is evidence; the check's own count stands
+        out["error"] = describe_exception(exc)
+        return out
+    run_ids = sorted({m.group(0) for (v,) in values for m in [RUN_ID_RE.search(str(v))] if m})
+    out.update(rows=int(n or 0), run_ids=run_ids[:20])
+    if marker.column in cols:
+        at = cols.index(marker.column)
+        like = re.compile("".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in marker.pattern),
+                          re.S)
+        out["sample_created_by_rehearsal"] = [bool(like.fullmatch(str(r[at]))) for r in sample]
+    if out["rows"]:
+        ids = f" (run ids {', '.join(run_ids[:5])}{', …' if len(run_ids) > 5 else ''})" if run_ids else ""
+        out["note"] = f"{out['rows']} of these rows were created by rehearsal runs{ids}"
+    return out
 
 
 def check_all_zero_rows(ctx: PhaseRun) -> list[Check]:

@@ -10,7 +10,6 @@ refuses it (`skip` with the reason) unless the run allows destructive steps.
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import threading
 import time
@@ -40,7 +39,7 @@ class Jobs:
     def __init__(self, ctx: PhaseRun):
         self.ctx = ctx
         self.s: JobsParams = ctx.settings
-        self.run_id = secrets.token_hex(6)
+        self.run_id = ctx.run_id
         self.started: dict[str, list[Any]] = {}
         self.rows: dict[Any, dict[str, Any]] = {}
 
@@ -359,3 +358,10 @@ def show_timeline(ctx: PhaseRun) -> None:
                       margin=dict(l=120, r=40, t=80, b=40),
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))
     ctx.figure(fig)
+
+
+def check_cleanup(ctx: PhaseRun) -> Check | None:
+    """Remove this run's jobs and what they produced (`jobs.cleanup`), at the end of the phase."""
+    from rehearsal_lib.checks.cleanup import check_cleanup as cleanup
+
+    return cleanup(ctx, created=sum(len(ids) for ids in _jobs(ctx).started.values()))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from typing import Any
 
 from rehearsal_lib.checks.wording import ms, plural
@@ -216,7 +215,7 @@ def check_journey(ctx: PhaseRun) -> list[Check]:
     steps = ctx.settings.journey
     if not steps:
         ctx.note("Not configured: phases.preflight.journey.")
-    saved: dict[str, str] = {"run_id": os.path.basename(ctx.run_dir.rstrip("/")) or f"adhoc-{uuid.uuid4().hex[:8]}"}
+    saved: dict[str, str] = {"run_id": ctx.run_id}
     refusal = writes_allowed(ctx)
     broken: str | None = None
     out = []

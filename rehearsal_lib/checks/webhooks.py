@@ -12,8 +12,8 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from rehearsal_lib.checks.wording import plural, secs, tally, times
@@ -51,15 +51,28 @@ def signature_headers(scheme: SignatureScheme, secret: str, body: bytes, timesta
     return headers
 
 
+@dataclass
+class Sent:
+    """One request the sender made: when (epoch seconds), to which endpoint, with which headers."""
+
+    at: float
+    endpoint: str
+    headers: dict[str, str]
+    status: int | None = None
+
+
 class Sender:
-    """Builds and sends deliveries for one phase run (fresh delivery ids from one run id)."""
+    """Builds and sends deliveries for one phase run; delivery ids carry the run id
+    (`rehearsal-<run_id>-<n>`) and every request is recorded, so later probes can count this run's
+    own traffic (e.g. what already sits in a rate-limit bucket)."""
 
     def __init__(self, ctx: PhaseRun):
         self.ctx = ctx
         self.s: WebhooksParams = ctx.settings
-        self.run_id = secrets.token_hex(6)
+        self.run_id = ctx.run_id
         self.secret = ctx._resolve(self.s.secret) or ""
         self.n = 0
+        self.sent: list[Sent] = []
 
     def delivery(self, extra: dict[str, Any] | None = None) -> tuple[str, bytes]:
         self.n += 1
@@ -77,7 +90,26 @@ class Sender:
             ts = int(time.time()) if timestamp is None else timestamp
             out.update(signature_headers(self.s.signature, self.secret if secret is None else secret, body, ts))
         out.update(headers or {})
-        return request(self.ctx.http, "POST", self.s.endpoint, headers=out, content=body)
+        sent = Sent(time.time(), self.s.endpoint, out)
+        self.sent.append(sent)
+        res = request(self.ctx.http, "POST", self.s.endpoint, headers=out, content=body)
+        sent.status = res.status
+        return res
+
+    def accepted(self) -> int:
+        """How many of this run's deliveries the receiver accepted (records it may have created)."""
+        return sum(1 for r in self.sent if r.status in self.s.accept_status)
+
+    def sent_within(self, window_s: float, bucket: dict[str, str]) -> list[float]:
+        """When this run sent requests to the endpoint within the last `window_s` seconds that share the
+        bucket the `bucket` headers select (every request, when they select none)."""
+        since = time.time() - window_s
+
+        def same_bucket(headers: dict[str, str]) -> bool:
+            lower = {k.lower(): v for k, v in headers.items()}
+            return all(lower.get(k.lower()) == v for k, v in bucket.items())
+
+        return [r.at for r in self.sent if r.endpoint == self.s.endpoint and r.at >= since and same_bucket(r.headers)]
 
 
 def _sender(ctx: PhaseRun) -> Sender:
@@ -183,58 +215,91 @@ def check_idempotency(ctx: PhaseRun) -> Check | None:
 
 
 def check_rate_limit(ctx: PhaseRun) -> Check | None:
-    """Past `count` deliveries within the window the receiver answers 429; bounded by `max_requests`."""
+    """Past `count` deliveries within the window the receiver answers 429; bounded by `max_requests`.
+
+    The phase's own earlier deliveries may sit in the same bucket: those this run sent within the last
+    `window_s` (sharing the probe's bucket headers) are counted, and a first 429 is judged against
+    `count` minus them. With `cooldown_s` long enough the probe first waits them out of the window."""
     s: WebhooksParams = ctx.settings
     if s.rate_limit is None:
         ctx.note("webhooks.rate_limit is not configured: the rate limit is not checked.")
         return None
     rl = s.rate_limit
-    expected = (f"HTTP {rl.status} once more than {rl.count} deliveries arrive within {secs(rl.window_s)} "
-                f"(at most {rl.max_requests} sent)")
+    expected = (f"HTTP {rl.status} once more than {rl.count} deliveries arrive within {secs(rl.window_s)}, "
+                f"this run's earlier deliveries included (at most {rl.max_requests} sent)")
     codes: list[int | None] = []
+    budget: dict[str, int] = {"already": 0, "allowed": rl.count}
 
     def answers() -> str:
         return tally([c if c is not None else "no answer" for c in codes], "HTTP")
 
     def probe() -> Outcome:
         snd = _sender(ctx)
+        earlier = snd.sent_within(rl.window_s, rl.headers)
+        waited = 0.0
+        if earlier and rl.cooldown_s:
+            need = rl.window_s - (time.time() - max(earlier)) + 0.05
+            if 0 < need <= rl.cooldown_s:  # wait this run's deliveries out of the window instead of counting them
+                time.sleep(need)
+                waited = need
+                earlier = snd.sent_within(rl.window_s, rl.headers)
+        already = len(earlier)
+        allowed = rl.count - already
+        budget.update(already=already, allowed=allowed)
+        own = {"limit": rl.count, "already_sent_in_window": already, "allowed": allowed}
+        if waited:
+            own["waited_s"] = round(waited, 2)
+        said = []
+        if waited:
+            said.append(f"waited {secs(waited)} for this run's earlier deliveries to leave the window")
+        if already:
+            said.append(f"{already} sent earlier by this run within the window: {max(allowed, 0)} of {rl.count} left")
+        note = f" ({'; '.join(said)})" if said else ""
+        if allowed <= 0:  # the bucket may be full of our own traffic: any 429 would prove nothing about `count`
+            return Outcome("error", f"this run already sent {already} deliveries into the probe's bucket within "
+                                    f"{secs(rl.window_s)} (limit {rl.count}): the limit cannot be judged; give the "
+                                    "probe its own bucket (rate_limit.headers) or wait the window out "
+                                    "(rate_limit.cooldown_s)", expected, own)
         t0 = time.monotonic()
         for i in range(1, rl.max_requests + 1):
             res = snd.send(*snd.delivery(), headers=rl.headers)
             codes.append(res.status)
             if res.error:
                 return Outcome("error", f"request {i}: {res.describe()}", expected, {"answers": answers(),
-                                                                                     "codes": codes})
+                                                                                     "codes": codes, **own})
             if res.status == rl.status:
                 evidence = {"answers": answers(), "seconds": round(time.monotonic() - t0, 3), "codes": codes,
-                            "last": res.evidence()}
+                            **own, "last": res.evidence()}
                 if rl.cooldown_s:
                     time.sleep(rl.cooldown_s)  # let the window pass before other phases send deliveries
-                if i <= rl.count:
-                    return Outcome("fail", f"HTTP {rl.status} already at request {i} (configured count {rl.count})",
-                                   expected, evidence, {"limited_at": i})
-                return Outcome("pass", f"HTTP {rl.status} at request {i} after {i - 1} accepted", expected,
-                               evidence, {"limited_at": i})
+                if i <= allowed:
+                    return Outcome("fail", f"HTTP {rl.status} already at request {i} (configured count {rl.count}"
+                                           f"{'; ' + said[-1] if already else ''})",
+                                   expected, evidence, {"limited_at": i, "already_sent": already})
+                return Outcome("pass", f"HTTP {rl.status} at request {i} after {i - 1} accepted{note}", expected,
+                               evidence, {"limited_at": i, "already_sent": already})
             if res.status not in s.accept_status:
                 return Outcome("fail", f"request {i} answered HTTP {res.status}, neither accepted nor {rl.status}",
-                               expected, {"answers": answers(), "codes": codes, "last": res.evidence()})
+                               expected, {"answers": answers(), "codes": codes, **own, "last": res.evidence()})
         took = time.monotonic() - t0
         return Outcome("fail", f"no HTTP {rl.status} in {rl.max_requests} deliveries within {took:.1f} s "
-                               f"({answers()}): the limit is not enforced", expected,
-                       {"answers": f"{answers()}, no {rl.status}", "seconds": round(took, 3)},
-                       {"sent": len(codes), "accepted_past_limit": max(0, len(codes) - rl.count)})
+                               f"({answers()}): the limit is not enforced{note}", expected,
+                       {"answers": f"{answers()}, no {rl.status}", "seconds": round(took, 3), **own},
+                       {"sent": len(codes), "accepted_past_limit": max(0, len(codes) - max(allowed, 0)),
+                        "already_sent": already})
 
     check = ctx.run("webhooks.rate_limit.enforced", "Rate limit answers 429 past its count", probe,
                     expected=expected, writes=True)
     if codes:
-        _rate_limit_figure(ctx, codes, rl.count, rl.status, s.accept_status)
+        _rate_limit_figure(ctx, codes, budget["allowed"], rl.status, s.accept_status, budget["already"])
     return check
 
 
 def _rate_limit_figure(ctx: PhaseRun, codes: list[int | None], count: int, limit_status: int,
-                       accept: list[int]) -> None:
+                       accept: list[int], already: int = 0) -> None:
     """One bar per delivery, coloured by what it means: accepted within the limit, accepted past it (the
-    failure), limited as it should be, limited too early, or another answer."""
+    failure), limited as it should be, limited too early, or another answer. `count` is what the
+    bucket had left for the probe (`already` of the configured limit were sent earlier by this run)."""
     import plotly.graph_objects as go
 
     def kind(i: int, code: int | None) -> str:
@@ -254,7 +319,8 @@ def _rate_limit_figure(ctx: PhaseRun, codes: list[int | None], count: int, limit
             fig.add_trace(go.Bar(x=idx, y=[1] * len(idx), name=name, marker_color=colour,
                                  text=[str(codes[i - 1] or "none") for i in idx], textposition="inside",
                                  hovertext=[f"delivery {i}: HTTP {codes[i - 1]}" for i in idx], hoverinfo="text"))
-    fig.add_vline(x=count + 0.5, line_dash="dash", annotation_text=f"limit: {count}", annotation_position="top")
+    label = f"limit: {count + already} − {already} sent earlier = {count}" if already else f"limit: {count}"
+    fig.add_vline(x=max(count, 0) + 0.5, line_dash="dash", annotation_text=label, annotation_position="top")
     fig.update_layout(title=f"Rate-limit probe: {tally(codes, 'HTTP')} (dashed: the configured limit)",
                       height=260, barmode="overlay", yaxis_visible=False, xaxis_title="delivery #",
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
@@ -297,3 +363,10 @@ def check_storage(ctx: PhaseRun) -> Check | None:
 
     return ctx.run("webhooks.storage.no_plaintext", "Stored payload keeps no plaintext field", probe,
                    expected=expected, severity="blocker", writes=True)
+
+
+def check_cleanup(ctx: PhaseRun) -> Check | None:
+    """Remove this run's deliveries (`webhooks.cleanup`), at the end of the phase."""
+    from rehearsal_lib.checks.cleanup import check_cleanup as cleanup
+
+    return cleanup(ctx, created=_sender(ctx).accepted())

@@ -75,3 +75,14 @@ def count_and_sample(engine: Engine, sql: str, sample: int) -> tuple[int, list[s
         columns = list(result.keys())
         rows = [[_jsonable(v) for v in row] for row in result.fetchall()]
     return int(count), columns, rows
+
+
+def write_engine(url: str, statement_timeout_ms: int, connect_timeout_s: float = 5.0) -> Engine:
+    """An engine that may write (for a phase's cleanup only), with `statement_timeout` set server-side."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return sa.create_engine(
+        url, poolclass=sa.pool.NullPool,
+        connect_args={"options": f"-c statement_timeout={int(statement_timeout_ms)}",
+                      "connect_timeout": max(1, int(connect_timeout_s)), "application_name": "rehearsal-cleanup"},
+    )
