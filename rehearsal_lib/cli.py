@@ -219,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="check a run folder: files, manifest, SHA256SUMS, reseal log, ledger, "
                                       "signature (exit 0 intact, 1 problems)")
     p.add_argument("run_dir", help=RUN_DIR_HELP)
-    p.add_argument("--ledger", metavar="PATH", help="the environment's ledger (default: ledger.jsonl beside the "
-                                                    "run folder)")
+    p.add_argument("--ledger", metavar="PATH", help="the environment's ledger (default: <env>.ledger.jsonl next to the "
+                                                    "folder of runs)")
     p.add_argument("--no-ledger", action="store_true",
                    help="do not check the ledger (the folder is then only shown consistent with itself)")
     p.add_argument("--public-key", metavar="PEM", help="check manifest.sig with this Ed25519 public key")

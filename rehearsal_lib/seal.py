@@ -6,7 +6,8 @@ A seal is four things (docs/design.md, "Evidence: what an auditor can and cannot
   manifest's own, for `sha256sum -c`), written by `evidence.write_manifest`;
 - `reseal.log` in the run folder: one hash-chained JSON line per rebuild of a sealed folder (who,
   when, why, the archived old manifest `manifest.N.json`, the files that had changed);
-- `ledger.jsonl` beside the run folders of an environment (`outputs/<env>/`): one hash-chained JSON
+- `<env>.ledger.jsonl` beside the environment's folder of runs (`outputs/<env>.ledger.jsonl`, outside
+  every run folder and outside `outputs/<env>/`, which holds only run folders): one hash-chained JSON
   line per seal (run id, manifest digest); the entry's digest is printed as the run's last line;
 - optionally `manifest.sig`: an Ed25519 signature of manifest.json's bytes with the private key at
   `$REHEARSAL_SIGNING_KEY` (a PEM file).
@@ -41,7 +42,7 @@ from rehearsal_lib.evidence import (
 
 MANIFEST = "manifest.json"
 RESEAL_LOG = "reseal.log"
-LEDGER = "ledger.jsonl"
+LEDGER_SUFFIX = ".ledger.jsonl"
 SIGNING_KEY_ENV = "REHEARSAL_SIGNING_KEY"
 SIGNING_PASSPHRASE_ENV = "REHEARSAL_SIGNING_KEY_PASSPHRASE"
 GENESIS = "0" * 64
@@ -128,8 +129,8 @@ def reseal_history(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def ledger_path(run_dir: Path) -> Path:
-    """The environment's ledger: `ledger.jsonl` beside the run folders (outputs/<env>/)."""
-    return run_dir.parent / LEDGER
+    """The environment's ledger, outputs/<env>.ledger.jsonl for a run folder outputs/<env>/<run-id>."""
+    return run_dir.parent.parent / (run_dir.parent.name + LEDGER_SUFFIX)
 
 
 def _identity(run_dir: Path) -> tuple[str, str]:
@@ -268,7 +269,7 @@ def open_for_rebuild(run_dir: Path, reseal_reason: str | None = None) -> dict[st
     """
     ledger = ledger_path(run_dir)
     _, run_id = _identity(run_dir)
-    in_ledger = ledger.is_file() and any(e.get("run_id") == run_id for e in read_chain(ledger, LEDGER)[0])
+    in_ledger = ledger.is_file() and any(e.get("run_id") == run_id for e in read_chain(ledger, "ledger")[0])
     if not (run_dir / MANIFEST).exists() and not (run_dir / RESEAL_LOG).exists() and not in_ledger:
         return None
     problems = verify_run(run_dir).problems

@@ -235,7 +235,7 @@ def test_ledger_entry_edited_is_caught(run: Path, capsys):
     ledger.write_text(json.dumps(entry) + "\n")
     code, out, _ = rehearse(capsys, "verify", str(run))
     assert code == 1
-    assert "ledger ledger.jsonl line 1 (#1): its digest does not match its content" in out
+    assert "ledger t.ledger.jsonl line 1 (#1): its digest does not match its content" in out
     assert "is not the manifest the ledger sealed last for this run" in out
 
 
@@ -247,7 +247,7 @@ def test_ledger_entry_removed_is_caught(run: Path, capsys, tmp_path: Path):
     lines = ledger.read_text().splitlines()
     ledger.write_text("\n".join([lines[0], lines[2]]) + "\n")  # someone removes run #2
     code, out, _ = rehearse(capsys, "verify", str(run))
-    assert code == 1 and "ledger ledger.jsonl line 2 (#3): seq 3 where 2 was expected" in out
+    assert code == 1 and "ledger t.ledger.jsonl line 2 (#3): seq 3 where 2 was expected" in out
     assert "previous-entry digest does not match" in out
     ledger.write_text("\n".join(lines[1:]) + "\n")  # or removes ours (and the chain head is now #2)
     code, out, _ = rehearse(capsys, "verify", str(run))
@@ -356,7 +356,7 @@ def test_rehearse_run_prints_the_ledger_line_last(tmp_path: Path):
     assert proc.stdout.strip(), proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("ledger: scratch #1 manifest sha256:"), proc.stdout + proc.stderr
-    [entry] = [json.loads(line) for line in (out / "scratch" / "ledger.jsonl").read_text().splitlines()]
+    [entry] = [json.loads(line) for line in (out / "scratch.ledger.jsonl").read_text().splitlines()]
     assert last.endswith(f"entry sha256:{entry['entry_sha256']}")
     run = next(p for p in (out / "scratch").iterdir() if p.is_dir())
     assert verify_run(run, expect_entry=last).intact
