@@ -122,8 +122,13 @@ def _reseals(run_dir: Path) -> list[dict[str, Any]]:
     """The folder's reseal log (rebuilds after sealing: who, when, why, what had changed)."""
     from rehearsal_lib.seal import reseal_history
 
-    keep = ("seq", "time", "who", "kind", "why", "changed", "old_manifest")
-    return [{k: e.get(k) for k in keep} for e in reseal_history(run_dir)]
+    keep = ("seq", "time", "who", "kind", "why", "old_manifest")
+    out = []
+    for e in reseal_history(run_dir):
+        changed = e.get("changed") or []
+        out.append({**{k: e.get(k) for k in keep},
+                    "changed": [str(c) for c in changed] if isinstance(changed, list) else [str(changed)]})
+    return out
 
 
 def write_results_json(summary: RunSummary) -> Path:
@@ -249,7 +254,8 @@ def write_summary_md(summary: RunSummary) -> Path:
         lines += ["", "## Sign-off", "", "| Item | Status | Detail |", "|------|--------|--------|"]
         lines += [f"| {_md(c.title)} | {c.status} | {_md(c.observed)} |" for c in signoffs]
     lines += ["", "Evidence: `report.html`, `results.json`, `junit.xml` and the executed notebooks in this run "
-                  "folder; verify with `sha256sum -c SHA256SUMS`.", ""]
+                  "folder; verify with `rehearse verify RUN_DIR` (files, SHA256SUMS, reseal log, ledger), or the "
+                  "files alone with `sha256sum -c SHA256SUMS`.", ""]
     path = summary.run_dir / "summary.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

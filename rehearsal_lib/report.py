@@ -122,6 +122,7 @@ def reseal_html(summary: RunSummary) -> str:
            "previous seal</th><th>Previous manifest</th></tr>"]
     for e in history:
         changed = e.get("changed") or []
+        changed = changed if isinstance(changed, list) else [changed]
         shown = "<br>".join(esc(str(c)) for c in changed[:20]) + (f"<br>… and {len(changed) - 20} more"
                                                                    if len(changed) > 20 else "")
         what = "<b>RESEALED</b>" if e.get("kind") == "reseal" else "rebuilt"

@@ -189,14 +189,24 @@ def test_sha256sums_edited_is_caught(run: Path, capsys):
     assert "SHA256SUMS: extra.txt is listed but not in manifest.json" in out
 
 
-@pytest.fixture
-def resealed(run: Path, capsys) -> Path:
-    """The run rebuilt once (intact) and resealed once (after the notebook was edited)."""
-    assert rehearse(capsys, "report", str(run))[0] == 0
+@pytest.fixture(scope="module")
+def pristine_resealed(pristine: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pristine run rebuilt once (intact) and resealed once (after the notebook was edited)."""
+    outputs = tmp_path_factory.mktemp("resealed") / "outputs"
+    shutil.copytree(pristine, outputs)
+    run = next((outputs / "t").glob("2026*"))
+    assert main(["report", str(run)]) == 0
     flip_fail_to_pass(run)
-    assert rehearse(capsys, "report", str(run), "--reseal", "--reason", "second look")[0] == 0
-    assert rehearse(capsys, "verify", str(run))[0] == 0
-    return run
+    assert main(["report", str(run), "--reseal", "--reason", "second look"]) == 0
+    assert main(["verify", str(run)]) == 0
+    return outputs
+
+
+@pytest.fixture
+def resealed(pristine_resealed: Path, tmp_path: Path) -> Path:
+    outputs = tmp_path / "outputs"
+    shutil.copytree(pristine_resealed, outputs)
+    return next((outputs / "t").glob("2026*"))
 
 
 def test_reseal_log_truncated_is_caught(resealed: Path, capsys):
@@ -360,3 +370,15 @@ def test_rehearse_run_prints_the_ledger_line_last(tmp_path: Path):
     assert last.endswith(f"entry sha256:{entry['entry_sha256']}")
     run = next(p for p in (out / "scratch").iterdir() if p.is_dir())
     assert verify_run(run, expect_entry=last).intact
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "SHA256SUMS", "reseal.log", "ledger"])
+@pytest.mark.parametrize("garbage", [b"", b"[]\n", b"\xff\x00 not text", b'{"seq": "x"}\n'])
+def test_garbage_in_any_seal_file_is_a_problem_line_never_a_traceback(resealed: Path, capsys, name: str,
+                                                                       garbage: bytes):
+    target = ledger_path(resealed) if name == "ledger" else resealed / name
+    target.write_bytes(garbage)
+    code, out, err = rehearse(capsys, "verify", str(resealed))
+    assert code == 1 and out.strip().endswith("problem(s)") and not err
+    code, _, err = rehearse(capsys, "report", str(resealed))
+    assert code == 2 and "no longer matches its seal" in err
