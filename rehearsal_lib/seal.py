@@ -389,6 +389,15 @@ def _check_ledger(run_dir: Path, ledger: Path, manifest_digest: str, notes: list
     if last.get("manifest_sha256") != manifest_digest:
         problems.append(f"manifest.json (sha256:{manifest_digest[:16]}…) is not the manifest the ledger sealed "
                         f"last for this run (#{last.get('seq')}, sha256:{str(last.get('manifest_sha256'))[:16]}…)")
+    signer = last.get("signed_by")
+    if signer and last.get("manifest_sha256") == manifest_digest:
+        try:
+            named = json.loads((run_dir / SIGNATURE).read_text()).get("public_key_sha256")
+        except (OSError, ValueError, AttributeError):
+            named = None
+        if named != signer:
+            problems.append(f"the ledger records this seal as signed by key sha256:{str(signer)[:16]}…, but "
+                            f"{SIGNATURE} is {'missing or unreadable' if named is None else 'by another key'}")
     held = {sha256_file(p) for p in run_dir.iterdir() if ARCHIVED_MANIFEST.match(p.name)} | {manifest_digest}
     for e in mine[:-1]:
         if e.get("manifest_sha256") not in held:

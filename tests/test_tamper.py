@@ -320,6 +320,11 @@ def test_signature_checks_with_the_right_key_and_fails_with_a_wrong_or_missing_o
     assert code == 1 and "manifest.sig: the signature does not verify with the given public key" in out
     code, out, _ = rehearse(capsys, "verify", str(run))
     assert code == 0 and "manifest.sig present but not checked" in out
+    signature = (run / "manifest.sig").read_bytes()
+    (run / "manifest.sig").unlink()  # stripping the signature shows even without the public key
+    code, out, _ = rehearse(capsys, "verify", str(run))
+    assert code == 1 and "the ledger records this seal as signed by key sha256:" in out
+    (run / "manifest.sig").write_bytes(signature)
     # the forger with write access but without the key: resealing in the open drops the signature
     monkeypatch.delenv("REHEARSAL_SIGNING_KEY")
     flip_fail_to_pass(run)
