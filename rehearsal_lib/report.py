@@ -127,8 +127,8 @@ def reseal_html(summary: RunSummary) -> str:
                                                                    if len(changed) > 20 else "")
         what = "<b>RESEALED</b>" if e.get("kind") == "reseal" else "rebuilt"
         out.append(f"<tr><td>{esc(str(e.get('seq')))}</td><td class='rh-nowrap'>{esc(str(e.get('time')))}</td>"
-                   f"<td>{esc(str(e.get('who')))}</td><td>{what}</td><td>{esc(str(e.get('why')))}</td>"
-                   f"<td>{shown or 'nothing'}</td>"
+                   f"<td>{esc(str(e.get('who')))}</td><td class='rh-nowrap'>{what}</td>"
+                   f"<td>{esc(str(e.get('why')))}</td><td>{shown or 'nothing'}</td>"
                    f"<td><code>{esc(str(e.get('old_manifest') or '-'))}</code></td></tr>")
     out.append("</table><p class='rh-muted'>From <code>reseal.log</code> in this folder (append-only, hash-chained); "
                "<code>rehearse verify</code> checks it. Who is as declared by the person who rebuilt the folder "
@@ -167,6 +167,10 @@ def summary_html(summary: RunSummary) -> str:
         reasons += "<p><b>The run was interrupted</b>; the phases that finished are reported below.</p>"
     if meta.get("runner_error"):
         reasons += f"<p><b>The run could not go on</b>: {esc(meta['runner_error'])}</p>"
+    seal_history = reseal_html(summary)
+    if seal_history.startswith("<div class='rh-reseal'"):
+        reasons += ("<p><b>Resealed</b>: files of this run changed after it was sealed and it was sealed again; "
+                    "<a href='#reseal-log'>who, when and why</a>.</p>")
     also = "Also failing (each a condition for GO)" if d.blockers else "Conditions"
     for title, items in (("Blockers", d.blockers), (also, d.conditions)):
         if items:
@@ -180,7 +184,7 @@ def summary_html(summary: RunSummary) -> str:
                                                       for n in missing)) if missing else "") + ".</p>")
     out.append(f"<div class='rh-banner' id='decision' style='background:{color}'>"
                f"<div class='rh-decision'>Decision: {esc(d.decision)}</div>{reasons}</div>")
-    out.append(reseal_html(summary))
+    out.append(seal_history)
     if d.notes:
         out.append("<p class='rh-muted'>Notes: " + esc("; ".join(d.notes)) + "</p>")
 
