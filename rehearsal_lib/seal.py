@@ -369,7 +369,7 @@ def _check_ledger(run_dir: Path, ledger: Path, manifest_digest: str, notes: list
                   expect: str | None = None) -> list[str]:
     if not ledger.is_file():
         return [f"no ledger at {ledger}: the run cannot be checked against it "
-                "(pass --ledger PATH, or --no-ledger to check the folder alone)"]
+                "(rehearse verify takes --ledger PATH, or --no-ledger to check the folder alone)"]
     entries, problems = read_chain(ledger, f"ledger {ledger.name}")
     _, run_id = _identity(run_dir)
     mine = [e for e in entries if e.get("run_id") == run_id]
