@@ -1,6 +1,7 @@
 """`rehearse`: run, validate, report, list, verify, sandbox, lab.
 
 Exit codes: 0 GO, 1 NO-GO, 3 CONDITIONAL GO, 2 usage or configuration error, 130 interrupted.
+`rehearse verify`: 0 intact, 1 problems found (one line each), 2 usage error.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def _err(message: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rehearsal_lib.runner import Runner
+    from rehearsal_lib.seal import load_signing_key
 
+    load_signing_key()  # a configured key that cannot be used stops the run before it starts
     runner = Runner(args.env, parallel=args.parallel, allow_destructive=args.allow_destructive,
                     outputs=Path(args.outputs).resolve() if args.outputs else None, show_code=args.show_code,
                     progress=lambda line: print(line, flush=True), echo_checks=not args.quiet)
@@ -46,6 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             fh.write((summary.run_dir / "summary.md").read_text(encoding="utf-8") + "\n")
     print(f"report:  {summary.run_dir / 'report.html'}")
     print(f"results: {summary.run_dir / 'results.json'}  junit: {summary.run_dir / 'junit.xml'}")
+    print(summary.sealed.line(), flush=True)  # the last line: a CI log anchors the ledger
     if runner.interrupted:
         return EXIT_INTERRUPTED
     return d.exit_code
@@ -70,22 +74,47 @@ def _run_dir(value: str) -> Path:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from rehearsal_lib.runner import finalize
+    from rehearsal_lib.seal import SealRefused, load_signing_key
 
     run_dir = _run_dir(args.run_dir)
-    summary = finalize(run_dir, show_code=args.show_code)
+    if args.reseal and not (args.reason or "").strip():
+        raise ConfigError(run_dir, "--reseal needs --reason TEXT: why the sealed evidence is being resealed")
+    if args.reason and not args.reseal:
+        raise ConfigError(run_dir, "--reason goes with --reseal")
+    load_signing_key()
+    try:
+        reason = args.reason.strip() if args.reseal else None
+        summary = finalize(run_dir, show_code=args.show_code, reseal_reason=reason)
+    except SealRefused as exc:
+        _err(str(exc) + ":")
+        for problem in exc.problems:
+            _err(f"  {problem}")
+        _err("to rebuild it anyway and record who, when and why in its reseal log: "
+             f"rehearse report {args.run_dir} --reseal --reason TEXT")
+        return EXIT_USAGE
     print(f"{summary.decision.decision}: {run_dir / 'report.html'}")
+    print(summary.sealed.line())
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from rehearsal_lib.evidence import verify_manifest
+    from rehearsal_lib.seal import load_public_key, verify_run
 
     run_dir = _run_dir(args.run_dir)
-    problems = verify_manifest(run_dir)
-    for p in problems:
+    ledger = Path(args.ledger).resolve() if args.ledger else None
+    if ledger is not None and not ledger.is_file():
+        raise ConfigError(ledger, "no such ledger file")
+    if args.expect and args.no_ledger:
+        raise ConfigError(run_dir, "--expect checks the ledger; it cannot go with --no-ledger")
+    public_key = load_public_key(Path(args.public_key)) if args.public_key else None
+    result = verify_run(run_dir, ledger=ledger, check_ledger=not args.no_ledger, public_key=public_key,
+                        expect_entry=args.expect)
+    for p in result.problems:
         print(f"  {p}")
-    print(f"{run_dir}: {'intact' if not problems else f'{len(problems)} problem(s)'}")
-    return 0 if not problems else 1
+    for note in result.notes:
+        print(f"  note: {note}")
+    print(f"{run_dir}: {'intact' if result.intact else f'{len(result.problems)} problem(s)'}")
+    return 0 if result.intact else 1
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -177,13 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check structure only; do not require the ${VAR} references to be set (for linting in CI)")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("report", help="rebuild report/results/junit/manifest from a run folder's notebooks")
+    p = sub.add_parser("report", help="rebuild report/results/junit and reseal a run folder from its notebooks "
+                                      "(refused when the folder no longer matches its seal)")
     p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("--show-code", action="store_true", help="show notebook code in the report")
+    p.add_argument("--reseal", action="store_true",
+                   help="rebuild even though files changed since sealing; keeps the old manifest and records "
+                        "who, when and why in reseal.log (shown in the report)")
+    p.add_argument("--reason", metavar="TEXT", help="why the folder is resealed (required with --reseal)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("verify", help="check a run folder against its manifest (sha256 of every file)")
+    p = sub.add_parser("verify", help="check a run folder: files, manifest, SHA256SUMS, reseal log, ledger, "
+                                      "signature (exit 0 intact, 1 problems)")
     p.add_argument("run_dir", help=RUN_DIR_HELP)
+    p.add_argument("--ledger", metavar="PATH", help="the environment's ledger (default: <env>.ledger.jsonl next to the "
+                                                    "folder of runs)")
+    p.add_argument("--no-ledger", action="store_true",
+                   help="do not check the ledger (the folder is then only shown consistent with itself)")
+    p.add_argument("--public-key", metavar="PEM", help="check manifest.sig with this Ed25519 public key")
+    p.add_argument("--expect", metavar="LINE", help="the run's 'ledger: ...' line from the CI log (or its entry "
+                                                    "digest): the ledger's entry for the run must be that one")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("list", help="past runs of ENV and their decisions")

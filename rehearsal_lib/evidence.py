@@ -30,6 +30,7 @@ class RunSummary:
     checks: list[Check]
     decision: Decision
     phase_checks: dict[str, list[Check]] = field(default_factory=dict)
+    sealed: Any = None  # the seal.SealRecord once finalize() has sealed the folder
 
     @property
     def env(self) -> str:
@@ -117,6 +118,19 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
     return RunSummary(run_dir, meta, phases, checks, decision, per_phase)
 
 
+def _reseals(run_dir: Path) -> list[dict[str, Any]]:
+    """The folder's reseal log (rebuilds after sealing: who, when, why, what had changed)."""
+    from rehearsal_lib.seal import reseal_history
+
+    keep = ("seq", "time", "who", "kind", "why", "old_manifest")
+    out = []
+    for e in reseal_history(run_dir):
+        changed = e.get("changed") or []
+        out.append({**{k: e.get(k) for k in keep},
+                    "changed": [str(c) for c in changed] if isinstance(changed, list) else [str(changed)]})
+    return out
+
+
 def write_results_json(summary: RunSummary) -> Path:
     data = {
         "env": summary.env,
@@ -133,6 +147,7 @@ def write_results_json(summary: RunSummary) -> Path:
         "project_commit": summary.meta.get("project_commit"),
         "phases": [{**asdict(p), "counts": summary.counts(p.name)} for p in summary.phases],
         "checks": [c.model_dump(mode="json") for c in summary.checks],
+        "reseals": _reseals(summary.run_dir),
     }
     path = summary.run_dir / "results.json"
     path.write_text(json.dumps(data, indent=2, default=str))
@@ -206,6 +221,11 @@ def write_summary_md(summary: RunSummary) -> Path:
         lines += ["The run was **interrupted**; only the phases that finished are reported.", ""]
     if meta.get("runner_error"):
         lines += [f"The run could not go on: {meta['runner_error']}", ""]
+    for e in _reseals(summary.run_dir):
+        what = "**Resealed**" if e["kind"] == "reseal" else "Rebuilt"
+        changed = "; ".join(e["changed"] or []) or "nothing"
+        lines += [f"{what} #{e['seq']} on {e['time']} by {e['who']}: {_md(e['why'])} (changed: {_md(changed)[:500]})",
+                  ""]
     for title, items in (("Blockers", d.blockers), ("Conditions", d.conditions)):
         if items:
             lines += [f"**{title}**", ""] + [f"- {_md(i)}" for i in items] + [""]
@@ -234,7 +254,8 @@ def write_summary_md(summary: RunSummary) -> Path:
         lines += ["", "## Sign-off", "", "| Item | Status | Detail |", "|------|--------|--------|"]
         lines += [f"| {_md(c.title)} | {c.status} | {_md(c.observed)} |" for c in signoffs]
     lines += ["", "Evidence: `report.html`, `results.json`, `junit.xml` and the executed notebooks in this run "
-                  "folder; verify with `sha256sum -c SHA256SUMS`.", ""]
+                  "folder; verify with `rehearse verify RUN_DIR` (files, SHA256SUMS, reseal log, ledger), or the "
+                  "files alone with `sha256sum -c SHA256SUMS`.", ""]
     path = summary.run_dir / "summary.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
@@ -249,21 +270,33 @@ def sha256_file(path: Path) -> str:
 
 
 SUMS = "SHA256SUMS"
+SIGNATURE = "manifest.sig"
+UNSEALED = ("manifest.json", SUMS, SIGNATURE)  # the files the manifest cannot cover (they seal it)
 
 
-def write_manifest(run_dir: Path) -> Path:
-    """manifest.json: sha256 and size of every other file; then SHA256SUMS (for `sha256sum -c`) over all."""
+def write_manifest(run_dir: Path, header: dict[str, Any] | None = None) -> Path:
+    """manifest.json: `header` fields plus sha256 and size of every other file; then SHA256SUMS (for
+    `sha256sum -c`) over all of them and the manifest itself."""
     files = {}
     for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
         rel = path.relative_to(run_dir).as_posix()
-        if rel in ("manifest.json", SUMS):
+        if rel in UNSEALED:
             continue
         files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     out = run_dir / "manifest.json"
-    out.write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=2))
+    out.write_text(json.dumps({"algorithm": "sha256", **(header or {}), "files": files}, indent=2))
     sums = {**{rel: info["sha256"] for rel, info in files.items()}, "manifest.json": sha256_file(out)}
     (run_dir / SUMS).write_text("".join(f"{digest}  {rel}\n" for rel, digest in sorted(sums.items())))
     return out
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any] | None:
+    """manifest.json as a dict with a `files` mapping, or None when it is missing or not a manifest."""
+    try:
+        data = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else None
 
 
 def verify_manifest(run_dir: Path) -> list[str]:
@@ -271,16 +304,19 @@ def verify_manifest(run_dir: Path) -> list[str]:
     path = run_dir / "manifest.json"
     if not path.is_file():
         return ["manifest.json is missing"]
-    listed = json.loads(path.read_text())["files"]
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        return ["manifest.json: not a manifest (unreadable JSON or no files list)"]
+    listed = manifest["files"]
     problems = []
     for rel, info in listed.items():
         f = run_dir / rel
         if not f.is_file():
             problems.append(f"{rel}: missing")
-        elif sha256_file(f) != info["sha256"]:
+        elif not isinstance(info, dict) or sha256_file(f) != info.get("sha256"):
             problems.append(f"{rel}: sha256 differs from the manifest")
-    for f in run_dir.rglob("*"):
+    for f in sorted(run_dir.rglob("*")):
         rel = f.relative_to(run_dir).as_posix()
-        if f.is_file() and rel not in ("manifest.json", SUMS) and rel not in listed:
+        if f.is_file() and rel not in UNSEALED and rel not in listed:
             problems.append(f"{rel}: not in the manifest")
     return problems

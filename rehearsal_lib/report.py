@@ -50,6 +50,8 @@ CSS = """
   padding-top:8px}
 .rh-muted{color:#57606a}
 details.rh-versions summary{cursor:pointer}
+.rh-reseal{border:3px solid #cf222e;border-radius:6px;padding:4px 14px 10px;margin:12px 0;background:#fff8f8}
+.rh-reseal.rh-rebuilt{border-color:#9a6700;background:#fffbf0}
 """
 
 
@@ -101,6 +103,39 @@ def _phase_status(summary: RunSummary, name: str, outcome: str) -> str:
     return _pill("pass") if counts else "<span class='rh-muted'>no checks</span>"
 
 
+def reseal_html(summary: RunSummary) -> str:
+    """The folder's reseal log (who, when, why, what had changed), or nothing if it was never rebuilt."""
+    from rehearsal_lib.seal import reseal_history
+
+    history = reseal_history(summary.run_dir)
+    if not history:
+        return ""
+    esc = html.escape
+    resealed = [e for e in history if e.get("kind") == "reseal"]
+    if resealed:
+        title = (f"Resealed {len(resealed)} time(s): files changed after this run was sealed, and someone "
+                 "rebuilt and sealed it again")
+    else:
+        title = f"Rebuilt {len(history)} time(s) after sealing; the folder verified intact each time"
+    out = [f"<div class='rh-reseal{'' if resealed else ' rh-rebuilt'}' id='reseal-log'><h2>{esc(title)}</h2>",
+           "<table><tr><th>#</th><th>When (UTC)</th><th>Who</th><th>What</th><th>Why</th><th>Changed since the "
+           "previous seal</th><th>Previous manifest</th></tr>"]
+    for e in history:
+        changed = e.get("changed") or []
+        changed = changed if isinstance(changed, list) else [changed]
+        shown = "<br>".join(esc(str(c)) for c in changed[:20]) + (f"<br>… and {len(changed) - 20} more"
+                                                                   if len(changed) > 20 else "")
+        what = "<b>RESEALED</b>" if e.get("kind") == "reseal" else "rebuilt"
+        out.append(f"<tr><td>{esc(str(e.get('seq')))}</td><td class='rh-nowrap'>{esc(str(e.get('time')))}</td>"
+                   f"<td>{esc(str(e.get('who')))}</td><td class='rh-nowrap'>{what}</td>"
+                   f"<td>{esc(str(e.get('why')))}</td><td>{shown or 'nothing'}</td>"
+                   f"<td><code>{esc(str(e.get('old_manifest') or '-'))}</code></td></tr>")
+    out.append("</table><p class='rh-muted'>From <code>reseal.log</code> in this folder (append-only, hash-chained); "
+               "<code>rehearse verify</code> checks it. Who is as declared by the person who rebuilt the folder "
+               "($REHEARSAL_OPERATOR or user@host).</p></div>")
+    return "".join(out)
+
+
 def summary_html(summary: RunSummary) -> str:
     esc = html.escape
     meta, d = summary.meta, summary.decision
@@ -132,6 +167,10 @@ def summary_html(summary: RunSummary) -> str:
         reasons += "<p><b>The run was interrupted</b>; the phases that finished are reported below.</p>"
     if meta.get("runner_error"):
         reasons += f"<p><b>The run could not go on</b>: {esc(meta['runner_error'])}</p>"
+    seal_history = reseal_html(summary)
+    if seal_history.startswith("<div class='rh-reseal'"):
+        reasons += ("<p><b>Resealed</b>: files of this run changed after it was sealed and it was sealed again; "
+                    "<a href='#reseal-log'>who, when and why</a>.</p>")
     also = "Also failing (each a condition for GO)" if d.blockers else "Conditions"
     for title, items in (("Blockers", d.blockers), (also, d.conditions)):
         if items:
@@ -145,6 +184,7 @@ def summary_html(summary: RunSummary) -> str:
                                                       for n in missing)) if missing else "") + ".</p>")
     out.append(f"<div class='rh-banner' id='decision' style='background:{color}'>"
                f"<div class='rh-decision'>Decision: {esc(d.decision)}</div>{reasons}</div>")
+    out.append(seal_history)
     if d.notes:
         out.append("<p class='rh-muted'>Notes: " + esc("; ".join(d.notes)) + "</p>")
 

@@ -28,7 +28,6 @@ from rehearsal_lib.evidence import (
     RunSummary,
     collect,
     write_junit,
-    write_manifest,
     write_meta,
     write_results_json,
     write_summary_md,
@@ -403,10 +402,16 @@ def _kill_group(proc: subprocess.Popen, first: int = signal.SIGTERM, grace_s: fl
             continue
 
 
-def finalize(run_dir: Path, secrets: SecretSet | None = None, show_code: bool = False) -> RunSummary:
-    """Derive results.json, junit.xml, report.html and manifest.json from the executed notebooks."""
-    from rehearsal_lib.report import write_report
+def finalize(run_dir: Path, secrets: SecretSet | None = None, show_code: bool = False,
+             reseal_reason: str | None = None) -> RunSummary:
+    """Derive results.json, junit.xml, report.html from the executed notebooks, then seal the folder.
 
+    In a folder sealed before, nothing is rewritten unless it still verifies or `reseal_reason` is
+    given (seal.SealRefused otherwise); the rebuild is recorded in reseal.log either way."""
+    from rehearsal_lib.report import write_report
+    from rehearsal_lib.seal import open_for_rebuild, seal
+
+    open_for_rebuild(run_dir, reseal_reason)
     secrets = secrets or SecretSet()
     secrets.scrub_tree(run_dir)
     summary = collect(run_dir)
@@ -415,6 +420,5 @@ def finalize(run_dir: Path, secrets: SecretSet | None = None, show_code: bool = 
     write_summary_md(summary)
     write_report(summary, show_code=show_code)
     secrets.scrub_tree(run_dir)
-    write_manifest(run_dir)
+    summary.sealed = seal(run_dir)
     return summary
-
