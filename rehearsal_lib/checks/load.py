@@ -251,6 +251,11 @@ def _numbers(figures: dict[str, Any]) -> dict[str, float | int | None]:
     return {k: v for k, v in figures.items() if v is None or isinstance(v, int | float)}
 
 
+def _unanswered_mix(st: ScenarioStats) -> dict[str, int]:
+    """The part of a status mix without an HTTP response (timeouts, connection errors)."""
+    return {k: v for k, v in st.status_mix.items() if k == "timeout" or k.startswith("error:")}
+
+
 def _stats(sr: StageRun, name: str) -> ScenarioStats:
     assert sr.result is not None
     return next(s for s in sr.result.scenario_stats() if s.name == name)
@@ -304,15 +309,30 @@ def check_latency(ctx: PhaseRun, run: LoadRun) -> list[Check]:
                     assert sr is not None
                     st = _stats(sr, sc.name)
                     value = getattr(st, f"p{pct}_ms")
+                    answered = st.count if st.answered is None else st.answered
                     metrics = {"p50_ms": st.p50_ms, "p95_ms": st.p95_ms, "p99_ms": st.p99_ms, "max_ms": st.max_ms,
-                               "requests": st.count}
-                    if value is None:
+                               "requests": st.count, "answered": answered}
+                    if not st.count:
                         return Outcome("error", "no requests were sent for this scenario", expected, None, metrics)
-                    seen = f"p{pct} {ms(value)} over {plural(st.count, 'request')} (p50 {ms(st.p50_ms)})"
+                    unanswered = st.count - answered
+                    too_few = http.too_few_responses(answered, st.count, ctx.settings.min_responses)
+                    if too_few or value is None:
+                        return Outcome("error", f"{too_few or 'no percentile'}; no response: "
+                                       f"{status_mix(_unanswered_mix(st))}",
+                                       expected, {"requests": st.count, "answered": answered,
+                                                  "without a response": unanswered,
+                                                  "status mix": status_mix(st.status_mix),
+                                                  "minimum": f"{ctx.settings.min_responses} answered requests "
+                                                             "(phases.load.min_responses)"}, metrics)
+                    seen = f"p{pct} {ms(value)} over {plural(answered, 'answered request')} (p50 {ms(st.p50_ms)})"
                     evidence = {"percentiles": f"p50 {ms(st.p50_ms)}, p95 {ms(st.p95_ms)}, p99 {ms(st.p99_ms)}, "
                                                f"max {ms(st.max_ms)}",
                                 "requests": st.count, "limit": f"p{pct} at most {limit:g} ms" if limit else "none",
                                 "measured from": "the intended send time", "status mix": status_mix(st.status_mix)}
+                    if unanswered:
+                        evidence["answered"] = (f"{answered} of {st.count}: the percentiles leave out "
+                                                f"{plural(unanswered, 'request')} without a response (see the "
+                                                "error-rate check)")
                     if limit is None:
                         return Outcome("pass", seen, expected, evidence, metrics)
                     return Outcome("pass" if value <= limit else "fail", seen, expected, evidence, metrics)
