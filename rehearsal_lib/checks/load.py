@@ -124,8 +124,9 @@ def _setup(ctx: PhaseRun, cfg: LoadParams, run_id: str, run: LoadRun) -> None:
             path, headers, body = tpl.render()
             headers = {**headers, **(ctx.auth_headers() if step.auth else {})}
             res = http.request(ctx.http, step.method, path, headers=headers, content=body)
-            if res.error or res.status not in _codes(step.expect_status):
-                raise RuntimeError(f"setup {step.name}: {res.describe()}")
+            unreached = http.reached_handler(res, authenticated=step.auth, expected=_codes(step.expect_status))
+            if unreached or res.status not in _codes(step.expect_status):
+                raise RuntimeError(f"setup {step.name}: {unreached or res.describe()}")
             if not isinstance(res.body, dict) or step.field not in res.body:
                 raise RuntimeError(f"setup {step.name}: response has no '{step.field}' field")
             kept.append(res.body[step.field])
@@ -470,7 +471,7 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#1
 
 def _latency_figure(ctx: PhaseRun, run: LoadRun) -> None:
     """Grouped p50/p95/p99 bars per scenario on a log axis (a slow scenario must not hide the fast ones)."""
-    rows = [(sr, st) for sr in run.stages if sr.result for st in sr.result.scenario_stats() if st.count]
+    rows = [(sr, st) for sr in run.stages if sr.result for st in sr.result.scenario_stats() if st.p50_ms is not None]
     if not rows:
         return
     import plotly.graph_objects as go

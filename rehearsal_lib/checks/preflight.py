@@ -35,8 +35,9 @@ def check_identity(ctx: PhaseRun) -> Check | None:
         res = http.request(ctx.http, "GET", s.version_endpoint)
         expected = f"{s.version_endpoint} returns a JSON identity" + (
             f" with version {s.expected_version}" if s.expected_version else "")
-        if res.error:
-            return Outcome("error", res.describe(), expected, res.evidence())
+        unreached = http.reached_handler(res, authenticated=False)  # 3xx: no identity was read
+        if unreached:
+            return Outcome("error", unreached, expected, res.evidence())
         if not res.ok or not isinstance(res.body, dict):
             return Outcome("fail", f"{res.describe()}; body is not a JSON object", expected, res.evidence())
         version = str(res.body.get("version", ""))
