@@ -127,12 +127,9 @@ def reached_handler(res: HttpResult, authenticated: bool = True, expected: Itera
         return (f"redirected: HTTP {status} to {res.location or '(no Location header)'} instead of an answer from "
                 f"{res.method} {res.url}; the handler was not reached (set follow_redirects to follow it)")
     if authenticated and status in (401, 403):
-        return (f"{NOT_AUTHENTICATED}: HTTP {status} to {res.method} {res.url} sent with the target's "
-                "credentials (check target.auth_token and how the service expects them)")
+        return (f"{NOT_AUTHENTICATED}: HTTP {status} to {res.method} {res.url}, a probe that runs authenticated; "
+                "the service did not accept the bearer token of target.auth_token (or none is set)")
     return None
-
-
-MIN_RESPONSES = 10
 
 
 def too_few_responses(answered: int, sent: int, min_responses: int, answered_as: str = "answered") -> str | None:
