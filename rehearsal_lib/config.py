@@ -63,6 +63,8 @@ class Target(Strict):
     auth_token: str | None = Field(None, description="Bearer token for protected endpoints; a ${VAR} reference.")
     timeout_s: float = Field(5.0, gt=0, le=120)
     verify_tls: bool = True
+    follow_redirects: bool = Field(False, description="Follow 3xx answers; off: a 3xx to a probe is an error naming "
+                                                      "its Location.")
 
     @field_validator("database_url", "auth_token")
     @classmethod
@@ -91,12 +93,14 @@ class ExamModeCheck(Strict):
     endpoint: str = "/v1/exam-mode"
     field: str = "exam_mode"
     expected: bool = True
+    auth: bool = Field(True, description="Send the target's bearer token; false: the flag is read unauthenticated.")
 
 
 class LatencyCheck(Strict):
     endpoints: list[str] = Field(default_factory=lambda: ["/health", "/v1/ready"])
     samples: int = Field(20, ge=1, le=1000)
     p95_ms: float = Field(500, gt=0)
+    min_responses: int = Field(10, ge=1, description="Fewer answered requests (all endpoints): error, not judged.")
 
 
 class RehearsalMarker(Strict):
@@ -160,7 +164,8 @@ class JourneyStep(Strict):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
     path: str = Field(description="May use {saved_name} and {run_id} placeholders.")
     json_body: Any = Field(None, alias="json")
-    auth: bool = True
+    auth: bool = Field(True, description="Send the target's bearer token; false: the step runs unauthenticated.")
+    follow_redirects: bool | None = Field(None, description="Override target.follow_redirects for this step.")
     expect_status: int | list[int] = 200
     save: dict[str, str] = Field(default_factory=dict, description="name -> top-level field of the JSON response")
     severity: Severity = "blocker"
@@ -395,6 +400,7 @@ class BadInput(Strict):
     oversize_bytes: int | None = Field(None, gt=0, description="Send a JSON string body of this many bytes.")
     content_type: str = "application/json"
     auth: bool = Field(True, description="Send the target's bearer token (so the input, not auth, is tested).")
+    follow_redirects: bool | None = Field(None, description="Override target.follow_redirects for this probe.")
     expect_status: list[int] | None = Field(None, description="Accepted codes; default any 4xx.")
     severity: Severity = "major"
 
@@ -562,6 +568,8 @@ class LoadParams(Strict):
     setup: list[LoadSetup] = Field(default_factory=list)
     stages: list[LoadStage] = Field(default_factory=list)
     db_connections: DbConnections | None = Field(default_factory=DbConnections)
+    min_responses: int = Field(10, ge=1, description="Fewer answered requests in a scenario: its latency checks are "
+                                                     "errors, not judged.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> LoadParams:

@@ -129,7 +129,8 @@ class PhaseRun:
     @cached_property
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=self.params.target.timeout_s,
-                            verify=self.params.target.verify_tls, follow_redirects=False)
+                            verify=self.params.target.verify_tls,
+                            follow_redirects=self.params.target.follow_redirects)
 
     def cached(self, key: str, make: Callable[[], Any]) -> Any:
         """One object per phase run shared by its check functions (e.g. a sender with its counters)."""

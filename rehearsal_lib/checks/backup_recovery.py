@@ -315,9 +315,12 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
                 return Outcome("skip", f"not tried: step {broken} failed", expected)
             headers = ctx.auth_headers() if step.auth else None
             res = http.request(ctx.http, step.method, _fill(step.path, saved), headers=headers,
-                               json_body=_fill(step.json_body, saved))
-            if res.error or res.status not in codes:
-                return Outcome("error" if res.error else "fail", res.describe(), expected, res.evidence())
+                               json_body=_fill(step.json_body, saved), follow_redirects=step.follow_redirects)
+            unreached = http.reached_handler(res, authenticated=step.auth, expected=codes)
+            if unreached:
+                return Outcome("error", unreached, expected, res.evidence())
+            if res.status not in codes:
+                return Outcome("fail", res.describe(), expected, res.evidence())
             for name, fld in step.save.items():
                 if not isinstance(res.body, dict) or fld not in res.body:
                     return Outcome("fail", f"response has no '{fld}'", expected, res.evidence())

@@ -124,8 +124,9 @@ def _setup(ctx: PhaseRun, cfg: LoadParams, run_id: str, run: LoadRun) -> None:
             path, headers, body = tpl.render()
             headers = {**headers, **(ctx.auth_headers() if step.auth else {})}
             res = http.request(ctx.http, step.method, path, headers=headers, content=body)
-            if res.error or res.status not in _codes(step.expect_status):
-                raise RuntimeError(f"setup {step.name}: {res.describe()}")
+            unreached = http.reached_handler(res, authenticated=step.auth, expected=_codes(step.expect_status))
+            if unreached or res.status not in _codes(step.expect_status):
+                raise RuntimeError(f"setup {step.name}: {unreached or res.describe()}")
             if not isinstance(res.body, dict) or step.field not in res.body:
                 raise RuntimeError(f"setup {step.name}: response has no '{step.field}' field")
             kept.append(res.body[step.field])
@@ -251,6 +252,11 @@ def _numbers(figures: dict[str, Any]) -> dict[str, float | int | None]:
     return {k: v for k, v in figures.items() if v is None or isinstance(v, int | float)}
 
 
+def _unanswered_mix(st: ScenarioStats) -> dict[str, int]:
+    """The part of a status mix without an HTTP response (timeouts, connection errors)."""
+    return {k: v for k, v in st.status_mix.items() if k == "timeout" or k.startswith("error:")}
+
+
 def _stats(sr: StageRun, name: str) -> ScenarioStats:
     assert sr.result is not None
     return next(s for s in sr.result.scenario_stats() if s.name == name)
@@ -304,15 +310,30 @@ def check_latency(ctx: PhaseRun, run: LoadRun) -> list[Check]:
                     assert sr is not None
                     st = _stats(sr, sc.name)
                     value = getattr(st, f"p{pct}_ms")
+                    answered = st.count if st.answered is None else st.answered
                     metrics = {"p50_ms": st.p50_ms, "p95_ms": st.p95_ms, "p99_ms": st.p99_ms, "max_ms": st.max_ms,
-                               "requests": st.count}
-                    if value is None:
+                               "requests": st.count, "answered": answered}
+                    if not st.count:
                         return Outcome("error", "no requests were sent for this scenario", expected, None, metrics)
-                    seen = f"p{pct} {ms(value)} over {plural(st.count, 'request')} (p50 {ms(st.p50_ms)})"
+                    unanswered = st.count - answered
+                    too_few = http.too_few_responses(answered, st.count, ctx.settings.min_responses)
+                    if too_few or value is None:
+                        return Outcome("error", f"{too_few or 'no percentile'}; no response: "
+                                       f"{status_mix(_unanswered_mix(st))}",
+                                       expected, {"requests": st.count, "answered": answered,
+                                                  "without a response": unanswered,
+                                                  "status mix": status_mix(st.status_mix),
+                                                  "minimum": f"{ctx.settings.min_responses} answered requests "
+                                                             "(phases.load.min_responses)"}, metrics)
+                    seen = f"p{pct} {ms(value)} over {plural(answered, 'answered request')} (p50 {ms(st.p50_ms)})"
                     evidence = {"percentiles": f"p50 {ms(st.p50_ms)}, p95 {ms(st.p95_ms)}, p99 {ms(st.p99_ms)}, "
                                                f"max {ms(st.max_ms)}",
                                 "requests": st.count, "limit": f"p{pct} at most {limit:g} ms" if limit else "none",
                                 "measured from": "the intended send time", "status mix": status_mix(st.status_mix)}
+                    if unanswered:
+                        evidence["answered"] = (f"{answered} of {st.count}: the percentiles leave out "
+                                                f"{plural(unanswered, 'request')} without a response (see the "
+                                                "error-rate check)")
                     if limit is None:
                         return Outcome("pass", seen, expected, evidence, metrics)
                     return Outcome("pass" if value <= limit else "fail", seen, expected, evidence, metrics)
@@ -450,7 +471,7 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#1
 
 def _latency_figure(ctx: PhaseRun, run: LoadRun) -> None:
     """Grouped p50/p95/p99 bars per scenario on a log axis (a slow scenario must not hide the fast ones)."""
-    rows = [(sr, st) for sr in run.stages if sr.result for st in sr.result.scenario_stats() if st.count]
+    rows = [(sr, st) for sr in run.stages if sr.result for st in sr.result.scenario_stats() if st.p50_ms is not None]
     if not rows:
         return
     import plotly.graph_objects as go

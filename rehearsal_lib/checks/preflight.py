@@ -16,8 +16,9 @@ from rehearsal_lib.results import Check
 def _status_check(ctx: PhaseRun, path: str) -> Outcome:
     res = http.request(ctx.http, "GET", path)
     expected = f"GET {path} answers 2xx"
-    if res.error:
-        return Outcome("error", res.describe(), expected, res.evidence())
+    unreached = http.reached_handler(res, authenticated=False)  # health endpoints are public
+    if unreached:
+        return Outcome("error", unreached, expected, res.evidence())
     return Outcome("pass" if res.ok else "fail", res.describe(), expected, res.evidence(),
                    {"elapsed_ms": round(res.elapsed_ms, 2), "status": res.status})
 
@@ -33,8 +34,9 @@ def check_identity(ctx: PhaseRun) -> Check | None:
         res = http.request(ctx.http, "GET", s.version_endpoint)
         expected = f"{s.version_endpoint} returns a JSON identity" + (
             f" with version {s.expected_version}" if s.expected_version else "")
-        if res.error:
-            return Outcome("error", res.describe(), expected, res.evidence())
+        unreached = http.reached_handler(res, authenticated=False)  # 3xx: no identity was read
+        if unreached:
+            return Outcome("error", unreached, expected, res.evidence())
         if not res.ok or not isinstance(res.body, dict):
             return Outcome("fail", f"{res.describe()}; body is not a JSON object", expected, res.evidence())
         version = str(res.body.get("version", ""))
@@ -70,10 +72,11 @@ def check_exam_mode(ctx: PhaseRun) -> Check | None:
         return None
 
     def probe() -> Outcome:
-        res = http.request(ctx.http, "GET", cfg.endpoint)
+        res = http.request(ctx.http, "GET", cfg.endpoint, headers=ctx.auth_headers() if cfg.auth else None)
         expected = f"{cfg.field} = {str(cfg.expected).lower()}"
-        if res.error:
-            return Outcome("error", res.describe(), expected, res.evidence())
+        unreached = http.reached_handler(res, authenticated=cfg.auth)
+        if unreached:
+            return Outcome("error", unreached, expected, res.evidence())
         if not res.ok or not isinstance(res.body, dict) or cfg.field not in res.body:
             return Outcome("fail", f"{res.describe()}; no '{cfg.field}' field", expected, res.evidence())
         value = res.body[cfg.field]
@@ -102,7 +105,7 @@ def check_freeze_quiet(ctx: PhaseRun) -> list[Check]:
 def check_latency(ctx: PhaseRun) -> Check:
     """Sequential samples of the light endpoints; p95 against the threshold, with a chart."""
     cfg = ctx.settings.latency
-    samples: dict[str, list[float]] = {}
+    samples: dict[str, list[float]] = {}  # response times of answered (2xx) requests only
 
     def probe() -> Outcome:
         errors: list[str] = []
@@ -119,17 +122,21 @@ def check_latency(ctx: PhaseRun) -> Check:
         metrics.update({"p50_ms": round(http.percentile(all_ms, 50) or 0, 2),
                         "p95_ms": round(p95, 2) if p95 is not None else None,
                         "max_ms": round(max(all_ms), 2) if all_ms else None, "errors": len(errors)})
-        expected = f"p95 <= {cfg.p95_ms:g} ms over {cfg.samples} requests per endpoint, no errors"
+        expected = (f"p95 <= {cfg.p95_ms:g} ms over {cfg.samples} requests per endpoint, no errors, at least "
+                    f"{cfg.min_responses} answered")
         evidence: dict[str, Any] = {
             path: (f"p50 {ms(http.percentile(v, 50))}, p95 {ms(http.percentile(v, 95))}, max {ms(max(v))} "
                    f"over {plural(len(v), 'request')}") for path, v in samples.items()}
         evidence["limit"] = f"p95 at most {cfg.p95_ms:g} ms, all endpoints together"
         evidence["requests"] = f"{len(all_ms) + len(errors)} sent one after another, {len(errors)} failed"
+        evidence["percentiles"] = "over requests answered 2xx only; the others are counted as errors"
         if errors:
             evidence["errors"] = errors[:5]
-        if not all_ms:
-            return Outcome("error", f"no successful response: {errors[0] if errors else 'no endpoints'}",
-                           expected, evidence, metrics)
+        too_few = http.too_few_responses(len(all_ms), len(all_ms) + len(errors), cfg.min_responses, "answered 2xx")
+        if too_few:
+            first = f"no successful response: {errors[0]}" if not all_ms and errors else (
+                errors[0] if errors else "no endpoints")
+            return Outcome("error", f"{too_few} ({first})", expected, evidence, metrics)
         if errors:
             return Outcome("fail", f"{plural(len(errors), 'failed request')}; p95 {ms(p95)}", expected, evidence,
                            metrics)
@@ -230,10 +237,11 @@ def check_journey(ctx: PhaseRun) -> list[Check]:
                 return Outcome("skip", f"not tried: step {broken} failed", expected)
             path, body = _fill(step.path, saved), _fill(step.json_body, saved)
             res = http.request(ctx.http, step.method, path, headers=ctx.auth_headers() if step.auth else None,
-                               json_body=body)
+                               json_body=body, follow_redirects=step.follow_redirects)
             evidence = {**res.evidence(), **({"request_body": body} if body is not None else {})}
-            if res.error:
-                return Outcome("error", res.describe(), expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})
+            unreached = http.reached_handler(res, authenticated=step.auth, expected=expected_codes)
+            if unreached:
+                return Outcome("error", unreached, expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})
             if res.status not in expected_codes:
                 return Outcome("fail", res.describe(), expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})
             for name, field in step.save.items():

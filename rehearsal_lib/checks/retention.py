@@ -212,10 +212,11 @@ def check_export(ctx: PhaseRun) -> list[Check]:
         if refusal:
             return Outcome("skip", refusal, expected)
         res = http.request(ctx.http, step.method, step.path, headers=ctx.auth_headers() if step.auth else None,
-                           json_body=step.json_body)
+                           json_body=step.json_body, follow_redirects=step.follow_redirects)
         evidence = {"request": f"{step.method} {step.path}", "status": res.status, "elapsed_ms": round(res.elapsed_ms)}
-        if res.error:
-            return Outcome("error", res.describe(), expected, evidence)
+        unreached = http.reached_handler(res, authenticated=step.auth, expected=codes)
+        if unreached:
+            return Outcome("error", unreached, expected, {**evidence, **res.evidence()})
         if res.status not in codes or not isinstance(res.body, dict):
             return Outcome("fail", res.describe() + ("" if isinstance(res.body, dict) else "; body is not JSON"),
                            expected, {**evidence, "body": res.text[:300]})

@@ -186,7 +186,8 @@ def check_bad_inputs(ctx: PhaseRun) -> list[Check]:
 
 def _bad_input_outcome(ctx: PhaseRun, spec: BadInput, codes: dict[str, str]) -> Outcome:
     allowed = spec.expect_status
-    expected = f"HTTP {'/'.join(map(str, allowed))}" if allowed else "HTTP 4xx (never 5xx), payload not echoed"
+    expected = (f"HTTP {'/'.join(map(str, allowed))}" if allowed
+                else "HTTP 4xx (never 5xx), payload not reflected as markup")
     headers = {"Content-Type": spec.content_type, **(ctx.auth_headers() if spec.auth else {})}
     content: bytes | None = None
     if spec.oversize_bytes:
@@ -195,19 +196,26 @@ def _bad_input_outcome(ctx: PhaseRun, spec: BadInput, codes: dict[str, str]) -> 
         content = spec.body.encode()
     elif spec.json_body is not None:
         content = json.dumps(spec.json_body).encode()
-    res = http.request(ctx.http, spec.method, spec.path, headers=headers, content=content)
+    res = http.request(ctx.http, spec.method, spec.path, headers=headers, content=content,
+                       follow_redirects=spec.follow_redirects)
     ev = {**res.evidence(), "sent_bytes": len(content or b"")}
     codes[spec.name] = str(res.status) if res.status else "none"
-    if res.error:
-        return Outcome("error", res.describe(), expected, ev)
+    unreached = http.reached_handler(res, authenticated=spec.auth, expected=allowed or ())
+    if unreached:
+        return Outcome("error", unreached, expected, ev)
+    assert res.status is not None
     ok = res.status in allowed if allowed else 400 <= res.status < 500
     if not ok:
         kind = "server error" if res.status >= 500 else "unexpected status"
         return Outcome("fail", f"{kind}: HTTP {res.status}", expected, ev, {"status": res.status})
-    echoed = [p for p in _payload_strings(spec.json_body) + _payload_strings(spec.body) if p in res.text]
+    echoed, note = http.reflection(res, _payload_strings(spec.json_body) + _payload_strings(spec.body))
     if echoed:
-        return Outcome("fail", f"HTTP {res.status} but the payload is echoed verbatim: {echoed[0][:80]!r}",
-                       expected, ev, {"status": res.status})
+        return Outcome("fail", f"HTTP {res.status} but the payload is echoed verbatim as "
+                               f"{res.content_type or 'a body without content type'}: {echoed[0][:80]!r}",
+                       expected, {**ev, "reflection": "unescaped in a body a browser renders as markup"},
+                       {"status": res.status})
+    if note:
+        ev["reflection"] = note
     return Outcome("pass", f"HTTP {res.status}", expected, ev, {"status": res.status})
 
 

@@ -442,6 +442,7 @@ class ScenarioStats:
     p95_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+    answered: int | None = None  # requests with an HTTP response (the percentiles' sample); None: same as count
 
 
 @dataclass
@@ -516,7 +517,8 @@ class LoadResult:
         out = []
         for k, sc in enumerate(self.spec.scenarios):
             idx = [i for i, v in enumerate(s.scenario) if v == k]
-            lat = [s.latency_ms[i] for i in idx]
+            # percentiles over answered requests only: a refused connection is fast, not a response time
+            lat = [s.latency_ms[i] for i in idx if s.status[i] > 0]
             codes = Counter(s.status[i] for i in idx)
             mix: dict[str, int] = {}
             for code, n in sorted(codes.items()):
@@ -537,7 +539,7 @@ class LoadResult:
 
             out.append(ScenarioStats(sc.name, count, ok, count - ok, round((count - ok) / count, 4) if count else 0.0,
                                      mix, round(count / self.spec.duration_s, 2), p(50), p(90), p(95), p(99),
-                                     round(max(lat), 2) if lat else None))
+                                     round(max(lat), 2) if lat else None, len(lat)))
         return out
 
     def timeline(self) -> list[dict[str, Any]]:
@@ -548,7 +550,7 @@ class LoadResult:
             buckets.setdefault((int(max(0.0, s.offset_s[i])), s.scenario[i]), []).append(i)
         rows = []
         for (sec, k), idx in sorted(buckets.items()):
-            lat = [s.latency_ms[i] for i in idx]
+            lat = [s.latency_ms[i] for i in idx if s.status[i] > 0]
             expect = self.spec.scenarios[k].expect_status
             rows.append({"second": sec, "scenario": self.spec.scenarios[k].name, "requests": len(idx),
                          "errors": sum(1 for i in idx if s.status[i] not in expect),

@@ -161,10 +161,13 @@ def run_locust(spec: LoadSpec, command: list[str] | None = None, workers: int = 
         mix = dict(failures.get(sc.name, {}))
         if count - fails:
             mix["expected"] = count - fails
+        # Locust's percentiles include requests that got no response; `answered` at least gates how many did
+        unanswered = sum(n for code, n in mix.items() if code.startswith("error:"))
         stats.append(ScenarioStats(sc.name, count, count - fails, fails, round(fails / count, 4) if count else 0.0, mix,
                                    round(count / spec.duration_s, 2), _num(r["50%"]) if r else None,
                                    _num(r["90%"]) if r else None, _num(r["95%"]) if r else None,
-                                   _num(r["99%"]) if r else None, _num(r["Max Response Time"]) if r else None))
+                                   _num(r["99%"]) if r else None, _num(r["Max Response Time"]) if r else None,
+                                   count - unanswered))
     timeline: list[dict[str, Any]] = []
     history = Path(f"{prefix}_stats_history.csv")
     if history.is_file():
