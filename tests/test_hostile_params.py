@@ -269,3 +269,65 @@ def test_shipped_params_and_examples_still_validate(root: Path, monkeypatch):
         monkeypatch.setenv(var, "x")
     for path in sorted((root / "params").glob("*.yaml")):
         assert load_params(str(path)).name, path
+
+
+# ---- smoke.junit_path: the tool writes or deletes only inside the run folder -------------------
+
+JUNIT_WRITER = ("{python} -c \"import sys; open(sys.argv[1], 'w').write("
+                "'<testsuite><testcase classname=\\'c\\' name=\\'t\\'/></testsuite>')\" {junit}")
+
+
+def _smoke_ctx(tmp_path: Path, junit_path: str):
+    from rehearsal_lib.phase import PhaseRun
+
+    params = Params.model_validate({"name": "smoke-paths", "target": {"base_url": "http://127.0.0.1:9"},
+                                    "phases": {"smoke": {"command": JUNIT_WRITER, "junit_path": junit_path,
+                                                         "timeout_s": 60}}})
+    run_dir = tmp_path / "run"
+    (run_dir / "smoke").mkdir(parents=True)
+    return PhaseRun("smoke", "smoke-paths", str(run_dir), params=params, needs_target=False), run_dir
+
+
+def test_a_relative_junit_path_is_written_inside_the_run_folder(tmp_path: Path):
+    from rehearsal_lib.checks.smoke import check_smoke
+
+    ctx, run_dir = _smoke_ctx(tmp_path, "reports/junit.xml")
+    command, cases = check_smoke(ctx)
+    assert (command.status, cases.status) == ("pass", "pass"), (command.observed, cases.observed)
+    assert (run_dir / "smoke" / "reports" / "junit.xml").is_file()
+    assert cases.evidence["junit"] == "smoke/reports/junit.xml"
+
+
+def test_a_junit_path_leaving_the_run_folder_through_a_symlink_deletes_nothing(tmp_path: Path):
+    """The params file passes (a relative path), but smoke/out points elsewhere: nothing there is touched."""
+    from rehearsal_lib.checks.smoke import check_smoke
+
+    victim_dir = tmp_path / "elsewhere"
+    victim_dir.mkdir()
+    victim = victim_dir / "junit.xml"
+    victim.write_text("precious")
+    ctx, run_dir = _smoke_ctx(tmp_path, "out/junit.xml")
+    (run_dir / "smoke" / "out").symlink_to(victim_dir)
+    command, cases = check_smoke(ctx)
+    assert victim.read_text() == "precious"
+    assert (command.status, cases.status) == ("error", "error")
+    assert "leaves the run folder" in command.observed and "not run" in command.observed
+
+
+def test_environment_description_is_in_the_report_header(tmp_path: Path):
+    """docs/params.md says environment.description is shown in the report; the header shows it."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from rehearsal_lib.evidence import collect, write_meta, write_summary_md
+    from rehearsal_lib.report import summary_html
+
+    run = tmp_path / "run"
+    (run / "notebooks").mkdir(parents=True)
+    nbformat.write(new_notebook(cells=[new_code_cell("x")]), str(run / "notebooks" / "08_integrity.ipynb"))
+    write_meta(run, {"env": "t", "run_id": "r1", "environment_kind": "staging",
+                     "environment_description": "EU staging <cluster b>",
+                     "phases": [{"name": "integrity", "outcome": "ok"}]})
+    summary = collect(run)
+    assert "<td>Description</td><td>EU staging &lt;cluster b&gt;</td>" in summary_html(summary)
+    assert "**Description:** EU staging <cluster b>" in write_summary_md(summary).read_text()
