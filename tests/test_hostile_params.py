@@ -331,3 +331,35 @@ def test_environment_description_is_in_the_report_header(tmp_path: Path):
     summary = collect(run)
     assert "<td>Description</td><td>EU staging &lt;cluster b&gt;</td>" in summary_html(summary)
     assert "**Description:** EU staging <cluster b>" in write_summary_md(summary).read_text()
+
+
+def test_docs_yaml_examples_load_with_the_strict_loader_and_validate(root: Path, tmp_path: Path):
+    """Every ```yaml example in the docs is a params file, or a block of one, that the strict loader accepts."""
+    from rehearsal_lib.config import _merge, _ParamsLoader
+
+    checked = 0
+    for doc in ("docs/params.md", "README.md", "docs/sandbox.md", "docs/adding-a-phase.md"):
+        for n, block in enumerate(re.findall(r"^```ya?ml\n(.*?)^```", (root / doc).read_text(), re.S | re.M)):
+            path = tmp_path / f"{Path(doc).stem}-{n}.yaml"
+            path.write_text(block)
+            data = yaml.safe_load(block)
+            assert isinstance(data, dict), (doc, n)
+            wraps = [data, {"phases": data}, {"phases": {"preflight": data}}]
+            base = {"name": "docs", "target": {"base_url": "http://127.0.0.1:9"}}
+            problems = []
+            for wrap in wraps:
+                path.write_text(yaml.safe_dump(_merge(base, wrap) if "name" not in wrap else wrap))
+                try:
+                    load_params(str(path), check_env_vars=False)
+                    break
+                except ConfigError as exc:
+                    problems.append(str(exc))
+            else:
+                raise AssertionError(f"{doc} example {n}: {min(problems, key=len)}")
+            # the block itself, as written, passes the loader's own rules (no duplicate key, no bomb...)
+            loader = _ParamsLoader(block)
+            loader.get_single_node()
+            assert not loader.duplicates, (doc, n, loader.duplicates)
+            loader.dispose()
+            checked += 1
+    assert checked >= 10
