@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from rehearsal_lib.config import ConfigError, load_params, project_root
+from rehearsal_lib.config import MAX_PARALLEL, ConfigError, load_params, project_root
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 MAX_LISTED = 12
@@ -170,13 +170,14 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
-def _positive_int(value: str) -> int:
+def _parallel(value: str) -> int:
+    """--parallel N: the same bounds as run.parallel in a params file (1 to MAX_PARALLEL)."""
     try:
         number = int(value)
     except ValueError:
         number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {value!r}")
+    if not 1 <= number <= MAX_PARALLEL:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_PARALLEL}, not {value[:20]!r}")
     return number
 
 
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a full rehearsal of ENV (params/ENV.yaml) and write the evidence")
     p.add_argument("env", help=ENV_HELP)
-    p.add_argument("--parallel", type=_positive_int, default=None, metavar="N", help="run up to N phases at once")
+    p.add_argument("--parallel", type=_parallel, default=None, metavar="N", help="run up to N phases at once")
     p.add_argument("--allow-destructive", action="store_true",
                    help="allow destructive phases (required for them in a production environment)")
     p.add_argument("--outputs", metavar="DIR", help="folder for run folders (default: outputs/)")

@@ -11,13 +11,24 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from rehearsal_lib.phases import PHASES, notebook_for
+from rehearsal_lib.results import printable
 
 REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SANDBOX_PROVIDED_VARS = ("REHEARSAL_SANDBOX_URL", "REHEARSAL_SANDBOX_DB_URL", "REHEARSAL_SANDBOX_TOKEN",
@@ -41,12 +52,42 @@ class ConfigError(Exception):
 
 
 def _problem_line(path: str, line: int | None, key: str | None, message: str) -> str:
+    """One problem as "file:line: key: message"; control characters shown escaped, a long key cut short."""
     where = path + (f":{line}" if line else "")
-    return f"{where}: {key + ': ' if key else ''}{message}"
+    if key and len(key) > MAX_KEY_SHOWN:
+        key = key[: MAX_KEY_SHOWN - 1] + "…"
+    return printable(f"{where}: {key + ': ' if key else ''}{message}")
+
+
+MAX_KEY_SHOWN = 80
+MAX_PARALLEL = 16
+MAX_SECONDS = 86_400  # upper bound of every timeout: a day
+
+
+def _takes_bool(annotation: Any) -> bool:
+    if annotation is bool:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = set(typing.get_args(annotation))
+        return bool in args and args <= {bool, type(None)}
+    return False
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_sloppy_values(cls, value: Any, info: ValidationInfo) -> Any:
+        """Switches are true or false (never 'yes', 'no', 1 or 0); a required text is never empty."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None:
+            return value
+        if _takes_bool(field.annotation) and value is not None and not isinstance(value, bool):
+            raise ValueError("must be true or false (unquoted YAML booleans), not a string or number")
+        if field.annotation is str and field.is_required() and isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
 
 
 Severity = Literal["blocker", "major", "minor", "info"]
@@ -84,9 +125,9 @@ class Safety(Strict):
 
 
 class RunOptions(Strict):
-    phase_timeout_s: float = Field(600, gt=0)
-    cell_timeout_s: float = Field(300, gt=0)
-    parallel: int = Field(1, ge=1, le=16)
+    phase_timeout_s: int = Field(600, ge=1, le=MAX_SECONDS, description="Whole seconds.")
+    cell_timeout_s: int = Field(300, ge=1, le=MAX_SECONDS, description="Whole seconds (nbclient reads 0 as none).")
+    parallel: int = Field(1, ge=1, le=MAX_PARALLEL)
 
 
 class ExamModeCheck(Strict):
@@ -303,7 +344,7 @@ class JobTrigger(Strict):
     expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202])
     job_id_field: str = Field("id", description="Field of the JSON answer (or command output) with the job id.")
     command: list[str] | None = Field(None, description="argv instead of HTTP; '{job}' becomes the job as JSON.")
-    command_timeout_s: float = Field(30, gt=0)
+    command_timeout_s: float = Field(30, gt=0, le=MAX_SECONDS)
 
 
 class JobRun(Strict):
@@ -640,7 +681,7 @@ class CommandDriver(Strict):
     pending_regex: str = Field(r"\S", description="Lines of the plan's output that name one pending migration.")
     apply_command: str | None = None
     roundtrip_command: str | None = Field(None, description="Runs a down/up round trip on a scratch copy; exit 0 = ok.")
-    timeout_s: float = Field(300, gt=0)
+    timeout_s: float = Field(300, gt=0, le=MAX_SECONDS)
 
 
 class MigrationsParams(Strict):
@@ -673,7 +714,7 @@ class RetentionWindow(Strict):
 class PurgeDryRun(Strict):
     sql: str | None = Field(None, description="Read-only query returning (table, would_delete) rows.")
     command: str | None = Field(None, description="Or a command printing JSON {table: would_delete}.")
-    timeout_s: float = Field(120, gt=0)
+    timeout_s: float = Field(120, gt=0, le=MAX_SECONDS)
 
 
 class PiiColumn(Strict):
@@ -727,16 +768,18 @@ class RestoreCheck(Strict):
     pg_bin_dir: str | None = Field(None, description="Folder of pg_restore/psql (default: PATH); may use ${VAR}.")
     tables: list[RestoreTable] = Field(default_factory=list)
     tolerance_pct: float = Field(0, ge=0, le=100, description="Allowed shortfall of restored rows, in percent.")
-    timeout_s: float = Field(600, gt=0)
+    timeout_s: float = Field(600, gt=0, le=MAX_SECONDS)
 
 
 class OpsCommand(Strict):
     command: str = Field(description="Shell-free command line; {python} is this Python.")
-    timeout_s: float = Field(120, gt=0, description="Time for the command and then health and ready to answer.")
+    timeout_s: float = Field(120, gt=0, le=MAX_SECONDS,
+                             description="Time for the command and then health and ready to answer.")
 
 
 class RestartDrill(OpsCommand):
-    rto_max_s: float = Field(30, gt=0, description="The RTO objective: seconds until health and ready answer.")
+    rto_max_s: float = Field(30, gt=0, le=MAX_SECONDS,
+                             description="The RTO objective: seconds until health and ready answer.")
     count_tables: list[str] = Field(default_factory=list, description="Row counts before and after must agree.")
     service_checks: list[JourneyStep] = Field(default_factory=list, description="Run again after the restart.")
 
@@ -754,10 +797,30 @@ class BackupRecoveryParams(Strict):
 class SmokeParams(Strict):
     enabled: bool = True
     command: str | None = Field(None, description="The team's smoke command ({python} {junit} {package}).")
-    junit_path: str = Field("{junit}", description="Where the command writes its JUnit XML.")
+    junit_path: str = Field("{junit}", description="Where the command writes its JUnit XML: {junit}, or a path "
+                                                    "relative to the run folder's smoke/ (never outside it).")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment; values may be ${VAR}.")
     min_tests: int = Field(1, ge=0)
-    timeout_s: float = Field(300, gt=0)
+    timeout_s: float = Field(300, gt=0, le=MAX_SECONDS)
+
+    @field_validator("junit_path")
+    @classmethod
+    def _inside_run_folder(cls, value: str) -> str:
+        """The tool deletes a stale file there before the command runs: it must stay inside the run folder."""
+        if value != "{junit}" and not junit_path_is_safe(value):
+            raise ValueError("must be {junit} or a relative path inside the run folder's smoke/ folder "
+                             "(no absolute path, no '..', no placeholder)")
+        return value
+
+
+def junit_path_is_safe(value: str) -> bool:
+    """A relative path with no '..', no '~' and no placeholder (so it cannot leave the folder it is joined to)."""
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    if not value or "{" in value or "}" in value or value.startswith("~") or "\\" in value:
+        return False
+    posix, windows = PurePosixPath(value), PureWindowsPath(value)
+    return not (posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts)
 
 
 class Phases(Strict):
@@ -808,8 +871,11 @@ class Gate(Strict):
     warn_is_condition: bool = Field(False, description="A `warn` result makes the run CONDITIONAL GO.")
 
 
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
 class Params(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(description="A slug: it names the folder outputs/<name>/ the runs go to.")
     environment: Environment = Field(default_factory=Environment)
     target: Target
     sandbox: SandboxBlock | None = None
@@ -819,6 +885,14 @@ class Params(Strict):
     gate: Gate = Field(default_factory=Gate)
     attestations: list[Attestation] = Field(default_factory=list)
     risks: list[Risk] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not NAME_RE.match(value) or ".." in value:
+            raise ValueError("must be a slug of at most 64 letters, digits, '.', '_' or '-', starting with a "
+                             "letter or digit and without '..' (it names the folder outputs/<name>/)")
+        return value
 
     @property
     def is_production(self) -> bool:
@@ -925,18 +999,127 @@ def _dotted(loc: tuple) -> str:
 Origin = dict[tuple, tuple[Path, int]]
 
 
+MAX_PARAMS_BYTES = 1_000_000
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 100_000  # nodes after alias expansion: a real params file has a few hundred
+NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f]")
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, bounded: nesting depth and alias expansion are limited while the
+    document is composed (before anything is built), and duplicate keys are collected."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.depth, self.nodes = 0, 0
+        self.sizes: dict[int, int] = {}  # id(node) -> its size with aliases expanded
+        self.duplicates: list[tuple[str, int, int]] = []  # (key, line, line of the first one)
+
+    def _grow(self, count: int, mark: yaml.Mark) -> None:
+        self.nodes += count
+        if self.nodes > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases expand to more than {MAX_YAML_NODES:,} nodes (an alias bomb?)", mark)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            if id(node) not in self.sizes:
+                raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it", mark)
+            self._grow(self.sizes[id(node)], mark)
+            return node
+        self.depth += 1
+        if self.depth > MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+        before = self.nodes
+        self._grow(1, mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+        self.sizes[id(node)] = self.nodes - before
+        return node
+
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+            if key in first:
+                self.duplicates.append((key_node.value, line, first[key]))
+            else:
+                first[key] = line
+        return node
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """UTF-8 text (a UTF-8 BOM is allowed) without control characters; nothing of the file is echoed."""
+    message = "not UTF-8 text: a params file is YAML saved as UTF-8 (is this a binary, Latin-1 or UTF-16 file?)"
+    try:
+        text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, message, line=raw[: exc.start].count(b"\n") + 1) from None
+    bad = NOT_TEXT.search(text)
+    if bad:
+        raise ConfigError(path, message, line=text[: bad.start()].count("\n") + 1)
+    return text
+
+
+TOP_LEVEL_HINT = "a params file is a mapping with name:, target:, phases: ..."
+
+
+def _looks_like_params(path: Path, data: Any) -> dict:
+    """Refuse, without echoing any of its content, a file that is clearly not a params file.
+
+    The rule: the top level must be a mapping, and at most half of its keys may be ones a params
+    file does not have (a misspelling close to a real key counts as a params key)."""
+    import difflib
+
+    if not isinstance(data, dict):
+        kind = {"str": "plain text", "list": "a list", "int": "a number", "float": "a number", "bool": "a boolean"}
+        what = "empty" if data is None else f"{kind.get(type(data).__name__, 'a single value')}, not a mapping"
+        raise ConfigError(path, f"does not look like a Rehearsal params file: its top level is {what} "
+                                f"({TOP_LEVEL_HINT})")
+    known = sorted({*Params.model_fields, "extends"})
+    odd = [k for k in data if not isinstance(k, str)
+           or (k not in known and not difflib.get_close_matches(k, known, n=1, cutoff=0.75))]
+    if not data or len(odd) * 2 > len(data):
+        raise ConfigError(path, f"does not look like a Rehearsal params file: {len(odd)} of its {len(data)} "
+                                f"top-level keys are not params keys ({TOP_LEVEL_HINT})")
+    return data
+
+
 def _read_yaml(path: Path) -> tuple[dict, Origin]:
     """Parse one params file; return its mapping and where each key path stands (file, line)."""
-    text = path.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
+        size = path.stat().st_size
+        if size > MAX_PARAMS_BYTES:
+            raise ConfigError(path, f"{size:,} bytes is too large for a params file (at most {MAX_PARAMS_BYTES:,})")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read the file: {exc.strerror or type(exc).__name__}") from None
+    loader = _ParamsLoader(_decode(path, raw))
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(path, f"invalid YAML: {problem}", line=mark.line + 1 if mark else None) from None
-    if not isinstance(data, dict):
-        raise ConfigError(path, "the file must be a YAML mapping (key: value), not " + type(data).__name__)
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(path, f"invalid YAML: {problem[:200]}", line=mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise ConfigError(path, f"invalid YAML: nested deeper than {MAX_YAML_DEPTH} levels") from None
+    finally:
+        loader.dispose()
+    data = _looks_like_params(path, data)
+    if loader.duplicates:
+        key, line, first = loader.duplicates[0]
+        also = [_problem_line(str(path), ln, k, f"duplicate key (first at line {f})")
+                for k, ln, f in loader.duplicates[1:]]
+        raise ConfigError(path, f"duplicate key (first at line {first}); a key may appear once in a mapping",
+                          key=key, line=line, also=also)
     lines = _line_index(node) if node is not None else {}
     return data, {k: (path, v) for k, v in lines.items()}
 
@@ -958,8 +1141,8 @@ def _load_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict, O
     if parent is None:
         return data, origin
     line = origin.get(("extends",), (path, None))[1]
-    if not isinstance(parent, str):
-        raise ConfigError(path, "must be the path of another params file", key="extends", line=line)
+    if not isinstance(parent, str) or not parent.endswith((".yaml", ".yml")):
+        raise ConfigError(path, "must be the path of another params file (.yaml or .yml)", key="extends", line=line)
     base_path = (path.parent / parent).resolve()
     if base_path in seen or base_path == path:
         raise ConfigError(path, f"extends itself through {parent}", key="extends", line=line)
@@ -1014,7 +1197,58 @@ def load_params(env: str, root: Path | None = None, check_env_vars: bool = True)
             file, line, key, message = unset[0]
             raise ConfigError(file, message, key=key, line=line,
                               also=[_problem_line(str(f), ln, k, m) for f, ln, k, m in unset[1:]])
+        empty = [(*where(tuple(_split_key(key))), key, message) for key, message in _empty_required(params, provided)]
+        if empty:
+            file, line, key, message = empty[0]
+            raise ConfigError(file, message, key=key, line=line,
+                              also=[_problem_line(str(f), ln, k, m) for f, ln, k, m in empty[1:]])
     return params
+
+
+def _field_at(parts: list[str | int]) -> Any:
+    """The model field a key path of the params file names (None inside dicts or for unknown keys)."""
+    model: Any = Params
+    field = None
+    for part in parts:
+        if isinstance(part, int):
+            continue
+        if model is None:
+            return None
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return None
+        model = next((t for arg in (field.annotation, *typing.get_args(field.annotation))
+                      for t in (arg, *typing.get_args(arg)) if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    return field
+
+
+def _empty_required(params: Params, provided: set[str]) -> list[tuple[str, str]]:
+    """(key, message) for each required value that is nothing but references resolving to an empty string."""
+    values: dict[str, str] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, str) and REF_RE.search(value):
+            values[key] = value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{key}[{i}]")
+
+    walk(params.model_dump(mode="json", by_alias=True), "")
+    out = []
+    for key, value in values.items():
+        if any(m.group(1) in provided and m.group(1) not in os.environ for m in REF_RE.finditer(value)):
+            continue  # the sandbox fills it in when it starts
+        field = _field_at(_split_key(key))
+        try:
+            resolved = resolve_reference(value)
+        except KeyError:
+            continue
+        if field is not None and field.is_required() and not resolved.strip():
+            out.append((key, f"resolves to an empty value ({value}); this key is required"))
+    return out
 
 
 def _split_key(key: str) -> list[str | int]:

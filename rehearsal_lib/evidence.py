@@ -17,7 +17,14 @@ from typing import Any
 from rehearsal_lib.config import Gate
 from rehearsal_lib.gate import Decision, PhaseOutcome, apply_policy, decide, outcome_checks
 from rehearsal_lib.phases import BY_NAME, PHASES
-from rehearsal_lib.results import Check, checks_from_notebook, format_counts, notebook_error, read_notebook_json
+from rehearsal_lib.results import (
+    Check,
+    checks_from_notebook,
+    format_counts,
+    notebook_error,
+    printable,
+    read_notebook_json,
+)
 
 RUN_META = "run.json"
 
@@ -192,6 +199,10 @@ def write_junit(summary: RunSummary) -> Path:
             totals[k] += v
     for k, v in totals.items():
         root.set(k, str(v))
+    for el in root.iter():  # XML 1.0 has no way to carry NUL, ESC...: CI would drop the whole file
+        el.text = printable(el.text) if el.text else el.text
+        for k, v in el.attrib.items():
+            el.set(k, printable(v))
     ET.indent(root)
     path = summary.run_dir / "junit.xml"
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
@@ -200,7 +211,7 @@ def write_junit(summary: RunSummary) -> Path:
 
 def _md(text: str) -> str:
     """Text safe inside a Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    return printable(" ".join(str(text).split())).replace("|", "\\|")
 
 
 def write_summary_md(summary: RunSummary) -> Path:
@@ -213,6 +224,8 @@ def write_summary_md(summary: RunSummary) -> Path:
         f"**Run:** `{summary.run_id}` ({meta.get('duration_s', '?')} s)  ",
         f"**Environment:** {summary.env} ({meta.get('environment_kind', '?')}), "
         f"{(meta.get('target') or {}).get('base_url', '?')}  ",
+        *([f"**Description:** {_md(meta['environment_description'])}  "]
+          if meta.get("environment_description") else []),
         f"**Executed by:** {meta.get('executed_by', '?')}  ",
         f"**Project commit:** `{meta.get('project_commit', '?')}`", "",
         f"## Decision: {icon} {d.decision}", "",

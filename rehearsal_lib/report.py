@@ -17,7 +17,14 @@ import nbformat
 
 from rehearsal_lib.evidence import RunSummary
 from rehearsal_lib.phases import BY_NAME, PHASES
-from rehearsal_lib.results import CHECK_MIME, STATUS_STYLE, TARGET_TABLE_CLASS, check_anchor, read_notebook
+from rehearsal_lib.results import (
+    CHECK_MIME,
+    STATUS_STYLE,
+    TARGET_TABLE_CLASS,
+    check_anchor,
+    printable,
+    read_notebook,
+)
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -146,6 +153,7 @@ def summary_html(summary: RunSummary) -> str:
     versions = meta.get("tool_versions") or {}
     rows = [
         ("Environment", f"{summary.env} ({meta.get('environment_kind', '?')})"),
+        *([("Description", meta["environment_description"])] if meta.get("environment_description") else []),
         ("Run id", summary.run_id),
         ("Started / finished (UTC)", f"{started} / {finished}"),
         ("Duration", f"{duration:.1f} s" if isinstance(duration, int | float) else "?"),
@@ -325,10 +333,13 @@ def render_report(summary: RunSummary, show_code: bool = False) -> str:
         from plotly.offline import get_plotlyjs
 
         plotlyjs = get_plotlyjs()
-    resources = {"rehearsal": {"summary_html": summary_html(summary), "plotlyjs": plotlyjs, "css": CSS},
+    marker = "/*rehearsal-plotlyjs*/" if plotlyjs else ""
+    resources = {"rehearsal": {"summary_html": summary_html(summary), "plotlyjs": marker, "css": CSS},
                  "metadata": {"name": merged.metadata["title"]}}
     body, _ = exporter.from_notebook_node(merged, resources=resources)
-    return body
+    # no control character from any output reaches the page raw (plotly.js, inserted after, is ours)
+    body = printable(body.replace("\r", ""))
+    return body.replace(marker, plotlyjs, 1) if marker else body
 
 
 def write_report(summary: RunSummary, show_code: bool = False) -> Path:

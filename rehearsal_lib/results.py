@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 if TYPE_CHECKING:  # nbformat costs ~1.8 s to import: phase kernels never need it
     import nbformat
@@ -32,6 +33,37 @@ STATUS_STYLE = {
     "skip": ("#57606a", "#f6f8fa", "SKIP"),
     "manual": ("#0969da", "#ddf4ff", "MANUAL"),
 }
+
+
+# C0 controls but tab and newline, DEL, C1 controls, lone surrogates and the two non-characters: none
+# is allowed in XML 1.0, and a terminal obeys them (ESC[2J clears the screen)
+CONTROL_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """Text with its control characters (all but tab and newline) shown as visible escapes, e.g. `\\x1b`.
+
+    Whatever a target sends ends up in junit.xml, report.html and the operator's terminal: none of
+    them may receive a raw NUL, BEL or ANSI escape sequence. CRLF line ends become plain newlines."""
+    if not CONTROL_CHARS.search(text):
+        return text
+    return CONTROL_CHARS.sub(_escape_char, text.replace("\r\n", "\n"))
+
+
+def printable_tree(value: Any) -> Any:
+    """`printable` applied to every string (keys included) of nested dicts and lists."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable_tree(k): printable_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable_tree(v) for v in value]
+    return value
 
 
 def utcnow() -> str:
@@ -53,6 +85,17 @@ class Check(BaseModel):
     started_at: str = Field(default_factory=utcnow)
     duration_s: float = 0.0
     waiver: dict[str, str] | None = None
+
+    @field_validator("title", "expected", "observed", mode="after")
+    @classmethod
+    def _printable_text(cls, value: str) -> str:
+        """Target text enters the result model here: control characters become visible escapes."""
+        return printable(value)
+
+    @field_validator("evidence", "waiver", mode="after")
+    @classmethod
+    def _printable_evidence(cls, value: Any) -> Any:
+        return printable_tree(value)
 
     def bounded(self) -> Check:
         """A copy whose evidence is at most MAX_EVIDENCE_CHARS of JSON."""

@@ -33,6 +33,7 @@ from rehearsal_lib.evidence import (
     write_summary_md,
 )
 from rehearsal_lib.phases import BY_NAME, notebook_for
+from rehearsal_lib.results import printable
 from rehearsal_lib.secrets import SecretSet, mask_url
 
 Progress = Callable[[str], None]
@@ -106,7 +107,7 @@ class Runner:
         self.parallel = parallel or self.params.run.parallel
         self.allow_destructive = allow_destructive
         self.show_code = show_code
-        self.progress = progress
+        self.progress: Progress = lambda line: progress(printable(line))  # noqa: E731 - no raw ESC on a terminal
         self.echo_checks = echo_checks
         self.outputs = outputs or outputs_root(self.root)
         self.secrets = SecretSet()
@@ -240,6 +241,7 @@ class Runner:
         meta = self.meta = {
             "env": self.params.name, "run_id": self.run_id, "params_file": str(params_path(self.env_arg, self.root)),
             "environment_kind": self.params.environment.kind,
+            "environment_description": self.params.environment.description,
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "tool_versions": tool_versions(), "project_commit": project_commit(self.root),
             "executed_by": executed_by(),

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from rehearsal_lib.config import junit_path_is_safe
 from rehearsal_lib.phase import Outcome, PhaseRun, _display
 from rehearsal_lib.probes import command
 from rehearsal_lib.results import Check
@@ -41,6 +42,18 @@ def _show_cases(cases: list[dict[str, Any]]) -> None:
               "text/plain": "\n".join(f"{c['status']}: {c['classname']}.{c['name']}" for c in cases)})
 
 
+def junit_file(setting: str, out_dir: Path) -> Path | None:
+    """Where the command's JUnit XML is read, and a stale one deleted: `{junit}` is `out_dir/junit.xml`,
+    another value a path relative to `out_dir`. None when it would lead outside `out_dir` (absolute,
+    '..', a placeholder, or a symlink pointing out)."""
+    if setting in ("", "{junit}"):
+        return out_dir / "junit.xml"
+    if not junit_path_is_safe(setting):
+        return None
+    path = out_dir / setting
+    return path if path.resolve().is_relative_to(out_dir.resolve()) else None
+
+
 def check_smoke(ctx: PhaseRun) -> list[Check]:
     """The smoke command exits 0 and its JUnit XML holds at least `min_tests` cases, none failing."""
     cfg = ctx.settings
@@ -49,10 +62,18 @@ def check_smoke(ctx: PhaseRun) -> list[Check]:
         return []
     out_dir = Path(ctx.run_dir) / "smoke" if ctx.run_dir else Path(tempfile.mkdtemp(prefix="rehearsal-smoke-"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    junit_default = str(out_dir / "junit.xml")
-    places = {"junit": junit_default, "package": str(PACKAGE_DIR)}
-    junit = Path(command.fill(cfg.junit_path, **places)) if cfg.junit_path else Path(junit_default)
-    junit.unlink(missing_ok=True)
+    expected = f"JUnit XML with >= {cfg.min_tests} test case(s), none failed or in error"
+    junit = junit_file(cfg.junit_path, out_dir)
+    if junit is None:
+        why = (f"phases.smoke.junit_path {cfg.junit_path!r} leaves the run folder's smoke/ folder: the command was "
+               "not run and no file was touched")
+        return [ctx.run("smoke.command", "Smoke command", lambda: Outcome("error", why), severity="blocker",
+                        expected="the smoke command exits 0"),
+                ctx.run("smoke.junit", "Smoke test cases (JUnit)", lambda: Outcome("error", why), severity="blocker",
+                        expected=expected)]
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    junit.unlink(missing_ok=True)  # a stale file from an earlier command must not pass for this one's
+    places = {"junit": str(junit), "package": str(PACKAGE_DIR)}
     env = {k: command.fill(ctx._resolve(v) or "", **places) for k, v in cfg.env.items()}
     result: dict[str, Any] = {}
 
@@ -64,7 +85,6 @@ def check_smoke(ctx: PhaseRun) -> list[Check]:
         return Outcome(status, res.describe(), expected, res.evidence(), {"duration_s": round(res.duration_s, 3)})
 
     first = ctx.run("smoke.command", "Smoke command", run, severity="blocker")
-    expected = f"JUnit XML with >= {cfg.min_tests} test case(s), none failed or in error"
 
     def cases() -> Outcome:
         if not junit.is_file():
