@@ -311,26 +311,32 @@ def _ident(name: str) -> str:
 def schema_snapshot(engine: sa.Engine, schema: str = "public") -> dict[str, Any]:
     """Tables with columns, indexes, keys, foreign keys and checks, plus functions and views (catalog reads
     only): comparable between states."""
-    insp = sa.inspect(engine)
+    with engine.connect() as conn:  # one connection for every catalog read (a scratch engine does not pool)
+        return _snapshot(conn, schema)
+
+
+def _snapshot(conn: sa.Connection, schema: str) -> dict[str, Any]:
+    insp = sa.inspect(conn)
+    # bulk reflection: one catalog query per kind of object for all tables
+    cols, idx, fks, checks, pks, uniq = (
+        {k[1]: v for k, v in getter(schema=schema).items()}
+        for getter in (insp.get_multi_columns, insp.get_multi_indexes, insp.get_multi_foreign_keys,
+                       insp.get_multi_check_constraints, insp.get_multi_pk_constraint,
+                       insp.get_multi_unique_constraints))
     tables: dict[str, Any] = {}
-    for t in sorted(insp.get_table_names(schema=schema)):
-        pk = insp.get_pk_constraint(t, schema=schema)
+    for t in sorted(cols):
         tables[t] = {
-            "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(t, schema=schema)],
-            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
-                              for i in insp.get_indexes(t, schema=schema)),
-            "foreign_keys": sorted((tuple(f["constrained_columns"]), f["referred_table"])
-                                   for f in insp.get_foreign_keys(t, schema=schema)),
-            "checks": sorted(c["name"] or "" for c in insp.get_check_constraints(t, schema=schema)),
-            "constraints": sorted([("unique", tuple(u["column_names"]))
-                                   for u in insp.get_unique_constraints(t, schema=schema)]
-                                  + [("primary key", tuple(pk.get("constrained_columns") or ()))]),
+            "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in cols[t]],
+            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in idx.get(t, [])),
+            "foreign_keys": sorted((tuple(f["constrained_columns"]), f["referred_table"]) for f in fks.get(t, [])),
+            "checks": sorted(c["name"] or "" for c in checks.get(t, [])),
+            "constraints": sorted([("unique", tuple(u["column_names"])) for u in uniq.get(t, [])]
+                                  + [("primary key", tuple((pks.get(t) or {}).get("constrained_columns") or ()))]),
         }
-    with engine.connect() as conn:
-        funcs = sorted(r[0] for r in conn.execute(sa.text(
-            "SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p "
-            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = :s"), {"s": schema}))
-        views = sorted(insp.get_view_names(schema=schema))
+    funcs = sorted(r[0] for r in conn.execute(sa.text(
+        "SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = :s"), {"s": schema}))
+    views = sorted(insp.get_view_names(schema=schema))
     return {"tables": tables, "functions": funcs, "views": views}
 
 
