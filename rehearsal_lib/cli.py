@@ -147,7 +147,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     from rehearsal_lib import sandbox
 
     if args.action == "up":
-        state = sandbox.start_sandbox(args.variant)
+        state = sandbox.start_sandbox(args.variant, release_pending=args.release_pending)
         print(f"sandbox {args.variant} running: {state.base_url} (state in {state.home})")
     elif args.action == "down":
         stopped = sandbox.stop_sandbox(args.variant)
@@ -239,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="up: start (no-op when running); down: stop; status: exit 0 when running, 1 when not")
     p.add_argument("--variant", choices=["default", "faulty"], default="default",
                    help="faulty plants the defects listed in docs/sandbox.md")
+    p.add_argument("--release-pending", action="store_true",
+                   help="up: start one release behind (migrations 017-019 pending), as `rehearse run sandbox` does")
     p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("lab", help="open JupyterLab on notebooks/")

@@ -117,6 +117,8 @@ class Target(Strict):
 
 class SandboxBlock(Strict):
     variant: Literal["default", "faulty"] = "default"
+    release_pending: bool = Field(False, description="Start one release behind: the release's migrations (017-019) "
+                                                     "are pending, for the migrations phase to apply.")
 
 
 class Safety(Strict):

@@ -33,6 +33,7 @@ class Outcome:
     expected: str = ""
     evidence: Any = None
     metrics: dict[str, float | int | None] = field(default_factory=dict)
+    severity: SeverityT | None = None  # a probe may raise its check's severity (e.g. a write that landed elsewhere)
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -102,7 +103,8 @@ class PhaseRun:
     def _attach_sandbox(self) -> None:
         from rehearsal_lib.sandbox import apply_sandbox_env, ensure_sandbox
 
-        state, started = ensure_sandbox(self.params.sandbox.variant)
+        sbx = self.params.sandbox
+        state, started = ensure_sandbox(sbx.variant, release_pending=sbx.release_pending)
         self.sandbox_started = started
         self.sandbox_state = state
         apply_sandbox_env(state)
@@ -195,7 +197,7 @@ class PhaseRun:
         except Exception as exc:  # noqa: BLE001 - any failure of a probe is evidence, not a crash
             out = Outcome("error", observed=describe_exception(exc), expected=expected,
                           evidence={"traceback": traceback.format_exc(limit=3)})
-        check = Check(id=check_id, phase=self.name, title=title, status=out.status, severity=severity,
+        check = Check(id=check_id, phase=self.name, title=title, status=out.status, severity=out.severity or severity,
                       expected=out.expected or expected, observed=out.observed, evidence=out.evidence,
                       metrics=out.metrics, started_at=started, duration_s=round(time.perf_counter() - t0, 4))
         return self.record(check)

@@ -307,7 +307,8 @@ class Runner:
         from rehearsal_lib.sandbox import apply_sandbox_env, ensure_sandbox
 
         t0 = time.monotonic()
-        state, started = ensure_sandbox(self.params.sandbox.variant)
+        sbx = self.params.sandbox
+        state, started = ensure_sandbox(sbx.variant, release_pending=sbx.release_pending)
         for value in state.secret_values():
             self.secrets.add(value)
         apply_sandbox_env(state)  # kernels inherit it

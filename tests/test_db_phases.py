@@ -236,6 +236,191 @@ def test_alembic_driver_on_a_real_tiny_project(tmp_path, monkeypatch, sandbox):
         admin.dispose()
 
 
+# An env.py as many real projects write it: the engine comes from the app's own settings (an environment
+# variable), and the `sqlalchemy.url` Rehearsal passes in is ignored.
+ROGUE_ENV = """
+import os
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+engine = create_engine(os.environ["ROGUE_APP_DATABASE_URL"], poolclass=pool.NullPool)
+with engine.connect() as connection:
+    context.configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+USER_REVS = {
+    "u1_user.py": '''"""create user"""
+from alembic import op
+import sqlalchemy as sa
+revision, down_revision = "u1", None
+def upgrade():
+    op.create_table("user", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.Text))
+def downgrade():
+    op.drop_table("user")
+''',
+    "u2_created_at.py": '''"""user.created_at"""
+from alembic import op
+import sqlalchemy as sa
+revision, down_revision = "u2", "u1"
+def upgrade():
+    op.add_column("user", sa.Column("created_at", sa.DateTime(timezone=True)))
+def downgrade():
+    op.drop_column("user", "created_at")
+''',
+}
+
+
+def alembic_project(tmp_path: Path, env_py: str, revs: dict[str, str]) -> Path:
+    proj = tmp_path / f"alembic-{uuid.uuid4().hex[:6]}"
+    (proj / "mig" / "versions").mkdir(parents=True)
+    (proj / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/mig\n"
+                                      "sqlalchemy.url = postgresql+psycopg://nobody@127.0.0.1:9/none\n")
+    (proj / "mig" / "env.py").write_text(env_py)
+    for name, body in revs.items():
+        (proj / "mig" / "versions" / name).write_text(body)
+    return proj / "alembic.ini"
+
+
+@pytest.fixture
+def databases(sandbox):
+    """Create empty databases on the sandbox server by name; dropped after the test."""
+    admin = sa.create_engine(sandbox.admin_db_url, isolation_level="AUTOCOMMIT")
+    made: list[str] = []
+
+    def create(label: str) -> str:
+        name = f"{label}_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return with_database(sandbox.admin_db_url, name)
+
+    yield create
+    with admin.connect() as conn:
+        for name in made:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def test_alembic_env_ignoring_the_url_never_downgrades_the_live_database(tmp_path, monkeypatch, sandbox, databases):
+    """The issue's case: env.py builds its engine from its own settings. The round trip must prove its writes
+    land on the scratch database before the downgrade, and stop with a blocker error when they do not."""
+    from alembic import command as alembic_command
+    from alembic.config import Config
+
+    ini = alembic_project(tmp_path, ROGUE_ENV, USER_REVS)
+    live = databases("live")
+    monkeypatch.setenv("ROGUE_APP_DATABASE_URL", live)
+    alembic_command.upgrade(Config(str(ini)), "head")  # the live database is at head, with data
+    with sa.create_engine(live).begin() as conn:
+        conn.execute(sa.text('INSERT INTO "user" (name, created_at) VALUES (\'ada\', \'2026-01-02T03:04:05Z\')'))
+    ctx = make(tmp_path, monkeypatch, "migrations", {
+        "driver": "alembic", "alembic": {"config": str(ini)}, "apply_database_url": "${T_ADMIN}",
+        "expected_pending": ["u1", "u2"]}, sandbox, db_url=live)
+    run = migrations.MigrationsRun(ctx)
+    plan, trip = run.plan(), run.roundtrip()
+    # the live database was never downgraded: the column's data and the version are as they were
+    # (a downgrade -1 / upgrade head there drops created_at and adds it back empty)
+    with sa.create_engine(live).connect() as conn:
+        assert conn.execute(sa.text('SELECT created_at IS NOT NULL FROM "user"')).scalar() is True
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "u2"
+    assert trip.status == "error" and trip.severity == "blocker"
+    assert trip.observed.startswith("the migration tool did not write to the scratch database; its env.py probably "
+                                    "ignores the URL it is given")
+    assert "the downgrade was not run" in trip.observed and trip.evidence["scratch_version_table"] == []
+    assert plan.status == "pass" and "u1, u2 already applied before this rehearsal (not rehearsed)" in plan.observed
+
+
+def test_alembic_apply_that_lands_in_another_database_is_a_blocker_error(tmp_path, monkeypatch, sandbox, databases):
+    ini = alembic_project(tmp_path, ROGUE_ENV, USER_REVS)
+    intended, elsewhere = databases("intended"), databases("elsewhere")
+    monkeypatch.setenv("ROGUE_APP_DATABASE_URL", elsewhere)
+    monkeypatch.setenv("T_APPLY", intended)
+    block = {"driver": "alembic", "alembic": {"config": str(ini)}, "apply_database_url": "${T_APPLY}",
+             "expected_pending": ["u1", "u2"], "postconditions": {"tables": ["user"]}}
+    run = migrations.MigrationsRun(make(tmp_path, monkeypatch, "migrations", block, sandbox, db_url=intended))
+    plan, apply, after = run.plan(), run.apply(), run.none_pending()
+    post = migrations.check_postconditions_after(run)
+    assert plan.status == "pass" and plan.metrics["pending"] == 2
+    assert apply.status == "error" and apply.severity == "blocker"
+    assert "did not write to the database apply_database_url names: after applying u1 its version table there " \
+           "records nothing" in apply.observed
+    assert [r["status"] for r in apply.evidence["migrations"]] == ["not recorded where intended", "not tried"]
+    assert after.status == "skip" and [c.status for c in post] == ["skip"]
+    with sa.create_engine(elsewhere).connect() as conn:  # where the write really went
+        assert conn.execute(sa.text("SELECT to_regclass('\"user\"')")).scalar() is not None
+    # apply_database_url naming another database than the target's: stopped before anything is applied
+    monkeypatch.setenv("T_APPLY", elsewhere)
+    other = migrations.MigrationsRun(make(tmp_path, monkeypatch, "migrations", block, sandbox, db_url=intended))
+    other.plan()
+    mismatch = other.apply()
+    assert mismatch.status == "error" and "apply_database_url reaches database elsewhere_" in mismatch.observed
+    assert "but the target's database_url reaches intended_" in mismatch.observed
+
+
+def test_roundtrip_whose_downgrade_changes_nothing_is_error(tmp_path, monkeypatch, sandbox, databases):
+    noop = '"""data only"""\nrevision, down_revision = "c3", "b2"\ndef upgrade():\n    pass\n' \
+           'def downgrade():\n    pass\n'
+    ini = alembic_project(tmp_path, ALEMBIC_ENV, {**ALEMBIC_REVS, "c3_noop.py": noop})
+    ctx = make(tmp_path, monkeypatch, "migrations", {
+        "driver": "alembic", "alembic": {"config": str(ini)}, "apply_database_url": "${T_ADMIN}"}, sandbox,
+        db_url=databases("live"))
+    trip = migrations.MigrationsRun(ctx).roundtrip()
+    assert trip.status == "error" and trip.observed == ("downgrade -1 changed nothing on the scratch database: the "
+                                                        "round trip proved nothing")
+    assert trip.evidence["down_changed_schema"] is False and trip.evidence["scratch_version_table"] == ["c3"]
+
+
+def test_command_roundtrip_that_changes_the_live_schema_is_a_blocker_failure(tmp_path, monkeypatch, sandbox,
+                                                                           databases):
+    live = databases("live")
+    with sa.create_engine(live).begin() as conn:
+        conn.execute(sa.text("CREATE TABLE accounts (id int PRIMARY KEY)"))
+    monkeypatch.setenv("ROGUE_APP_DATABASE_URL", live)
+    script = tmp_path / "roundtrip.py"  # "runs on a scratch copy", but connects to the app's own database
+    script.write_text("import os, sqlalchemy as sa\n"
+                      "with sa.create_engine(os.environ['ROGUE_APP_DATABASE_URL']).begin() as c:\n"
+                      "    c.execute(sa.text('ALTER TABLE accounts ADD COLUMN note text'))\n")
+    ctx = make(tmp_path, monkeypatch, "migrations", {"driver": "command", "command": {
+        "plan_command": "{python} -c 'pass'", "roundtrip_command": f"{{python}} {script}"}}, sandbox, db_url=live)
+    trip = migrations.MigrationsRun(ctx).roundtrip()
+    assert trip.status == "fail" and trip.severity == "blocker"
+    assert trip.observed == ("the LIVE database changed during the roundtrip_command, a step meant to touch only a "
+                             "scratch database: column accounts.note added")
+    assert trip.evidence["command"]["exit_code"] == 0
+
+
+def test_expected_pending_already_applied_is_shown_as_not_rehearsed_and_apply_skips(tmp_path, monkeypatch, sandbox):
+    ctx = make(tmp_path, monkeypatch, "migrations", {"sql_dir": {"directory": str(MIGRATIONS_DIR)},
+                                                     "expected_pending": ["019"], "apply_database_url": "${T_ADMIN}"},
+               sandbox)
+    run = migrations.MigrationsRun(ctx)
+    plan, apply, after = run.plan(), run.apply(), run.none_pending()
+    assert plan.status == "pass"
+    assert plan.observed == "0 pending; 019 already applied before this rehearsal (not rehearsed)"
+    assert plan.evidence["pending"] == [{"migration": "019", "name": "", "announced by the release": "yes",
+                                         "status": "already applied before this rehearsal (not rehearsed)"}]
+    assert apply.status == "skip" and apply.severity == "blocker"
+    assert apply.observed == "nothing to apply: 019 already applied before this rehearsal (not rehearsed)"
+    assert after.status == "pass"
+    # part of the release pending: that part is applied, the check still says what was not rehearsed
+    d = copy_migrations(tmp_path)
+    (d / "098_new.sql").write_text("CREATE TABLE t098 (id int);\n")
+    part = make(tmp_path, monkeypatch, "migrations", {"sql_dir": {"directory": str(d)}, "expected_pending": [
+        "018", "098"], "apply_database_url": "${T_ADMIN}"}, sandbox)
+    run = migrations.MigrationsRun(part)
+    run.plan()
+    apply = run.apply()
+    assert apply.status == "skip" and re.fullmatch(
+        r"1 applied in [\d.]+ ms; 018 already applied before this rehearsal \(not rehearsed\)", apply.observed)
+    assert [r["migration"] for r in apply.evidence["migrations"]] == ["098"]
+    # announced but unknown to the tool: the plan fails
+    unknown = make(tmp_path, monkeypatch, "migrations", {"sql_dir": {"directory": str(MIGRATIONS_DIR)},
+                                                         "expected_pending": ["077"]}, sandbox)
+    assert migrations.MigrationsRun(unknown).plan().observed == "announced by the release but no such migration: 077"
+
+
 # ------------------------------------------------------------------------------------------ retention
 
 

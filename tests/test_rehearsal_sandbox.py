@@ -92,6 +92,14 @@ def test_sandbox_rehearsal_is_go_with_every_artefact_consistent(good):
     assert verify_manifest(run) == []
     # journey checks prove the token was used for real requests
     assert {"preflight.journey.create_session", "preflight.journey.submit_session"} <= set(ids)
+    # the sandbox starts one release behind: the rehearsal applies the release's migrations one by one
+    by_id = {c["id"]: c for c in checks}
+    assert by_id["migrations.plan.pending"]["observed"] == "3 pending: 017, 018, 019"
+    applied = by_id["migrations.apply"]["evidence"]["migrations"]
+    assert [(r["migration"], r["status"]) for r in applied] == [("017", "applied"), ("018", "applied"),
+                                                                ("019", "applied")]
+    assert all(r["duration_ms"] > 0 for r in applied)
+    assert "live_schema_unchanged_after" in by_id["migrations.roundtrip"]["evidence"]
 
 
 def test_report_is_self_contained_offline(good):
@@ -151,13 +159,15 @@ def test_faulty_sandbox_is_no_go_with_exactly_the_planted_defects(faulty):
     assert by_id["preflight.exam_mode"]["observed"] == "exam_mode = false"
     junit = ET.parse(run / "junit.xml").getroot()
     failed_cases = {c.get("name") for c in junit.iter("testcase") if c.find("failure") is not None}
-    assert failed_cases == failing
+    skipped_cases = {c.get("name") for c in junit.iter("testcase") if c.find("skipped") is not None}
+    # release_already_applied is a skip (not rehearsed), JUnit's <skipped>; every other defect is a failure
+    assert skipped_cases == {"migrations.apply"} and failed_cases == failing - skipped_cases
     assert {p.get("name"): p.get("value") for p in junit.iter("property")}["decision"] == "NO-GO"
     # the seed template, filled in, for release tickets and CI job summaries
     summary_md = (run / "summary.md").read_text()
     assert "## Decision: ❌ NO-GO" in summary_md and "| Preflight | ❌ |" in summary_md
-    for d in PLANTED_DEFECTS:
-        assert f"`{d.check_id}`" in summary_md
+    for d in PLANTED_DEFECTS:  # failures in the critical-issues table, the skip among the conditions
+        assert (f"- {d.check_id} (skip): " if d.check_id in skipped_cases else f"`{d.check_id}`") in summary_md
     assert (run.parent.parent / "github-step-summary.md").read_text().strip() == summary_md.strip()
 
 
@@ -218,8 +228,11 @@ def test_report_opens_in_headless_chromium_without_console_errors(faulty, tmp_pa
 
 def test_production_refuses_writes_without_flag_conditional_go_exit_3(env, tmp_path):
     params = tmp_path / "prod-like.yaml"
+    # already on the release's schema: refused writes cannot apply a pending release (that would honestly
+    # fail the release's post-conditions and retention checks), and nothing of it is announced as pending
     params.write_text(f"extends: {ROOT / 'params' / 'sandbox.yaml'}\nname: prod-like\n"
-                      "environment: {kind: production}\nphases: {integrity: {enabled: false}}\n")
+                      "environment: {kind: production}\nsandbox: {release_pending: false}\n"
+                      "phases: {integrity: {enabled: false}, migrations: {expected_pending: []}}\n")
     out = tmp_path / "out"
     proc = rehearse(["run", str(params), "--outputs", str(out)], env)
     assert proc.returncode == 3, proc.stdout + proc.stderr
@@ -235,8 +248,12 @@ def test_faulty_database_phase_defects_say_why(faulty):
     """The database phases' planted defects (docs/sandbox.md) fail with the reason an operator needs."""
     _, run = faulty
     by_id = {c["id"]: c for c in json.loads((run / "results.json").read_text())["checks"]}
-    assert by_id["migrations.plan.pending"]["observed"] == "1 unexpected pending migration: 019"
-    assert by_id["migrations.apply"]["status"] == "pass"  # the pending migration applies; nothing else breaks
+    # the faulty sandbox starts with the release already applied: nothing of it is rehearsed
+    assert by_id["migrations.plan.pending"]["observed"] == ("0 pending; 017, 018, 019 already applied before "
+                                                            "this rehearsal (not rehearsed)")
+    assert by_id["migrations.apply"]["status"] == "skip"
+    assert by_id["migrations.apply"]["observed"] == ("nothing to apply: 017, 018, 019 already applied before "
+                                                     "this rehearsal (not rehearsed)")
     assert by_id["migrations.post.rls"]["observed"] == "row-level security off on data_exports (declared on)"
     assert "1 row past the 30-day window" in by_id["retention.window.access_log"]["observed"]
     pii = by_id["retention.pii.access_log.payload"]

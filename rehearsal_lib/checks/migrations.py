@@ -81,6 +81,9 @@ class SqlDir:
                         if done.get(v) and done[v] != hashlib.sha256(p.read_bytes()).hexdigest()]
         return [Pending(v, n, {"file": p.name}) for v, n, p in self.files() if v not in done]
 
+    def known(self, version: str) -> bool:
+        return any(v == version for v, _, _ in self.files())
+
     def apply_one(self, engine: sa.Engine, item: Pending) -> None:
         import hashlib
 
@@ -100,7 +103,15 @@ class SqlDir:
             conn.execute(sa.text(f"INSERT INTO {_ident(self.cfg.table)} ({', '.join(_ident(k) for k in values)}) "
                                  f"VALUES ({', '.join(':' + k for k in values)})"), values)
 
-    def roundtrip(self, scratch: sa.Engine) -> Outcome:
+    def recorded(self, engine: sa.Engine) -> set[str]:
+        """Versions the tracking table of the database behind ``engine`` records."""
+        with engine.connect() as conn:
+            if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": self.cfg.table}).scalar() is None:
+                return set()
+            return {r[0] for r in conn.execute(sa.text(
+                f"SELECT {_ident(self.cfg.version_column)}::text FROM {_ident(self.cfg.table)}"))}
+
+    def roundtrip(self, scratch: sa.Engine, guard: LiveGuard) -> Outcome:
         """Up all on an empty scratch database, then down/up the tail that has down scripts."""
         files = self.files()
         downs = {p.stem.partition("_")[0]: p for p in self.down_directory.glob("*.sql")} \
@@ -124,16 +135,28 @@ class SqlDir:
         for _, _, p in tail:
             run_sql(p)
         after_up = schema_snapshot(scratch)
+        versions = [v for v, _, _ in tail]
+        if live := guard.changed("the up migrations on the scratch database"):
+            return live
+        if _empty(after_up):
+            return Outcome("error", "the migrations left the scratch database empty: the round trip would prove "
+                                    "nothing", expected, guard.evidence(), severity="blocker")
         for v, _, _ in reversed(tail):
             run_sql(downs[v])
         after_down = schema_snapshot(scratch)
+        if live := guard.changed(f"the down scripts of {', '.join(versions)}"):
+            return live
         for _, _, p in tail:
             run_sql(p)
         after_up2 = schema_snapshot(scratch)
-        versions = [v for v, _, _ in tail]
-        evidence = {"round_trip": versions, "down_restores_previous": after_down == before,
-                    "up_again_identical": after_up2 == after_up,
-                    "difference": _diff(after_up, after_up2) or _diff(before, after_down)}
+        if live := guard.changed("up again on the scratch database"):
+            return live
+        evidence = {"round_trip": versions, "down_changed_schema": after_down != after_up,
+                    "down_restores_previous": after_down == before, "up_again_identical": after_up2 == after_up,
+                    "difference": _diff(after_up, after_up2) or _diff(before, after_down), **guard.evidence()}
+        if after_down == after_up:
+            return Outcome("error", f"the down scripts of {', '.join(versions)} changed nothing on the scratch "
+                                    "database: the round trip proved nothing", expected, evidence)
         if after_down != before or after_up2 != after_up:
             return Outcome("fail", f"schema differs after down/up of {', '.join(versions)}", expected, evidence)
         return Outcome("pass", f"down/up of {', '.join(versions)} gives the same schema", expected, evidence,
@@ -183,18 +206,51 @@ class Alembic:
 
         alembic_command.upgrade(self.config(engine.url.render_as_string(hide_password=False)), item.id)
 
-    def roundtrip(self, scratch: sa.Engine) -> Outcome:
+    def recorded(self, engine: sa.Engine) -> set[str]:
+        """The revisions the version table of the database behind ``engine`` records (its current heads)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with engine.connect() as conn:
+            return set(MigrationContext.configure(conn).get_current_heads())
+
+    def known(self, revision: str) -> bool:
+        try:
+            return self._script().get_revision(revision) is not None
+        except Exception:  # noqa: BLE001 - alembic raises several kinds for an unknown or ambiguous id
+            return False
+
+    def roundtrip(self, scratch: sa.Engine, guard: LiveGuard) -> Outcome:
+        """Upgrade the empty scratch database to head and prove it landed there, then downgrade -1 and
+        upgrade head again; the live schema is compared after every step."""
         from alembic import command as alembic_command
 
         cfg = self.config(scratch.url.render_as_string(hide_password=False))
         expected = "downgrade -1 then upgrade head restores the same schema"
+        heads = set(self._script().get_heads())
         alembic_command.upgrade(cfg, "heads")
+        if live := guard.changed("upgrade head on the scratch database"):
+            return live
+        landed = self.recorded(scratch)
+        if landed != heads:
+            return Outcome("error", f"{NOT_ON_SCRATCH}: after upgrade head its version table there records "
+                                    f"{', '.join(sorted(landed)) or 'nothing'} (expected {', '.join(sorted(heads))}); "
+                                    "the downgrade was not run", expected,
+                           {"scratch_version_table": sorted(landed), "expected_heads": sorted(heads),
+                            **guard.evidence()}, severity="blocker")
         head = schema_snapshot(scratch)
         alembic_command.downgrade(cfg, "-1")
         down = schema_snapshot(scratch)
+        if live := guard.changed("downgrade -1 on the scratch database"):
+            return live
         alembic_command.upgrade(cfg, "heads")
         again = schema_snapshot(scratch)
-        evidence = {"down_changed_schema": down != head, "difference": _diff(head, again)}
+        if live := guard.changed("upgrade head again on the scratch database"):
+            return live
+        evidence = {"scratch_version_table": sorted(landed), "down_changed_schema": down != head,
+                    "difference": _diff(head, again), **guard.evidence()}
+        if down == head:
+            return Outcome("error", "downgrade -1 changed nothing on the scratch database: the round trip proved "
+                                    "nothing", expected, evidence)
         if again != head:
             return Outcome("fail", "schema differs after downgrade -1 / upgrade head", expected, evidence)
         return Outcome("pass", "downgrade -1 / upgrade head gives the same schema", expected, evidence)
@@ -219,13 +275,16 @@ class Command:
     def apply_all(self) -> command.CommandResult:
         return command.run(self.cfg.apply_command or "", self.cfg.timeout_s)
 
-    def roundtrip(self, scratch: sa.Engine | None) -> Outcome:
-        expected = "the round-trip command exits 0"
+    def roundtrip(self, scratch: sa.Engine | None, guard: LiveGuard | None = None) -> Outcome:
+        expected = "the round-trip command exits 0 and leaves the live schema unchanged"
         if not self.cfg.roundtrip_command:
             return Outcome("skip", "no roundtrip_command configured", expected)
         res = command.run(self.cfg.roundtrip_command, self.cfg.timeout_s)
+        if guard is not None and (live := guard.changed("the roundtrip_command")):
+            live.evidence["command"] = res.evidence()
+            return live
         return Outcome("pass" if res.ok else ("error" if res.error else "fail"), res.describe(), expected,
-                       res.evidence())
+                       {**res.evidence(), **(guard.evidence() if guard else {})})
 
 
 DRIVERS = {"sql_dir": SqlDir, "alembic": Alembic, "command": Command}
@@ -250,35 +309,122 @@ def _ident(name: str) -> str:
 
 
 def schema_snapshot(engine: sa.Engine, schema: str = "public") -> dict[str, Any]:
-    """Tables with columns, indexes, foreign keys and checks, plus functions: comparable between states."""
-    insp = sa.inspect(engine)
+    """Tables with columns, indexes, keys, foreign keys and checks, plus functions and views (catalog reads
+    only): comparable between states."""
+    with engine.connect() as conn:  # one connection for every catalog read (a scratch engine does not pool)
+        return _snapshot(conn, schema)
+
+
+def _snapshot(conn: sa.Connection, schema: str) -> dict[str, Any]:
+    insp = sa.inspect(conn)
+    # bulk reflection: one catalog query per kind of object for all tables
+    cols, idx, fks, checks, pks, uniq = (
+        {k[1]: v for k, v in getter(schema=schema).items()}
+        for getter in (insp.get_multi_columns, insp.get_multi_indexes, insp.get_multi_foreign_keys,
+                       insp.get_multi_check_constraints, insp.get_multi_pk_constraint,
+                       insp.get_multi_unique_constraints))
     tables: dict[str, Any] = {}
-    for t in sorted(insp.get_table_names(schema=schema)):
+    for t in sorted(cols):
         tables[t] = {
-            "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(t, schema=schema)],
-            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
-                              for i in insp.get_indexes(t, schema=schema)),
-            "foreign_keys": sorted((tuple(f["constrained_columns"]), f["referred_table"])
-                                   for f in insp.get_foreign_keys(t, schema=schema)),
-            "checks": sorted(c["name"] or "" for c in insp.get_check_constraints(t, schema=schema)),
+            "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in cols[t]],
+            "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in idx.get(t, [])),
+            "foreign_keys": sorted((tuple(f["constrained_columns"]), f["referred_table"]) for f in fks.get(t, [])),
+            "checks": sorted(c["name"] or "" for c in checks.get(t, [])),
+            "constraints": sorted([("unique", tuple(u["column_names"])) for u in uniq.get(t, [])]
+                                  + [("primary key", tuple((pks.get(t) or {}).get("constrained_columns") or ()))]),
         }
-    with engine.connect() as conn:
-        funcs = sorted(r[0] for r in conn.execute(sa.text(
-            "SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p "
-            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = :s"), {"s": schema}))
-        views = sorted(insp.get_view_names(schema=schema))
+    funcs = sorted(r[0] for r in conn.execute(sa.text(
+        "SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = :s"), {"s": schema}))
+    views = sorted(insp.get_view_names(schema=schema))
     return {"tables": tables, "functions": funcs, "views": views}
 
 
+def _label(kind: str, item: Any) -> str:
+    if kind == "indexes":
+        return f"index {item[0]} ({', '.join(item[1])})"
+    if kind == "foreign_keys":
+        return f"foreign key ({', '.join(item[0])}) -> {item[1]}"
+    if kind == "checks":
+        return f"check constraint {item}"
+    return f"{item[0]} ({', '.join(item[1])})"
+
+
 def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """What changed from snapshot ``a`` to ``b``, in words ("column user.created_at dropped")."""
     out = []
     for t in sorted(set(a["tables"]) | set(b["tables"])):
-        if a["tables"].get(t) != b["tables"].get(t):
-            out.append(f"table {t}")
+        ta, tb = a["tables"].get(t), b["tables"].get(t)
+        if ta == tb:
+            continue
+        if ta is None or tb is None:
+            out.append(f"table {t} {'added' if ta is None else 'dropped'}")
+            continue
+        ca, cb = {c[0]: c for c in ta["columns"]}, {c[0]: c for c in tb["columns"]}
+        out += [f"column {t}.{c} dropped" for c in ca if c not in cb]
+        out += [f"column {t}.{c} added" for c in cb if c not in ca]
+        out += [f"column {t}.{c} changed ({ca[c][1]}{'' if ca[c][2] else ' not null'} -> "
+                f"{cb[c][1]}{'' if cb[c][2] else ' not null'})" for c in ca if c in cb and ca[c] != cb[c]]
+        for kind in ("indexes", "foreign_keys", "checks", "constraints"):
+            xa, xb = ta.get(kind, []), tb.get(kind, [])
+            out += [f"{_label(kind, x)} on {t} dropped" for x in xa if x not in xb]
+            out += [f"{_label(kind, x)} on {t} added" for x in xb if x not in xa]
     for key in ("functions", "views"):
-        for name in sorted(set(a[key]) ^ set(b[key])):
-            out.append(f"{key[:-1]} {name}")
+        out += [f"{key[:-1]} {n} dropped" for n in a[key] if n not in b[key]]
+        out += [f"{key[:-1]} {n} added" for n in b[key] if n not in a[key]]
     return out[:20]
+
+
+def _empty(snapshot: dict[str, Any]) -> bool:
+    return not (snapshot["tables"] or snapshot["functions"] or snapshot["views"])
+
+
+def db_identity(engine: sa.Engine) -> dict[str, Any]:
+    """Which database a URL reaches: its name, the server's address and port, and the server's start time."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT current_database(), host(inet_server_addr()), inet_server_port(), "
+                                   "pg_postmaster_start_time()::text")).one()
+    return {"database": row[0], "server_address": row[1], "port": row[2], "server_started": row[3]}
+
+
+def _same_database(apply_engine: sa.Engine, target_engine: sa.Engine) -> str | None:
+    """None when apply_database_url and the target's database_url reach the same database; else why not."""
+    a, t = db_identity(apply_engine), db_identity(target_engine)
+    same = a["database"] == t["database"] and a["server_started"] == t["server_started"] and (
+        a["port"] is None or t["port"] is None or a["port"] == t["port"])
+    if same:
+        return None
+    return (f"apply_database_url reaches database {a['database']} (port {a['port']}) but the target's database_url "
+            f"reaches {t['database']} (port {t['port']}): the plan and the checks after apply would not describe "
+            "the database apply changes")
+
+
+class LiveGuard:
+    """Read-only snapshots of the live schema (the target's read-only engine) around steps meant to touch
+    only a scratch database: any difference names the step and what changed."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.before = schema_snapshot(engine)
+        self.steps: list[str] = []
+
+    def changed(self, step: str) -> Outcome | None:
+        """None while the live schema is as before; else a blocker ``fail`` naming what ``step`` changed."""
+        self.steps.append(step)
+        diff = _diff(self.before, schema_snapshot(self.engine))
+        if not diff:
+            return None
+        return Outcome("fail", f"the LIVE database changed during {step}, a step meant to touch only a scratch "
+                               f"database: {'; '.join(diff)}",
+                       "steps meant for a scratch database leave the live schema unchanged",
+                       {"live_schema_changed": diff, "steps_checked": self.steps}, severity="blocker")
+
+    def evidence(self) -> dict[str, Any]:
+        return {"live_schema_unchanged_after": self.steps}
+
+
+NOT_ON_SCRATCH = ("the migration tool did not write to the scratch database; its env.py probably ignores the URL "
+                  "it is given")
 
 
 @contextmanager
@@ -315,6 +461,7 @@ class MigrationsRun:
         except Exception as exc:  # noqa: BLE001 - a broken driver config is evidence
             self.driver_error = describe_exception(exc)
         self.pending: list[Pending] | None = None
+        self.not_rehearsed: dict[str, str] = {}  # announced by the release but not pending: id -> why
         self.applied = False
         self.stopped: str | None = None
 
@@ -333,14 +480,26 @@ class MigrationsRun:
             if self.driver is None:
                 return Outcome("error", f"driver {self.ctx.settings.driver}: {self.driver_error}", expected)
             self.pending = self.driver.plan()
+            pending_ids = {p.id for p in self.pending}
+            unknown = []
+            for x in sorted(expected_ids - pending_ids):
+                if isinstance(self.driver, Command):
+                    self.not_rehearsed[x] = "not pending: already applied before this rehearsal or unknown to the tool"
+                elif self.driver.known(x):
+                    self.not_rehearsed[x] = "already applied before this rehearsal"
+                else:
+                    unknown.append(x)
             rows = [{"migration": p.id, "name": p.name, "announced by the release": "yes" if p.id in expected_ids
-                     else "no"} for p in self.pending]
+                     else "no", "status": "pending"} for p in self.pending]
+            rows += [{"migration": x, "name": "", "announced by the release": "yes",
+                      "status": f"{why} (not rehearsed)"} for x, why in self.not_rehearsed.items()]
             unexpected = [p.id for p in self.pending if p.id not in expected_ids]
             changed = getattr(self.driver, "changed", [])
             evidence: dict[str, Any] = {"pending": rows, "changed since applied": ", ".join(changed) or "none"}
             if isinstance(self.driver, Command):
                 evidence["plan_output"] = self.driver.outputs[-1]
-            metrics = {"pending": len(self.pending), "unexpected": len(unexpected)}
+            metrics = {"pending": len(self.pending), "unexpected": len(unexpected),
+                       "not_rehearsed": len(self.not_rehearsed)}
             if changed:
                 return Outcome("fail", f"applied migration(s) changed since: {', '.join(changed)}", expected,
                                evidence, metrics)
@@ -348,14 +507,29 @@ class MigrationsRun:
                 return Outcome("fail", f"{plural(len(unexpected), 'unexpected pending migration')}: "
                                        f"{', '.join(unexpected)}",
                                expected, evidence, metrics)
-            return Outcome("pass", f"{len(self.pending)} pending" + (
-                f": {', '.join(p.id for p in self.pending)}" if self.pending else ""), expected, evidence, metrics)
+            if unknown:
+                return Outcome("fail", f"announced by the release but no such migration: {', '.join(unknown)}",
+                               expected, evidence, metrics)
+            observed = f"{len(self.pending)} pending" + (
+                f": {', '.join(p.id for p in self.pending)}" if self.pending else "")
+            if self.not_rehearsed:
+                observed += "; " + self._not_rehearsed_text()
+            return Outcome("pass", observed, expected, evidence, metrics)
 
         check = self.ctx.run("migrations.plan.pending", "Pending migrations (the plan)", probe, severity="blocker",
                              expected=expected)
-        if self.pending:
-            _table(self.ctx, "Plan", ["migration", "name"], [[p.id, p.name] for p in self.pending])
+        if self.pending or self.not_rehearsed:
+            _table(self.ctx, "Plan", ["migration", "name", "status"],
+                   [[p.id, p.name, "pending"] for p in self.pending]
+                   + [[x, "", f"{why} (not rehearsed)"] for x, why in self.not_rehearsed.items()])
         return check
+
+    def _not_rehearsed_text(self) -> str:
+        """"017, 018 already applied before this rehearsal (not rehearsed)", grouped by reason."""
+        by_reason: dict[str, list[str]] = {}
+        for x, why in self.not_rehearsed.items():
+            by_reason.setdefault(why, []).append(x)
+        return "; ".join(f"{', '.join(ids)} {why} (not rehearsed)" for why, ids in by_reason.items())
 
     def apply(self) -> Check:
         expected = "every pending migration applies"
@@ -365,6 +539,9 @@ class MigrationsRun:
             if self.pending is None:
                 return Outcome("skip", "not tried: the plan could not be read", expected)
             if not self.pending:
+                if self.not_rehearsed:
+                    return Outcome("skip", f"nothing to apply: {self._not_rehearsed_text()}", expected,
+                                   {"not_rehearsed": self.not_rehearsed}, {"applied": 0})
                 return Outcome("pass", "nothing to apply", expected, metrics={"applied": 0})
             if not s.apply:
                 return Outcome("skip", "apply is off (phases.migrations.apply: false)", expected)
@@ -384,6 +561,10 @@ class MigrationsRun:
             engine = sa.create_engine(self._apply_url(), poolclass=sa.pool.NullPool)
             rows: list[dict[str, Any]] = []
             try:
+                mismatch = _same_database(engine, self.ctx.engine)
+                if mismatch:
+                    self.stopped = mismatch
+                    return Outcome("error", mismatch, expected, severity="blocker")
                 for item in self.pending:
                     if self.stopped:
                         rows.append({"migration": item.id, "name": item.name, "status": "not tried",
@@ -394,6 +575,13 @@ class MigrationsRun:
                         self.driver.apply_one(engine, item)
                         rows.append({"migration": item.id, "name": item.name, "status": "applied",
                                      "duration_ms": round((time.perf_counter() - t0) * 1000, 2)})
+                        if len(rows) == 1 and item.id not in (landed := self.driver.recorded(engine)):
+                            # proof of landing: the first write must show in apply_database_url's version table
+                            rows[-1]["status"] = "not recorded where intended"
+                            self.stopped = (f"the migration tool did not write to the database apply_database_url "
+                                            f"names: after applying {item.id} its version table there records "
+                                            f"{', '.join(sorted(landed)) or 'nothing'}; its env.py probably ignores "
+                                            "the URL it is given, so the migration went to another database")
                     except Exception as exc:  # noqa: BLE001 - the migration's error is the evidence
                         self.stopped = f"migration {item.id} failed: {describe_exception(exc)}"
                         rows.append({"migration": item.id, "name": item.name, "status": "failed",
@@ -409,9 +597,14 @@ class MigrationsRun:
             done = [r for r in rows if r["status"] == "applied"]
             total = sum(r["duration_ms"] or 0 for r in rows)
             metrics = {"applied": len(done), "total_ms": round(total, 2)}
+            if self.stopped and rows[0]["status"] == "not recorded where intended":
+                return Outcome("error", self.stopped, expected, {"migrations": rows}, metrics, severity="blocker")
             if self.stopped:
                 return Outcome("fail", self.stopped + "; the database is as the migration left it", expected,
                                {"migrations": rows}, metrics)
+            if self.not_rehearsed:
+                return Outcome("skip", f"{len(done)} applied in {ms(total)}; {self._not_rehearsed_text()}",
+                               expected, {"migrations": rows, "not_rehearsed": self.not_rehearsed}, metrics)
             return Outcome("pass", f"{len(done)} applied in {ms(total)}", expected, {"migrations": rows}, metrics)
 
         return self.ctx.run("migrations.apply", "Apply pending migrations", probe, severity="blocker",
@@ -453,9 +646,9 @@ class MigrationsRun:
             if refusal:
                 return Outcome("skip", refusal, expected)
             if isinstance(self.driver, Command):
-                return self.driver.roundtrip(None)
+                return self.driver.roundtrip(None, LiveGuard(self.ctx.engine) if self.ctx.database_url else None)
             with scratch_database(self._apply_url()) as scratch:
-                return self.driver.roundtrip(scratch)
+                return self.driver.roundtrip(scratch, LiveGuard(self.ctx.engine))
 
         return self.ctx.run("migrations.roundtrip", "Down/up round trip on a scratch database", probe,
                             severity="major", expected=expected)
@@ -620,7 +813,9 @@ def check_postconditions(ctx: PhaseRun) -> list[Check]:
 
 def check_postconditions_after(run: MigrationsRun) -> list[Check]:
     """Post-conditions, unless a failed migration stopped the phase (then skipped, with the reason)."""
-    if run.stopped:
+    reason = run.stopped or (f"apply did not run: {plural(len(run.pending), 'migration')} still pending"
+                             if run.pending and not run.applied else None)
+    if reason:
         return [run.ctx.run("migrations.post.not_checked", "Post-conditions", lambda: Outcome(
-            "skip", f"not tried: {run.stopped}", "post-conditions hold"), severity="blocker")]
+            "skip", f"not tried: {reason}", "post-conditions hold"), severity="blocker")]
     return check_postconditions(run.ctx)

@@ -14,6 +14,8 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 PLANT_DEFECTS_SQL = Path(__file__).parent / "faulty" / "plant_defects.sql"
 APP_ROLE = "rehearsal_app"
 DB_NAME = "exam"
+# The release the sandbox rehearses brings these migrations; `release_pending` starts without them.
+RELEASE_MIGRATIONS = ("017", "018", "019")
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,11 @@ def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return out
 
 
-def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR,
+                     skip: tuple[str, ...] = ()) -> list[str]:
     """Apply pending migrations in order, each in its own transaction; returns the applied versions.
+
+    Versions in ``skip`` are left pending (the release a rehearsal is to apply).
 
     Already applied versions are skipped; a changed file of an applied version raises ``RuntimeError``.
     ``conn`` must be in autocommit mode (so that ``conn.transaction()`` opens real transactions).
@@ -60,6 +65,8 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR)
     done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
     applied = []
     for m in list_migrations(directory):
+        if m.version in skip:
+            continue
         if m.version in done:
             if done[m.version] != m.checksum:
                 raise RuntimeError(f"migration {m.version}_{m.name} changed after it was applied")
@@ -77,7 +84,10 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR)
 
 
 def grant_app_role(conn: psycopg.Connection, role: str = APP_ROLE) -> None:
-    """Least privilege for the app role: SELECT/INSERT/UPDATE on tables, sequence usage, no DDL."""
+    """Least privilege for the app role: SELECT/INSERT/UPDATE on tables, sequence usage, no DDL.
+
+    Default privileges give the same on tables and sequences that later migrations create (the release's,
+    applied by the migrations phase as the owner)."""
     ident = sql.Identifier(role)
     with conn.transaction():
         for stmt in (
@@ -85,6 +95,8 @@ def grant_app_role(conn: psycopg.Connection, role: str = APP_ROLE) -> None:
             "GRANT USAGE ON SCHEMA public TO {}",
             "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {}",
             "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {}",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE ON TABLES TO {}",
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {}",
         ):
             conn.execute(sql.SQL(stmt).format(ident))  # type: ignore[arg-type]
 

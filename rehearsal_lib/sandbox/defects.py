@@ -147,9 +147,10 @@ PLANTED_DEFECTS: list[PlantedDefect] = [
     ),
     # database phases (issue #4): migrations, retention, backup & recovery
     PlantedDefect(
-        id="pending_migration",
-        description="Migration 019_retention_purge ran but is not recorded in schema_migrations: it is pending.",
-        check_id="migrations.plan.pending",
+        id="release_already_applied",
+        description="The release's migrations 017-019 were applied before the rehearsal (the faulty sandbox starts "
+                    "fully migrated): nothing of the release is rehearsed.",
+        check_id="migrations.apply",
     ),
     PlantedDefect(
         id="rls_disabled",

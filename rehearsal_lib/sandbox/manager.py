@@ -37,7 +37,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from rehearsal_lib.sandbox import backups, database, retention, seed
+from rehearsal_lib.sandbox import backups, database, seed
 
 VARIANTS = ("default", "faulty")
 DEFAULT_TOKEN = "sandbox-dev-token"
@@ -75,6 +75,7 @@ class SandboxState:
     https_url: str = ""  # the same app over HTTPS, with a leaf signed by the throwaway CA in ca_file
     ca_file: str = ""
     app_log: str = ""  # the app's JSON log lines (stdout and stderr)
+    release_pending: bool = False  # started one release behind: the release's migrations are pending
 
     def env_vars(self) -> dict[str, str]:
         """The environment variables a rehearsal of this sandbox gets (config.SANDBOX_PROVIDED_VARS).
@@ -418,8 +419,11 @@ def _pg_stop(vdir: Path, pg: _PgRunner) -> bool:
     return True
 
 
-def _setup_database(vdir: Path, port: int, variant: str) -> tuple[str, str]:
+def _setup_database(vdir: Path, port: int, variant: str, release_pending: bool = False) -> tuple[str, str]:
     """Set fresh passwords, recreate ``exam``, migrate, seed (and plant defects for ``faulty``).
+
+    ``release_pending``: one release behind, without the release's migrations (017-019, which bring
+    their own data), for a rehearsal that applies them.
 
     Returns ``(superuser_password, app_password)``. Connects over the trusted unix socket.
     """
@@ -451,9 +455,8 @@ def _setup_database(vdir: Path, port: int, variant: str) -> tuple[str, str]:
     with psycopg.connect(
         host=sock, port=port, user=PG_SUPERUSER, dbname=database.DB_NAME, autocommit=True, connect_timeout=10
     ) as conn:  # autocommit: each step below runs its own real transaction(s)
-        database.apply_migrations(conn)
+        database.apply_migrations(conn, skip=database.RELEASE_MIGRATIONS if release_pending else ())
         seed.seed(conn)
-        retention.seed(conn)
         _make_backup(vdir, port, su_pw, variant)  # the nightly backup, taken before faulty's bad data arrived
         if variant == "faulty":
             database.plant_defects(conn)
@@ -750,7 +753,7 @@ def _stop_unlocked(vdir: Path) -> bool:
     return stopped
 
 
-def _start_unlocked(vdir: Path, variant: str, token: str) -> SandboxState:
+def _start_unlocked(vdir: Path, variant: str, token: str, release_pending: bool = False) -> SandboxState:
     _stop_unlocked(vdir)  # leftovers of a crashed or half-dead run
     pg = _PgRunner()
     _prepare_dirs(vdir, pg)
@@ -759,7 +762,7 @@ def _start_unlocked(vdir: Path, variant: str, token: str) -> SandboxState:
         _initdb(vdir, pg)  # first start, or a cluster of another major version (its data is disposable)
     pg_port = _pg_start(vdir, pg)
     try:
-        su_pw, app_pw = _setup_database(vdir, pg_port, variant)
+        su_pw, app_pw = _setup_database(vdir, pg_port, variant, release_pending)
         db_url = (
             f"postgresql+psycopg://{database.APP_ROLE}:{quote(app_pw, safe='')}@127.0.0.1:{pg_port}/{database.DB_NAME}"
         )
@@ -792,6 +795,7 @@ def _start_unlocked(vdir: Path, variant: str, token: str) -> SandboxState:
         https_url=f"https://127.0.0.1:{https_port}",
         ca_file=str(vdir / "tls" / "ca.pem"),
         app_log=str(vdir / "app.log"),
+        release_pending=release_pending,
     )
     _write_private(vdir / "state.json", json.dumps(state.to_json(), indent=2) + "\n")
     return state
@@ -805,11 +809,12 @@ def _resolve_token(token: str | None) -> str:
 
 
 def ensure_sandbox(
-    variant: str = "default", home: Path | None = None, token: str | None = None
+    variant: str = "default", home: Path | None = None, token: str | None = None, release_pending: bool = False
 ) -> tuple[SandboxState, bool]:
     """Return ``(state, started_now)``: the running sandbox, or a freshly started one.
 
-    A sandbox that is already running keeps its own token (``state.token``), whatever ``token`` says.
+    A sandbox that is already running keeps its own token (``state.token``) and its schema, whatever
+    ``token`` and ``release_pending`` say (a rehearsal then shows what it could not rehearse).
     """
     vdir = sandbox_home(variant, home)
     tok = _resolve_token(token)
@@ -817,16 +822,18 @@ def ensure_sandbox(
         st = _status_unlocked(vdir)
         if st is not None:
             return st, False
-        return _start_unlocked(vdir, variant, tok), True
+        return _start_unlocked(vdir, variant, tok, release_pending), True
 
 
-def start_sandbox(variant: str = "default", home: Path | None = None, token: str | None = None) -> SandboxState:
+def start_sandbox(variant: str = "default", home: Path | None = None, token: str | None = None,
+                  release_pending: bool = False) -> SandboxState:
     """Start the sandbox ``variant`` (or return the running one); it outlives the calling process.
 
-    Every start recreates database ``exam`` from migrations and the deterministic seed.
+    Every start recreates database ``exam`` from migrations and the deterministic seed; with
+    ``release_pending`` without the release's migrations (017-019), for the rehearsal to apply.
     Raises ``RuntimeError`` (with the tail of the log) if PostgreSQL or the app fails to come up.
     """
-    return ensure_sandbox(variant, home, token)[0]
+    return ensure_sandbox(variant, home, token, release_pending)[0]
 
 
 def stop_sandbox(variant: str = "default", home: Path | None = None) -> bool:

@@ -1,43 +1,20 @@
-"""Retention data and the data-subject export endpoint of the sandbox (migrations 017-019).
+"""The data-subject export endpoint of the sandbox (migrations 017-019).
 
-``access_log`` (kept 30 days) and ``data_exports`` (kept 60 days) are seeded relative to the start
-time, so that every row is inside its window on ``default``. ``POST /v1/data-exports`` builds a
-candidate's export (sessions, answers, events) in one transaction, stores it with its SHA-256 and
-answers with it; ``GET /v1/data-exports/{id}`` reads it back.
+``access_log`` (kept 30 days) and ``data_exports`` (kept 60 days) get their rows from the release's own
+migrations (017 and 018 backfill them relative to the time they run, every row inside its window).
+``POST /v1/data-exports`` builds a candidate's export (sessions, answers, events) in one transaction,
+stores it with its SHA-256 and answers with it; ``GET /v1/data-exports/{id}`` reads it back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-import psycopg
-from psycopg.types.json import Jsonb
 from sqlalchemy import Connection, text
-
-ACCESS_LOG_ROWS = 200
-PATHS = ["/v1/sessions", "/v1/sessions/{id}/answers", "/v1/sessions/{id}/submit", "/v1/exam-mode"]
-
-
-def seed(conn: psycopg.Connection, now: datetime | None = None) -> None:
-    """Access-log rows from the last 25 days and exports from the last 50 days (inside their windows)."""
-    now = now or datetime.now(UTC)
-    rng = random.Random(17)
-    with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO access_log (candidate_id, path, status, created_at, payload) VALUES (%s, %s, %s, %s, %s)",
-            [(f"cand-{rng.randint(1, 60):04d}", rng.choice(PATHS), rng.choice([200, 201, 201, 404]),
-              now - timedelta(days=rng.uniform(0, 25)), Jsonb({"agent": "exam-client/3.1", "ms": rng.randint(3, 90)}))
-             for _ in range(ACCESS_LOG_ROWS)],
-        )
-        cur.executemany(
-            "INSERT INTO data_exports (candidate_id, requested_at, datasets, checksum) VALUES (%s, %s, %s, %s)",
-            [(f"cand-{n:04d}", now - timedelta(days=d), Jsonb({}), None) for n, d in ((3, 2), (8, 20), (21, 50))],
-        )
 
 
 def _rows(conn: Connection, sql: str, cid: str) -> list[dict[str, Any]]:

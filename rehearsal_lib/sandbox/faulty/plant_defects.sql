@@ -36,9 +36,8 @@ ALTER TABLE answers DISABLE ROW LEVEL SECURITY;
 
 -- ---- database phases (issue #4): migrations, retention; the backup's defects are in backups.py ----
 
--- pending_migration: 019 ran but was never recorded, so the migration tool lists it as pending
---    (CREATE OR REPLACE: applying it again is harmless and the function exists for other phases).
-DELETE FROM schema_migrations WHERE version = '019';
+-- release_already_applied is not planted here: the faulty variant starts fully migrated
+--    (params/sandbox-faulty.yaml: release_pending: false), so the release's 017-019 ran before the rehearsal.
 
 -- rls_disabled: row-level security is off on data_exports.
 ALTER TABLE data_exports DISABLE ROW LEVEL SECURITY;
