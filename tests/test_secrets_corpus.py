@@ -273,7 +273,7 @@ phases:
       timeout_s: 30
   smoke:
     command: "{python} SUITE {junit}"
-    env: {SMOKE_SECRET: "${CORPUS_SECRET}", SMOKE_BASE_URL: "${REHEARSAL_SANDBOX_URL}"}
+    env: {SMOKE_SECRET: "${CORPUS_SECRET}", SMOKE_BASE_URL: "${REHEARSAL_SANDBOX_URL}", SMOKE_PIN: "${CORPUS_PIN}"}
     min_tests: 2
     timeout_s: 60
 """
@@ -288,6 +288,7 @@ def test_full_run_hostile_secret_echoed_by_commands_is_in_no_file(tmp_path: Path
     params = tmp_path / "secrets-corpus.yaml"
     params.write_text(textwrap.dedent(FULL_RUN).replace("SUITE", str(suite)))
     monkeypatch.setenv("CORPUS_SECRET", HOSTILE)
+    monkeypatch.setenv("CORPUS_PIN", "42")  # too short to mask: a warning, not a secret
     monkeypatch.setenv("REHEARSAL_SANDBOX_HOME", str(tmp_path / "sandbox-home"))  # the run starts and stops it
     lines: list[str] = []
     summary = Runner(str(params), root=ROOT, outputs=tmp_path / "outputs", progress=lines.append).run()
@@ -301,7 +302,10 @@ def test_full_run_hostile_secret_echoed_by_commands_is_in_no_file(tmp_path: Path
     assert MASK in by_id["backup_recovery.rollback"].evidence["output_tail"]
     assert MASK in by_id["smoke.command"].evidence["output_tail"]
     assert summary.decision.decision == "GO", summary.decision.blockers
-    assert "secret_found_in" not in read_meta(run)
+    meta = read_meta(run)
+    assert "secret_found_in" not in meta
+    warning = "${CORPUS_PIN} (phases.smoke.env.SMOKE_PIN) is shorter than 4 characters: not masked as a secret"
+    assert meta["secret_warnings"] == [warning] and f"  warning: {warning}" in lines
     files = sorted(p for p in run.rglob("*") if p.is_file())
     names = {p.relative_to(run).as_posix() for p in files}
     assert {"results.json", "junit.xml", "report.html", "smoke/junit.xml", "logs/smoke.log",
