@@ -261,6 +261,7 @@ class Runner:
             self._plan()
             meta["phases"] = [self._job_meta(j) for j in self.jobs]
             write_meta(self.run_dir, meta)
+            self.secrets.add_params(self.params)  # what resolves already, should the sandbox not start
             if self.params.sandbox is not None:
                 stage = "starting the sandbox target"
                 sandbox_started = self._start_sandbox(meta)
@@ -414,9 +415,10 @@ def finalize(run_dir: Path, secrets: SecretSet | None = None, show_code: bool = 
     secrets = secrets or SecretSet()
     secrets.scrub_tree(run_dir)
     summary = _derive(run_dir, secrets, show_code)
-    if sweep(run_dir, secrets):  # a file still held a secret: derive again so the evidence says so
+    for _ in range(3):  # a file still held a secret (now redacted): derive again so the evidence says so
+        if not sweep(run_dir, secrets):
+            break
         summary = _derive(run_dir, secrets, show_code)
-        sweep(run_dir, secrets)
     write_manifest(run_dir)
     return summary
 
