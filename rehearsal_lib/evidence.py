@@ -119,6 +119,11 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
         per_phase[name] = found
         checks.extend(found)
         phases.append(outcome)
+    leaks = secret_checks(meta)
+    if leaks:
+        phases.append(PhaseOutcome("run", "Run folder", "ok"))
+        per_phase["run"] = leaks
+        checks.extend(leaks)
     decision = decide(checks, gate)
     if meta.get("interrupted"):
         decision.notes.insert(0, "the run was interrupted before it finished")
@@ -136,6 +141,15 @@ def _reseals(run_dir: Path) -> list[dict[str, Any]]:
         out.append({**{k: e.get(k) for k in keep},
                     "changed": [str(c) for c in changed] if isinstance(changed, list) else [str(changed)]})
     return out
+
+
+def secret_checks(meta: dict[str, Any]) -> list[Check]:
+    """One blocker per file the final sweep found still holding a secret (`secret_found_in` in run.json)."""
+    return [Check(id=f"run.secret_sweep.{i}", phase="run", title="No secret left in the run folder",
+                  status="fail", severity="blocker", observed=f"secret found in {name}",
+                  expected="every secret of the params file scrubbed from every file before sealing; "
+                           "the file was redacted")
+            for i, name in enumerate(meta.get("secret_found_in", []), 1)]
 
 
 def write_results_json(summary: RunSummary) -> Path:

@@ -46,7 +46,14 @@ def describe_exception(exc: BaseException) -> str:
     return f"{name}: {message}"[:500]
 
 
+_ACTIVE_SECRETS: list[SecretSet] = []  # the secrets of the phase this kernel runs (set by PhaseRun)
+
+
 def _display(bundle: dict[str, Any]) -> None:
+    """Show an output bundle; every string in it is scrubbed of the running phase's secrets first,
+    so no display path (case tables, notes, figures) can bypass the scrubber."""
+    if _ACTIVE_SECRETS:
+        bundle = _ACTIVE_SECRETS[-1].scrub_obj(bundle)
     try:
         from IPython import get_ipython
         from IPython.display import display
@@ -86,15 +93,18 @@ class PhaseRun:
         self.run_id = run_id_for(run_dir)
         self.params = params or load_params(env)
         self.secrets = SecretSet()
+        _ACTIVE_SECRETS[:] = [self.secrets]
         self.checks: list[Check] = []
         self._cache: dict[str, Any] = {}
         self.sandbox_started = False
         self.sandbox_state: Any = None  # the running sandbox (SandboxState) when the target is one
         self.base_url, self.database_url, self.auth_token = "", None, None
         if not needs_target:
+            self.secrets.add_params(self.params)
             return
         if self.params.sandbox is not None:
             self._attach_sandbox()
+        self.secrets.add_params(self.params)  # the whole run's secrets, not only those this phase resolves
         self.base_url = (self._resolve(self.params.target.base_url, secret=False) or "").rstrip("/")
         self.database_url = self._resolve(self.params.target.database_url)
         self.auth_token = self._resolve(self.params.target.auth_token)
@@ -173,12 +183,12 @@ class PhaseRun:
         if not self.secrets:
             return check
         data = check.model_dump(mode="json")
-        import json
-
-        text = json.dumps(data)
-        if not self.secrets.found_in(text):
+        scrubbed = self.secrets.scrub_obj(data)
+        if scrubbed == data:
             return check
-        return Check.model_validate(json.loads(self.secrets.scrub(text)))
+        if scrubbed["metrics"] != data["metrics"]:  # a metric whose value is a secret: not a number any more
+            scrubbed["metrics"] = {k: v for k, v in scrubbed["metrics"].items() if not isinstance(v, str)}
+        return Check.model_validate(scrubbed)
 
     def run(self, check_id: str, title: str, probe: Callable[[], Outcome], severity: SeverityT = "major",
             expected: str = "", writes: bool = False) -> Check:

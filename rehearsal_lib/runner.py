@@ -27,6 +27,7 @@ from rehearsal_lib.config import Params, load_params, params_path, project_root,
 from rehearsal_lib.evidence import (
     RunSummary,
     collect,
+    read_meta,
     write_junit,
     write_meta,
     write_results_json,
@@ -34,7 +35,7 @@ from rehearsal_lib.evidence import (
 )
 from rehearsal_lib.phases import BY_NAME, notebook_for
 from rehearsal_lib.results import printable
-from rehearsal_lib.secrets import SecretSet, mask_url
+from rehearsal_lib.secrets import MIN_SECRET_LEN, SecretSet, mask_url
 
 Progress = Callable[[str], None]
 CHECK_LINE = re.compile(r"papermill \[(PASS|FAIL|ERROR|WARN|SKIP|MANUAL)\] (.*)")
@@ -133,14 +134,16 @@ class Runner:
             return "destructive phase not allowed (safety.allow_destructive is false)"
         return None
 
-    def _target_secrets(self) -> None:
-        t = self.params.target
-        for value in (t.database_url, t.auth_token):
-            if value:
-                try:
-                    self.secrets.add(resolve_reference(value))
-                except KeyError:
-                    pass
+    def _run_secrets(self) -> None:
+        """Every secret of the params file (each kernel builds the same set from the same environment);
+        a value too short to mask is named in run.json and on the console."""
+        self.secrets.add_params(self.params)
+        if self.secrets.refused:
+            self.meta["secret_warnings"] = [
+                f"{name} is shorter than {MIN_SECRET_LEN} characters: not masked as a secret" for name in
+                self.secrets.refused]
+            for line in self.meta["secret_warnings"]:
+                self.progress(f"  warning: {line}")
 
     # -- execution ------------------------------------------------------------------------------
     def _execute(self, job: PhaseJob) -> None:
@@ -168,6 +171,8 @@ class Runner:
                 time.sleep(0.2)
             self._echo_checks(job, follow)
         job.duration_s = round(time.monotonic() - t0, 2)
+        for path in (job.output, job.log):  # no secret waits on disk for the end of the run
+            self.secrets.scrub_file(path)
         if job.outcome in ("pending", "interrupted"):
             job.outcome, job.reason = self._verdict(job)
         self._report_phase(job)
@@ -257,10 +262,11 @@ class Runner:
             self._plan()
             meta["phases"] = [self._job_meta(j) for j in self.jobs]
             write_meta(self.run_dir, meta)
+            self.secrets.add_params(self.params)  # what resolves already, should the sandbox not start
             if self.params.sandbox is not None:
                 stage = "starting the sandbox target"
                 sandbox_started = self._start_sandbox(meta)
-            self._target_secrets()
+            self._run_secrets()
             meta.setdefault("target", {"base_url": self._public_base_url()})
             write_meta(self.run_dir, meta)
             stage = "running the phases"
@@ -407,21 +413,44 @@ def _kill_group(proc: subprocess.Popen, first: int = signal.SIGTERM, grace_s: fl
 
 def finalize(run_dir: Path, secrets: SecretSet | None = None, show_code: bool = False,
              reseal_reason: str | None = None) -> RunSummary:
-    """Derive results.json, junit.xml, report.html from the executed notebooks, then seal the folder.
+    """Derive results.json, junit.xml, report.html from the executed notebooks, scrub the whole run
+    folder of every secret, sweep it once more, then seal the folder.
 
     In a folder sealed before, nothing is rewritten unless it still verifies or `reseal_reason` is
     given (seal.SealRefused otherwise); the rebuild is recorded in reseal.log either way."""
-    from rehearsal_lib.report import write_report
     from rehearsal_lib.seal import open_for_rebuild, seal
 
     open_for_rebuild(run_dir, reseal_reason)
     secrets = secrets or SecretSet()
     secrets.scrub_tree(run_dir)
+    summary = _derive(run_dir, secrets, show_code)
+    for _ in range(3):  # a file still held a secret (now redacted): derive again so the evidence says so
+        if not sweep(run_dir, secrets):
+            break
+        summary = _derive(run_dir, secrets, show_code)
+    summary.sealed = seal(run_dir)
+    return summary
+
+
+def _derive(run_dir: Path, secrets: SecretSet, show_code: bool) -> RunSummary:
+    from rehearsal_lib.report import write_report
+
     summary = collect(run_dir)
     write_results_json(summary)
     write_junit(summary)
     write_summary_md(summary)
     write_report(summary, show_code=show_code)
     secrets.scrub_tree(run_dir)
-    summary.sealed = seal(run_dir)
     return summary
+
+
+def sweep(run_dir: Path, secrets: SecretSet) -> list[str]:
+    """Before sealing: every file still holding a secret is redacted and named in run.json
+    (`secret_found_in`), which makes the run NO-GO ("secret found in <file>")."""
+    found = secrets.sweep(run_dir)
+    if found:
+        meta = read_meta(run_dir)
+        meta["secret_found_in"] = sorted({*meta.get("secret_found_in", []), *found})
+        write_meta(run_dir, meta)
+    return found
+

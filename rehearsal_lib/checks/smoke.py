@@ -81,6 +81,8 @@ def check_smoke(ctx: PhaseRun) -> list[Check]:
         expected = "the smoke command exits 0"
         res = command.run(cfg.command, cfg.timeout_s, env=env, **places)
         result["res"] = res
+        if ctx.run_dir and junit.is_relative_to(Path(ctx.run_dir)):  # the suite may write secrets into it
+            ctx.secrets.scrub_file(junit)
         status = "pass" if res.ok else ("error" if res.error else "fail")
         return Outcome(status, res.describe(), expected, res.evidence(), {"duration_s": round(res.duration_s, 3)})
 
