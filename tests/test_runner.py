@@ -395,6 +395,8 @@ def test_two_environments_sharing_a_sandbox_never_overlap(project: Path, tmp_pat
     monkeypatch.setenv("REHEARSAL_LOCK_DIR", str(tmp_path / "locks"))
     monkeypatch.setenv("REHEARSAL_SANDBOX_HOME", str(tmp_path / "sbx"))
     (project / "params" / "scratch.yaml").write_text(SANDBOX_PARAMS)
+    _notebook(project / "notebooks" / "01_preflight.ipynb", "preflight", "ph.summary()")
+    _notebook(project / "notebooks" / "08_integrity.ipynb", "integrity", "ph.summary()")
     holder = _hold_lock("sandbox-faulty-copy", "RUN-B", "default")
     try:
         refused = _cli(project, "run", "scratch", "--outputs", str(tmp_path / "out"))
