@@ -37,7 +37,7 @@ def _version(base_url: str, endpoint: str, timeout_s: float, verify_tls: bool) -
     try:
         res = httpx.get(base_url.rstrip("/") + endpoint, timeout=timeout_s, verify=verify_tls, trust_env=False,
                         follow_redirects=False)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # noqa: BLE001 - transport errors and malformed URLs alike: no answer
         return {"error": f"{endpoint}: {type(exc).__name__}: {exc}"[:300]}
     if not res.is_success:
         return {"error": f"{endpoint} answered HTTP {res.status_code}"}
@@ -63,8 +63,9 @@ def _database(url: str, statement_timeout_ms: int, timeout_s: float) -> dict[str
     if not parsed.drivername.startswith("postgres"):
         return {"server": server, "note": f"no identity query for {parsed.drivername}"}
     out: dict[str, Any] = {"server": server}
-    engine = read_only_engine(url, statement_timeout_ms, connect_timeout_s=timeout_s)
+    engine = None
     try:
+        engine = read_only_engine(url, statement_timeout_ms, connect_timeout_s=timeout_s)
         with engine.connect() as conn:
             out["postmaster_start_time"] = conn.execute(
                 sa.text("SELECT pg_postmaster_start_time()")).scalar_one().isoformat()
@@ -79,7 +80,8 @@ def _database(url: str, statement_timeout_ms: int, timeout_s: float) -> dict[str
 
         return {"server": server, "error": describe_exception(exc)}
     finally:
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
     return out
 
 
