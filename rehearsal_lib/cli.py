@@ -29,7 +29,7 @@ def _err(message: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import math
 
-    from rehearsal_lib.runlock import LockHeld
+    from rehearsal_lib.runlock import RunLockError
     from rehearsal_lib.runner import Runner
 
     wait_s = args.wait_timeout if args.wait_timeout is not None else (math.inf if args.wait else None)
@@ -38,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     progress=lambda line: print(line, flush=True), echo_checks=not args.quiet, wait_s=wait_s)
     try:
         summary = runner.run()
-    except LockHeld as exc:
+    except RunLockError as exc:
         _err(str(exc))
         return EXIT_USAGE
     d = summary.decision

@@ -2,9 +2,10 @@
 
 Each lock is a file ``<lock dir>/<key>.lock`` locked with ``flock`` (the kernel releases it when
 the holding process dies, however it dies) and holding its holder as JSON: pid, host, run id,
-environment, started_at. The lock dir is ``$REHEARSAL_LOCK_DIR``, else ``locks/`` in
-``$REHEARSAL_SANDBOX_HOME``, else ``~/.local/state/rehearsal/locks``: runs that share a sandbox
-home share its locks.
+environment, started_at. The lock dir is ``$REHEARSAL_LOCK_DIR``, else
+``~/.local/state/rehearsal/locks``, in a subfolder per ``$REHEARSAL_SANDBOX_HOME`` when that is set:
+runs that share a sandbox home share its locks, and separate sandbox homes (separate sandboxes,
+e.g. test runs side by side) do not block each other.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -27,9 +29,11 @@ def lock_dir() -> Path:
     """Where run locks live (see the module docstring)."""
     if os.environ.get("REHEARSAL_LOCK_DIR"):
         return Path(os.environ["REHEARSAL_LOCK_DIR"]).expanduser().resolve()
+    base = Path("~/.local/state/rehearsal/locks").expanduser().resolve()
     if os.environ.get("REHEARSAL_SANDBOX_HOME"):
-        return Path(os.environ["REHEARSAL_SANDBOX_HOME"]).expanduser().resolve() / "locks"
-    return Path("~/.local/state/rehearsal/locks").expanduser().resolve()
+        home = str(Path(os.environ["REHEARSAL_SANDBOX_HOME"]).expanduser().resolve())
+        return base / f"home-{hashlib.sha256(home.encode()).hexdigest()[:12]}"
+    return base
 
 
 def env_key(env: str) -> str:
@@ -46,7 +50,11 @@ def describe(holder: dict) -> str:
             f"on {holder.get('host', '?')}, since {holder.get('started_at', '?')})")
 
 
-class LockHeld(Exception):
+class RunLockError(Exception):
+    """The run cannot take its lock (exit 2)."""
+
+
+class LockHeld(RunLockError):
     """Another run holds the lock; `holder` says who."""
 
     def __init__(self, what: str, holder: dict, waited_s: float | None = None):
@@ -103,8 +111,11 @@ class RunLock:
 
 def _take_one(lock: RunLock, path: Path, what: str, wait_s: float | None,
               on_wait: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+")  # noqa: SIM115 - held open for the whole run
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+")  # noqa: SIM115 - held open for the whole run
+    except OSError as exc:
+        raise RunLockError(f"cannot take the run lock {path}: {exc}") from None
     t0, told = time.monotonic(), False
     while True:
         try:
