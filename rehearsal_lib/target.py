@@ -69,12 +69,16 @@ def _database(url: str, statement_timeout_ms: int, timeout_s: float) -> dict[str
         with engine.connect() as conn:
             out["postmaster_start_time"] = conn.execute(
                 sa.text("SELECT pg_postmaster_start_time()")).scalar_one().isoformat()
-        try:
-            with engine.connect() as conn:
-                out["system_identifier"] = str(conn.execute(
-                    sa.text("SELECT system_identifier FROM pg_control_system()")).scalar_one())
-        except Exception:  # noqa: BLE001 - not every role may read it; the start time still identifies
-            pass
+        for _ in range(3):
+            # optional: not every role may read it, and the read can fail while a checkpoint rewrites
+            # pg_control (CRC mismatch); the server address and start time still identify the cluster
+            try:
+                with engine.connect() as conn:
+                    out["system_identifier"] = str(conn.execute(
+                        sa.text("SELECT system_identifier FROM pg_control_system()")).scalar_one())
+                break
+            except Exception:  # noqa: BLE001
+                continue
     except Exception as exc:  # noqa: BLE001
         from rehearsal_lib.phase import describe_exception
 
@@ -124,7 +128,8 @@ def compare(start: dict[str, Any], now: dict[str, Any]) -> tuple[list[str], list
         elif "error" in a:
             diffs.append(f"{label} answers now but did not at the start of the run ({a['error']})")
         else:
-            fields = sorted(set(a) | set(b))
+            # a field read only once (system_identifier is optional) is not compared
+            fields = sorted(set(a) & set(b))
             changed = [f"{f} {_show(a.get(f))} at the start, now {_show(b.get(f))}"
                        for f in fields if a.get(f) != b.get(f)]
             if changed:

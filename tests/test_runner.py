@@ -410,3 +410,19 @@ def test_two_environments_sharing_a_sandbox_never_overlap(project: Path, tmp_pat
         holder.kill()
         holder.wait()
     assert not (tmp_path / "sbx" / "default").exists()  # no sandbox was started for the refused run
+
+
+def test_identity_compare_rules():
+    from rehearsal_lib.target import compare
+
+    db = {"server": "127.0.0.1:5432/exam", "postmaster_start_time": "t0", "system_identifier": "7"}
+    start = {"base_url": "http://x", "version": {"error": "refused"}, "database": db}
+    # system_identifier read only once (optional, may fail to read): not compared; unreadable twice: ignored
+    assert compare(start, {**start, "database": {k: v for k, v in db.items() if k != "system_identifier"}}) == (
+        [], ["database server"])
+    diffs, same = compare(start, {**start, "database": {**db, "postmaster_start_time": "t1"}})
+    assert same == [] and diffs == ['database server changed: postmaster_start_time "t0" at the start, now "t1"']
+    diffs, _ = compare(start, {**start, "database": {"server": db["server"], "error": "refused"}})
+    assert diffs == ["database server no longer answers: refused"]
+    diffs, _ = compare(start, {**start, "version": {"endpoint": "/v", "answer": "1"}})
+    assert diffs == ["version answer answers now but did not at the start of the run (refused)"]
