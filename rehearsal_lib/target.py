@@ -70,8 +70,9 @@ def _database(url: str, statement_timeout_ms: int, timeout_s: float) -> dict[str
             out["postmaster_start_time"] = conn.execute(
                 sa.text("SELECT pg_postmaster_start_time()")).scalar_one().isoformat()
         for _ in range(3):
-            # optional: not every role may read it, and the read can fail while a checkpoint rewrites
-            # pg_control (CRC mismatch); the server address and start time still identify the cluster
+            # optional: not every role may read it, and the server reads it from disk (global/pg_control),
+            # which can fail on its own (seen: Permission denied when its data dir's parent lost o+x);
+            # the server address and start time still identify the cluster
             try:
                 with engine.connect() as conn:
                     out["system_identifier"] = str(conn.execute(
