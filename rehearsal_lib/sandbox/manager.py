@@ -76,6 +76,8 @@ class SandboxState:
     ca_file: str = ""
     app_log: str = ""  # the app's JSON log lines (stdout and stderr)
     release_pending: bool = False  # started one release behind: the release's migrations are pending
+    # random at each start, kept by restart_app: a run holds its phases to the sandbox it started
+    instance_id: str = ""
 
     def env_vars(self) -> dict[str, str]:
         """The environment variables a rehearsal of this sandbox gets (config.SANDBOX_PROVIDED_VARS).
@@ -796,6 +798,7 @@ def _start_unlocked(vdir: Path, variant: str, token: str, release_pending: bool 
         ca_file=str(vdir / "tls" / "ca.pem"),
         app_log=str(vdir / "app.log"),
         release_pending=release_pending,
+        instance_id=secrets.token_hex(8),
     )
     _write_private(vdir / "state.json", json.dumps(state.to_json(), indent=2) + "\n")
     return state
