@@ -28,14 +28,22 @@ def _err(message: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import math
+
+    from rehearsal_lib.runlock import RunLockError
     from rehearsal_lib.runner import Runner
     from rehearsal_lib.seal import load_signing_key
 
     load_signing_key()  # a configured key that cannot be used stops the run before it starts
+    wait_s = args.wait_timeout if args.wait_timeout is not None else (math.inf if args.wait else None)
     runner = Runner(args.env, parallel=args.parallel, allow_destructive=args.allow_destructive,
                     outputs=Path(args.outputs).resolve() if args.outputs else None, show_code=args.show_code,
-                    progress=lambda line: print(line, flush=True), echo_checks=not args.quiet)
-    summary = runner.run()
+                    progress=lambda line: print(line, flush=True), echo_checks=not args.quiet, wait_s=wait_s)
+    try:
+        summary = runner.run()
+    except RunLockError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
     d = summary.decision
     print(f"\nDECISION: {d.decision}")
     for label, items in (("blocker", d.blockers), ("condition", d.conditions)):
@@ -150,6 +158,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         state = sandbox.start_sandbox(args.variant)
         print(f"sandbox {args.variant} running: {state.base_url} (state in {state.home})")
     elif args.action == "down":
+        from rehearsal_lib.runlock import describe, holder_of_sandbox
+
+        holder = holder_of_sandbox(args.variant)
+        if holder is not None:
+            _err(f"sandbox {args.variant} is in use by {describe(holder)}; it stops it when it started it")
+            return EXIT_USAGE
         stopped = sandbox.stop_sandbox(args.variant)
         print(f"sandbox {args.variant} {'stopped' if stopped else 'was not running'}")
     else:
@@ -198,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outputs", metavar="DIR", help="folder for run folders (default: outputs/)")
     p.add_argument("--show-code", action="store_true", help="show notebook code in the report")
     p.add_argument("--quiet", action="store_true", help="one line per phase, not one per check")
+    p.add_argument("--wait", action="store_true",
+                   help="when another run holds this environment (or its sandbox), wait for it instead of exiting 2")
+    p.add_argument("--wait-timeout", type=float, default=None, metavar="S",
+                   help="like --wait, but exit 2 after waiting S seconds")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check params/ENV.yaml without running anything")

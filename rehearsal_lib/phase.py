@@ -2,7 +2,9 @@
 
 A notebook calls `open_phase(name, env, run_dir)` once; the returned `PhaseRun` resolves secrets
 from the kernel's environment (never from papermill parameters), starts the project's sandbox
-when the params ask for it, and records each check as a displayed output.
+when the params ask for it (only outside a run: under `rehearse run` the runner owns the target,
+and the phase checks that the target is still the one the run started with), and records each
+check as a displayed output.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class PhaseRun:
         self.sandbox_started = False
         self.sandbox_state: Any = None  # the running sandbox (SandboxState) when the target is one
         self.base_url, self.database_url, self.auth_token = "", None, None
+        # under `rehearse run` (the runner sets REHEARSAL_RUN_ID): the runner owns the target's lifecycle
+        self.under_run = bool(os.environ.get("REHEARSAL_RUN_ID") and run_dir)
         if not needs_target:
             return
         if self.params.sandbox is not None:
@@ -97,17 +101,64 @@ class PhaseRun:
         self.base_url = (self._resolve(self.params.target.base_url, secret=False) or "").rstrip("/")
         self.database_url = self._resolve(self.params.target.database_url)
         self.auth_token = self._resolve(self.params.target.auth_token)
+        if self.under_run:
+            self._check_target_identity()
 
     # -- configuration -------------------------------------------------------------------------
     def _attach_sandbox(self) -> None:
-        from rehearsal_lib.sandbox import apply_sandbox_env, ensure_sandbox
+        """Interactive use starts the sandbox when none runs; under a run, only attach to the running one
+        (the one the runner started; `_check_target_identity` says when it is gone or another)."""
+        from rehearsal_lib.sandbox import apply_sandbox_env, ensure_sandbox, sandbox_status
 
-        state, started = ensure_sandbox(self.params.sandbox.variant)
+        if self.under_run:
+            state, started = sandbox_status(self.params.sandbox.variant), False
+            if state is None:
+                return
+        else:
+            state, started = ensure_sandbox(self.params.sandbox.variant)
         self.sandbox_started = started
         self.sandbox_state = state
         apply_sandbox_env(state)
         for value in state.secret_values():
             self.secrets.add(value)
+
+    def _check_target_identity(self) -> None:
+        """`<phase>.target.identity` (blocker): the target is the one the runner recorded at the start.
+
+        A dead or different target is `error`, and the phase stops (TargetChanged) before any probe."""
+        import json
+        from pathlib import Path
+
+        from rehearsal_lib.target import TargetChanged, compare, read_identity, unreadable
+
+        differences: list[str] = []
+
+        def probe() -> Outcome:
+            expected = ("the target answers as when the run started (base URL, version answer, database server "
+                        "and start time, sandbox instance)")
+            try:
+                start = json.loads((Path(self.run_dir) / "run.json").read_text()).get("target_identity")
+            except (OSError, ValueError) as exc:
+                return Outcome("error", f"cannot read the run's recorded identity: {exc}", expected)
+            if not start:
+                return Outcome("error", "the run recorded no identity of the target at its start", expected)
+            now = json.loads(self.secrets.scrub(json.dumps(
+                read_identity(self.params, self.base_url, self.database_url, self.sandbox_state))))
+            diffs, same = compare(start, now)
+            evidence = {"at_start": start, "now": now}
+            if diffs:
+                differences.extend(diffs)
+                return Outcome("error", "not the target this run started with: " + "; ".join(diffs), expected,
+                               evidence)
+            if not same:
+                return Outcome("error", f"nothing identifies the target, at the start or now: {unreadable(now)}",
+                               expected, evidence)
+            return Outcome("pass", f"same {', '.join(same)} as at the start of the run", expected, evidence)
+
+        check = self.run(f"{self.name}.target.identity", "The target is the one this run started with", probe,
+                         severity="blocker")
+        if differences:
+            raise TargetChanged(f"{self.name} did not run its checks: {check.observed}")
 
     def _resolve(self, value: str | None, secret: bool = True) -> str | None:
         if value is None:

@@ -98,7 +98,7 @@ class Runner:
 
     def __init__(self, env: str, *, parallel: int | None = None, allow_destructive: bool = False,
                  outputs: Path | None = None, show_code: bool = False, progress: Progress = print,
-                 root: Path | None = None, echo_checks: bool = True):
+                 root: Path | None = None, echo_checks: bool = True, wait_s: float | None = None):
         self.root = (root or project_root()).resolve()
         self.params: Params = load_params(env, self.root)
         path = params_path(env, self.root)
@@ -110,14 +110,14 @@ class Runner:
         self.echo_checks = echo_checks
         self.outputs = outputs or outputs_root(self.root)
         self.secrets = SecretSet()
+        self.sandbox_state: object | None = None
         self.jobs: list[PhaseJob] = []
         self.interrupted = False
+        self.wait_s = wait_s  # for the environment's run lock held by another run: None = do not wait
         self._lock = threading.Lock()
 
     # -- set-up ---------------------------------------------------------------------------------
     def _make_run_dir(self) -> Path:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
         run_dir = self.outputs / self.params.name / self.run_id
         (run_dir / "notebooks").mkdir(parents=True)
         (run_dir / "logs").mkdir()
@@ -148,6 +148,7 @@ class Runner:
             return
         child_env = {**os.environ, "REHEARSAL_PROJECT_DIR": str(self.root), "PYTHONUNBUFFERED": "1",
                      "REHEARSAL_ALLOW_DESTRUCTIVE": "1" if self.allow_destructive else "0"}
+        child_env["REHEARSAL_RUN_ID"] = self.run_id  # kernels under a run never start or replace the target
         cmd = [sys.executable, "-m", "rehearsal_lib.execute", str(job.notebook), str(job.output),
                "--env", self.env_arg, "--run-dir", str(self.run_dir),
                "--cell-timeout", str(self.params.run.cell_timeout_s)]
@@ -187,16 +188,23 @@ class Runner:
             write_meta(self.run_dir, self.meta)
 
     def _verdict(self, job: PhaseJob) -> tuple[str, str]:
-        if self.interrupted:
-            return "interrupted", "stopped while this phase ran"
-        verdict = {}
+        """The outcome of a phase whose executor has exited, from what that process did.
+
+        Exit code 0 with its verdict line is `ok` even when the run was interrupted meanwhile (the
+        phase finished first); `interrupted` only for a process the runner itself stopped."""
+        verdict: dict = {}
         for line in reversed(job.log.read_text(errors="replace").splitlines()):
             if line.startswith('{"exit"'):
                 verdict = json.loads(line)
                 break
-        if job.proc is not None and job.proc.returncode == 0:
+        code = job.proc.returncode if job.proc is not None else None
+        if code == 0 and verdict.get("exit") == 0:
             return "ok", ""
-        reason = verdict.get("reason") or f"executor exited with code {job.proc.returncode if job.proc else '?'}"
+        if job.outcome == "interrupted":
+            return "interrupted", "stopped while this phase ran"
+        if code == 0:
+            return "error", "the executor exited 0 without its verdict line"
+        reason = verdict.get("reason") or f"executor exited with code {code if code is not None else '?'}"
         return "error", self.secrets.scrub(reason)
 
     def _report_phase(self, job: PhaseJob) -> None:
@@ -233,9 +241,30 @@ class Runner:
         nb.cells.insert(0, note)
         nbformat.write(nb, str(job.output))
 
+    def _take_run_lock(self) -> None:
+        """One run at a time per environment and per sandbox variant, for the whole run (runlock.py).
+
+        Raises `runlock.LockHeld` naming the holder before anything is written."""
+        from rehearsal_lib import runlock
+
+        variant = self.params.sandbox.variant if self.params.sandbox is not None else None
+        self.run_lock = runlock.acquire(self.params.name, self.run_id, variant, wait_s=self.wait_s,
+                                        on_wait=self.progress)
+        for note in self.run_lock.notes:
+            self.progress(f"  note: {note}")
+
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        self.run_dir = self._make_run_dir()
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
+        self._take_run_lock()
+        try:
+            self.run_dir = self._make_run_dir()
+            return self._run_locked()
+        finally:
+            self.run_lock.release()
+
+    def _run_locked(self) -> RunSummary:
         started = time.monotonic()
         meta = self.meta = {
             "env": self.params.name, "run_id": self.run_id, "params_file": str(params_path(self.env_arg, self.root)),
@@ -244,6 +273,7 @@ class Runner:
             "tool_versions": tool_versions(), "project_commit": project_commit(self.root),
             "executed_by": executed_by(),
             "gate": self.params.gate.model_dump(mode="json"), "phases": [],
+            "lock": {"files": self.run_lock.paths(), "took_over": self.run_lock.notes},
         }
         write_meta(self.run_dir, meta)
         self.progress(f"rehearsal {self.params.name}: run {self.run_id}\n  folder {self.run_dir}")
@@ -260,6 +290,8 @@ class Runner:
                 sandbox_started = self._start_sandbox(meta)
             self._target_secrets()
             meta.setdefault("target", {"base_url": self._public_base_url()})
+            stage = "recording the target's identity"
+            meta["target_identity"] = self._target_identity()
             write_meta(self.run_dir, meta)
             stage = "running the phases"
             self._run_jobs()
@@ -298,6 +330,8 @@ class Runner:
             if job.proc is not None and job.proc.poll() is None:
                 job.outcome, job.reason = "interrupted", "stopped while this phase ran"
                 _kill_group(job.proc, first=signal.SIGINT)
+            elif job.outcome == "pending" and job.proc is not None:
+                job.outcome, job.reason = self._verdict(job)  # it exited before the interrupt: its own result
             elif job.outcome == "pending":
                 job.outcome, job.reason = "not_run", "the run was interrupted before this phase started"
 
@@ -306,6 +340,7 @@ class Runner:
 
         t0 = time.monotonic()
         state, started = ensure_sandbox(self.params.sandbox.variant)
+        self.sandbox_state = state
         for value in state.secret_values():
             self.secrets.add(value)
         apply_sandbox_env(state)  # kernels inherit it
@@ -322,6 +357,25 @@ class Runner:
 
         stop_sandbox(self.params.sandbox.variant)
         self.progress("  sandbox stopped")
+
+    def _target_identity(self) -> dict:
+        """What identifies the target at the start (target.py); every phase checks it again."""
+        from rehearsal_lib.target import read_identity
+
+        t = self.params.target
+        try:
+            base_url = resolve_reference(t.base_url).rstrip("/")
+        except KeyError:
+            base_url = ""
+        try:
+            database_url = resolve_reference(t.database_url) if t.database_url else None
+        except KeyError:
+            database_url = None
+        ident = json.loads(self.secrets.scrub(json.dumps(read_identity(self.params, base_url, database_url,
+                                                                        self.sandbox_state))))
+        self.progress("  target identity: " + ", ".join(
+            f"{k} {json.dumps(v, sort_keys=True)}"[:120] for k, v in ident.items() if k != "base_url"))
+        return ident
 
     def _public_base_url(self) -> str:
         try:

@@ -75,6 +75,8 @@ class SandboxState:
     https_url: str = ""  # the same app over HTTPS, with a leaf signed by the throwaway CA in ca_file
     ca_file: str = ""
     app_log: str = ""  # the app's JSON log lines (stdout and stderr)
+    # random at each start, kept by restart_app: a run holds its phases to the sandbox it started
+    instance_id: str = ""
 
     def env_vars(self) -> dict[str, str]:
         """The environment variables a rehearsal of this sandbox gets (config.SANDBOX_PROVIDED_VARS).
@@ -792,6 +794,7 @@ def _start_unlocked(vdir: Path, variant: str, token: str) -> SandboxState:
         https_url=f"https://127.0.0.1:{https_port}",
         ca_file=str(vdir / "tls" / "ca.pem"),
         app_log=str(vdir / "app.log"),
+        instance_id=secrets.token_hex(8),
     )
     _write_private(vdir / "state.json", json.dumps(state.to_json(), indent=2) + "\n")
     return state
