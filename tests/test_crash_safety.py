@@ -178,7 +178,7 @@ def test_sigkill_leaves_a_crashed_run_that_report_names_the_next_run_replaces_th
         (entry,) = meta["resumed"]
         assert entry["phases"] == ["integrity", "decision"] and entry["kept"] == ["preflight"]
         assert entry["after"].startswith("the run crashed at about")
-        assert "not the target the first attempt ran against" in entry["note"]  # a fresh sandbox instance
+        assert "the target is not the one the first attempt ran against" in entry["note"]  # a fresh sandbox instance
         assert meta["sandbox"]["replaced"].startswith("stopped the orphan sandbox default")
         results = json.loads((run_dir / "results.json").read_text())
         assert results["crashed"] is None and results["decision"] == "GO"
