@@ -198,7 +198,8 @@ class Runner:
     def _save_progress(self) -> None:
         """Keep run.json current after each phase, so the decision phase and a crash see it."""
         with self._lock:
-            self.meta["phases"] = [self._job_meta(j) for j in self.jobs]
+            if self.jobs:  # before the plan, a resumed run's run.json keeps the first attempt's phases
+                self.meta["phases"] = [self._job_meta(j) for j in self.jobs]
             self.meta["heartbeat_at"] = _now()
             write_meta(self.run_dir, self.meta)
 
@@ -494,6 +495,7 @@ class Runner:
         (ok, error or refused) keeps its outcome and notebook and the others run again."""
         recorded = {p.get("name"): p for p in (previous or {}).get("phases", []) if isinstance(p, dict)}
         names = list(recorded) if previous is not None else self.params.enabled_phases()
+        jobs: list[PhaseJob] = []
         for name in names:
             nb = notebook_for(name, self.root)
             if nb is None:
@@ -510,7 +512,8 @@ class Runner:
                     job.outcome, job.reason = "refused", refusal
                 elif previous is not None:
                     self._resumed["phases"].append(name)
-            self.jobs.append(job)
+            jobs.append(job)
+        self.jobs = jobs  # whole: the heartbeat never records half a plan
         if previous is not None:
             self.progress(f"  resuming after {self._resumed['after']}: running "
                           f"{', '.join(self._resumed['phases']) or 'no phase'}; keeping "
