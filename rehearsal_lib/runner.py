@@ -40,6 +40,7 @@ from rehearsal_lib.phases import BY_NAME, notebook_for
 from rehearsal_lib.secrets import SecretSet, mask_url
 
 Progress = Callable[[str], None]
+RESUME_MARK = "--- resumed run:"  # the line in logs/<phase>.log where a resumed attempt starts
 RESUMABLE = ("pending", "running", "interrupted", "not_run")  # phase outcomes a resumed run runs again
 CHECK_LINE = re.compile(r"papermill \[(PASS|FAIL|ERROR|WARN|SKIP|MANUAL)\] (.*)")
 
@@ -165,7 +166,7 @@ class Runner:
         resumed = self.resume is not None and job.log.is_file()
         with job.log.open("a" if resumed else "w") as log, job.log.open("r", errors="replace") as follow:
             if resumed:  # the earlier attempt's lines stay above
-                log.write(f"\n--- resumed run: this phase runs again at {_now()} ---\n")
+                log.write(f"\n{RESUME_MARK} this phase runs again at {_now()} ---\n")
                 log.flush()
                 follow.seek(0, os.SEEK_END)
             job.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -217,9 +218,13 @@ class Runner:
         Exit code 0 with its verdict line is `ok` even when the run was interrupted meanwhile (the
         phase finished first); `interrupted` only for a process the runner itself stopped."""
         verdict: dict = {}
-        for line in reversed(job.log.read_text(errors="replace").splitlines()):
+        this_attempt = job.log.read_text(errors="replace").rsplit(RESUME_MARK, 1)[-1]  # not a crashed attempt's
+        for line in reversed(this_attempt.splitlines()):
             if line.startswith('{"exit"'):
-                verdict = json.loads(line)
+                try:
+                    verdict = json.loads(line)
+                except ValueError:
+                    verdict = {}
                 break
         code = job.proc.returncode if job.proc is not None else None
         if code == 0 and verdict.get("exit") == 0:

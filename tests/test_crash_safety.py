@@ -272,3 +272,41 @@ def test_corrupt_run_folder_files_give_one_line_and_the_rest_is_still_reported(p
     assert "NO-GO" in lines[good.name] and "NO-GO" in lines[folders["nb"].name]
     resumed = _cli(project, "run", "scratch", "--resume", str(folders["meta"]), "--outputs", str(out))
     assert resumed.returncode == 2 and "run.json: unreadable" in resumed.stderr and "Traceback" not in resumed.stderr
+    # the next run's decision phase compares with the newest earlier run it can read, naming the one it skipped
+    nxt = _cli(project, "run", "scratch", "--outputs", str(out), "--quiet")
+    assert nxt.returncode == 1, nxt.stdout + nxt.stderr
+    newest = max((out / "scratch").iterdir())
+    outcomes = {p["name"]: p for p in json.loads((newest / "results.json").read_text())["phases"]}
+    assert outcomes["decision"]["outcome"] == "ok", outcomes["decision"]
+    decision_nb = (newest / "notebooks" / "13_decision.ipynb").read_text()
+    assert f"Skipped earlier run(s) whose results.json cannot be read: {folders['results'].name}" in decision_nb
+
+
+@pytest.mark.integration
+def test_sandbox_up_replaces_an_orphan_but_a_sandbox_without_owner_is_kept(tmp_path: Path):
+    """A sandbox whose owning run is gone is stopped and replaced with a note; `sandbox up`'s own is never an orphan."""
+    from rehearsal_lib.sandbox import ensure_sandbox, stop_sandbox
+
+    home = tmp_path / "sbx"
+    env = {"REHEARSAL_SANDBOX_HOME": str(home), "REHEARSAL_LOCK_DIR": str(tmp_path / "locks")}
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])  # a real run process that has ended
+    gone.wait()
+    try:
+        orphan, started = ensure_sandbox("default", home=home,
+                                         owner={"run_id": "RUN-GONE", "pid": gone.pid, "host": socket.gethostname()})
+        assert started and orphan.owner["run_id"] == "RUN-GONE"
+        status = _cli(ROOT, "sandbox", "status", env=env)
+        assert status.returncode == 0 and "started by run RUN-GONE: an orphan left by run RUN-GONE" in status.stdout
+        up = _cli(ROOT, "sandbox", "up", env=env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert (f"note: stopped the orphan sandbox default started at {orphan.started_at} by run RUN-GONE "
+                f"(pid {gone.pid} on {socket.gethostname()}, which is gone) and started a fresh one") in up.stdout
+        _until("the orphan's app, redis and worker to be stopped", lambda: not any(
+            _alive(pid) for pid in (orphan.app_pid, orphan.redis_pid, orphan.worker_pid)), timeout=30)
+        fresh = json.loads((home / "default" / "state.json").read_text())
+        assert fresh["owner"] == {} and fresh["instance_id"] != orphan.instance_id and _alive(fresh["app_pid"])
+        again = _cli(ROOT, "sandbox", "up", env=env)  # no owner: not an orphan, kept as it is
+        assert again.returncode == 0 and "note:" not in again.stdout
+        assert json.loads((home / "default" / "state.json").read_text())["app_pid"] == fresh["app_pid"]
+    finally:
+        stop_sandbox("default", home=home)

@@ -843,6 +843,7 @@ def ensure_sandbox(
         if st is not None:
             left_by = orphaned_by(st)
             if left_by is None:
+                st.replaced = ""  # a note about an earlier start is that start's news, not this caller's
                 return st, False
             note = (f"stopped the orphan sandbox {variant} started at {st.started_at} by {left_by} "
                     "and started a fresh one")
