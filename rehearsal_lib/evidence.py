@@ -114,8 +114,9 @@ def crash_info(meta: dict[str, Any], now: dt.datetime | None = None) -> dict[str
 
     A run folder without `finished_at` is crashed when its runner pid is gone (same host) or its
     heartbeat is older than STALE_AFTER_S. `at` is the last heartbeat (the runner was alive then);
-    `never_ran` are the phases still pending, `did_not_finish` those running when it died."""
-    if not meta or meta.get("finished_at"):
+    `never_ran` are the phases still pending, `did_not_finish` those running when it died. A run.json
+    without `runner_pid` (written by hand, or by a rehearse older than the heartbeat) is not judged."""
+    if not meta or meta.get("finished_at") or "runner_pid" not in meta:
         return None
     now = now or dt.datetime.now(dt.UTC)
     last = meta.get("heartbeat_at") or meta.get("started_at")
