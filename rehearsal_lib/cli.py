@@ -89,7 +89,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     run_dir = _run_dir(args.run_dir)
     meta = read_meta(run_dir)  # one line naming run.json when it is corrupt
-    if meta and not meta.get("finished_at") and crash_info(meta) is None:
+    if meta.get("runner_pid") and not meta.get("finished_at") and crash_info(meta) is None:
         raise ConfigError(run_dir, f"this run is still going (runner pid {meta.get('runner_pid')} on "
                                    f"{meta.get('runner_host')}, heartbeat {meta.get('heartbeat_at')}); "
                                    "its runner writes the report when it ends")

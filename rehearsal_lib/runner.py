@@ -317,7 +317,7 @@ class Runner:
             raise ConfigError(run_dir, f"a run of {meta.get('env')!r}, not of {self.params.name!r}: "
                                        "resume it with its own environment")
         crashed = crash_info(meta)
-        if not meta.get("finished_at") and crashed is None:
+        if not meta.get("finished_at") and crashed is None and meta.get("runner_pid"):
             raise ConfigError(run_dir, f"this run is still going (runner pid {meta.get('runner_pid')} on "
                                        f"{meta.get('runner_host')}, heartbeat {meta.get('heartbeat_at')})")
         if meta.get("finished_at") and not meta.get("interrupted"):
@@ -328,7 +328,8 @@ class Runner:
             if problems:
                 raise ConfigError(run_dir, "files changed since the folder was sealed; it is not resumed: "
                                   + "; ".join(problems[:5]))
-        meta["_after"] = crash_line(crashed) if crashed else "it was interrupted"
+        meta["_after"] = (crash_line(crashed) if crashed else "it was interrupted" if meta.get("finished_at")
+                          else "it ended unfinished (its run.json has no runner record)")
         return meta
 
     def _run_locked(self, previous: dict | None = None) -> RunSummary:
