@@ -216,7 +216,6 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
     if crashed:
         decision.blockers.insert(0, crash_line(crashed))
         decision.decision = "NO-GO"
-    decision.notes[:0] = resumed_lines(meta)
     return RunSummary(run_dir, meta, phases, checks, decision, per_phase, crashed=crashed)
 
 
