@@ -264,6 +264,8 @@ def test_corrupt_run_folder_files_give_one_line_and_the_rest_is_still_reported(p
     assert meta_line == f"rehearse: {folders['meta'] / 'run.json'}: unreadable: not valid JSON (truncated or " \
                         f"edited?): {meta_line.split('edited?): ', 1)[1]}" and "\n" not in meta_line
     assert _cli(project, "verify", str(folders["manifest"])).returncode == 1
+    verify_meta = _cli(project, "verify", str(folders["meta"]))  # a problem of the folder (1), not a usage error
+    assert verify_meta.returncode == 1 and "run.json: sha256 differs from the manifest" in verify_meta.stdout
     listed = _cli(project, "list", "scratch", "--outputs", str(out))
     assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
     lines = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
