@@ -7,12 +7,13 @@ Exit codes: 0 GO, 1 NO-GO, 3 CONDITIONAL GO, 2 usage or configuration error, 130
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rehearsal_lib.config import MAX_PARALLEL, ConfigError, load_params, project_root
+from rehearsal_lib.results import UnreadableFile
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 MAX_LISTED = 12
@@ -38,7 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     wait_s = args.wait_timeout if args.wait_timeout is not None else (math.inf if args.wait else None)
     runner = Runner(args.env, parallel=args.parallel, allow_destructive=args.allow_destructive,
                     outputs=Path(args.outputs).resolve() if args.outputs else None, show_code=args.show_code,
-                    progress=lambda line: print(line, flush=True), echo_checks=not args.quiet, wait_s=wait_s)
+                    progress=lambda line: print(line, flush=True), echo_checks=not args.quiet, wait_s=wait_s,
+                    resume=Path(args.resume) if args.resume else None)
     try:
         summary = runner.run()
     except RunLockError as exc:
@@ -81,10 +83,16 @@ def _run_dir(value: str) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from rehearsal_lib.evidence import crash_info, read_meta
     from rehearsal_lib.runner import finalize
     from rehearsal_lib.seal import SealRefused, load_signing_key
 
     run_dir = _run_dir(args.run_dir)
+    meta = read_meta(run_dir)  # one line naming run.json when it is corrupt
+    if meta.get("runner_pid") and not meta.get("finished_at") and crash_info(meta) is None:
+        raise ConfigError(run_dir, f"this run is still going (runner pid {meta.get('runner_pid')} on "
+                                   f"{meta.get('runner_host')}, heartbeat {meta.get('heartbeat_at')}); "
+                                   "its runner writes the report when it ends")
     if args.reseal and not (args.reason or "").strip():
         raise ConfigError(run_dir, "--reseal needs --reason TEXT: why the sealed evidence is being resealed")
     if args.reason and not args.reseal:
@@ -100,6 +108,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         _err("to rebuild it anyway and record who, when and why in its reseal log: "
              f"rehearse report {args.run_dir} --reseal --reason TEXT")
         return EXIT_USAGE
+    if summary.crashed:
+        from rehearsal_lib.evidence import crash_line
+
+        print(f"CRASHED: {crash_line(summary.crashed)}")
+        print(f"  to run the phases that did not complete into this folder: rehearse run "
+              f"{summary.meta.get('env', 'ENV')} --resume {args.run_dir}")
     print(f"{summary.decision.decision}: {run_dir / 'report.html'}")
     print(summary.sealed.line())
     return 0
@@ -136,19 +150,37 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'run id':<28} {'decision':<15} {'duration':>9}  checks")
     for run in runs:
-        results = run / "results.json"
-        if results.is_file():
-            data = json.loads(results.read_text())
+        print(_list_line(run, format_counts))
+    return 0
+
+
+def _list_line(run: Path, format_counts: Callable[[dict[str, int]], str]) -> str:
+    """One line of `rehearse list`; a folder whose files cannot be read says which one."""
+    from rehearsal_lib.evidence import crash_info, read_meta
+    from rehearsal_lib.results import UnreadableFile, read_json_file
+
+    try:
+        if (run / "results.json").is_file():
+            data = read_json_file(run / "results.json")
             counts: dict[str, int] = {}
             for c in data.get("checks", []):
-                counts[c["status"]] = counts.get(c["status"], 0) + 1
-            tally = format_counts(counts)
+                status = c.get("status", "?") if isinstance(c, dict) else "?"
+                counts[status] = counts.get(status, 0) + 1
             dur = data.get("duration_s")
+            dur = dur if isinstance(dur, int | float) else 0.0
             flag = " (interrupted)" if data.get("interrupted") else ""
-            print(f"{run.name:<28} {data['decision']:<15} {dur or 0:>8.1f}s  {tally}{flag}")
-        else:
-            print(f"{run.name:<28} {'(no results)':<15}")
-    return 0
+            flag += " (crashed)" if data.get("crashed") else ""
+            flag += " (resumed)" if data.get("resumed") else ""
+            return f"{run.name:<28} {str(data.get('decision', '?')):<15} {dur:>8.1f}s  {format_counts(counts)}{flag}"
+        meta = read_meta(run)
+    except UnreadableFile as exc:
+        return f"{run.name:<28} {'(unreadable)':<15} {'':>9}  {_one_line(str(exc.path.name) + ': ' + exc.problem)}"
+    if meta and not meta.get("finished_at"):
+        crashed = crash_info(meta)
+        state = "(crashed)" if crashed else "(running)"
+        return f"{run.name:<28} {state:<15} {'':>9}  " + (f"at about {crashed['at']}; not reported yet" if crashed
+                                                          else f"runner pid {meta.get('runner_pid')}")
+    return f"{run.name:<28} {'(no results)':<15}"
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -156,6 +188,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     if args.action == "up":
         state = sandbox.start_sandbox(args.variant, release_pending=args.release_pending)
+        if state.replaced:
+            print(f"note: {state.replaced}")
         print(f"sandbox {args.variant} running: {state.base_url} (state in {state.home})")
     elif args.action == "down":
         from rehearsal_lib.runlock import describe, holder_of_sandbox
@@ -171,7 +205,13 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         if state is None:
             print(f"sandbox {args.variant}: not running")
             return 1
+        from rehearsal_lib.sandbox.manager import orphaned_by
+
         print(f"sandbox {args.variant}: running at {state.base_url} since {state.started_at} (app pid {state.app_pid})")
+        if state.owner:
+            orphan = orphaned_by(state)
+            print(f"  started by run {state.owner.get('run_id')}"
+                  + (f": an orphan left by {orphan}; the next run or `sandbox up` replaces it" if orphan else ""))
     return 0
 
 
@@ -217,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when another run holds this environment (or its sandbox), wait for it instead of exiting 2")
     p.add_argument("--wait-timeout", type=float, default=None, metavar="S",
                    help="like --wait, but exit 2 after waiting S seconds")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a crashed or interrupted run of ENV in its own folder: run only the phases that "
+                        "did not complete (and the decision), recorded in run.json and the report")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check params/ENV.yaml without running anything")
@@ -280,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         _err(str(exc))
         for problem in exc.also:
             _err(f"also: {problem}")
+        return EXIT_USAGE
+    except UnreadableFile as exc:  # a truncated or corrupt run.json / results.json / notebook: one line
+        _err(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
         _err("interrupted")

@@ -7,8 +7,11 @@ can rebuild it all at any time.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
+import socket
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,14 +22,18 @@ from rehearsal_lib.gate import Decision, PhaseOutcome, apply_policy, decide, out
 from rehearsal_lib.phases import BY_NAME, PHASES
 from rehearsal_lib.results import (
     Check,
+    UnreadableFile,
     checks_from_notebook,
     format_counts,
     notebook_error,
     printable,
+    read_json_file,
     read_notebook_json,
 )
 
 RUN_META = "run.json"
+HEARTBEAT_S = 5.0  # the runner rewrites run.json's heartbeat_at this often
+STALE_AFTER_S = 120.0  # a heartbeat older than this (with no finished_at) means the runner is gone
 
 
 @dataclass
@@ -38,6 +45,7 @@ class RunSummary:
     decision: Decision
     phase_checks: dict[str, list[Check]] = field(default_factory=dict)
     sealed: Any = None  # the seal.SealRecord once finalize() has sealed the folder
+    crashed: dict[str, Any] | None = None  # crash_info(): the runner died before it finished this run
 
     @property
     def env(self) -> str:
@@ -75,8 +83,78 @@ class RunSummary:
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:
+    """run.json ({} when there is none); UnreadableFile naming it when it is truncated or not JSON."""
     path = run_dir / RUN_META
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json_file(path) if path.is_file() else {}
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+def _age_s(stamp: object, now: dt.datetime) -> float | None:
+    try:
+        return (now - dt.datetime.fromisoformat(str(stamp))).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
+def crash_info(meta: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any] | None:
+    """How a run whose runner died ended, or None when it finished or its runner is still alive.
+
+    A run folder without `finished_at` is crashed when its runner pid is gone (same host) or its
+    heartbeat is older than STALE_AFTER_S. `at` is the last heartbeat (the runner was alive then);
+    `never_ran` are the phases still pending, `did_not_finish` those running when it died. A run.json
+    without `runner_pid` (written by hand, or by a rehearse older than the heartbeat) is not judged."""
+    if not meta or meta.get("finished_at") or "runner_pid" not in meta:
+        return None
+    now = now or dt.datetime.now(dt.UTC)
+    last = meta.get("heartbeat_at") or meta.get("started_at")
+    age = _age_s(last, now)
+    same_host = meta.get("runner_host") == socket.gethostname()
+    if same_host and _pid_alive(meta.get("runner_pid")) and (age is None or age <= STALE_AFTER_S):
+        return None
+    if not same_host and age is not None and age <= STALE_AFTER_S:
+        return None
+    how = (f"runner pid {meta.get('runner_pid')} on {meta.get('runner_host')} is gone" if same_host
+           else f"no heartbeat for {age:.0f} s" if age is not None else "no heartbeat recorded")
+    phases = meta.get("phases") or []
+    return {"at": last, "how": how,
+            "never_ran": [p.get("name") for p in phases if p.get("outcome") == "pending"],
+            "did_not_finish": [p.get("name") for p in phases if p.get("outcome") == "running"]}
+
+
+def crash_line(crashed: dict[str, Any]) -> str:
+    """'the run crashed at about T (how); phases X, Y never ran; Z did not finish'."""
+    line = f"the run crashed at about {crashed.get('at')} ({crashed.get('how')})"
+    if crashed.get("did_not_finish"):
+        line += f"; phase(s) {', '.join(crashed['did_not_finish'])} did not finish"
+    if crashed.get("never_ran"):
+        line += f"; phase(s) {', '.join(crashed['never_ran'])} never ran"
+    return line
+
+
+def resumed_lines(meta: dict[str, Any]) -> list[str]:
+    """One line per resumption recorded in run.json (`resumed`)."""
+    out = []
+    for r in meta.get("resumed") or []:
+        if isinstance(r, dict):
+            out.append(f"resumed at {r.get('at')} by {r.get('by', '?')} after {r.get('after', '?')}: ran "
+                       f"{', '.join(r.get('phases') or []) or 'no phase'}"
+                       + (f"; kept {', '.join(r.get('kept') or [])}" if r.get("kept") else "")
+                       + (f"; {r['note']}" if r.get("note") else ""))
+    return out
 
 
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
@@ -88,6 +166,7 @@ def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
 def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = ()) -> RunSummary:
     """Read the executed notebooks (and run.json) of a run folder and decide; `exclude` skips phases."""
     meta = read_meta(run_dir)
+    crashed = crash_info(meta)
     gate = gate or Gate.model_validate(meta.get("gate", {}))
     recorded = {p["name"]: p for p in meta.get("phases", [])}
     names = list(recorded) or [p.stem.split("_", 1)[1] for p in sorted((run_dir / "notebooks").glob("*.ipynb"))]
@@ -100,19 +179,32 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
         info = recorded.get(name, {})
         title = BY_NAME[name].title if name in BY_NAME else name
         state = info.get("outcome", "ok")
-        outcome = PhaseOutcome(name, title, "ok" if state == "pending" else state, info.get("reason", ""),
-                               float(info.get("duration_s", 0.0)), info.get("notebook"))
+        reason = info.get("reason", "")
+        if crashed and state == "pending":
+            state, reason = "not_run", f"never ran: the runner died at about {crashed['at']}"
+        elif crashed and state == "running":
+            state, reason = "error", f"did not finish: the runner died at about {crashed['at']} while it ran"
+        elif state in ("pending", "running"):  # a live run (the decision phase reads its own run's folder)
+            state = "ok"
+        outcome = PhaseOutcome(name, title, state, reason, float(info.get("duration_s", 0.0)), info.get("notebook"))
         nb_path = run_dir / "notebooks" / (outcome.notebook or BY_NAME[name].notebook_name)
         found: list[Check] = []
         if nb_path.is_file():
             outcome.notebook = nb_path.name
-            nb = read_notebook_json(nb_path)
-            found = checks_from_notebook(nb)
+            try:
+                nb = read_notebook_json(nb_path)
+                found = checks_from_notebook(nb)
+            except ValueError as exc:  # UnreadableFile, or a check record that is not a check
+                nb, found = {}, []
+                problem = exc.problem if isinstance(exc, UnreadableFile) else "a check record in it is malformed"
+                outcome.outcome = "error"
+                outcome.reason = f"notebook unreadable: notebooks/{nb_path.name}: {problem}"[:300]
             err = notebook_error(nb)
             if err and outcome.outcome == "ok":
                 outcome.outcome, outcome.reason = "error", err
             if not outcome.duration_s:
-                outcome.duration_s = float(nb.get("metadata", {}).get("papermill", {}).get("duration") or 0.0)
+                papermill = nb.get("metadata", {}).get("papermill", {}) if isinstance(nb.get("metadata"), dict) else {}
+                outcome.duration_s = float(papermill.get("duration") or 0.0)
         elif outcome.outcome == "ok":
             outcome.outcome, outcome.reason = "not_run", "no executed notebook in the run folder"
         found = apply_policy(found + outcome_checks([outcome]), gate)
@@ -127,7 +219,10 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
     decision = decide(checks, gate)
     if meta.get("interrupted"):
         decision.notes.insert(0, "the run was interrupted before it finished")
-    return RunSummary(run_dir, meta, phases, checks, decision, per_phase)
+    if crashed:
+        decision.blockers.insert(0, crash_line(crashed))
+        decision.decision = "NO-GO"
+    return RunSummary(run_dir, meta, phases, checks, decision, per_phase, crashed=crashed)
 
 
 def _reseals(run_dir: Path) -> list[dict[str, Any]]:
@@ -163,6 +258,8 @@ def write_results_json(summary: RunSummary) -> Path:
         "finished_at": summary.meta.get("finished_at"),
         "duration_s": summary.meta.get("duration_s"),
         "interrupted": bool(summary.meta.get("interrupted")),
+        "crashed": summary.crashed,
+        "resumed": summary.meta.get("resumed") or [],
         "target": summary.meta.get("target"),
         "tool_versions": summary.meta.get("tool_versions"),
         "project_commit": summary.meta.get("project_commit"),
@@ -248,6 +345,9 @@ def write_summary_md(summary: RunSummary) -> Path:
         lines += ["The run was **interrupted**; only the phases that finished are reported.", ""]
     if meta.get("runner_error"):
         lines += [f"The run could not go on: {meta['runner_error']}", ""]
+    if summary.crashed:
+        lines += [f"**Crashed**: {_md(crash_line(summary.crashed))}.", ""]
+    lines += [f"**Resumed**: {_md(line)}.  " for line in resumed_lines(meta)] + ([""] if meta.get("resumed") else [])
     for e in _reseals(summary.run_dir):
         what = "**Resealed**" if e["kind"] == "reseal" else "Rebuilt"
         changed = "; ".join(e["changed"] or []) or "nothing"

@@ -2,7 +2,8 @@
 
 Runs in a child process so the runner can time it out, interrupt it and run phases in parallel.
 Only non-secret parameters (env name, run folder) reach papermill. Exit codes:
-0 ran to the end; 10 a cell raised; 11 a cell timed out; 12 the kernel could not start.
+0 ran to the end; 10 a cell raised; 11 a cell timed out; 12 the kernel could not start;
+13 the runner that started it died (SIGKILL, a crash): the phase stops rather than go on unowned.
 A one-line JSON verdict is printed last on stdout.
 """
 
@@ -10,11 +11,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 
-OK, CELL_ERROR, CELL_TIMEOUT, KERNEL_FAILED = 0, 10, 11, 12
+OK, CELL_ERROR, CELL_TIMEOUT, KERNEL_FAILED, RUNNER_GONE = 0, 10, 11, 12, 13
+
+
+def stop_when_parent_dies(poll_s: float = 1.0) -> None:
+    """Exit when the process that started this one (the runner) is gone: a phase never outlives its run.
+
+    The kernel runs in its own session and exits when this process does (ipykernel's parent poller)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                print(json.dumps({"exit": RUNNER_GONE, "reason": f"the runner (pid {parent}) is gone; the phase "
+                                  "stopped"}), flush=True)
+                os._exit(RUNNER_GONE)
+
+    threading.Thread(target=watch, name="runner-watch", daemon=True).start()
 
 
 def skip_slow_optional_imports() -> None:
@@ -103,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--cell-timeout", type=float, default=300)
     args = ap.parse_args(argv)
+    stop_when_parent_dies()
     skip_slow_optional_imports()
     import logging
 

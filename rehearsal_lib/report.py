@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbformat
 
-from rehearsal_lib.evidence import RunSummary
+from rehearsal_lib.evidence import RunSummary, crash_line, resumed_lines
 from rehearsal_lib.phases import BY_NAME, PHASES
 from rehearsal_lib.results import (
     CHECK_MIME,
@@ -175,6 +175,10 @@ def summary_html(summary: RunSummary) -> str:
         reasons += "<p><b>The run was interrupted</b>; the phases that finished are reported below.</p>"
     if meta.get("runner_error"):
         reasons += f"<p><b>The run could not go on</b>: {esc(meta['runner_error'])}</p>"
+    if summary.crashed:
+        reasons += f"<p><b>Crashed</b>: {esc(crash_line(summary.crashed))}.</p>"
+    for line in resumed_lines(meta):
+        reasons += f"<p><b>Resumed</b>: {esc(line)}.</p>"
     seal_history = reseal_html(summary)
     if seal_history.startswith("<div class='rh-reseal'"):
         reasons += ("<p><b>Resealed</b>: files of this run changed after it was sealed and it was sealed again; "
@@ -299,7 +303,12 @@ def combined_notebook(summary: RunSummary, show_code: bool = False) -> tuple[nbf
         if not p.notebook or not nb_path.is_file():
             merged.cells.append(nbformat.v4.new_markdown_cell("_No executed notebook for this phase._"))
             continue
-        nb = read_notebook(nb_path)
+        try:
+            nb = read_notebook(nb_path)
+        except Exception as exc:  # noqa: BLE001 - a truncated notebook is reported, the others still are
+            merged.cells.append(nbformat.v4.new_markdown_cell(
+                f"_The executed notebook could not be read: {html.escape(str(exc))[:300]}_"))
+            continue
         for cell in nb.cells:
             tags = cell.get("metadata", {}).get("tags", [])
             if REPORT_SKIP_TAG in tags:

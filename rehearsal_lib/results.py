@@ -214,9 +214,38 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
     """A notebook as nbformat objects (for the report)."""
     import nbformat
 
+    read_notebook_json(path)  # UnreadableFile naming the file, never a traceback
     return nbformat.read(str(path), as_version=4)
+
+
+class UnreadableFile(ValueError):
+    """A run-folder file (run.json, results.json, manifest.json, a notebook) that cannot be read:
+    truncated, not JSON, or not the expected shape. The message is one line naming the file."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = path, problem
+        super().__init__(f"{path}: unreadable: {problem}")
+
+
+def read_json_file(path: Path, kind: type = dict) -> Any:
+    """The JSON in `path` (a `kind`, dict by default); UnreadableFile naming the file when it is truncated,
+    not JSON or not a `kind`. Every reader of run-folder JSON goes through here."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UnreadableFile(path, exc.strerror or str(exc)) from None
+    except UnicodeDecodeError:
+        raise UnreadableFile(path, "not UTF-8 text") from None
+    except ValueError as exc:
+        raise UnreadableFile(path, f"not valid JSON (truncated or edited?): {exc}") from None
+    if not isinstance(data, kind):
+        raise UnreadableFile(path, f"not a JSON {'object' if kind is dict else kind.__name__}")
+    return data
 
 
 def read_notebook_json(path: Path) -> dict:
     """A notebook as plain JSON: enough to read checks back, without nbformat's import cost."""
-    return json.loads(path.read_text(encoding="utf-8"))
+    nb = read_json_file(path)
+    if not isinstance(nb.get("cells", []), list):
+        raise UnreadableFile(path, "not a notebook (no list of cells)")
+    return nb

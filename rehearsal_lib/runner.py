@@ -25,8 +25,11 @@ from typing import TextIO
 
 from rehearsal_lib.config import Params, load_params, params_path, project_root, resolve_reference
 from rehearsal_lib.evidence import (
+    HEARTBEAT_S,
     RunSummary,
     collect,
+    crash_info,
+    crash_line,
     read_meta,
     write_junit,
     write_meta,
@@ -38,6 +41,8 @@ from rehearsal_lib.results import printable
 from rehearsal_lib.secrets import MIN_SECRET_LEN, SecretSet, mask_url
 
 Progress = Callable[[str], None]
+RESUME_MARK = "--- resumed run:"  # the line in logs/<phase>.log where a resumed attempt starts
+RESUMABLE = ("pending", "running", "interrupted", "not_run")  # phase outcomes a resumed run runs again
 CHECK_LINE = re.compile(r"papermill \[(PASS|FAIL|ERROR|WARN|SKIP|MANUAL)\] (.*)")
 
 
@@ -100,7 +105,8 @@ class Runner:
 
     def __init__(self, env: str, *, parallel: int | None = None, allow_destructive: bool = False,
                  outputs: Path | None = None, show_code: bool = False, progress: Progress = print,
-                 root: Path | None = None, echo_checks: bool = True, wait_s: float | None = None):
+                 root: Path | None = None, echo_checks: bool = True, wait_s: float | None = None,
+                 resume: Path | None = None):
         self.root = (root or project_root()).resolve()
         self.params: Params = load_params(env, self.root)
         path = params_path(env, self.root)
@@ -116,7 +122,9 @@ class Runner:
         self.jobs: list[PhaseJob] = []
         self.interrupted = False
         self.wait_s = wait_s  # for the environment's run lock held by another run: None = do not wait
+        self.resume = resume.resolve() if resume is not None else None  # a crashed/interrupted run folder
         self._lock = threading.Lock()
+        self._stop_heartbeat = threading.Event()
 
     # -- set-up ---------------------------------------------------------------------------------
     def _make_run_dir(self) -> Path:
@@ -158,9 +166,15 @@ class Runner:
                "--cell-timeout", str(self.params.run.cell_timeout_s)]
         self.progress(f"  ... {job.name}")
         t0 = time.monotonic()
-        with job.log.open("w") as log, job.log.open("r", errors="replace") as follow:
+        resumed = self.resume is not None and job.log.is_file()
+        with job.log.open("a" if resumed else "w") as log, job.log.open("r", errors="replace") as follow:
+            if resumed:  # the earlier attempt's lines stay above
+                log.write(f"\n{RESUME_MARK} this phase runs again at {_now()} ---\n")
+                log.flush()
+                follow.seek(0, os.SEEK_END)
             job.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         cwd=str(job.notebook.parent), env=child_env, start_new_session=True)
+            self._save_progress()  # run.json says it is running: a crash from here on says "did not finish"
             deadline = t0 + self.params.run.phase_timeout_s
             while job.proc.poll() is None:
                 self._echo_checks(job, follow)
@@ -190,8 +204,18 @@ class Runner:
     def _save_progress(self) -> None:
         """Keep run.json current after each phase, so the decision phase and a crash see it."""
         with self._lock:
-            self.meta["phases"] = [self._job_meta(j) for j in self.jobs]
+            if self.jobs:  # before the plan, a resumed run's run.json keeps the first attempt's phases
+                self.meta["phases"] = [self._job_meta(j) for j in self.jobs]
+            self.meta["heartbeat_at"] = _now()
             write_meta(self.run_dir, self.meta)
+
+    def _heartbeat(self) -> None:
+        """Rewrite run.json's heartbeat_at every HEARTBEAT_S while the run goes on (evidence.crash_info)."""
+        while not self._stop_heartbeat.wait(HEARTBEAT_S):
+            try:
+                self._save_progress()
+            except OSError:
+                pass  # the next beat tries again; a run folder that cannot be written shows elsewhere
 
     def _verdict(self, job: PhaseJob) -> tuple[str, str]:
         """The outcome of a phase whose executor has exited, from what that process did.
@@ -199,9 +223,13 @@ class Runner:
         Exit code 0 with its verdict line is `ok` even when the run was interrupted meanwhile (the
         phase finished first); `interrupted` only for a process the runner itself stopped."""
         verdict: dict = {}
-        for line in reversed(job.log.read_text(errors="replace").splitlines()):
+        this_attempt = job.log.read_text(errors="replace").rsplit(RESUME_MARK, 1)[-1]  # not a crashed attempt's
+        for line in reversed(this_attempt.splitlines()):
             if line.startswith('{"exit"'):
-                verdict = json.loads(line)
+                try:
+                    verdict = json.loads(line)
+                except ValueError:
+                    verdict = {}
                 break
         code = job.proc.returncode if job.proc is not None else None
         if code == 0 and verdict.get("exit") == 0:
@@ -239,7 +267,10 @@ class Runner:
             return
         import nbformat
 
-        nb = nbformat.read(str(job.output), as_version=4)
+        try:
+            nb = nbformat.read(str(job.output), as_version=4)
+        except Exception:  # noqa: BLE001 - a truncated notebook is reported as unreadable by collect()
+            return
         note = nbformat.v4.new_markdown_cell(
             f"**Rehearsal runner:** this phase did not complete — **{job.outcome}**: {job.reason}. "
             "The cells below are as far as it got.")
@@ -261,37 +292,91 @@ class Runner:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        self.run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
+        if self.resume is not None:
+            previous = self._resumable(self.resume)
+            self.run_id = str(previous["run_id"])
+        else:
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            self.run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
         self._take_run_lock()
         try:
+            if self.resume is not None:
+                self.run_dir = self.resume
+                previous = self._resumable(self.resume)  # again, under the lock
+                return self._run_locked(previous)
             self.run_dir = self._make_run_dir()
             return self._run_locked()
         finally:
             self.run_lock.release()
 
-    def _run_locked(self) -> RunSummary:
+    def _resumable(self, run_dir: Path) -> dict:
+        """run.json of a run folder `--resume` may continue: this environment's, crashed or interrupted,
+        and, when `rehearse report` sealed it meanwhile, still matching its seal. ConfigError otherwise."""
+        from rehearsal_lib.config import ConfigError
+        from rehearsal_lib.seal import MANIFEST, verify_run
+
+        if not (run_dir / "run.json").is_file() or not (run_dir / "notebooks").is_dir():
+            raise ConfigError(run_dir, "not a run folder (no run.json and notebooks/ inside): nothing to resume")
+        meta = read_meta(run_dir)  # UnreadableFile (a ConfigError-like one-liner) when corrupt
+        if meta.get("env") != self.params.name or not meta.get("run_id"):
+            raise ConfigError(run_dir, f"a run of {meta.get('env')!r}, not of {self.params.name!r}: "
+                                       "resume it with its own environment")
+        crashed = crash_info(meta)
+        if not meta.get("finished_at") and crashed is None and meta.get("runner_pid"):
+            raise ConfigError(run_dir, f"this run is still going (runner pid {meta.get('runner_pid')} on "
+                                       f"{meta.get('runner_host')}, heartbeat {meta.get('heartbeat_at')})")
+        if meta.get("finished_at") and not meta.get("interrupted"):
+            raise ConfigError(run_dir, "this run finished; only a crashed or interrupted run can be resumed "
+                                       "(a finished run's failures are its evidence: start a new run)")
+        if (run_dir / MANIFEST).exists():
+            problems = verify_run(run_dir).problems
+            if problems:
+                raise ConfigError(run_dir, "files changed since the folder was sealed; it is not resumed: "
+                                  + "; ".join(problems[:5]))
+        meta["_after"] = (crash_line(crashed) if crashed else "it was interrupted" if meta.get("finished_at")
+                          else "it ended unfinished (its run.json has no runner record)")
+        return meta
+
+    def _run_locked(self, previous: dict | None = None) -> RunSummary:
+        import socket
+
         started = time.monotonic()
-        meta = self.meta = {
-            "env": self.params.name, "run_id": self.run_id, "params_file": str(params_path(self.env_arg, self.root)),
-            "environment_kind": self.params.environment.kind,
-            "environment_description": self.params.environment.description,
-            "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "tool_versions": tool_versions(), "project_commit": project_commit(self.root),
-            "executed_by": executed_by(),
-            "gate": self.params.gate.model_dump(mode="json"), "phases": [],
-            "lock": {"files": self.run_lock.paths(), "took_over": self.run_lock.notes},
-        }
+        runner = {"runner_pid": os.getpid(), "runner_host": socket.gethostname(), "heartbeat_at": _now()}
+        if previous is None:
+            meta = self.meta = {
+                "env": self.params.name, "run_id": self.run_id,
+                "params_file": str(params_path(self.env_arg, self.root)),
+                "environment_kind": self.params.environment.kind,
+                "environment_description": self.params.environment.description,
+                "started_at": _now(),
+                "tool_versions": tool_versions(), "project_commit": project_commit(self.root),
+                "executed_by": executed_by(),
+                "gate": self.params.gate.model_dump(mode="json"), "phases": [],
+                "lock": {"files": self.run_lock.paths(), "took_over": self.run_lock.notes}, **runner,
+            }
+        else:  # --resume: the same run.json goes on, with what this attempt did recorded under `resumed`
+            after = previous.pop("_after")
+            meta = self.meta = {k: v for k, v in previous.items()
+                                if k not in ("finished_at", "duration_s", "interrupted", "runner_error")}
+            meta.update(runner)
+            self._resumed = {"at": _now(), "by": executed_by(), "after": after, "phases": [], "kept": [],
+                             "previous_duration_s": previous.get("duration_s"),
+                             "lock": {"files": self.run_lock.paths(), "took_over": self.run_lock.notes}}
+            meta.setdefault("resumed", []).append(self._resumed)
         write_meta(self.run_dir, meta)
-        self.progress(f"rehearsal {self.params.name}: run {self.run_id}\n  folder {self.run_dir}")
+        heartbeat = threading.Thread(target=self._heartbeat, name="rehearsal-heartbeat", daemon=True)
+        heartbeat.start()
+        what = "resumed run" if previous is not None else "run"
+        self.progress(f"rehearsal {self.params.name}: {what} {self.run_id}\n  folder {self.run_dir}")
         sandbox_started = False
         previous_handler = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         stage = "planning the phases"
         try:
-            self._plan()
-            meta["phases"] = [self._job_meta(j) for j in self.jobs]
-            write_meta(self.run_dir, meta)
+            self._plan(previous)
+            with self._lock:
+                meta["phases"] = [self._job_meta(j) for j in self.jobs]
+                write_meta(self.run_dir, meta)
             self.secrets.add_params(self.params)  # what resolves already, should the sandbox not start
             if self.params.sandbox is not None:
                 stage = "starting the sandbox target"
@@ -299,8 +384,12 @@ class Runner:
             self._run_secrets()
             meta.setdefault("target", {"base_url": self._public_base_url()})
             stage = "recording the target's identity"
-            meta["target_identity"] = self._target_identity()
-            write_meta(self.run_dir, meta)
+            identity = self._target_identity()
+            with self._lock:
+                if previous is not None:
+                    self._note_identity(previous.get("target_identity"), identity)
+                meta["target_identity"] = identity  # what this attempt's phases compare against
+                write_meta(self.run_dir, meta)
             stage = "running the phases"
             self._run_jobs()
         except Exception as exc:  # noqa: BLE001 - whatever broke, the evidence so far is still reported
@@ -321,13 +410,32 @@ class Runner:
                 self._stop_sandbox()
         for job in self.jobs:
             self._annotate(job)
-        meta.update({
-            "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "duration_s": round(time.monotonic() - started, 2), "interrupted": self.interrupted,
-            "phases": [self._job_meta(j) for j in self.jobs],
-        })
-        write_meta(self.run_dir, meta)
-        return finalize(self.run_dir, self.secrets, show_code=self.show_code)
+        self._stop_heartbeat.set()
+        heartbeat.join(timeout=10)
+        duration = round(time.monotonic() - started, 2)
+        if previous is not None:
+            self._resumed["duration_s"] = duration
+            duration = round(duration + float(previous.get("duration_s") or 0.0), 2)
+        with self._lock:
+            meta.update({"finished_at": _now(), "duration_s": duration, "interrupted": self.interrupted,
+                         "phases": [self._job_meta(j) for j in self.jobs]})
+            write_meta(self.run_dir, meta)
+        reason = None
+        if previous is not None:
+            reason = f"resumed run: phases {', '.join(self._resumed['phases']) or '(none)'} ran again"
+        return finalize(self.run_dir, self.secrets, show_code=self.show_code, reseal_reason=reason)
+
+    def _note_identity(self, before: dict | None, now: dict) -> None:
+        """On resume: record the first attempt's target identity and say when the target differs now."""
+        from rehearsal_lib.target import compare
+
+        self._resumed["target_identity_before"] = before
+        if before:
+            diffs, _same = compare(before, now)
+            if diffs:
+                self._resumed["note"] = ("the target is not the one the first attempt ran against: "
+                                         + "; ".join(diffs))[:600]
+                self.progress(f"  note: {self._resumed['note']}")
 
     def _stop_for_interrupt(self) -> None:
         """Ctrl-C or SIGTERM: stop running phases (they run in their own sessions) and mark the rest."""
@@ -348,8 +456,12 @@ class Runner:
 
         t0 = time.monotonic()
         sbx = self.params.sandbox
-        state, started = ensure_sandbox(sbx.variant, release_pending=sbx.release_pending)
+        owner = {"run_id": self.run_id, "pid": os.getpid(), "host": self.meta["runner_host"]}
+        state, started = ensure_sandbox(sbx.variant, owner=owner, release_pending=sbx.release_pending)
         self.sandbox_state = state
+        if state.replaced:
+            self.progress(f"  note: {state.replaced}")
+            meta.setdefault("notes", []).append(state.replaced)
         for value in state.secret_values():
             self.secrets.add(value)
         apply_sandbox_env(state)  # kernels inherit it
@@ -358,7 +470,7 @@ class Runner:
         else:
             self.progress(f"  sandbox ({state.variant}) already running at {state.base_url}; it stays running")
         meta["sandbox"] = {"variant": state.variant, "started_by_run": started,
-                           "start_s": round(time.monotonic() - t0, 2)}
+                           "start_s": round(time.monotonic() - t0, 2), "replaced": state.replaced or None}
         return started
 
     def _stop_sandbox(self) -> None:
@@ -392,15 +504,34 @@ class Runner:
         except KeyError as exc:
             return f"(unresolved ${{{exc.args[0]}}})"
 
-    def _plan(self) -> None:
-        for name in self.params.enabled_phases():
+    def _plan(self, previous: dict | None = None) -> None:
+        """The phases, in order; on resume, those of the first attempt, where a phase that finished
+        (ok, error or refused) keeps its outcome and notebook and the others run again."""
+        recorded = {p.get("name"): p for p in (previous or {}).get("phases", []) if isinstance(p, dict)}
+        names = list(recorded) if previous is not None else self.params.enabled_phases()
+        jobs: list[PhaseJob] = []
+        for name in names:
             nb = notebook_for(name, self.root)
-            assert nb is not None  # load_params checked it
+            if nb is None:
+                raise RuntimeError(f"phase {name} of the first attempt has no notebook in this project")
             job = PhaseJob(name, nb, self.run_dir / "notebooks" / nb.name, self.run_dir / "logs" / f"{name}.log")
-            refusal = self._refusal(name)
-            if refusal:
-                job.outcome, job.reason = "refused", refusal
-            self.jobs.append(job)
+            rec = recorded.get(name)
+            if rec is not None and rec.get("outcome") not in RESUMABLE and name != "decision":
+                job.outcome, job.reason = rec.get("outcome", "ok"), rec.get("reason", "")
+                job.duration_s = float(rec.get("duration_s") or 0.0)
+                self._resumed["kept"].append(name)
+            else:
+                refusal = self._refusal(name)
+                if refusal:
+                    job.outcome, job.reason = "refused", refusal
+                elif previous is not None:
+                    self._resumed["phases"].append(name)
+            jobs.append(job)
+        self.jobs = jobs  # whole: the heartbeat never records half a plan
+        if previous is not None:
+            self.progress(f"  resuming after {self._resumed['after']}: running "
+                          f"{', '.join(self._resumed['phases']) or 'no phase'}; keeping "
+                          f"{', '.join(self._resumed['kept']) or 'no phase'}")
 
     def _run_jobs(self) -> None:
         runnable = [j for j in self.jobs if j.outcome == "pending"]
@@ -430,7 +561,8 @@ class Runner:
 
     @staticmethod
     def _job_meta(job: PhaseJob) -> dict:
-        return {"name": job.name, "outcome": job.outcome, "reason": job.reason, "duration_s": job.duration_s,
+        outcome = "running" if job.outcome == "pending" and job.proc is not None else job.outcome
+        return {"name": job.name, "outcome": outcome, "reason": job.reason, "duration_s": job.duration_s,
                 "notebook": job.output.name}
 
 
@@ -445,6 +577,10 @@ def _waves(jobs: list[PhaseJob]) -> list[list[PhaseJob]]:
         else:
             waves[-1].append(job)
     return waves
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

@@ -134,7 +134,10 @@ def ledger_path(run_dir: Path) -> Path:
 
 
 def _identity(run_dir: Path) -> tuple[str, str]:
-    meta = read_meta(run_dir)
+    try:
+        meta = read_meta(run_dir)
+    except ValueError:  # an unreadable run.json: the folder's names identify it (verify reports the file)
+        meta = {}
     return str(meta.get("env") or run_dir.parent.name), str(meta.get("run_id") or run_dir.name)
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 from rehearsal_lib.evidence import RunSummary, collect
 from rehearsal_lib.phase import Outcome, PhaseRun, _display
-from rehearsal_lib.results import STATUS_STYLE, Check
+from rehearsal_lib.results import STATUS_STYLE, Check, UnreadableFile, read_json_file
 
 
 def latest_run_dir(ctx: PhaseRun) -> Path | None:
@@ -108,7 +107,20 @@ def compare_with_previous(ctx: PhaseRun, summary: RunSummary) -> None:
         note = "No previous run to compare with."
         _display({"text/plain": note, "text/html": f"<p>{note}</p>"})
         return
-    prev = json.loads((earlier[-1] / "results.json").read_text())
+    skipped = []
+    while True:  # the newest earlier run whose results.json can be read; a corrupt one is named, not fatal
+        try:
+            prev = read_json_file(earlier[-1] / "results.json")
+            break
+        except UnreadableFile as exc:
+            skipped.append(f"{earlier.pop().name} ({exc.problem})")
+            if not earlier:
+                note = "No previous run to compare with: unreadable results.json in " + "; ".join(skipped)
+                _display({"text/plain": note, "text/html": f"<p>{html.escape(note)}</p>"})
+                return
+    if skipped:
+        note = "Skipped earlier run(s) whose results.json cannot be read: " + "; ".join(skipped)
+        _display({"text/plain": note, "text/html": f"<p>{html.escape(note)}</p>"})
     before = {c["id"]: c["status"] for c in prev.get("checks", [])}
     now = {c.id: c.status for c in summary.checks}
     changed = [(i, before[i], now[i]) for i in sorted(set(before) & set(now)) if before[i] != now[i]]

@@ -27,7 +27,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,9 @@ class SandboxState:
     release_pending: bool = False  # started one release behind: the release's migrations are pending
     # random at each start, kept by restart_app: a run holds its phases to the sandbox it started
     instance_id: str = ""
+    # the run that started it ({run_id, pid, host}); empty when `rehearse sandbox up` did (never an orphan)
+    owner: dict[str, Any] = field(default_factory=dict)
+    replaced: str = ""  # the note when this start stopped an orphan (or the leftovers) of an earlier one
 
     def env_vars(self) -> dict[str, str]:
         """The environment variables a rehearsal of this sandbox gets (config.SANDBOX_PROVIDED_VARS).
@@ -755,7 +758,8 @@ def _stop_unlocked(vdir: Path) -> bool:
     return stopped
 
 
-def _start_unlocked(vdir: Path, variant: str, token: str, release_pending: bool = False) -> SandboxState:
+def _start_unlocked(vdir: Path, variant: str, token: str, release_pending: bool = False,
+                    owner: dict[str, Any] | None = None, replaced: str = "") -> SandboxState:
     _stop_unlocked(vdir)  # leftovers of a crashed or half-dead run
     pg = _PgRunner()
     _prepare_dirs(vdir, pg)
@@ -799,6 +803,8 @@ def _start_unlocked(vdir: Path, variant: str, token: str, release_pending: bool 
         app_log=str(vdir / "app.log"),
         release_pending=release_pending,
         instance_id=secrets.token_hex(8),
+        owner=dict(owner or {}),
+        replaced=replaced,
     )
     _write_private(vdir / "state.json", json.dumps(state.to_json(), indent=2) + "\n")
     return state
@@ -811,21 +817,50 @@ def _resolve_token(token: str | None) -> str:
     return tok
 
 
-def ensure_sandbox(
-    variant: str = "default", home: Path | None = None, token: str | None = None, release_pending: bool = False
-) -> tuple[SandboxState, bool]:
-    """Return ``(state, started_now)``: the running sandbox, or a freshly started one.
+def orphaned_by(st: SandboxState) -> str | None:
+    """Who left ``st`` running, when it is an orphan: a run started it and that run's process is gone.
 
-    A sandbox that is already running keeps its own token (``state.token``) and its schema, whatever
-    ``token`` and ``release_pending`` say (a rehearsal then shows what it could not rehearse).
+    A sandbox with no owner (``rehearse sandbox up``) or an owner on another host is never an orphan.
+    (A run holds its sandbox's run lock while it lives; the kernel drops the lock when it dies.)"""
+    pid, host = st.owner.get("pid"), st.owner.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname() or _pid_alive(pid):
+        return None
+    return f"run {st.owner.get('run_id', '?')} (pid {pid} on {host}, which is gone)"
+
+
+def ensure_sandbox(
+    variant: str = "default", home: Path | None = None, token: str | None = None,
+    owner: dict[str, Any] | None = None, release_pending: bool = False,
+) -> tuple[SandboxState, bool]:
+    """Return ``(state, started_now)``: the running sandbox, or a freshly started one owned by ``owner``
+    (a run: ``{run_id, pid, host}``).
+
+    A running orphan (see :func:`orphaned_by`) is stopped and replaced; ``state.replaced`` says so, as it
+    does when the leftovers of a sandbox no longer fully running were stopped. A sandbox that is already
+    running keeps its own token (``state.token``) and its schema, whatever ``token`` and
+    ``release_pending`` say (a rehearsal then shows what it could not rehearse).
     """
     vdir = sandbox_home(variant, home)
     tok = _resolve_token(token)
     with _locked(vdir):
         st = _status_unlocked(vdir)
+        note = ""
         if st is not None:
-            return st, False
-        return _start_unlocked(vdir, variant, tok, release_pending), True
+            left_by = orphaned_by(st)
+            if left_by is None:
+                st.replaced = ""  # a note about an earlier start is that start's news, not this caller's
+                return st, False
+            note = (f"stopped the orphan sandbox {variant} started at {st.started_at} by {left_by} "
+                    "and started a fresh one")
+        else:
+            earlier = _read_state(vdir)
+            if _stop_unlocked(vdir):
+                by = f" of run {earlier.owner.get('run_id')}" if earlier and earlier.owner.get("run_id") else ""
+                note = (f"stopped the leftovers{by} of a sandbox {variant} that was no longer fully running, "
+                        "and started a fresh one")
+        if note:
+            _stop_unlocked(vdir)
+        return _start_unlocked(vdir, variant, tok, release_pending, owner, note), True
 
 
 def start_sandbox(variant: str = "default", home: Path | None = None, token: str | None = None,
@@ -836,7 +871,7 @@ def start_sandbox(variant: str = "default", home: Path | None = None, token: str
     ``release_pending`` without the release's migrations (017-019), for the rehearsal to apply.
     Raises ``RuntimeError`` (with the tail of the log) if PostgreSQL or the app fails to come up.
     """
-    return ensure_sandbox(variant, home, token, release_pending)[0]
+    return ensure_sandbox(variant, home, token, release_pending=release_pending)[0]
 
 
 def stop_sandbox(variant: str = "default", home: Path | None = None) -> bool:
