@@ -5,7 +5,7 @@
   it overruns). Deadlines are generous; no assertion depends on how fast the machine is, except where the
   timing is the behaviour under test (a comment then says why the bound holds on any machine).
 - Markers: a test that starts the sandbox, PostgreSQL or any server (an ``http.server`` thread, uvicorn,
-  a server subprocess) carries ``@pytest.mark.integration``. An unmarked test that tries is failed
+  a server subprocess, a phase kernel) carries ``@pytest.mark.integration``. An unmarked test that tries is failed
   with the reason (see ``_servers_forbidden``), so ``pytest -m "not integration"`` stays a fast subset.
 - Temporary files: each session gets its own base directory (``/tmp/rehearsal-tests-<uid>/<pid>``)
   instead of the shared ``/tmp/pytest-of-<user>``, which every pytest session of the same user resets to
@@ -154,9 +154,11 @@ def _pid_alive(pid: int) -> bool:
 
 # ------------------------------------------------------------------------------ marker guard
 
-# argv words that start a server (the sandbox's programs, the load tests' reference server)
-SERVER_PROGRAMS = ("pg_ctl", "initdb", "postgres", "redis-server", "uvicorn")
-SERVER_MODULES = ("rehearsal_lib.sandbox", "rehearsal_lib.load.reference_server", "uvicorn", "http.server")
+# argv words that start a server: the sandbox's programs, the load tests' reference server, and a phase
+# executor (its kernel serves ZeroMQ sockets; tens of seconds on a busy machine)
+SERVER_PROGRAMS = ("pg_ctl", "initdb", "postgres", "redis-server", "uvicorn", "papermill")
+SERVER_MODULES = ("rehearsal_lib.sandbox", "rehearsal_lib.load.reference_server", "uvicorn", "http.server",
+                  "rehearsal_lib.execute", "ipykernel", "papermill")
 
 
 def _server_in(args: object) -> str | None:

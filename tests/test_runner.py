@@ -1,7 +1,8 @@
 """Runner failure paths in a throwaway project: a crashing notebook, a cell timeout, Ctrl-C, parallel phases.
 
-The notebooks here are real and run in real kernels under papermill; the target is an address that
-refuses connections, so no service is needed.
+The notebooks here are real and run in real kernels under papermill (those tests are marked
+``integration``: 30-60 s each on a busy machine); the target is an address that refuses connections,
+so no service is needed.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.integration  # real kernels
 def test_crashing_notebook_keeps_evidence_and_is_no_go(project: Path):
     _notebook(project / "notebooks" / "01_preflight.ipynb", "preflight", "raise ValueError('boom in cell')")
     _notebook(project / "notebooks" / "08_integrity.ipynb", "integrity", "ph.summary()")
@@ -86,6 +88,7 @@ def test_crashing_notebook_keeps_evidence_and_is_no_go(project: Path):
     assert verify_manifest(summary.run_dir) == []
 
 
+@pytest.mark.integration  # real kernels
 def test_cell_timeout_is_an_error_with_reason(project: Path):
     # 10 s: well above what the cell recording a check takes on a busy machine (~2 s), far below the sleep
     (project / "params" / "scratch.yaml").write_text(PARAMS.replace("cell_timeout_s: 600", "cell_timeout_s: 10"))
@@ -98,6 +101,7 @@ def test_cell_timeout_is_an_error_with_reason(project: Path):
     assert summary.decision.decision == "NO-GO"
 
 
+@pytest.mark.integration  # real kernels
 def test_parallel_phases_and_secret_never_written(project: Path):
     for name, phase in (("01_preflight.ipynb", "preflight"), ("08_integrity.ipynb", "integrity")):
         # the token is resolved in the kernel and even printed by careless code: it must still not land on disk
@@ -112,6 +116,7 @@ def test_parallel_phases_and_secret_never_written(project: Path):
     assert set(nb.metadata.papermill.parameters) == {"env", "run_dir"}
 
 
+@pytest.mark.integration  # real kernels
 @pytest.mark.parametrize("parallel", ["1", "2"])
 def test_interrupt_writes_report_of_what_finished(project: Path, tmp_path: Path, parallel: str):
     # preflight finishes, then the phases after it hang until interrupted; with --parallel 2 two of them
