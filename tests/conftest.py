@@ -1,14 +1,90 @@
-"""Shared fixtures: the project root, a params-file writer, and a default sandbox per test module."""
+"""Shared fixtures and helpers; the rules that keep the suite green on a busy machine.
+
+- Waiting: every test that waits for a state uses ``wait_for`` (polls, and fails with "<what> within N s"
+  when the state never comes) or ``finish`` (a subprocess, stopped and failed with its output tail when
+  it overruns). Deadlines are generous; no assertion depends on how fast the machine is, except where the
+  timing is the behaviour under test (a comment then says why the bound holds on any machine).
+- Markers: a test that starts the sandbox, PostgreSQL or any server (an ``http.server`` thread, uvicorn,
+  a server subprocess, a phase kernel) carries ``@pytest.mark.integration``. An unmarked test that tries is failed
+  with the reason (see ``_servers_forbidden``), so ``pytest -m "not integration"`` stays a fast subset.
+- Temporary files: each session gets its own base directory (``/tmp/rehearsal-tests-<uid>/<pid>``)
+  instead of the shared ``/tmp/pytest-of-<user>``, which every pytest session of the same user resets to
+  mode 0700 on start. That took the sandbox's PostgreSQL (another system user when run as root) out of
+  its own data directory while another session started: "initdb ... Permission denied". ``--basetemp``
+  still wins.
+
+Busy-machine check (tests/README.md says more): with both cores busy, the whole suite must pass:
+
+    for i in 1 2; do timeout 1800 python3 -c "while True: pass" & done
+    .venv/bin/python -m pytest -q -p no:randomly; kill %1 %2
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
 import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+# --------------------------------------------------------------------------------------- waiting
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll ``predicate`` until it returns something truthy and return that.
+
+    When it never does, fail the test with ``"<what> within <timeout> s"``, e.g.
+    ``wait_for(done, 120, "preflight did not finish")`` -> "preflight did not finish within 120 s";
+    the test never goes on to assert something else."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout:g} s", pytrace=False)
+        time.sleep(interval)
+
+
+def finish(proc: subprocess.Popen, timeout: float, what: str) -> tuple[str, str]:
+    """Wait for ``proc`` and return its (stdout, stderr). When it overruns ``timeout``: SIGTERM (a run
+    stops its phases and sandbox on it), SIGKILL if need be, and fail with ``"<what> within N s"`` and the
+    tail of its output."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return out or "", err or ""
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        tail = ((out or "") + (err or ""))[-3000:]
+        pytest.fail(f"{what} within {timeout:g} s; its output ended:\n{tail}", pytrace=False)
+
+
+def run(args: list[str], timeout: float, what: str, **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(args, capture_output=True, text=True)`` that fails the test with ``what`` (and
+    stops the process cleanly) instead of raising TimeoutExpired."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    out, err = finish(proc, timeout, what)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+# --------------------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture
@@ -36,9 +112,109 @@ def _project_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory):
-    """A real default sandbox in a temporary home, started once per test module and stopped after it."""
+    """A real default sandbox in a temporary home, started once per test module and stopped after it.
+
+    Only for tests marked ``integration`` (an unmarked test using it fails before it starts)."""
     from rehearsal_lib.sandbox import start_sandbox, stop_sandbox
 
     home = tmp_path_factory.mktemp("sbx")
     yield start_sandbox("default", home=home)
     stop_sandbox("default", home=home)
+
+
+# ------------------------------------------------------------------------------- temporary files
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """A base temporary directory of this session's own (see the module docstring), pruning the ones
+    of finished sessions but the two newest."""
+    if config.option.basetemp:
+        return
+    parent = Path(tempfile.gettempdir()) / f"rehearsal-tests-{os.getuid()}"
+    parent.mkdir(mode=0o711, exist_ok=True)
+    finished = []
+    for d in parent.iterdir():
+        if d.is_dir() and d.name.isdigit() and not _pid_alive(int(d.name)):
+            finished.append(d)
+    for d in sorted(finished, key=lambda p: p.stat().st_mtime)[:-2]:
+        shutil.rmtree(d, ignore_errors=True)
+    config.option.basetemp = str(parent / str(os.getpid()))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ------------------------------------------------------------------------------ marker guard
+
+# argv words that start a server: the sandbox's programs, the load tests' reference server, and a phase
+# executor (its kernel serves ZeroMQ sockets; tens of seconds on a busy machine)
+SERVER_PROGRAMS = ("pg_ctl", "initdb", "postgres", "redis-server", "uvicorn", "papermill")
+SERVER_MODULES = ("rehearsal_lib.sandbox", "rehearsal_lib.load.reference_server", "uvicorn", "http.server",
+                  "rehearsal_lib.execute", "ipykernel", "papermill")
+
+
+def _server_in(args: object) -> str | None:
+    argv = [str(a) for a in args] if isinstance(args, list | tuple) else str(args).split()
+    for i, word in enumerate(argv):
+        if Path(word).name in SERVER_PROGRAMS:
+            return Path(word).name
+        if word == "-m" and i + 1 < len(argv) and argv[i + 1].startswith(SERVER_MODULES):
+            return f"python -m {argv[i + 1]}"
+    return None
+
+
+@contextmanager
+def _servers_forbidden(item: pytest.Item) -> Iterator[None]:
+    """For a test without the integration marker: fail it, with the reason, when it (or a fixture it
+    sets up) uses the ``sandbox`` fixture, listens on a socket in this process, or starts a server
+    program."""
+    if item.get_closest_marker("integration") is not None:
+        yield
+        return
+    advice = "mark it @pytest.mark.integration (or give its module pytestmark = pytest.mark.integration)"
+    if "sandbox" in getattr(item, "fixturenames", ()):
+        pytest.fail(f"{item.nodeid} uses the sandbox fixture but is not marked integration: {advice}",
+                    pytrace=False)
+    own_listen, popen_init = socket.socket.__dict__.get("listen"), subprocess.Popen.__init__
+
+    def guarded_listen(self: socket.socket, *args: object) -> None:
+        pytest.fail(f"{item.nodeid} starts a server (listens on a socket) but is not marked integration: "
+                    f"{advice}", pytrace=False)
+
+    def guarded_popen(self: subprocess.Popen, args: object, *rest: object, **kw: object) -> None:
+        server = _server_in(args)
+        if server:
+            pytest.fail(f"{item.nodeid} starts a server ({server}) but is not marked integration: {advice}",
+                        pytrace=False)
+        popen_init(self, args, *rest, **kw)
+
+    socket.socket.listen = guarded_listen  # type: ignore[method-assign]
+    subprocess.Popen.__init__ = guarded_popen  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if own_listen is None:
+            del socket.socket.listen  # back to the one socket.socket inherits
+        else:
+            socket.socket.listen = own_listen  # type: ignore[method-assign]
+        subprocess.Popen.__init__ = popen_init  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    with _servers_forbidden(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    with _servers_forbidden(item):
+        return (yield)

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import textwrap
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
+from conftest import run
 
 from rehearsal_lib.checks import backup_recovery, migrations, retention, smoke
 from rehearsal_lib.config import PiiScan, load_params
@@ -562,7 +562,7 @@ def test_restore_missing_rows_fails_with_counts(tmp_path, monkeypatch, sandbox):
         conn.execute(sa.text("INSERT INTO exams (title, created_at) VALUES ('after the backup', now())"))
     try:
         restored, counts = backup_recovery.check_restore(ctx)
-        assert restored.status == "pass" and restored.metrics["restore_s"] < 10
+        assert restored.status == "pass" and restored.metrics["restore_s"] > 0
         assert counts.status == "fail" and counts.observed == "exams: 3 restored vs 4 in the source"
         assert ["exams", 4, 3, 1] in counts.evidence["sample"]
     finally:
@@ -571,7 +571,7 @@ def test_restore_missing_rows_fails_with_counts(tmp_path, monkeypatch, sandbox):
 
 
 def test_rollback_and_restart_fail_honestly(tmp_path, monkeypatch, sandbox, export_server):
-    fails = {"command": "{python} -c 'import sys; sys.exit(4)'", "timeout_s": 5}
+    fails = {"command": "{python} -c 'import sys; sys.exit(4)'", "timeout_s": 120}  # exits at once
     ctx = make(tmp_path, monkeypatch, "backup_recovery", {"rollback": fails, "restart": {
         **fails, "count_tables": ["sessions"], "service_checks": [{"name": "s", "path": "/x"}]}}, sandbox,
                base_url=sandbox.base_url)
@@ -581,10 +581,11 @@ def test_rollback_and_restart_fail_honestly(tmp_path, monkeypatch, sandbox, expo
     assert rto.status == "fail" and "exited 4" in rto.observed
     assert counts.status == "skip" and service.status == "skip"
     # a service whose health never answers (the export server has no GET routes): not ready in time
-    never = make(tmp_path, monkeypatch, "backup_recovery", {"rollback": {"command": "{python} -c 'pass'",
-                                                                          "timeout_s": 1}}, base_url=export_server)
+    # (`true`, not a Python start-up that a busy machine can stretch past the whole timeout)
+    never = make(tmp_path, monkeypatch, "backup_recovery", {"rollback": {"command": "true", "timeout_s": 3}},
+                 base_url=export_server)
     check = backup_recovery.check_rollback(never)
-    assert check.status == "fail" and "not answering 1 s after the rollback" in check.observed
+    assert check.status == "fail" and "not answering 3 s after the rollback" in check.observed
 
 
 def test_restart_refused_in_production(tmp_path, monkeypatch, sandbox):
@@ -629,9 +630,9 @@ def test_sandbox_restart_keeps_the_port_and_backup_and_export_exist(sandbox):
     from rehearsal_lib.sandbox import sandbox_status
 
     home = Path(sandbox.home).parent
-    proc = subprocess.run([sys.executable, "-m", "rehearsal_lib.sandbox.ops", "restart"], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "REHEARSAL_SANDBOX_HOME": str(home),
-                                                      "REHEARSAL_SANDBOX_VARIANT": "default"})
+    proc = run([sys.executable, "-m", "rehearsal_lib.sandbox.ops", "restart"], 300,
+               "the sandbox app did not restart", env={**os.environ, "REHEARSAL_SANDBOX_HOME": str(home),
+                                                        "REHEARSAL_SANDBOX_VARIANT": "default"})
     assert proc.returncode == 0, proc.stderr
     state = sandbox_status("default", home=home)
     assert state is not None and state.app_port == sandbox.app_port and state.app_pid != sandbox.app_pid
@@ -658,7 +659,7 @@ def test_restart_that_loses_rows_fails_the_counts(tmp_path, monkeypatch, sandbox
                       "with sa.create_engine(os.environ['T_ADMIN']).begin() as c:\n"
                       "    c.execute(sa.text(\"DELETE FROM exams WHERE title = 'lost in restart'\"))\n")
     ctx = make(tmp_path, monkeypatch, "backup_recovery", {"restart": {
-        "command": f"{{python}} {script}", "timeout_s": 10, "count_tables": ["exams", "sessions"]}}, sandbox,
+        "command": f"{{python}} {script}", "timeout_s": 120, "count_tables": ["exams", "sessions"]}}, sandbox,
                base_url=sandbox.base_url)
     rto, counts = backup_recovery.check_restart(ctx)
     assert rto.status == "pass"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from rehearsal_lib.checks import load
@@ -11,7 +12,11 @@ from rehearsal_lib.config import load_params
 from rehearsal_lib.load.reference_server import reference_server
 from rehearsal_lib.phase import PhaseRun
 
-GEN = {"max_scheduler_lag_ms": 200, "min_rate_ratio": 0.8, "timeout_s": 2}
+pytestmark = pytest.mark.integration  # a reference server subprocess; one test uses the real sandbox
+
+# The generator's self-check is loose here: these tests judge the server's answers, and on a machine with
+# both cores busy a 40 req/s loop lags by hundreds of ms. Saturation itself is tested at 50,000 req/s.
+GEN = {"max_scheduler_lag_ms": 2000, "min_rate_ratio": 0.5, "timeout_s": 2}
 
 
 def phase(tmp_path: Path, base_url: str, stages: list, kind: str = "sandbox", **extra) -> PhaseRun:
@@ -43,13 +48,15 @@ def test_slow_endpoint_fails_p95_and_p99_gates(tmp_path, capsys):
     with reference_server("--delay", "0.3") as slow:
         got = judge(phase(tmp_path, slow, [stage("slow", "/", p95_ms=100, p99_ms=200)]))
     p95, p99 = got["load.p95.slow_req"], got["load.p99.slow_req"]
-    assert p95.status == "fail" and p95.observed.startswith("p95 3") and p95.severity == "blocker"
+    # every answer takes at least the server's 300 ms delay (more on a busy machine)
+    assert p95.status == "fail" and p95.observed.startswith("p95 ") and p95.severity == "blocker"
+    assert p95.metrics["p50_ms"] >= 300 and p95.metrics["p95_ms"] >= 300
     assert p95.evidence["limit"] == "p95 at most 100 ms" and p95.evidence["requests"] == p95.metrics["requests"]
-    assert p95.evidence["percentiles"].startswith("p50 3") and p95.evidence["status mix"].startswith("200 × ")
+    assert p95.evidence["percentiles"].startswith("p50 ") and p95.evidence["status mix"].startswith("200 × ")
     gen = got["load.generator.slow"]
     assert "% of a core" in gen.observed and "client_cpu_pct" in gen.metrics and "client_cpu" not in gen.metrics
     assert "1 stage, " in capsys.readouterr().out  # the "Run the load" summary
-    assert p99.status == "fail" and "p99 3" in p99.observed
+    assert p99.status == "fail" and p99.observed.startswith("p99 ") and p99.metrics["p99_ms"] >= 300
     assert got["load.errors.slow_req"].status == "pass" and got["load.generator.slow"].status == "pass"
 
 

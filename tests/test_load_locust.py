@@ -14,8 +14,9 @@ import pytest
 from rehearsal_lib.load.engine import LoadSpec, Scenario
 from rehearsal_lib.load.reference_server import reference_server
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("locust") is None,
-                                reason="locust is not installed (pip install -e '.[bench]')")
+pytestmark = [pytest.mark.integration,  # a reference server subprocess, locust in another
+              pytest.mark.skipif(importlib.util.find_spec("locust") is None,
+                                 reason="locust is not installed (pip install -e '.[bench]')")]
 
 
 def test_locust_results_map_into_the_same_figures(tmp_path):
@@ -42,4 +43,5 @@ def test_load_phase_on_locust_fails_the_p95_gate_of_a_slow_endpoint(tmp_path):
         ctx.params.phases.load.generator.engine = "locust"
         got = judge(ctx)
     p95 = got["load.p95.slow_req"]
-    assert p95.status == "fail" and p95.observed.startswith("p95 3"), p95.observed
+    # every answer takes at least the server's 300 ms delay (more on a busy machine)
+    assert p95.status == "fail" and p95.metrics["p95_ms"] >= 300, p95.observed

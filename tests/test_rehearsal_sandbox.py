@@ -20,6 +20,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import run
 
 from rehearsal_lib.evidence import verify_manifest
 from rehearsal_lib.results import checks_from_notebook
@@ -38,9 +39,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "REHEARSAL_PROJECT_DIR": str(ROOT)}
 
 
-def rehearse(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rehearsal_lib.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def rehearse(args: list[str], env: dict[str, str], timeout: float = 1200) -> subprocess.CompletedProcess:
+    """`rehearse ARGS`; a whole rehearsal takes about 1 min on a quiet machine and up to 6 on a busy one."""
+    return run([sys.executable, "-m", "rehearsal_lib.cli", *args], timeout, f"rehearse {' '.join(args)} did not end",
+               cwd=ROOT, env=env)
 
 
 def run_folder(outputs: Path, name: str) -> Path:
@@ -201,9 +203,8 @@ def test_notebook_runs_under_plain_papermill_with_defaults(env, tmp_path):
     out = tmp_path / "pre.ipynb"
     papermill = Path(sys.executable).with_name("papermill")
     try:
-        proc = subprocess.run([str(papermill), str(ROOT / "notebooks" / "01_preflight.ipynb"), str(out),
-                               "-p", "env", "sandbox"], cwd=ROOT / "notebooks", env=env, capture_output=True,
-                              text=True, timeout=180)
+        proc = run([str(papermill), str(ROOT / "notebooks" / "01_preflight.ipynb"), str(out), "-p", "env", "sandbox"],
+                   600, "papermill did not finish the preflight notebook", cwd=ROOT / "notebooks", env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         checks = checks_from_notebook(nbformat.read(str(out), as_version=4))
         assert checks and {c.status for c in checks} == {"pass"}

@@ -8,9 +8,7 @@ import os
 import secrets
 import socket
 import stat
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from conftest import run, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from rehearsal_lib.sandbox import (
@@ -261,13 +260,14 @@ def test_exam_mode_toggle(default: SandboxState) -> None:
 def test_access_log_lines(default: SandboxState) -> None:
     with client(default) as c:
         c.get("/v1/version", headers={"X-Request-ID": "log-probe-1"})
-    probe: list[dict] = []
-    deadline = time.monotonic() + 10  # the access line is written after the response is sent
-    while not probe and time.monotonic() < deadline:
+
+    def logged() -> list[dict]:
         text = (default.home / "app.log").read_text()
-        probe = [rec for rec in (json.loads(ln) for ln in text.splitlines() if ln.startswith("{"))
-                 if rec.get("request_id") == "log-probe-1"]
-        time.sleep(0.05)
+        return [rec for rec in (json.loads(ln) for ln in text.splitlines() if ln.startswith("{"))
+                if rec.get("request_id") == "log-probe-1"]
+
+    # the access line is written after the response is sent
+    probe = wait_for(logged, 60, "the access line of request log-probe-1 was not written to app.log")
     assert len(probe) == 1
     assert {"ts", "level", "request_id", "method", "path", "status", "duration_ms"} <= probe[0].keys()
     assert probe[0]["path"] == "/v1/version" and probe[0]["status"] == 200
@@ -425,7 +425,9 @@ def test_sandbox_outlives_the_process_that_started_it(faulty: SandboxState, sand
         "start_sandbox('faulty', home=Path(sys.argv[1]))"
     )
     env = {**os.environ, "REHEARSAL_SANDBOX_TOKEN": "token-from-env"}
-    subprocess.run([sys.executable, "-c", code, str(sandbox_root)], check=True, env=env, timeout=60)
+    proc = run([sys.executable, "-c", code, str(sandbox_root)], 300, "the sandbox did not start in another process",
+               env=env)
+    assert proc.returncode == 0, proc.stderr
     state = sandbox_status("faulty", sandbox_root)
     assert state is not None and state.token == "token-from-env"
     with client(state) as c:

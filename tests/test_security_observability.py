@@ -28,6 +28,8 @@ from rehearsal_lib.probes.sql import query
 from rehearsal_lib.sandbox import stop_sandbox
 from rehearsal_lib.sandbox.tls import make_certificates
 
+pytestmark = pytest.mark.integration  # real HTTP and TLS servers, the real sandbox
+
 
 class Handler(BaseHTTPRequestHandler):
     """Each path misbehaves in one way; `healthy` is a toggle that readiness ignores or follows."""
@@ -359,7 +361,6 @@ def test_slow_statement_fails_and_missing_extension_skips(tmp_path, monkeypatch,
 # --------------------------------------------------------------------------------- faulty sandbox
 
 
-@pytest.mark.integration
 def test_faulty_sandbox_defects_are_each_caught_with_the_reason(tmp_path_factory, monkeypatch):
     """The real faulty sandbox: each of this phase pair's planted defects fails its own check, and only it."""
     from rehearsal_lib.sandbox import PLANTED_DEFECTS
