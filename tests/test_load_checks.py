@@ -109,3 +109,79 @@ def test_db_connections_over_limit_fail_and_pool_exhaustion_warns(tmp_path, sand
     assert conn.evidence["max_connections"] == conn.metrics["max_connections"]
     assert pool.status == "warn" and pool.observed.startswith("pool exhausted: exam-api held")
     assert pool.evidence["pool limit"] == "1 connection" and pool.evidence["application"] == "exam-api"
+
+
+class _SlowConnectProxy:
+    """A TCP proxy that holds each new connection for `delay_s` before it reaches the upstream server:
+    a database that is slow to open a connection (a busy server, a far network, a pooler queue)."""
+
+    def __init__(self, upstream: tuple[str, int], delay_s: float):
+        import socket
+        import threading
+
+        self.upstream, self.delay_s = upstream, delay_s
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._threading = threading
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import time
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+
+            def serve(client: socket.socket = client) -> None:
+                time.sleep(self.delay_s)
+                with socket.create_connection(self.upstream) as up, client:
+                    pipes = [self._threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                             for a, b in ((client, up), (up, client))]
+                    for p in pipes:
+                        p.start()
+                    for p in pipes:
+                        p.join()
+
+            self._threading.Thread(target=serve, daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(1)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_database_slow_to_connect_is_still_sampled_during_the_load(tmp_path, sandbox, monkeypatch):
+    """The sampler's connection opens 2 s late, after a 1 s load would be over: the load waits for the
+    first sample, so the peak is measured under load instead of 'no pg_stat_activity sample'."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(sandbox.db_url)
+    proxy = _SlowConnectProxy((url.host, url.port), delay_s=2.0)
+    try:
+        monkeypatch.setenv("LOAD_TEST_DB_URL", url.set(port=proxy.port).render_as_string(hide_password=False))
+        ctx = phase(tmp_path, sandbox.base_url, [stage("ready", "/v1/ready", rate=20)],
+                    target={"database_url": "${LOAD_TEST_DB_URL}", "timeout_s": 5},
+                    db_connections={"sample_interval_s": 0.2, "max_usage_ratio": 0.9})
+        run = load.run_load_phase(ctx)
+        conn = by_id(load.check_db_connections(ctx, run))["load.db.connections"]
+    finally:
+        proxy.close()
+    assert conn.status == "pass", conn.observed
+    stage_start = run.stages[0].offset_s
+    assert stage_start >= 2.0  # the load waited for the sampler's late connection
+    assert any(s.t_s <= stage_start for s in run.conn_samples)  # a sample before the load
+    assert any(s.t_s >= stage_start for s in run.conn_samples)  # and samples while and after it ran

@@ -90,6 +90,7 @@ class _ConnSampler(threading.Thread):
         super().__init__(name="rehearsal-pg-sampler", daemon=True)
         self.ctx, self.run_, self.interval, self.app_name = ctx, run, interval_s, app_name
         self.stop_event = threading.Event()
+        self.ready = threading.Event()  # set after the first sample (or the error that prevented it)
         self.t0 = t0
 
     def run(self) -> None:
@@ -100,17 +101,21 @@ class _ConnSampler(threading.Thread):
                       "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
         try:
             with self.ctx.engine.connect() as conn:
-                while not self.stop_event.is_set():
+                while True:  # at least one sample, however late the connection opened
                     total, app, active, limit = conn.execute(sql, {"app": self.app_name or ""}).one()
                     conn.rollback()
                     self.run_.max_connections = int(limit)
                     self.run_.conn_samples.append(ConnSample(round(time.perf_counter() - self.t0, 3), int(total),
                                                              int(app) if self.app_name else None, int(active)))
-                    self.stop_event.wait(self.interval)
+                    self.ready.set()
+                    if self.stop_event.wait(self.interval):
+                        break
         except Exception as exc:  # noqa: BLE001 - reported by check_db_connections
             from rehearsal_lib.phase import describe_exception
 
             self.run_.conn_error = describe_exception(exc)
+        finally:
+            self.ready.set()
 
 
 def _setup(ctx: PhaseRun, cfg: LoadParams, run_id: str, run: LoadRun) -> None:
@@ -150,6 +155,9 @@ def run_load_phase(ctx: PhaseRun) -> LoadRun:
     if cfg.db_connections is not None and ctx.database_url:
         sampler = _ConnSampler(ctx, run, cfg.db_connections.sample_interval_s, cfg.db_connections.application_name, t0)
         sampler.start()
+        # the load starts once the sampler has its first sample: a slow connection must not make the
+        # sampler miss the whole load (bounded by the connect and statement timeouts)
+        sampler.ready.wait(ctx.params.target.timeout_s + ctx.params.safety.sql_statement_timeout_ms / 1000)
     try:
         try:
             _setup(ctx, cfg, run_id, run)
@@ -184,7 +192,7 @@ def run_load_phase(ctx: PhaseRun) -> LoadRun:
         if sampler is not None:
             time.sleep(min(1.0, cfg.db_connections.sample_interval_s))  # one sample after the load
             sampler.stop_event.set()
-            sampler.join(10)
+            sampler.join(ctx.params.target.timeout_s + ctx.params.safety.sql_statement_timeout_ms / 1000)
     return run
 
 
@@ -415,7 +423,8 @@ def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
         if run.refusal:
             return Outcome("skip", run.refusal, expected)
         if not run.conn_samples:
-            return Outcome("error", f"no pg_stat_activity sample: {run.conn_error or 'the load did not run'}", expected)
+            why = run.conn_error or "the sampler took none while the load ran"
+            return Outcome("error", f"no pg_stat_activity sample: {why}", expected)
         return None
 
     def usage() -> Outcome:
