@@ -51,6 +51,7 @@ class LoadRun:
     conn_samples: list[ConnSample] = field(default_factory=list)
     max_connections: int | None = None
     conn_error: str | None = None
+    conn_hidden: int = 0  # the most sessions of other roles the sampler's role could not see
     values: dict[str, list[Any]] = field(default_factory=dict)
 
 
@@ -96,14 +97,18 @@ class _ConnSampler(threading.Thread):
     def run(self) -> None:
         import sqlalchemy as sa
 
+        from rehearsal_lib.probes.sql import HIDDEN_SESSIONS_SQL
+
         sql = sa.text("SELECT count(*), count(*) FILTER (WHERE application_name = :app), "
-                      "count(*) FILTER (WHERE state = 'active'), current_setting('max_connections')::int "
+                      "count(*) FILTER (WHERE state = 'active'), current_setting('max_connections')::int, "
+                      f"({HIDDEN_SESSIONS_SQL}) "
                       "FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
         try:
             with self.ctx.engine.connect() as conn:
                 while True:  # at least one sample, however late the connection opened
-                    total, app, active, limit = conn.execute(sql, {"app": self.app_name or ""}).one()
+                    total, app, active, limit, hidden = conn.execute(sql, {"app": self.app_name or ""}).one()
                     conn.rollback()
+                    self.run_.conn_hidden = max(self.run_.conn_hidden, int(hidden))
                     self.run_.max_connections = int(limit)
                     self.run_.conn_samples.append(ConnSample(round(time.perf_counter() - self.t0, 3), int(total),
                                                              int(app) if self.app_name else None, int(active)))
@@ -422,6 +427,10 @@ def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     def peak() -> Outcome | None:
         if run.refusal:
             return Outcome("skip", run.refusal, expected)
+        if run.conn_hidden:  # the counts would leave out other roles' sessions: a low peak proves nothing
+            from rehearsal_lib.probes.sql import hidden_sessions_reason
+
+            return Outcome("error", hidden_sessions_reason(run.conn_hidden), expected)
         if not run.conn_samples:
             why = run.conn_error or "the sampler took none while the load ran"
             return Outcome("error", f"no pg_stat_activity sample: {why}", expected)

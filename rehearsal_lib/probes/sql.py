@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import re
 import uuid
 from typing import Any
 
@@ -66,10 +67,40 @@ def scalar(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> An
         return _jsonable(conn.execute(sa.text(sql), params or {}).scalar())
 
 
+# Sessions of other roles that pg_stat_activity shows to this role without their details
+# ('<insufficient privilege>': backend_type, state and query are NULL); background processes have no role
+# or no database and are left out.
+HIDDEN_SESSIONS_SQL = ("SELECT count(*) FROM pg_stat_activity WHERE backend_type IS NULL "
+                       "AND datname IS NOT NULL AND usename IS NOT NULL")
+_SESSION_VIEWS = re.compile(r"\bpg_stat_activity\b", re.I)
+
+
+class SessionsHidden(RuntimeError):
+    """The database role cannot see other roles' sessions, so a query over them proves nothing."""
+
+
+def hidden_sessions_reason(hidden: int) -> str:
+    return (f"this database role cannot see {hidden} session(s) of other roles in pg_stat_activity "
+            "('<insufficient privilege>'), so what it counts there proves nothing: grant it "
+            "pg_read_all_stats (or pg_monitor)")
+
+
+def guard_session_visibility(conn: Any, sql: str) -> None:
+    """Raise SessionsHidden when `sql` reads pg_stat_activity and the role cannot see other roles' sessions."""
+    if _SESSION_VIEWS.search(sql):
+        hidden = int(conn.execute(sa.text(HIDDEN_SESSIONS_SQL)).scalar_one())
+        if hidden:
+            raise SessionsHidden(hidden_sessions_reason(hidden))
+
+
 def count_and_sample(engine: Engine, sql: str, sample: int) -> tuple[int, list[str], list[list[Any]]]:
-    """Count the rows a query returns and keep the first `sample` of them, in one transaction."""
+    """Count the rows a query returns and keep the first `sample` of them, in one transaction.
+
+    A query over pg_stat_activity by a role that cannot see other roles' sessions raises SessionsHidden:
+    its "no rows" would be a pass without evidence."""
     inner = strip_statement(sql)
     with engine.connect() as conn:
+        guard_session_visibility(conn, inner)
         count = conn.execute(sa.text(f"SELECT count(*) FROM ({inner}) AS rehearsal_q")).scalar_one()
         result = conn.execute(sa.text(f"SELECT * FROM ({inner}) AS rehearsal_q LIMIT {int(sample)}"))
         columns = list(result.keys())
