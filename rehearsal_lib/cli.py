@@ -28,6 +28,16 @@ def _err(message: str) -> None:
     print(f"rehearse: {message}", file=sys.stderr)
 
 
+def _print_progress(line: str) -> None:
+    """Progress to stdout. A reader that goes away (`rehearse run ENV | head`) must not stop the run:
+    stdout then points at /dev/null and the run goes on to its report (logs/ keeps the timeline)."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
 def cmd_run(args: argparse.Namespace) -> int:
     import math
 
@@ -39,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     wait_s = args.wait_timeout if args.wait_timeout is not None else (math.inf if args.wait else None)
     runner = Runner(args.env, parallel=args.parallel, allow_destructive=args.allow_destructive,
                     outputs=Path(args.outputs).resolve() if args.outputs else None, show_code=args.show_code,
-                    progress=lambda line: print(line, flush=True), echo_checks=not args.quiet, wait_s=wait_s,
+                    progress=_print_progress, echo_checks=not args.quiet, wait_s=wait_s,
                     resume=Path(args.resume) if args.resume else None)
     try:
         summary = runner.run()

@@ -1057,6 +1057,16 @@ class _ParamsLoader(yaml.SafeLoader):
         return node
 
 
+# Booleans as YAML 1.2 has them: only true/false. PyYAML (YAML 1.1) also reads yes/no/on/off as booleans,
+# so `allow_destructive: yes` or `enabled: off` would pass a strict boolean unseen; here they stay text
+# and the params model refuses them by name.
+_ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
 def _decode(path: Path, raw: bytes) -> str:
     """UTF-8 text (a UTF-8 BOM is allowed) without control characters; nothing of the file is echoed."""
     message = "not UTF-8 text: a params file is YAML saved as UTF-8 (is this a binary, Latin-1 or UTF-16 file?)"

@@ -50,6 +50,8 @@ CASES: dict[str, tuple[str, tuple[str, ...]]] = {
     "binary.yaml": (NOT_UTF8, ("ELF",)),
     "duplicate_key.yaml": ("kind: duplicate key (first at line 6)", ()),
     "bool_yes.yaml": ("safety.allow_destructive: Value error, must be true or false", ()),
+    "bool_yes_unquoted.yaml": ("safety.allow_destructive: Value error, must be true or false", ()),  # YAML 1.1
+    "bool_on_unquoted.yaml": ("safety.allow_destructive: Value error, must be true or false", ()),
     "bool_no_string.yaml": ("target.verify_tls: Value error, must be true or false", ()),
     "cell_timeout_half.yaml": ("run.cell_timeout_s: Input should be a valid integer", ()),
     "cell_timeout_huge.yaml": ("run.cell_timeout_s: Input should be less than or equal to 86400", ()),
