@@ -89,3 +89,16 @@ def test_templates_render_placeholders_and_keep_types():
 def test_closed_model_runs_longer_than_the_request_timeout(fast):
     r = run_load(LoadSpec(fast, [Scenario("s", "/")], model="closed", users=2, duration_s=1.5, timeout_s=0.5))
     assert r.wall_s >= 1.45 and max(r.samples.offset_s) > 1.2 and r.scenario_stats()[0].errors == 0
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpcore"])
+def test_a_request_that_cannot_be_built_is_an_error_of_its_scenario(fast, transport):
+    """A non-ASCII header value (a secret with 'ä') cannot be encoded: each such request is a named error
+    of its scenario, not a task exception that leaves the generator at 0 req/s looking saturated."""
+    spec = LoadSpec(fast, [Scenario("key", "/", headers={"X-API-Key": "p\"a\\s&s<w'o>rd-ä"})],
+                    model="open", rate=20, duration_s=0.5, transport=transport)
+    r = run_load(spec)
+    st = r.scenario_stats()[0]
+    assert r.sent > 0 and st.count == r.sent and st.errors == st.count
+    assert list(st.status_mix) == ["error:UnicodeEncodeError"], st.status_mix
+    assert not any("rate" in reason for reason in r.saturation()), r.saturation()

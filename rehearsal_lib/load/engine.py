@@ -292,14 +292,14 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
     async def send(k: int, client: httpx.AsyncClient, intended: float, t0_mono: float) -> None:
         tpl = templates[k]
         req = tpl.prebuilt.get(id(client)) if tpl.static else None
-        if req is None:
-            path, headers, body = tpl.render()
-            req = client.build_request(spec.scenarios[k].method, path, headers=headers, content=body)
-            if tpl.static:
-                tpl.prebuilt[id(client)] = req
         started = time.perf_counter()
         code = FAILED
         try:
+            if req is None:
+                path, headers, body = tpl.render()
+                req = client.build_request(spec.scenarios[k].method, path, headers=headers, content=body)
+                if tpl.static:
+                    tpl.prebuilt[id(client)] = req
             resp = await client.send(req)
             await resp.aread()
             code = resp.status_code
@@ -313,6 +313,10 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
             else:
                 real = cause if cause is not None and type(cause).__module__.startswith("aiohttp") else exc
                 samples.errors[(k, type(real).__name__)] += 1
+        except (UnicodeError, ValueError, TypeError) as exc:
+            # the request could not be built (e.g. a non-ASCII header value): an error of its scenario,
+            # named, never a task exception that leaves the generator looking saturated
+            samples.errors[(k, type(exc).__name__)] += 1
         done = time.perf_counter()
         samples.scenario.append(k)
         samples.offset_s.append(intended - t0_mono)
