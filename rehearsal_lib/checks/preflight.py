@@ -42,7 +42,10 @@ def check_identity(ctx: PhaseRun) -> Check | None:
         version = str(res.body.get("version", ""))
         service = res.body.get("service", "?")
         if not version:
-            return Outcome("fail", f"{service} reports no version", expected, res.evidence())
+            fields = ", ".join(sorted(map(str, res.body))[:10]) or "none"
+            return Outcome("fail", f"{s.version_endpoint} has no 'version' field (fields: {fields}); the "
+                                   "service is read from 'service' and the version from 'version'",
+                           expected, res.evidence())
         if s.expected_version and version != s.expected_version:
             return Outcome("fail", f"{service} runs {version}, not {s.expected_version}", expected, res.evidence())
         return Outcome("pass", f"{service} {version}", expected, res.evidence())
