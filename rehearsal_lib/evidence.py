@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import socket
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 from rehearsal_lib.config import Gate
 from rehearsal_lib.gate import Decision, PhaseOutcome, apply_policy, decide, outcome_checks
 from rehearsal_lib.phases import BY_NAME, PHASES
+from rehearsal_lib.processes import pid_alive
 from rehearsal_lib.results import (
     Check,
     UnreadableFile,
@@ -88,20 +88,6 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
     return read_json_file(path) if path.is_file() else {}
 
 
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
 
 def _age_s(stamp: object, now: dt.datetime) -> float | None:
     try:
@@ -123,7 +109,7 @@ def crash_info(meta: dict[str, Any], now: dt.datetime | None = None) -> dict[str
     last = meta.get("heartbeat_at") or meta.get("started_at")
     age = _age_s(last, now)
     same_host = meta.get("runner_host") == socket.gethostname()
-    if same_host and _pid_alive(meta.get("runner_pid")) and (age is None or age <= STALE_AFTER_S):
+    if same_host and pid_alive(meta.get("runner_pid")) and (age is None or age <= STALE_AFTER_S):
         return None
     if not same_host and age is not None and age <= STALE_AFTER_S:
         return None

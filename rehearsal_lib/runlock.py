@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from rehearsal_lib.processes import pid_alive
+
 
 def lock_dir() -> Path:
     """Where run locks live (see the module docstring)."""
@@ -72,17 +74,6 @@ def _read_holder(fh: IO[str]) -> dict:
         return {}
     return data if isinstance(data, dict) else {}
 
-
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -134,7 +125,7 @@ def _take_one(lock: RunLock, path: Path, what: str, wait_s: float | None,
     previous = _read_holder(fh)
     if previous.get("pid") is not None:
         # the lock was free, yet a holder is on record: that run ended without releasing it (killed, crashed)
-        gone = "is gone" if not _pid_alive(previous.get("pid")) else "no longer holds it"
+        gone = "is gone" if not pid_alive(previous.get("pid")) else "no longer holds it"
         lock.notes.append(f"took over the lock of {what} left by {describe(previous)}: that process {gone}")
     fh.seek(0)
     fh.truncate()

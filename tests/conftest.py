@@ -36,6 +36,8 @@ from typing import TypeVar
 
 import pytest
 
+from rehearsal_lib.processes import pid_alive
+
 ROOT = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
@@ -135,21 +137,12 @@ def pytest_configure(config: pytest.Config) -> None:
     parent.mkdir(mode=0o711, exist_ok=True)
     finished = []
     for d in parent.iterdir():
-        if d.is_dir() and d.name.isdigit() and not _pid_alive(int(d.name)):
+        if d.is_dir() and d.name.isdigit() and not pid_alive(int(d.name)):
             finished.append(d)
     for d in sorted(finished, key=lambda p: p.stat().st_mtime)[:-2]:
         shutil.rmtree(d, ignore_errors=True)
     config.option.basetemp = str(parent / str(os.getpid()))
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ------------------------------------------------------------------------------ marker guard

@@ -37,6 +37,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from rehearsal_lib.processes import pid_alive
 from rehearsal_lib.sandbox import backups, database, seed
 
 VARIANTS = ("default", "faulty")
@@ -176,17 +177,7 @@ def _pid_alive(pid: int) -> bool:
     if child is not None and child.poll() is not None:
         del _CHILDREN[pid]
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-        return stat_line.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
+    return pid_alive(pid)
 
 
 def _is_app_process(pid: int) -> bool:
