@@ -13,6 +13,7 @@ import os
 import re
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -911,20 +912,20 @@ class Params(Strict):
 
     def references(self) -> list[tuple[str, str, bool]]:
         """Every `${VAR}` reference in the file as (variable, key that uses it, has a default)."""
-        found: list[tuple[str, str, bool]] = []
+        return [(m.group(1), key, m.group(2) is not None)
+                for key, value in string_values(self.model_dump(mode="json")) for m in REF_RE.finditer(value)]
 
-        def walk(value: Any, key: str) -> None:
-            if isinstance(value, str):
-                found.extend((m.group(1), key, m.group(2) is not None) for m in REF_RE.finditer(value))
-            elif isinstance(value, dict):
-                for k, v in value.items():
-                    walk(v, f"{key}.{k}" if key else str(k))
-            elif isinstance(value, list):
-                for i, v in enumerate(value):
-                    walk(v, f"{key}[{i}]")
 
-        walk(self.model_dump(mode="json"), "")
-        return found
+def string_values(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
+    """Every string of a params document with its dotted key (`phases.smoke.env.TOKEN`, `journey[0].path`)."""
+    if isinstance(node, str):
+        yield key, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from string_values(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from string_values(v, f"{key}[{i}]")
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -1236,19 +1237,8 @@ def _field_at(parts: list[str | int]) -> Any:
 
 def _empty_required(params: Params, provided: set[str]) -> list[tuple[str, str]]:
     """(key, message) for each required value that is nothing but references resolving to an empty string."""
-    values: dict[str, str] = {}
-
-    def walk(value: Any, key: str) -> None:
-        if isinstance(value, str) and REF_RE.search(value):
-            values[key] = value
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, f"{key}.{k}" if key else str(k))
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                walk(v, f"{key}[{i}]")
-
-    walk(params.model_dump(mode="json", by_alias=True), "")
+    values = {key: value for key, value in string_values(params.model_dump(mode="json", by_alias=True))
+              if REF_RE.search(value)}
     out = []
     for key, value in values.items():
         if any(m.group(1) in provided and m.group(1) not in os.environ for m in REF_RE.finditer(value)):

@@ -196,35 +196,25 @@ class SecretSet:
         also used in one; a URL's password is a secret wherever it is. Values shorter than
         MIN_SECRET_LEN are refused (named in `refused`): masking them would blank ordinary text.
         """
-        from rehearsal_lib.config import REF_RE
+        from rehearsal_lib.config import REF_RE, string_values
 
         env = os.environ if environ is None else environ
         public: set[str] = set()
         found: list[tuple[str, str, str]] = []
-
-        def walk(node: Any, key: str) -> None:
-            if isinstance(node, dict):
-                for k, v in node.items():
-                    walk(v, f"{key}.{k}" if key else str(k))
-            elif isinstance(node, list):
-                for i, v in enumerate(node):
-                    walk(v, f"{key}[{i}]")
-            elif isinstance(node, str):
-                leaf = re.sub(r"\[\d+\]$", "", key).rsplit(".", 1)[-1]
-                for m in REF_RE.finditer(node):
-                    var, default = m.group(1), m.group(2)
-                    value = env.get(var, default)
-                    if value is None:
-                        continue
-                    if leaf in PUBLIC_KEYS:
-                        public.add(var)
-                        pw = url_password(value)
-                        if pw:
-                            self.add(pw, f"password of ${{{var}}}")
-                    else:
-                        found.append((var, key, value))
-
-        walk(params.model_dump(mode="json"), "")
+        for key, text in string_values(params.model_dump(mode="json")):
+            leaf = re.sub(r"\[\d+\]$", "", key).rsplit(".", 1)[-1]
+            for m in REF_RE.finditer(text):
+                var, default = m.group(1), m.group(2)
+                value = env.get(var, default)
+                if value is None:
+                    continue
+                if leaf in PUBLIC_KEYS:
+                    public.add(var)
+                    pw = url_password(value)
+                    if pw:
+                        self.add(pw, f"password of ${{{var}}}")
+                else:
+                    found.append((var, key, value))
         for var, key, value in found:
             if var not in public:
                 self.add(value, f"${{{var}}} ({key})")
