@@ -22,9 +22,10 @@ SKIP = "import sys; sys.modules.setdefault('rfc3987_syntax', None); "
 CASES = {
     "executor_imports_papermill_shipped": SKIP + "import papermill",
     "executor_imports_papermill_plain": "import papermill",
-    "kernel_imports_checks_shipped": "import rehearsal_lib.checks.preflight, rehearsal_lib.checks.integrity",
-    "kernel_imports_checks_with_nbformat": "import nbformat, rehearsal_lib.checks.preflight, "
-                                           "rehearsal_lib.checks.integrity",
+    "kernel_imports_checks_shipped": "import rehearsal_lib.phases.preflight.checks, "
+                                     "rehearsal_lib.phases.integrity.checks",
+    "kernel_imports_checks_with_nbformat": "import nbformat, rehearsal_lib.phases.preflight.checks, "
+                                           "rehearsal_lib.phases.integrity.checks",
     "bare_interpreter": "pass",
 }
 

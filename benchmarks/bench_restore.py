@@ -21,9 +21,9 @@ from pathlib import Path
 import sqlalchemy as sa
 import yaml
 
-from rehearsal_lib.checks import backup_recovery
 from rehearsal_lib.config import load_params
 from rehearsal_lib.phase import PhaseRun
+from rehearsal_lib.phases.backup_recovery import checks as backup_recovery
 from rehearsal_lib.probes.command import libpq_args, with_database
 from rehearsal_lib.sandbox import start_sandbox, stop_sandbox
 from rehearsal_lib.sandbox.manager import _pg_bin

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,18 +19,29 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
+    create_model,
     field_validator,
-    model_validator,
 )
 
-from rehearsal_lib.phases import PHASES, notebook_for
+from rehearsal_lib import phases as phase_registry
+from rehearsal_lib.params_base import (  # noqa: F401 - re-exported: the params vocabulary lives in params_base
+    MAX_PARALLEL,
+    MAX_SECONDS,
+    REF_RE,
+    Cleanup,
+    CleanupCall,
+    JourneyStep,
+    PhaseParams,
+    RehearsalMarker,
+    Severity,
+    Strict,
+    ZeroRowCheck,
+    _takes_bool,
+)
 from rehearsal_lib.results import printable
 
-REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SANDBOX_PROVIDED_VARS = ("REHEARSAL_SANDBOX_URL", "REHEARSAL_SANDBOX_DB_URL", "REHEARSAL_SANDBOX_TOKEN",
                          "REHEARSAL_SANDBOX_WEBHOOK_SECRET",
                          "REHEARSAL_SANDBOX_HTTPS_URL", "REHEARSAL_SANDBOX_CA_FILE", "REHEARSAL_SANDBOX_APP_LOG",
@@ -61,37 +71,6 @@ def _problem_line(path: str, line: int | None, key: str | None, message: str) ->
 
 
 MAX_KEY_SHOWN = 80
-MAX_PARALLEL = 16
-MAX_SECONDS = 86_400  # upper bound of every timeout: a day
-
-
-def _takes_bool(annotation: Any) -> bool:
-    if annotation is bool:
-        return True
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = set(typing.get_args(annotation))
-        return bool in args and args <= {bool, type(None)}
-    return False
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_sloppy_values(cls, value: Any, info: ValidationInfo) -> Any:
-        """Switches are true or false (never 'yes', 'no', 1 or 0); a required text is never empty."""
-        field = cls.model_fields.get(info.field_name or "")
-        if field is None:
-            return value
-        if _takes_bool(field.annotation) and value is not None and not isinstance(value, bool):
-            raise ValueError("must be true or false (unquoted YAML booleans), not a string or number")
-        if field.annotation is str and field.is_required() and isinstance(value, str) and not value.strip():
-            raise ValueError("must not be empty")
-        return value
-
-
-Severity = Literal["blocker", "major", "minor", "info"]
 
 
 class Environment(Strict):
@@ -133,712 +112,23 @@ class RunOptions(Strict):
     parallel: int = Field(1, ge=1, le=MAX_PARALLEL)
 
 
-class ExamModeCheck(Strict):
-    endpoint: str = "/v1/exam-mode"
-    field: str = "exam_mode"
-    expected: bool = True
-    auth: bool = Field(True, description="Send the target's bearer token; false: the flag is read unauthenticated.")
-
-
-class LatencyCheck(Strict):
-    endpoints: list[str] = Field(default_factory=lambda: ["/health", "/v1/ready"])
-    samples: int = Field(20, ge=1, le=1000)
-    p95_ms: float = Field(500, gt=0)
-    min_responses: int = Field(10, ge=1, description="Fewer answered requests (all endpoints): error, not judged.")
-
-
-class RehearsalMarker(Strict):
-    """Which rows of a zero-row result were created by rehearsal runs: `column` LIKE `pattern`."""
-
-    column: str = Field(description="Column of the query's result holding an id the rehearsal sets.")
-    pattern: str = Field("rehearsal-%", description="SQL LIKE pattern of the ids rehearsal runs create.")
-
-
-class ZeroRowCheck(Strict):
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
-    title: str
-    sql: str
-    severity: Severity = "blocker"
-    rehearsal_rows: RehearsalMarker | None = Field(
-        None, description="Mark the rows rehearsal runs created (evidence only; the check still counts them).")
-
-
-class CleanupCall(Strict):
-    """An API request that removes what this run created; path and json may use {run_id}."""
-
-    method: Literal["DELETE", "POST", "PUT", "PATCH"] = "DELETE"
-    path: str
-    json_body: Any = Field(None, alias="json")
-    auth: bool = True
-    expect_status: list[int] = Field(default_factory=lambda: [200, 202, 204])
-    removed_field: str | None = Field(None, description="Top-level field of the JSON answer: how many were removed.")
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class Cleanup(Strict):
-    """Removes what this phase created, at the end of the phase: SQL through a write URL, or API calls.
-
-    Every statement binds :run_id (the rehearsal run's id), so it can only remove this run's records."""
-
-    database_url: str | None = Field(None, description="A write URL (${VAR}); never the read-only target URL.")
-    sql: list[str] = Field(default_factory=list, description="Statements run in one transaction; bind :run_id.")
-    api: list[CleanupCall] = Field(default_factory=list)
-    severity: Severity = "minor"
-
-    @model_validator(mode="after")
-    def _scoped_to_the_run(self) -> Cleanup:
-        if not self.sql and not self.api:
-            raise ValueError("cleanup needs `sql` statements or `api` calls")
-        if self.sql and not self.database_url:
-            raise ValueError("cleanup.sql needs cleanup.database_url (a write URL)")
-        if self.database_url and not REF_RE.search(self.database_url):
-            raise ValueError("write cleanup.database_url as a ${VAR} reference, not inline")
-        unscoped = [s.strip().splitlines()[0] for s in self.sql if ":run_id" not in s]
-        if unscoped:
-            raise ValueError(f"every cleanup statement must bind :run_id (this run's records only): {unscoped[0]}")
-        return self
-
-
-class JourneyStep(Strict):
-    """One request of the critical-path journey; `save` keeps response fields for later steps."""
-
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
-    title: str | None = None
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    path: str = Field(description="May use {saved_name} and {run_id} placeholders.")
-    json_body: Any = Field(None, alias="json")
-    auth: bool = Field(True, description="Send the target's bearer token; false: the step runs unauthenticated.")
-    follow_redirects: bool | None = Field(None, description="Override target.follow_redirects for this step.")
-    expect_status: int | list[int] = 200
-    save: dict[str, str] = Field(default_factory=dict, description="name -> top-level field of the JSON response")
-    severity: Severity = "blocker"
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class PreflightParams(Strict):
-    enabled: bool = True
-    version_endpoint: str | None = "/v1/version"
-    expected_version: str | None = None
-    health_endpoint: str = "/health"
-    ready_endpoint: str | None = "/v1/ready"
-    exam_mode: ExamModeCheck | None = None
-    latency: LatencyCheck = Field(default_factory=LatencyCheck)
-    required_settings: list[str] = Field(default_factory=list, description="Environment variable names.")
-    journey: list[JourneyStep] = Field(default_factory=list, description="Critical-path requests; they write.")
-    freeze_quiet: list[ZeroRowCheck] = Field(
-        default_factory=list, description="Queries that must return no rows while the freeze is on (running jobs...).")
-
-
-class CriticalTable(Strict):
-    name: str
-    min_rows: int = Field(0, ge=0)
-    severity: Severity = "major"
-
-
-class ExpectedIndex(Strict):
-    name: str
-    table: str
-    severity: Severity = "major"
-
-
-class IntegrityParams(Strict):
-    enabled: bool = True
-    zero_row_checks: list[ZeroRowCheck] = Field(default_factory=list)
-    critical_tables: list[CriticalTable] = Field(default_factory=list)
-    expected_indexes: list[ExpectedIndex] = Field(default_factory=list)
-    evidence_rows: int = Field(10, ge=0, le=200)
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> IntegrityParams:
-        names = [c.name for c in self.zero_row_checks]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"zero_row_checks names must be unique; repeated: {', '.join(dupes)}")
-        return self
-
-
-class DecisionParams(Strict):
-    enabled: bool = True
-
-
-class SignatureScheme(Strict):
-    """How a sender signs a webhook: HMAC-SHA256 of `signed_payload`, written into `header` as `format`."""
-
-    header: str = Field("X-Signature", description="Header that carries the signature.")
-    format: str = Field("{signature}", description="Header value; placeholders {signature}, {timestamp}, "
-                        "e.g. 'sha256={signature}' or 't={timestamp},v1={signature}'.")
-    signed_payload: str = Field("{body}", description="What is HMAC'd: '{body}' or e.g. '{timestamp}.{body}'.")
-    encoding: Literal["hex", "base64"] = "hex"
-    timestamp_header: str | None = Field(None, description="Header carrying the unix timestamp, if it travels apart.")
-
-    @property
-    def signs_timestamp(self) -> bool:
-        return "{timestamp}" in self.signed_payload
-
-
-class WebhookReplay(Strict):
-    window_s: int = Field(300, gt=0, description="The receiver's replay window.")
-    stale_by_s: int = Field(60, ge=1, description="How far outside the window the probe's timestamp is.")
-
-
-class WebhookIdempotency(Strict):
-    sql: str = Field(description="Returns one number: how many times :delivery_id was processed.")
-    expected: int = Field(1, ge=0)
-    duplicate_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204, 409],
-                                        description="Acceptable answers to the second send.")
-
-
-class WebhookRateLimit(Strict):
-    count: int = Field(description="Requests allowed per window.", gt=0)
-    window_s: float = Field(description="The limiter's window.", gt=0)
-    max_requests: int = Field(50, gt=1, le=1000, description="Hard bound on requests the probe sends (> count).")
-    status: int = 429
-    headers: dict[str, str] = Field(default_factory=dict,
-                                    description="Extra headers giving the probe its own bucket (e.g. a source).")
-    cooldown_s: float = Field(0, ge=0, le=120, description="Wait out the window: before the probe (when this "
-                              "run's earlier deliveries are in it) and after the limit triggered.")
-
-    @model_validator(mode="after")
-    def _bound_above_count(self) -> WebhookRateLimit:
-        if self.max_requests <= self.count:
-            raise ValueError("max_requests must exceed count, or the limit can never trigger")
-        return self
-
-
-class WebhookStorage(Strict):
-    plaintext_fields: dict[str, str] = Field(default_factory=dict, description="Payload field -> sentinel value "
-                                             "sent by the probe ({run_id} placeholder); none may be stored.")
-    sql: str = Field(description="Rows that store the sentinel; binds :delivery_id, :field, :value. Zero rows = pass.")
-
-
-class WebhooksParams(Strict):
-    enabled: bool = True
-    endpoint: str = Field(description="Path (or URL) of the receiver.")
-    secret: str = Field(description="Signing secret, a ${VAR} reference.")
-    signature: SignatureScheme = Field(default_factory=SignatureScheme)
-    headers: dict[str, str] = Field(default_factory=lambda: {"Content-Type": "application/json"})
-    delivery_id_header: str | None = Field(None, description="Header carrying the delivery id (GitHub style).")
-    payload: dict[str, Any] = Field(default_factory=lambda: {"id": "{delivery_id}", "type": "rehearsal.ping"},
-                                    description="Delivery body; placeholders {delivery_id}, {run_id}.")
-    accept_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
-    reject_status: list[int] = Field(default_factory=lambda: [400, 401, 403])
-    replay: WebhookReplay | None = Field(default_factory=WebhookReplay)
-    idempotency: WebhookIdempotency | None = None
-    rate_limit: WebhookRateLimit | None = None
-    storage: WebhookStorage | None = None
-    cleanup: Cleanup | None = Field(None, description="Removes this run's deliveries, at the end of the phase.")
-
-    @field_validator("secret")
-    @classmethod
-    def _secret_reference(cls, value: str) -> str:
-        if not REF_RE.search(value):
-            raise ValueError("write the signing secret as a ${VAR} reference, not inline")
-        return value
-
-
-class JobTrigger(Strict):
-    """How to start a job: an HTTP request, or a command printing JSON with the job id."""
-
-    method: Literal["POST", "PUT", "GET"] = "POST"
-    path: str | None = Field("/v1/jobs", description="Trigger endpoint; the body is the check's `job`.")
-    auth: bool = True
-    expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202])
-    job_id_field: str = Field("id", description="Field of the JSON answer (or command output) with the job id.")
-    command: list[str] | None = Field(None, description="argv instead of HTTP; '{job}' becomes the job as JSON.")
-    command_timeout_s: float = Field(30, gt=0, le=MAX_SECONDS)
-
-
-class JobRun(Strict):
-    job: dict[str, Any] = Field(description="Trigger body; placeholders {run_id}.")
-
-
-class JobAttempts(JobRun):
-    sql: str | None = Field(None, description="Returns one number, the attempts of :job_id; default: job_sql's.")
-    expected: int = Field(1, ge=0)
-
-
-class JobSchedule(JobRun):
-    sql: str = Field(description="One row per scheduled item of :job_id; first column = its offset in seconds.")
-    expected_offsets: list[float]
-    unit: Literal["seconds", "minutes", "hours", "days"] = "days"
-    tolerance: float = Field(0.01, ge=0, description="Allowed difference per offset, in `unit`.")
-
-
-class JobConcurrency(JobRun):
-    sql: str = Field(description="Returns one number: how many times the job of :dedupe_key / :job_ids ran.")
-    expected: int = Field(1, ge=0)
-    dedupe_key: str = Field("rehearsal-{run_id}", description="Value for {dedupe_key} in `job` and :dedupe_key.")
-    triggers: int = Field(2, ge=2, le=10)
-
-
-class JobStatus(JobRun):
-    path: str = Field("/v1/jobs/{job_id}", description="Status endpoint of one job.")
-    status_field: str = "status"
-    required_fields: list[str] = Field(default_factory=lambda: ["status"])
-
-
-class JobsParams(Strict):
-    enabled: bool = True
-    trigger: JobTrigger = Field(default_factory=JobTrigger)
-    job_sql: str = Field(description="The job row of :job_id with columns status, attempts, enqueued_at, "
-                                     "picked_at, finished_at.")
-    done_status: str = "done"
-    failed_status: list[str] = Field(default_factory=lambda: ["failed", "dead"])
-    timeout_s: float = Field(15, gt=0, le=600)
-    poll_interval_s: float = Field(0.2, gt=0, le=10)
-    run: JobRun | None = None
-    attempts: JobAttempts | None = None
-    schedule: JobSchedule | None = None
-    concurrency: JobConcurrency | None = None
-    status: JobStatus | None = None
-    cleanup: Cleanup | None = Field(None, description="Removes this run's jobs, at the end of the phase.")
-class TlsCheck(Strict):
-    """Certificate and protocol of an HTTPS endpoint."""
-
-    url: str | None = Field(None, description="HTTPS URL to inspect (${VAR} ok); default: an https base_url.")
-    ca_file: str | None = Field(None, description="PEM CA bundle to trust (${VAR} ok); default: system CAs.")
-    min_days: int = Field(14, ge=0, description="Fewer days to expiry than this fails.")
-    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
-
-
-class HeaderRule(Strict):
-    name: str = Field(description="Response header name, e.g. Strict-Transport-Security.")
-    pattern: str | None = Field(None, description="Regular expression the value must match (search).")
-    https_only: bool = Field(False, description="Only required on HTTPS responses (HSTS).")
-    severity: Severity = "major"
-
-
-def _default_header_rules() -> list[HeaderRule]:
-    return [HeaderRule(name="Strict-Transport-Security", pattern=r"max-age=\d+", https_only=True),
-            HeaderRule(name="X-Content-Type-Options", pattern="(?i)^nosniff$"),
-            HeaderRule(name="X-Frame-Options", pattern="(?i)^(deny|sameorigin)$"),
-            HeaderRule(name="Content-Security-Policy")]
-
-
-class HeadersCheck(Strict):
-    path: str = Field("/health", description="Path requested on the HTTPS URL (tls.url) if set, else base_url.")
-    rules: list[HeaderRule] = Field(default_factory=_default_header_rules)
-
-
-class ProtectedEndpoint(Strict):
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    path: str
-    json_body: Any = Field(None, alias="json", description="Body sent with the unauthenticated requests.")
-    refuse_status: list[int] = Field(default_factory=lambda: [401, 403])
-    severity: Severity = "blocker"
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class BadInput(Strict):
-    """One hostile request: it must answer 4xx (never 5xx) and not echo its payload verbatim."""
-
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
-    path: str
-    json_body: Any = Field(None, alias="json", description="A JSON body (strings in it are the payloads).")
-    body: str | None = Field(None, description="A raw body sent as-is (e.g. malformed JSON).")
-    oversize_bytes: int | None = Field(None, gt=0, description="Send a JSON string body of this many bytes.")
-    content_type: str = "application/json"
-    auth: bool = Field(True, description="Send the target's bearer token (so the input, not auth, is tested).")
-    follow_redirects: bool | None = Field(None, description="Override target.follow_redirects for this probe.")
-    expect_status: list[int] | None = Field(None, description="Accepted codes; default any 4xx.")
-    severity: Severity = "major"
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class SecurityParams(Strict):
-    enabled: bool = True
-    tls: TlsCheck | None = None
-    headers: HeadersCheck | None = None
-    protected_endpoints: list[ProtectedEndpoint] = Field(default_factory=list)
-    wrong_token: str = Field("rehearsal-wrong-token", description="The bad bearer token the auth checks send.")
-    bad_inputs: list[BadInput] = Field(default_factory=list)
-    database_ssl: bool = Field(False, description="The database must have ssl=on and encrypt this connection.")
-    rls_tables: list[str] = Field(default_factory=list, description="Tables that must have row-level security on.")
-
-
-class MetricSeries(Strict):
-    name: str = Field(description="Metric family name as parsed (histograms/counters without _bucket/_total).")
-    type: Literal["counter", "gauge", "histogram", "summary", "info", "stateset", "gaugehistogram",
-                  "unknown"] | None = None
-    labels: dict[str, str] = Field(default_factory=dict, description="Only samples with these label values.")
-    min: float | None = Field(None, description="Every value (gauge/counter value, histogram _count) >= min.")
-    max: float | None = None
-    severity: Severity = "major"
-
-
-class MetricsCheck(Strict):
-    url: str = Field("/metrics", description="Path on base_url or a full URL (a separate metrics port).")
-    auth: bool = False
-    series: list[MetricSeries] = Field(default_factory=list)
-
-
-class ReadinessToggle(Strict):
-    """Flip the target's health state and watch readiness follow it (disrupts the target)."""
-
-    endpoint: str = "/v1/ready"
-    ready_status: int = 200
-    unready_status: int = 503
-    gauge: str | None = Field(None, description="A readiness gauge on metrics.url that must follow too (1/0).")
-    toggle_method: Literal["POST", "PUT", "PATCH"] = "PUT"
-    toggle_path: str
-    unhealthy_json: Any = Field(default_factory=lambda: {"healthy": False})
-    healthy_json: Any = Field(default_factory=lambda: {"healthy": True})
-    within_s: float = Field(5.0, gt=0, le=120)
-    poll_interval_s: float = Field(0.2, gt=0, le=10)
-
-
-class RequestIdCheck(Strict):
-    header: str = "X-Request-ID"
-    path: str = "/health"
-
-
-class LogSource(Strict):
-    """Where the target's log lines can be read: a file, or a command printing them."""
-
-    file: str | None = Field(None, description="Path of the log file (may be ${VAR}).")
-    command: list[str] | None = Field(None, description="argv printing recent lines, e.g. kubectl logs ...")
-    tail_lines: int = Field(2000, ge=10, le=100_000)
-    wait_s: float = Field(3.0, ge=0, le=60, description="How long a request id may take to reach the log.")
-    min_json_ratio: float = Field(1.0, ge=0, le=1, description="Share of non-empty lines that must be JSON objects.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> LogSource:
-        if (self.file is None) == (self.command is None):
-            raise ValueError("set exactly one of file or command")
-        return self
-
-
-class SlowQueries(Strict):
-    threshold_ms: float = Field(500, gt=0, description="A statement whose mean time exceeds this fails.")
-    min_calls: int = Field(1, ge=1)
-    roles: list[str] = Field(default_factory=list, description="Only statements of these roles (empty: all).")
-    top: int = Field(5, ge=1, le=50)
-
-
-class ObservabilityParams(Strict):
-    enabled: bool = True
-    metrics: MetricsCheck | None = None
-    readiness: ReadinessToggle | None = None
-    request_id: RequestIdCheck | None = None
-    logs: LogSource | None = None
-    slow_queries: SlowQueries | None = None
-
-
-class LoadScenario(Strict):
-    """One weighted kind of request of a load stage, with its own latency gates."""
-
-    name: str = Field(pattern=r"^[a-z0-9_]+$", description="Unique across stages; part of the check ids.")
-    title: str | None = None
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    path: str = Field(description="May use {uuid}, {seq}, {worker}, {randint:A:B}, {run_id} and setup values.")
-    json_body: Any = Field(None, alias="json", description="JSON body template (same placeholders).")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers; values may be ${VAR}.")
-    auth: bool = Field(True, description="Send the target's bearer token.")
-    weight: float = Field(1.0, gt=0)
-    expect_status: int | list[int] = 200
-    p95_ms: float | None = Field(500, gt=0, description="p95 gate (blocker by default); null: not gated.")
-    p99_ms: float | None = Field(None, gt=0, description="p99 gate; null: reported, not gated.")
-    max_error_rate: float = Field(0.05, ge=0, le=1, description="Share of requests with an unexpected outcome.")
-    p95_severity: Severity = "blocker"
-    severity: Severity = Field("major", description="Severity of the p99 and error-rate checks.")
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class LoadStage(Strict):
-    """A stretch of load: one model, one rate (or number of users), its scenarios."""
-
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
-    title: str | None = None
-    model: Literal["open", "closed"] = Field("open", description="open: arrival rate; closed: virtual users.")
-    rate: float = Field(20, gt=0, description="open: requests per second (all processes together).")
-    ramp_s: float = Field(0, ge=0, description="open: linear ramp from 0 to `rate` over this many seconds.")
-    users: int = Field(10, ge=1, description="closed: virtual users.")
-    duration_s: float = Field(5, gt=0, le=3600)
-    min_throughput_rps: float | None = Field(None, ge=0, description="Gate on completed expected responses/s.")
-    scenarios: list[LoadScenario] = Field(min_length=1)
-
-
-class LoadSetup(Strict):
-    """Requests sent before the load to make values the scenarios need (e.g. existing sessions)."""
-
-    name: str = Field(pattern=r"^[a-z0-9_]+$", description="The placeholder the saved values fill, e.g. session_id.")
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
-    path: str
-    json_body: Any = Field(None, alias="json")
-    auth: bool = True
-    count: int = Field(20, ge=1, le=10_000)
-    expect_status: int | list[int] = 201
-    field: str = Field("id", description="Top-level field of the JSON response to keep.")
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class LoadGenerator(Strict):
-    """How the load is generated and when the generator's own figures make the run untrustworthy."""
-
-    engine: Literal["native", "locust"] = Field("native", description="native: our engine; locust: drive Locust.")
-    processes: int = Field(1, ge=1, le=64, description="native: processes (one event loop per core).")
-    transport: Literal["auto", "httpcore", "aiohttp"] = Field(
-        "auto", description="auto: httpx over aiohttp (httpx-aiohttp) when installed, else httpcore.")
-    timeout_s: float = Field(5, gt=0, le=120, description="Per request; a timeout counts as an error.")
-    max_in_flight: int = Field(256, ge=1)
-    min_rate_ratio: float = Field(0.95, gt=0, le=1, description="Saturated when achieved < ratio x target rate.")
-    max_scheduler_lag_ms: float = Field(10, gt=0, description="Saturated when scheduler lag p99 exceeds this.")
-    max_client_cpu: float = Field(0.9, gt=0, le=1, description="Saturated when a generator process uses more CPU.")
-    locust_command: list[str] | None = Field(None, description="locust: the command (default: python -m locust).")
-    locust_workers: int = Field(0, ge=0, description="locust: local worker processes (0: one process).")
-    locust_user_class: Literal["FastHttpUser", "HttpUser"] = "FastHttpUser"
-
-
-class DbConnections(Strict):
-    """pg_stat_activity sampled during the load."""
-
-    sample_interval_s: float = Field(0.5, gt=0)
-    max_usage_ratio: float = Field(0.8, gt=0, le=1, description="Peak connections / max_connections limit.")
-    application_name: str | None = Field(None, description="The app's connections (pool) by application_name.")
-    pool_size: int | None = Field(None, ge=1, description="The app's pool limit; reaching it is a warning.")
-
-
-class LoadParams(Strict):
-    enabled: bool = True
-    generator: LoadGenerator = Field(default_factory=LoadGenerator)
-    setup: list[LoadSetup] = Field(default_factory=list)
-    stages: list[LoadStage] = Field(default_factory=list)
-    db_connections: DbConnections | None = Field(default_factory=DbConnections)
-    min_responses: int = Field(10, ge=1, description="Fewer answered requests in a scenario: its latency checks are "
-                                                     "errors, not judged.")
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> LoadParams:
-        for what, names in (("stages", [s.name for s in self.stages]),
-                            ("scenarios", [c.name for s in self.stages for c in s.scenarios])):
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
-        return self
-
-
 # ---- database phases (issue #4): migrations, retention, backup_recovery, smoke --------------------
 
 
-class ColumnSpec(Strict):
-    name: str
-    type: str | None = Field(None, description="Type as format_type() prints it, e.g. 'timestamp with time zone'.")
+def phases_model() -> type[Strict]:
+    """The `phases:` section: one optional block per registered phase that has params (phases/__init__.py)."""
+    fields: dict[str, Any] = {}
+    for spec in phase_registry.registry():
+        if spec.params is None:
+            continue
+        if spec.default_params is not None:
+            fields[spec.name] = (spec.params, Field(default_factory=spec.default_params))
+        else:
+            fields[spec.name] = (spec.params | None, None)
+    return create_model("Phases", __base__=Strict, __doc__="One block per phase (its params model).", **fields)
 
 
-class IndexSpec(Strict):
-    table: str
-    name: str
-
-
-class ForeignKeySpec(Strict):
-    table: str
-    columns: list[str]
-    references: str = Field(description="The referred table.")
-
-
-class CheckConstraintSpec(Strict):
-    table: str
-    name: str
-
-
-class RlsSpec(Strict):
-    table: str
-    enabled: bool = True
-    min_policies: int = Field(1, ge=0, description="At least this many policies on the table.")
-
-
-class PostConditions(Strict):
-    """What the schema must look like once every migration is applied."""
-
-    tables: list[str] = Field(default_factory=list)
-    columns: dict[str, list[ColumnSpec]] = Field(default_factory=dict, description="table -> columns (and types).")
-    indexes: list[IndexSpec] = Field(default_factory=list)
-    foreign_keys: list[ForeignKeySpec] = Field(default_factory=list)
-    check_constraints: list[CheckConstraintSpec] = Field(default_factory=list)
-    functions: list[str] = Field(default_factory=list, description="Function names (schema-qualified or public).")
-    rls: list[RlsSpec] = Field(default_factory=list)
-
-
-class SqlDirDriver(Strict):
-    directory: str = Field(description="Folder of NNN_name.sql files; may use ${VAR}.")
-    table: str = Field("schema_migrations", description="Tracking table; its `version` column lists applied files.")
-    version_column: str = "version"
-    down_directory: str | None = Field(None, description="Folder of NNN_name.sql down scripts (for the round trip).")
-
-
-class AlembicDriver(Strict):
-    config: str = Field(description="Path of alembic.ini; may use ${VAR}.")
-    section: str = "alembic"
-
-
-class CommandDriver(Strict):
-    plan_command: str = Field(description="Prints the pending migrations, e.g. 'python manage.py migrate --plan'.")
-    pending_regex: str = Field(r"\S", description="Lines of the plan's output that name one pending migration.")
-    apply_command: str | None = None
-    roundtrip_command: str | None = Field(None, description="Runs a down/up round trip on a scratch copy; exit 0 = ok.")
-    timeout_s: float = Field(300, gt=0, le=MAX_SECONDS)
-
-
-class MigrationsParams(Strict):
-    enabled: bool = True
-    driver: Literal["sql_dir", "alembic", "command"] = "sql_dir"
-    sql_dir: SqlDirDriver | None = None
-    alembic: AlembicDriver | None = None
-    command: CommandDriver | None = None
-    expected_pending: list[str] = Field(
-        default_factory=list, description="Migrations this release is expected to bring; any other pending one fails.")
-    apply: bool = Field(True, description="Apply pending migrations (a write; refused in production without the flag).")
-    apply_database_url: str | None = Field(None, description="${VAR} URL with DDL rights for apply and the round trip.")
-    roundtrip: bool = Field(True, description="Down/up round trip on a scratch database where the tool supports it.")
-    postconditions: PostConditions = Field(default_factory=PostConditions)
-
-    @model_validator(mode="after")
-    def _driver_block(self) -> MigrationsParams:
-        if self.enabled and getattr(self, self.driver) is None:
-            raise ValueError(f"driver '{self.driver}' needs its block `{self.driver}:`")
-        return self
-
-
-class RetentionWindow(Strict):
-    table: str
-    column: str = Field(description="The timestamp column the window applies to.")
-    days: float = Field(gt=0)
-    severity: Severity = "major"
-
-
-class PurgeDryRun(Strict):
-    sql: str | None = Field(None, description="Read-only query returning (table, would_delete) rows.")
-    command: str | None = Field(None, description="Or a command printing JSON {table: would_delete}.")
-    timeout_s: float = Field(120, gt=0, le=MAX_SECONDS)
-
-
-class PiiColumn(Strict):
-    table: str
-    column: str
-    severity: Severity = "major"
-
-
-class PiiScan(Strict):
-    columns: list[PiiColumn] = Field(default_factory=list)
-    sample_rows: int = Field(2000, ge=1, le=1_000_000, description="At most this many rows per column.")
-    patterns: dict[str, str] = Field(
-        default_factory=lambda: {
-            "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
-            "phone": r"\+\d{1,3}[ .-]?\(?\d{1,4}\)?(?:[ .-]?\d{2,4}){2,4}",
-            "card": r"\b(?:\d[ -]?){12,18}\d\b",
-        }, description="name -> regex; 'card' matches are kept only when they pass the Luhn check.")
-
-
-class DataExport(Strict):
-    request: JourneyStep = Field(description="The request that asks for an export (it writes).")
-    datasets_field: str = Field("datasets", description="Field of the response holding the datasets.")
-    expected_datasets: list[str] = Field(default_factory=list)
-    checksum_field: str | None = Field("checksum", description="Field the service states its SHA-256 in, if any.")
-
-
-class RetentionParams(Strict):
-    enabled: bool = True
-    windows: list[RetentionWindow] = Field(default_factory=list)
-    purge_dry_run: PurgeDryRun | None = None
-    pii_scan: PiiScan = Field(default_factory=PiiScan)
-    export: DataExport | None = None
-    evidence_rows: int = Field(5, ge=0, le=100)
-
-
-class BackupSource(Strict):
-    path: str | None = Field(None, description="A backup file or a folder of them (newest by mtime); may use ${VAR}.")
-    pattern: str = Field("*", description="Glob of backup files inside `path` when it is a folder.")
-    command: str | None = Field(None, description="Or a command printing the newest backup's path on its last line.")
-    max_age_hours: float = Field(24, gt=0, description="The RPO objective: the newest backup may be this old.")
-    min_size_bytes: int = Field(1, ge=0)
-
-
-class RestoreTable(Strict):
-    name: str
-    as_of_column: str | None = Field(None, description="Compare with the source's rows older than the backup.")
-
-
-class RestoreCheck(Strict):
-    scratch_database_url: str = Field(description="${VAR} URL of a role that may CREATE/DROP DATABASE.")
-    pg_bin_dir: str | None = Field(None, description="Folder of pg_restore/psql (default: PATH); may use ${VAR}.")
-    tables: list[RestoreTable] = Field(default_factory=list)
-    tolerance_pct: float = Field(0, ge=0, le=100, description="Allowed shortfall of restored rows, in percent.")
-    timeout_s: float = Field(600, gt=0, le=MAX_SECONDS)
-
-
-class OpsCommand(Strict):
-    command: str = Field(description="Shell-free command line; {python} is this Python.")
-    timeout_s: float = Field(120, gt=0, le=MAX_SECONDS,
-                             description="Time for the command and then health and ready to answer.")
-
-
-class RestartDrill(OpsCommand):
-    rto_max_s: float = Field(30, gt=0, le=MAX_SECONDS,
-                             description="The RTO objective: seconds until health and ready answer.")
-    count_tables: list[str] = Field(default_factory=list, description="Row counts before and after must agree.")
-    service_checks: list[JourneyStep] = Field(default_factory=list, description="Run again after the restart.")
-
-
-class BackupRecoveryParams(Strict):
-    enabled: bool = True
-    health_endpoint: str = "/health"
-    ready_endpoint: str | None = "/v1/ready"
-    backup: BackupSource | None = None
-    restore: RestoreCheck | None = None
-    rollback: OpsCommand | None = None
-    restart: RestartDrill | None = None
-
-
-class SmokeParams(Strict):
-    enabled: bool = True
-    command: str | None = Field(None, description="The team's smoke command ({python} {junit} {package}).")
-    junit_path: str = Field("{junit}", description="Where the command writes its JUnit XML: {junit}, or a path "
-                                                    "relative to the run folder's smoke/ (never outside it).")
-    env: dict[str, str] = Field(default_factory=dict, description="Extra environment; values may be ${VAR}.")
-    min_tests: int = Field(1, ge=0)
-    timeout_s: float = Field(300, gt=0, le=MAX_SECONDS)
-
-    @field_validator("junit_path")
-    @classmethod
-    def _inside_run_folder(cls, value: str) -> str:
-        """The tool deletes a stale file there before the command runs: it must stay inside the run folder."""
-        if value != "{junit}" and not junit_path_is_safe(value):
-            raise ValueError("must be {junit} or a relative path inside the run folder's smoke/ folder "
-                             "(no absolute path, no '..', no placeholder)")
-        return value
-
-
-def junit_path_is_safe(value: str) -> bool:
-    """A relative path with no '..', no '~' and no placeholder (so it cannot leave the folder it is joined to)."""
-    from pathlib import PurePosixPath, PureWindowsPath
-
-    if not value or "{" in value or "}" in value or value.startswith("~") or "\\" in value:
-        return False
-    posix, windows = PurePosixPath(value), PureWindowsPath(value)
-    return not (posix.is_absolute() or windows.is_absolute() or windows.drive or ".." in posix.parts)
-
-
-class Phases(Strict):
-    preflight: PreflightParams = Field(default_factory=PreflightParams)
-    integrity: IntegrityParams = Field(default_factory=IntegrityParams)
-    webhooks: WebhooksParams | None = None
-    jobs: JobsParams | None = None
-    security: SecurityParams = Field(default_factory=lambda: SecurityParams(enabled=False))
-    observability: ObservabilityParams = Field(default_factory=lambda: ObservabilityParams(enabled=False))
-    load: LoadParams = Field(default_factory=lambda: LoadParams(enabled=False))
-    migrations: MigrationsParams = Field(default_factory=lambda: MigrationsParams(enabled=False))
-    retention: RetentionParams = Field(default_factory=lambda: RetentionParams(enabled=False))
-    backup_recovery: BackupRecoveryParams = Field(default_factory=lambda: BackupRecoveryParams(enabled=False))
-    smoke: SmokeParams = Field(default_factory=lambda: SmokeParams(enabled=False))
-    decision: DecisionParams = Field(default_factory=DecisionParams)
+Phases = phases_model()
 
 
 class Waiver(Strict):
@@ -904,7 +194,7 @@ class Params(Strict):
     def enabled_phases(self) -> list[str]:
         """Enabled phases in run order (decision last)."""
         out = []
-        for phase in PHASES:
+        for phase in phase_registry.registry():
             block = getattr(self.phases, phase.name, None)
             if block is not None and block.enabled:
                 out.append(phase.name)
@@ -984,8 +274,8 @@ def _explain(err: dict, loc: tuple) -> str:
     if err["type"] != "extra_forbidden":
         return err["msg"]
     key = str(loc[-1])
-    if len(loc) == 2 and loc[0] == "phases" and key in {p.name for p in PHASES}:
-        built = ", ".join(p.name for p in PHASES if notebook_for(p.name) is not None)
+    if len(loc) == 2 and loc[0] == "phases" and phase_registry.known(key):
+        built = ", ".join(p.name for p in phase_registry.registry() if phase_registry.notebook_for(p.name) is not None)
         return f"phase '{key}' has no notebook yet (phases available now: {built})"
     close = difflib.get_close_matches(key, sorted(_known_keys()), n=1, cutoff=0.75)
     hint = f"; did you mean '{close[0]}'?" if close else " (check its spelling and indentation)"
@@ -1195,7 +485,7 @@ def load_params(env: str, root: Path | None = None, check_env_vars: bool = True)
         also = [_problem_line(str(f), ln, k, m) for f, ln, k, m in problems[1:]]
         raise ConfigError(file, message, key=key, line=line, also=also) from None
     for phase in params.enabled_phases():
-        if notebook_for(phase, root) is None:
+        if phase_registry.notebook_for(phase, root) is None:
             file, line = where(("phases", phase))
             raise ConfigError(file, f"phase '{phase}' is enabled but has no notebook in notebooks/",
                               key=f"phases.{phase}.enabled", line=line)

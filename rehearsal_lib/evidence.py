@@ -197,7 +197,7 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
         per_phase[name] = found
         checks.extend(found)
         phases.append(outcome)
-    leaks = secret_checks(meta)
+    leaks = secret_checks(meta) + restore_checks(meta)
     if leaks:
         phases.append(PhaseOutcome("run", "Run folder", "ok"))
         per_phase["run"] = leaks
@@ -221,6 +221,21 @@ def _reseals(run_dir: Path) -> list[dict[str, Any]]:
         changed = e.get("changed") or []
         out.append({**{k: e.get(k) for k in keep},
                     "changed": [str(c) for c in changed] if isinstance(changed, list) else [str(changed)]})
+    return out
+
+
+def restore_checks(meta: dict[str, Any]) -> list[Check]:
+    """One blocker per restore the runner had to run for a phase killed mid-disruption (`restores` in run.json):
+    `pass` when the target was restored, `fail` when it may still be degraded."""
+    out = []
+    for i, r in enumerate(meta.get("restores") or [], 1):
+        if not isinstance(r, dict):
+            continue
+        out.append(Check(id=f"run.restore.{i}", phase="run", title=f"Restore after {r.get('phase')}: "
+                         f"{r.get('description')}", status="pass" if r.get("ok") else "fail", severity="blocker",
+                         observed=f"run by the runner after {r.get('phase')} ended without it "
+                                  f"({r.get('check')}): {r.get('observed')}",
+                         expected="a disruption a phase started is undone, even when the phase is killed"))
     return out
 
 

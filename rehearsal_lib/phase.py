@@ -1,10 +1,15 @@
 """What a phase notebook works with: its params, the target, probes' clients and the recorder.
 
-A notebook calls `open_phase(name, env, run_dir)` once; the returned `PhaseRun` resolves secrets
-from the kernel's environment (never from papermill parameters), starts the project's sandbox
-when the params ask for it (only outside a run: under `rehearse run` the runner owns the target,
-and the phase checks that the target is still the one the run started with), and records each
-check as a displayed output.
+A notebook calls `open_phase(name, env, run_dir)` once; the returned `PhaseRun[P]` (P: the phase's
+params model) resolves secrets from the kernel's environment (never from papermill parameters),
+starts the project's sandbox when the params ask for it (only outside a run: under `rehearse run`
+the runner owns the target, and the phase checks that the target is still the one the run started
+with), and records each check as a displayed output.
+
+The public surface for phase authors (docs/adding-a-phase.md): `settings`, `resolve`, `run`
+(with `writes=True` for a check that writes to or disrupts the target: the one write-safety
+route), `register_restore`, `display`, `figure`, `note`, `cached`, `http`, `engine`,
+`auth_headers`, `summary`, `close`.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 
 from rehearsal_lib.config import Params, load_params, resolve_reference
+from rehearsal_lib.params_base import PhaseParams
+from rehearsal_lib.restores import Restore, perform, record_done, record_registered
 from rehearsal_lib.results import TARGET_TABLE_CLASS, Check, SeverityT, Status, utcnow
 from rehearsal_lib.secrets import SecretSet, mask_url
 
@@ -51,7 +58,7 @@ def describe_exception(exc: BaseException) -> str:
 _ACTIVE_SECRETS: list[SecretSet] = []  # the secrets of the phase this kernel runs (set by PhaseRun)
 
 
-def _display(bundle: dict[str, Any]) -> None:
+def display_bundle(bundle: dict[str, Any]) -> None:
     """Show an output bundle; every string in it is scrubbed of the running phase's secrets first,
     so no display path (case tables, notes, figures) can bypass the scrubber."""
     if _ACTIVE_SECRETS:
@@ -84,7 +91,57 @@ def run_id_for(run_dir: str) -> str:
     return f"interactive-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}"
 
 
-class PhaseRun:
+P = TypeVar("P", bound=PhaseParams)
+
+
+def write_refusal(params: Params, phase: str, allow_destructive: bool) -> str | None:
+    """The one write-safety rule: None when a check of `phase` may write to (or disrupt) the target.
+
+    Production refuses every write unless the run allows destructive steps (`--allow-destructive`);
+    elsewhere a destructive phase's writes also need `safety.allow_destructive` (or the flag)."""
+    from rehearsal_lib import phases
+
+    if params.is_production and not allow_destructive:
+        return "writes refused in a production environment (run with --allow-destructive)"
+    destructive = phases.known(phase) and phases.get(phase).destructive
+    if destructive and not (params.safety.allow_destructive or allow_destructive):
+        return "destructive step not allowed (safety.allow_destructive is false; or run with --allow-destructive)"
+    return None
+
+
+class RestoreHandle:
+    """A registered restore: `run()` performs it now (once) and marks it done in the run folder."""
+
+    def __init__(self, ctx: PhaseRun[Any], restore: Restore):
+        self.ctx, self.restore = ctx, restore
+        self.result: tuple[bool, str] | None = None
+
+    def done(self, ok: bool, observed: str) -> None:
+        """The check undid the disruption its own way; a failed attempt stays pending, so it is tried
+        again (at the end of the check, or by the runner)."""
+        if ok:
+            self.result = (ok, observed)
+            self._mark_done()
+
+    def _mark_done(self) -> None:
+        ctx = self.ctx
+        ctx._pending_restores.pop(self.restore.id, None)
+        if ctx.run_dir and self.result is not None:
+            record_done(ctx.run_dir, ctx.name, self.restore.id, self.result[0], ctx.secrets.scrub(self.result[1]),
+                        by="check")
+
+    def run(self) -> tuple[bool, str]:
+        """Perform the restore now (once) and mark it done."""
+        if self.result is None:
+            ctx = self.ctx
+            self.result = perform(self.restore, base_url=ctx.base_url, auth_token=ctx.auth_token,
+                                  verify=ctx.params.target.verify_tls, timeout_s=ctx.params.target.timeout_s,
+                                  run_id=ctx.run_id)
+            self._mark_done()
+        return self.result
+
+
+class PhaseRun(Generic[P]):
     """One phase of one environment, as seen from inside the notebook kernel."""
 
     def __init__(self, name: str, env: str, run_dir: str = "", params: Params | None = None,
@@ -98,6 +155,8 @@ class PhaseRun:
         _ACTIVE_SECRETS[:] = [self.secrets]
         self.checks: list[Check] = []
         self._cache: dict[str, Any] = {}
+        self._pending_restores: dict[str, RestoreHandle] = {}
+        self._current_check = ""
         self.sandbox_started = False
         self.sandbox_state: Any = None  # the running sandbox (SandboxState) when the target is one
         self.base_url, self.database_url, self.auth_token = "", None, None
@@ -109,9 +168,9 @@ class PhaseRun:
         if self.params.sandbox is not None:
             self._attach_sandbox()
         self.secrets.add_params(self.params)  # the whole run's secrets, not only those this phase resolves
-        self.base_url = (self._resolve(self.params.target.base_url, secret=False) or "").rstrip("/")
-        self.database_url = self._resolve(self.params.target.database_url)
-        self.auth_token = self._resolve(self.params.target.auth_token)
+        self.base_url = (self.resolve(self.params.target.base_url, secret=False) or "").rstrip("/")
+        self.database_url = self.resolve(self.params.target.database_url)
+        self.auth_token = self.resolve(self.params.target.auth_token)
         if self.under_run:
             self._check_target_identity()
 
@@ -172,7 +231,9 @@ class PhaseRun:
         if differences:
             raise TargetChanged(f"{self.name} did not run its checks: {check.observed}")
 
-    def _resolve(self, value: str | None, secret: bool = True) -> str | None:
+    def resolve(self, value: str | None, secret: bool = True) -> str | None:
+        """A params value with its `${VAR}` references resolved from this kernel's environment; the result
+        is masked in every output as a secret unless `secret=False` (a URL, a path)."""
         if value is None:
             return None
         try:
@@ -184,9 +245,10 @@ class PhaseRun:
         return resolved
 
     @property
-    def settings(self) -> Any:
-        """This phase's block of the params file."""
-        return getattr(self.params.phases, self.name)
+    def settings(self) -> P:
+        """This phase's block of the params file (its params model)."""
+        block: P = getattr(self.params.phases, self.name)
+        return block
 
     # -- clients ---------------------------------------------------------------------------------
     @cached_property
@@ -201,13 +263,21 @@ class PhaseRun:
             self._cache[key] = make()
         return self._cache[key]
 
-    def writes_refusal(self) -> str | None:
-        """None when this phase may write to (or disrupt) the target, else the reason it may not.
+    def _write_refusal(self) -> str | None:
+        """`write_refusal` for this phase; the runner passes --allow-destructive as REHEARSAL_ALLOW_DESTRUCTIVE."""
+        return write_refusal(self.params, self.name, os.environ.get("REHEARSAL_ALLOW_DESTRUCTIVE") == "1")
 
-        Production refuses writes unless the run was started with ``--allow-destructive``."""
-        if self.params.is_production and os.environ.get("REHEARSAL_ALLOW_DESTRUCTIVE") != "1":
-            return "writes refused in a production environment (run with --allow-destructive)"
-        return None
+    def register_restore(self, restore: Restore) -> RestoreHandle:
+        """Declare how to undo a disruption before causing it. The check calls `handle.run()` when it is
+        done; if the phase is killed first (timeout, Ctrl-C, crash), the runner runs it after the phase.
+        Only inside a check declared with `writes=True`."""
+        if not self._current_check:
+            raise RuntimeError("register_restore belongs inside the probe of a check run with writes=True")
+        handle = RestoreHandle(self, restore)
+        self._pending_restores[restore.id] = handle
+        if self.run_dir:
+            record_registered(self.run_dir, self.name, restore, self._current_check)
+        return handle
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.auth_token}"} if self.auth_token else {}
@@ -227,7 +297,7 @@ class PhaseRun:
         """Display a check in the notebook (badge + JSON bundle) and keep it."""
         check = self._scrubbed(check)
         self.checks = [c for c in self.checks if c.id != check.id] + [check]
-        _display(check.bundle())
+        display_bundle(check.bundle())
         return check
 
     def _scrubbed(self, check: Check) -> Check:
@@ -247,17 +317,23 @@ class PhaseRun:
 
         `expected` is what the check requires, kept even when the probe raises before saying so.
         `writes`: the probe writes to (or disrupts) the target, so where writes are refused
-        (`writes_refusal`) it does not run and the check is `skip` with the reason.
+        (`write_refusal`: production without --allow-destructive, a destructive phase without
+        safety.allow_destructive) it does not run and the check is `skip` with the reason.
         """
-        refusal = self.writes_refusal() if writes else None
+        refusal = self._write_refusal() if writes else None
         if refusal:
             probe = lambda: Outcome("skip", refusal, expected)  # noqa: E731
         started, t0 = utcnow(), time.perf_counter()
+        self._current_check = check_id if writes else ""
         try:
             out = probe()
         except Exception as exc:  # noqa: BLE001 - any failure of a probe is evidence, not a crash
             out = Outcome("error", observed=describe_exception(exc), expected=expected,
                           evidence={"traceback": traceback.format_exc(limit=3)})
+        finally:
+            self._current_check = ""
+            for handle in list(self._pending_restores.values()):  # a probe that forgot its restore
+                handle.run()
         check = Check(id=check_id, phase=self.name, title=title, status=out.status, severity=out.severity or severity,
                       expected=out.expected or expected, observed=out.observed, evidence=out.evidence,
                       metrics=out.metrics, started_at=started, duration_s=round(time.perf_counter() - t0, 4))
@@ -273,14 +349,18 @@ class PhaseRun:
         title = fig.layout.title.text or "chart"
         note = (f"<p><i>Chart “{html.escape(title)}”: open this notebook in JupyterLab or see the run's "
                 "report.html to view it.</i></p>")
-        _display({"application/vnd.plotly.v1+json": fig.to_plotly_json(), "text/html": note,
+        display_bundle({"application/vnd.plotly.v1+json": fig.to_plotly_json(), "text/html": note,
                   "text/plain": f"<figure: {title}>"})
+
+    def display(self, bundle: dict[str, Any]) -> None:
+        """Show an output bundle (mimetype -> data) in the notebook, scrubbed of this run's secrets."""
+        display_bundle(bundle)
 
     def note(self, text: str) -> None:
         """A short line of narrative output, e.g. why a section has no checks."""
         import html
 
-        _display({"text/html": f"<p style='color:#57606a'><i>{html.escape(text)}</i></p>", "text/plain": text})
+        display_bundle({"text/html": f"<p style='color:#57606a'><i>{html.escape(text)}</i></p>", "text/plain": text})
 
     # -- narrative -------------------------------------------------------------------------------
     def describe_target(self) -> None:
@@ -302,7 +382,7 @@ class PhaseRun:
         left = "style='text-align:left'"
         body = "".join(f"<tr><th {left}>{html.escape(k)}</th><td {left}>{html.escape(v)}</td></tr>"
                        for k, v in rows.items())
-        _display({"text/html": f"<table class='{TARGET_TABLE_CLASS}'>{body}</table>",
+        display_bundle({"text/html": f"<table class='{TARGET_TABLE_CLASS}'>{body}</table>",
                   "text/plain": "\n".join(f"{k}: {v}" for k, v in rows.items())})
 
     def summary(self) -> None:
@@ -320,19 +400,22 @@ class PhaseRun:
             for c in sorted(self.checks, key=lambda c: order[c.status])
         )
         head = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: order[kv[0]]))
-        _display({"text/html": f"<p><b>{self.name}</b>: {head or 'no checks'}</p><table><tr><th {left}>status</th>"
+        display_bundle({"text/html": f"<p><b>{self.name}</b>: {head or 'no checks'}</p><table><tr>"
+                                     f"<th {left}>status</th>"
                                f"<th {left}>severity</th><th {left}>check</th><th {left}>observed</th></tr>{rows}"
                                "</table>",
                   "text/plain": f"{self.name}: {head or 'no checks'}"})
 
     def close(self) -> None:
+        for handle in list(self._pending_restores.values()):
+            handle.run()
         with suppress(Exception):
             self.http.close()
         if "engine" in self.__dict__:
             self.engine.dispose()
 
 
-def open_phase(name: str, env: str, run_dir: str = "", needs_target: bool = True) -> PhaseRun:
+def open_phase(name: str, env: str, run_dir: str = "", needs_target: bool = True) -> PhaseRun[Any]:
     """Entry point for phase notebooks: load params, attach the target, show what runs where."""
     ctx = PhaseRun(name, env, run_dir, needs_target=needs_target)
     ctx.describe_target()

@@ -133,15 +133,6 @@ class Runner:
         (run_dir / "logs").mkdir()
         return run_dir
 
-    def _refusal(self, name: str) -> str | None:
-        if not BY_NAME[name].destructive:
-            return None
-        if self.params.is_production and not self.allow_destructive:
-            return "destructive phase refused in a production environment (pass --allow-destructive to run it)"
-        if not (self.params.safety.allow_destructive or self.allow_destructive):
-            return "destructive phase not allowed (safety.allow_destructive is false)"
-        return None
-
     def _run_secrets(self) -> None:
         """Every secret of the params file (each kernel builds the same set from the same environment);
         a value too short to mask is named in run.json and on the console."""
@@ -186,11 +177,41 @@ class Runner:
                 time.sleep(0.2)
             self._echo_checks(job, follow)
         job.duration_s = round(time.monotonic() - t0, 2)
+        self._run_restores(job.name)  # before the next phase: it must not run against a degraded target
         for path in (job.output, job.log):  # no secret waits on disk for the end of the run
             self.secrets.scrub_file(path)
         if job.outcome in ("pending", "interrupted"):
             job.outcome, job.reason = self._verdict(job)
         self._report_phase(job)
+        self._save_progress()
+
+    def _run_restores(self, phase: str) -> None:
+        """Run the restores `phase` registered and did not do itself (it was killed on timeout, by Ctrl-C
+        or a crash) and record each in run.json (`restores`); a failed one is a blocker of the run."""
+        from rehearsal_lib import restores
+
+        todo = restores.pending(self.run_dir, phase)
+        if not todo:
+            return
+        try:
+            base_url = (resolve_reference(self.params.target.base_url) or "").rstrip("/")
+            token = resolve_reference(self.params.target.auth_token) if self.params.target.auth_token else None
+        except KeyError as exc:
+            base_url, token = "", None
+            self.progress(f"  restore: ${{{exc.args[0]}}} is not set: cannot reach the target")
+        for check_id, restore in todo:
+            ok, observed = restores.perform(restore, base_url=base_url, auth_token=token,
+                                            verify=self.params.target.verify_tls,
+                                            timeout_s=self.params.target.timeout_s, run_id=self.run_id,
+                                            cwd=str(self.root)) if base_url else (False, "no target URL")
+            observed = self.secrets.scrub(observed)
+            restores.record_done(self.run_dir, phase, restore.id, ok, observed, by="runner")
+            entry = {"phase": phase, "check": check_id, "description": restore.description, "ok": ok,
+                     "observed": observed, "at": _now()}
+            with self._lock:
+                self.meta.setdefault("restores", []).append(entry)
+            self.progress(f"  {'restored' if ok else 'RESTORE FAILED'}  {phase}: {restore.description} "
+                          f"({observed})")
         self._save_progress()
 
     def _echo_checks(self, job: PhaseJob, follow: TextIO) -> None:
@@ -406,6 +427,8 @@ class Runner:
             self._stop_for_interrupt()
         finally:
             signal.signal(signal.SIGTERM, previous_handler)
+            for job in self.jobs:  # interrupted or broken off: what a killed phase left disrupted
+                self._run_restores(job.name)
             if sandbox_started:
                 self._stop_sandbox()
         for job in self.jobs:
@@ -520,12 +543,8 @@ class Runner:
                 job.outcome, job.reason = rec.get("outcome", "ok"), rec.get("reason", "")
                 job.duration_s = float(rec.get("duration_s") or 0.0)
                 self._resumed["kept"].append(name)
-            else:
-                refusal = self._refusal(name)
-                if refusal:
-                    job.outcome, job.reason = "refused", refusal
-                elif previous is not None:
-                    self._resumed["phases"].append(name)
+            elif previous is not None:
+                self._resumed["phases"].append(name)
             jobs.append(job)
         self.jobs = jobs  # whole: the heartbeat never records half a plan
         if previous is not None:
@@ -535,9 +554,6 @@ class Runner:
 
     def _run_jobs(self) -> None:
         runnable = [j for j in self.jobs if j.outcome == "pending"]
-        for job in self.jobs:
-            if job.outcome == "refused":
-                self._report_phase(job)
         main = [j for j in runnable if j.name != "decision"]
         last = [j for j in runnable if j.name == "decision"]
         for wave in _waves(main) if self.parallel > 1 else [[j] for j in main]:

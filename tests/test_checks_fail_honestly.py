@@ -20,9 +20,10 @@ import pytest
 import yaml
 from conftest import wait_for
 
-from rehearsal_lib.checks import integrity, preflight
 from rehearsal_lib.config import load_params
 from rehearsal_lib.phase import PhaseRun
+from rehearsal_lib.phases.integrity import checks as integrity
+from rehearsal_lib.phases.preflight import checks as preflight
 from rehearsal_lib.sandbox import start_sandbox, stop_sandbox
 
 pytestmark = pytest.mark.integration  # a real HTTP server and the real sandbox PostgreSQL

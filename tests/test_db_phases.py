@@ -23,9 +23,13 @@ import sqlalchemy as sa
 import yaml
 from conftest import run
 
-from rehearsal_lib.checks import backup_recovery, migrations, retention, smoke
-from rehearsal_lib.config import PiiScan, load_params
+from rehearsal_lib.config import load_params
 from rehearsal_lib.phase import PhaseRun
+from rehearsal_lib.phases.backup_recovery import checks as backup_recovery
+from rehearsal_lib.phases.migrations import checks as migrations
+from rehearsal_lib.phases.retention import checks as retention
+from rehearsal_lib.phases.retention.params import PiiScan
+from rehearsal_lib.phases.smoke import checks as smoke
 from rehearsal_lib.probes.command import with_database
 from rehearsal_lib.sandbox.database import MIGRATIONS_DIR
 

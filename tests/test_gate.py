@@ -68,10 +68,10 @@ def test_crashed_phase_is_no_go_and_refused_is_conditional():
 def test_risk_register_does_not_call_an_expired_waiver_a_mitigation(tmp_path, capsys):
     import yaml
 
-    from rehearsal_lib.checks.decision import show_risk_register
     from rehearsal_lib.evidence import RunSummary
     from rehearsal_lib.gate import Decision
     from rehearsal_lib.phase import PhaseRun
+    from rehearsal_lib.phases.decision.checks import show_risk_register
 
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({"name": "p", "target": {"base_url": "http://127.0.0.1:9"},

@@ -17,10 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rehearsal_lib.checks import backup_recovery, load, preflight, security
 from rehearsal_lib.config import load_params
 from rehearsal_lib.load.reference_server import free_port
 from rehearsal_lib.phase import PhaseRun
+from rehearsal_lib.phases.backup_recovery import checks as backup_recovery
+from rehearsal_lib.phases.load import checks as load
+from rehearsal_lib.phases.preflight import checks as preflight
+from rehearsal_lib.phases.security import checks as security
 
 pytestmark = pytest.mark.integration
 

@@ -291,7 +291,7 @@ def _smoke_ctx(tmp_path: Path, junit_path: str):
 
 
 def test_a_relative_junit_path_is_written_inside_the_run_folder(tmp_path: Path):
-    from rehearsal_lib.checks.smoke import check_smoke
+    from rehearsal_lib.phases.smoke.checks import check_smoke
 
     ctx, run_dir = _smoke_ctx(tmp_path, "reports/junit.xml")
     command, cases = check_smoke(ctx)
@@ -302,7 +302,7 @@ def test_a_relative_junit_path_is_written_inside_the_run_folder(tmp_path: Path):
 
 def test_a_junit_path_leaving_the_run_folder_through_a_symlink_deletes_nothing(tmp_path: Path):
     """The params file passes (a relative path), but smoke/out points elsewhere: nothing there is touched."""
-    from rehearsal_lib.checks.smoke import check_smoke
+    from rehearsal_lib.phases.smoke.checks import check_smoke
 
     victim_dir = tmp_path / "elsewhere"
     victim_dir.mkdir()

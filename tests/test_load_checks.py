@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rehearsal_lib.checks import load
 from rehearsal_lib.config import load_params
 from rehearsal_lib.load.reference_server import reference_server
 from rehearsal_lib.phase import PhaseRun
+from rehearsal_lib.phases.load import checks as load
 
 pytestmark = pytest.mark.integration  # a reference server subprocess; one test uses the real sandbox
 

@@ -177,8 +177,8 @@ def test_every_reference_of_the_params_file_is_a_secret_unless_public(write_para
 def test_a_phase_scrubs_secrets_it_did_not_resolve_and_every_display(write_params, monkeypatch, capsys):
     """The smoke phase's secret echoed in another phase's evidence, and the JUnit case table
     (shown directly, not as a check) are both scrubbed inside the kernel."""
-    from rehearsal_lib.checks.smoke import _show_cases
-    from rehearsal_lib.phase import PhaseRun, _display
+    from rehearsal_lib.phase import PhaseRun, display_bundle
+    from rehearsal_lib.phases.smoke.checks import _show_cases
 
     monkeypatch.setenv("CORPUS_SMOKE_SECRET", HOSTILE)
     path = write_params("""
@@ -194,7 +194,7 @@ def test_a_phase_scrubs_secrets_it_did_not_resolve_and_every_display(write_param
     assert leaked(json.dumps(rec.model_dump(), ensure_ascii=False), HOSTILE) == []
     _show_cases([{"name": f"test_{HOSTILE}", "classname": "smoke", "time_s": 0.1, "status": "skipped",
                   "message": html.escape(HOSTILE)}])
-    _display({"text/html": f"<p>{html.escape(HOSTILE)}</p>", "text/plain": HOSTILE})
+    display_bundle({"text/html": f"<p>{html.escape(HOSTILE)}</p>", "text/plain": HOSTILE})
     out = capsys.readouterr().out
     assert leaked(out, HOSTILE) == [] and MASK in out
 

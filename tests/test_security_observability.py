@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rehearsal_lib.checks import observability, security
 from rehearsal_lib.config import load_params
 from rehearsal_lib.phase import PhaseRun
+from rehearsal_lib.phases.observability import checks as observability
+from rehearsal_lib.phases.security import checks as security
 from rehearsal_lib.probes.sql import query
 from rehearsal_lib.sandbox import stop_sandbox
 from rehearsal_lib.sandbox.tls import make_certificates

@@ -9,10 +9,10 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from rehearsal_lib.checks import load
-from rehearsal_lib.checks.integrity import check_zero_rows
 from rehearsal_lib.config import ZeroRowCheck, load_params
 from rehearsal_lib.phase import PhaseRun
+from rehearsal_lib.phases.integrity.checks import check_zero_rows
+from rehearsal_lib.phases.load import checks as load
 
 pytestmark = pytest.mark.integration  # the real sandbox database
 

@@ -24,9 +24,11 @@ import pytest
 import yaml
 from conftest import wait_for
 
-from rehearsal_lib.checks import jobs, webhooks
-from rehearsal_lib.config import ConfigError, SignatureScheme, load_params
+from rehearsal_lib.config import ConfigError, load_params
 from rehearsal_lib.phase import PhaseRun
+from rehearsal_lib.phases.jobs import checks as jobs
+from rehearsal_lib.phases.webhooks import checks as webhooks
+from rehearsal_lib.phases.webhooks.params import SignatureScheme
 from rehearsal_lib.sandbox import start_sandbox, stop_sandbox
 from rehearsal_lib.sandbox.manager import _pid_alive
 
@@ -411,7 +413,7 @@ def test_duplicate_delivery_rows_are_removed_by_the_cleanup_and_marked_by_integr
         left = conn.execute("SELECT delivery_id FROM own_traffic_deliveries ORDER BY 1").fetchall()
     assert [r[0] for r in left] == ["evt_real_1", "evt_real_1", f"rehearsal-{OLD_RUN}-4", f"rehearsal-{OLD_RUN}-4"]
 
-    from rehearsal_lib.checks import integrity
+    from rehearsal_lib.phases.integrity import checks as integrity
 
     spec = {"name": "duplicate_deliveries", "title": "No delivery stored twice", "sql": DUPLICATES,
             "rehearsal_rows": {"column": "delivery_id"}}

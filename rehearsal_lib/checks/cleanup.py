@@ -12,10 +12,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rehearsal_lib.checks.webhooks import render
 from rehearsal_lib.checks.wording import plural
-from rehearsal_lib.config import Cleanup
+from rehearsal_lib.params_base import Cleanup
 from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.phases.webhooks.checks import render
 from rehearsal_lib.probes.http import request
 from rehearsal_lib.probes.sql import strip_statement, write_engine
 from rehearsal_lib.results import Check
@@ -36,7 +36,7 @@ def check_cleanup(ctx: PhaseRun, created: int | None = None) -> Check | None:
         evidence: dict[str, Any] = {"run_id": run_id, "statements": [], "calls": []}
         removed = 0
         if spec.sql:
-            engine = write_engine(ctx._resolve(spec.database_url) or "", ctx.params.safety.sql_statement_timeout_ms,
+            engine = write_engine(ctx.resolve(spec.database_url) or "", ctx.params.safety.sql_statement_timeout_ms,
                                   ctx.params.target.timeout_s)
             try:
                 with engine.begin() as conn:  # one transaction: all statements or none

@@ -3,7 +3,8 @@ and compare row counts, rollback then health and ready, a full restart drill (th
 nothing lost, the service checks pass again).
 
 Restore writes (a temporary database, dropped afterwards); rollback and restart disrupt the service.
-Each of them checks ``ctx.writes_refusal()`` and records ``skip`` with the reason in production.
+Each of them is a check declared with ``writes=True``: where writes are refused (production without
+--allow-destructive) it records ``skip`` with the reason.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rehearsal_lib.checks.migrations import _ident
-from rehearsal_lib.checks.preflight import _fill
 from rehearsal_lib.checks.wording import plural, secs
 from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.phases.migrations.checks import _ident
+from rehearsal_lib.phases.preflight.checks import _fill
 from rehearsal_lib.probes import command, http
 from rehearsal_lib.probes.sql import query
 from rehearsal_lib.results import Check
@@ -41,7 +42,7 @@ def newest_backup(ctx: PhaseRun) -> tuple[Path, dict[str, Any]]:
             raise RuntimeError(f"backup command: {res.describe()} {res.output.strip()[-200:]}")
         path = Path(res.output.strip().splitlines()[-1].strip())
     else:
-        root = Path(ctx._resolve(cfg.path or "", secret=False) or "")
+        root = Path(ctx.resolve(cfg.path or "", secret=False) or "")
         if not root.exists():
             raise RuntimeError(f"backup location {root} does not exist")
         if root.is_dir():
@@ -93,7 +94,7 @@ def check_backup(ctx: PhaseRun) -> list[Check]:
 
 def _restore_argv(ctx: PhaseRun, path: Path, url: str) -> tuple[list[str], dict[str, str]]:
     cfg = ctx.settings.restore
-    bindir = ctx._resolve(cfg.pg_bin_dir, secret=False) if cfg.pg_bin_dir else None
+    bindir = ctx.resolve(cfg.pg_bin_dir, secret=False) if cfg.pg_bin_dir else None
     args, env, db = command.libpq_args(url)
     tool = (lambda name: str(Path(bindir) / name)) if bindir else (lambda name: name)
     custom = path.is_dir() or path.read_bytes()[:5] == b"PGDMP"
@@ -111,14 +112,12 @@ def check_restore(ctx: PhaseRun) -> list[Check]:
     counts: dict[str, dict[str, Any]] = {}
     state: dict[str, Any] = {}
 
+    expected = "the newest backup restores into a scratch database"
+
     def restore() -> Outcome:
-        expected = "the newest backup restores into a scratch database"
-        refusal = ctx.writes_refusal()
-        if refusal:
-            return Outcome("skip", refusal, expected)
         path, info = newest_backup(ctx)
         state["backup_time"] = info["mtime"]
-        admin_url = ctx._resolve(cfg.scratch_database_url) or ""
+        admin_url = ctx.resolve(cfg.scratch_database_url) or ""
         name = f"rehearsal_restore_{uuid.uuid4().hex[:10]}"
         admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
         try:
@@ -149,7 +148,7 @@ def check_restore(ctx: PhaseRun) -> list[Check]:
                        expected, evidence, {"restore_s": round(res.duration_s, 3), "size_bytes": info["size_bytes"]})
 
     first = ctx.run("backup_recovery.restore.restored", "Restore into a scratch database", restore,
-                    severity="blocker")
+                    severity="blocker", expected=expected, writes=True)
     expected = f"restored rows >= source rows at backup time (tolerance {cfg.tolerance_pct:g}%)"
 
     def compare() -> Outcome:
@@ -225,9 +224,6 @@ def _wait_up(ctx: PhaseRun, t0: float, timeout_s: float) -> tuple[float | None, 
 def _ops(ctx: PhaseRun, cfg: Any, what: str) -> tuple[Outcome, float | None]:
     """Run a disruptive command, then wait for health and ready."""
     expected = f"{what} command exits 0; health and ready answer within {cfg.timeout_s:g} s"
-    refusal = ctx.writes_refusal()
-    if refusal:
-        return Outcome("skip", refusal, expected), None
     t0 = time.perf_counter()
     res = command.run(cfg.command, cfg.timeout_s, cwd=os.getcwd())
     if "http" in ctx.__dict__:  # its pooled connections went down with the service
@@ -249,7 +245,8 @@ def check_rollback(ctx: PhaseRun) -> Check | None:
         ctx.note("Not configured: phases.backup_recovery.rollback.")
         return None
     return ctx.run("backup_recovery.rollback", "Rollback, then health and ready", lambda: _ops(ctx, cfg, "rollback")[0],
-                   severity="blocker")
+                   severity="blocker", expected=f"rollback command exits 0; health and ready answer within "
+                                                f"{cfg.timeout_s:g} s", writes=True)
 
 
 def _counts(ctx: PhaseRun, tables: list[str]) -> dict[str, int]:
@@ -280,7 +277,8 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
         return out
 
     checks = [ctx.run("backup_recovery.restart.rto", "Restart drill: time to health and ready (RTO)", restart,
-                      severity="blocker")]
+                      severity="blocker", writes=True,
+                      expected=f"healthy and ready within {cfg.rto_max_s:g} s of the restart (RTO objective)")]
     expected = "no table has fewer rows after the restart than before"
 
     def counts() -> Outcome:

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 
 from rehearsal_lib.checks.wording import pattern_text, plural, without_none, yes_no
-from rehearsal_lib.config import BadInput, HeaderRule, ProtectedEndpoint
 from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.phases.security.params import BadInput, HeaderRule, ProtectedEndpoint
 from rehearsal_lib.probes import http, tls
 from rehearsal_lib.probes.sql import query
 from rehearsal_lib.results import Check
@@ -25,10 +25,10 @@ def slug(text: str) -> str:
 def tls_target(ctx: PhaseRun) -> tuple[str | None, str | None]:
     """(HTTPS URL, CA file): `tls.url` / `tls.ca_file`, else target.base_url when it is https."""
     cfg = ctx.settings.tls
-    url = ctx._resolve(cfg.url, secret=False) if cfg and cfg.url else None
+    url = ctx.resolve(cfg.url, secret=False) if cfg and cfg.url else None
     if not url and ctx.base_url.startswith("https://"):
         url = ctx.base_url
-    ca = ctx._resolve(cfg.ca_file, secret=False) if cfg and cfg.ca_file else None
+    ca = ctx.resolve(cfg.ca_file, secret=False) if cfg and cfg.ca_file else None
     return (url or None), (ca or None)
 
 

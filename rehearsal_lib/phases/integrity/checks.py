@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rehearsal_lib.config import RehearsalMarker, ZeroRowCheck
+from rehearsal_lib.params_base import RehearsalMarker, ZeroRowCheck
 from rehearsal_lib.phase import RUN_ID_RE, Outcome, PhaseRun, describe_exception
 from rehearsal_lib.probes.sql import count_and_sample, query, scalar, strip_statement
 from rehearsal_lib.results import Check

@@ -14,15 +14,16 @@ from typing import Any
 import httpx
 
 from rehearsal_lib.checks.wording import plural, secs, without_none
-from rehearsal_lib.config import LogSource, MetricSeries
 from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.phases.observability.params import LogSource, MetricSeries
 from rehearsal_lib.probes import http
 from rehearsal_lib.probes.sql import query
+from rehearsal_lib.restores import Restore
 from rehearsal_lib.results import Check
 
 
 def slug(text: str) -> str:
-    from rehearsal_lib.checks.security import slug as _slug
+    from rehearsal_lib.phases.security.checks import slug as _slug
 
     return _slug(text)
 
@@ -30,7 +31,7 @@ def slug(text: str) -> str:
 def scrape(ctx: PhaseRun) -> tuple[http.HttpResult, dict[str, Any] | None, str | None]:
     """GET the metrics URL and parse it with prometheus_client: (response, families by name, parse error)."""
     cfg = ctx.settings.metrics
-    url = ctx._resolve(cfg.url, secret=False) or cfg.url
+    url = ctx.resolve(cfg.url, secret=False) or cfg.url
     headers = ctx.auth_headers() if cfg.auth else None
     t0 = time.perf_counter()
     try:
@@ -200,9 +201,6 @@ def check_readiness_toggle(ctx: PhaseRun) -> Check | None:
 
     def probe() -> Outcome:
         expected = f"{cfg.endpoint} turns {cfg.unready_status} within {cfg.within_s:g} s of the toggle, then recovers"
-        refusal = ctx.writes_refusal()
-        if refusal:
-            return Outcome("skip", f"toggling health disrupts the target: {refusal}", expected)
         if follows(True, "before") is None:
             status = "error" if timeline[-1]["status"] is None else "fail"
             what = "gives no response" if status == "error" else f"answers HTTP {timeline[-1]['status']}"
@@ -211,6 +209,8 @@ def check_readiness_toggle(ctx: PhaseRun) -> Check | None:
         went_down: float | None = None
         recovered: float | None = None
         restore: http.HttpResult | None = None
+        handle = ctx.register_restore(Restore("restore the target's health", method=cfg.toggle_method,
+                                              path=cfg.toggle_path, json_body=cfg.healthy_json))
         try:
             res = toggle(cfg.unhealthy_json)
             if res.error or not res.ok:
@@ -218,6 +218,7 @@ def check_readiness_toggle(ctx: PhaseRun) -> Check | None:
             went_down = follows(False, "unhealthy")
         finally:
             restore = toggle(cfg.healthy_json)
+            handle.done(not restore.error and restore.ok, restore.describe())
             recovered = follows(True, "restored")
         ev = {"timeline": [_plain(p) for p in timeline[-40:]]}
         metrics = without_none({"unready_after_s": went_down,
@@ -232,7 +233,9 @@ def check_readiness_toggle(ctx: PhaseRun) -> Check | None:
         return Outcome("pass", f"unready after {went_down:.2f} s, ready again {recovered:.2f} s after restore",
                        expected, ev, metrics)
 
-    return ctx.run("observability.readiness.toggle", "Readiness follows a toggled health state", probe)
+    expected = f"{cfg.endpoint} turns {cfg.unready_status} within {cfg.within_s:g} s of the toggle, then recovers"
+    return ctx.run("observability.readiness.toggle", "Readiness follows a toggled health state", probe,
+                   expected=expected, writes=True)
 
 
 def _plain(point: dict[str, Any]) -> dict[str, Any]:
@@ -270,7 +273,7 @@ def _figure(ctx: PhaseRun, timeline: list[dict[str, Any]]) -> None:
 def read_log_lines(ctx: PhaseRun, src: LogSource) -> list[str]:
     """The last `tail_lines` lines of the configured log file or command."""
     if src.file:
-        path = Path(ctx._resolve(src.file, secret=False) or "")
+        path = Path(ctx.resolve(src.file, secret=False) or "")
         with path.open("rb") as fh:
             fh.seek(0, 2)
             size = fh.tell()
@@ -278,7 +281,7 @@ def read_log_lines(ctx: PhaseRun, src: LogSource) -> list[str]:
             data = fh.read()
         lines = data.decode("utf-8", errors="replace").splitlines()
         return lines[-src.tail_lines:] if size <= 400 * src.tail_lines else lines[1:][-src.tail_lines:]
-    argv = [ctx._resolve(a, secret=False) or "" for a in src.command or []]
+    argv = [ctx.resolve(a, secret=False) or "" for a in src.command or []]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"log command exited {proc.returncode}: {proc.stderr.strip()[:200]}")

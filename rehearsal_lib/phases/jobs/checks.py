@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 
-from rehearsal_lib.checks.webhooks import render
 from rehearsal_lib.checks.wording import plural, secs, times
-from rehearsal_lib.config import JobsParams
 from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.phases.jobs.params import JobsParams
+from rehearsal_lib.phases.webhooks.checks import render
 from rehearsal_lib.probes.http import request
 from rehearsal_lib.probes.sql import query, scalar, strip_statement
 from rehearsal_lib.results import Check

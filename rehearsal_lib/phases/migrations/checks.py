@@ -4,7 +4,7 @@ on a scratch database.
 
 Three drivers: a directory of ``NNN_name.sql`` files tracked in a table (``sql_dir``), alembic, and
 any command whose output lists the pending migrations (``command``). Reading the plan is read-only;
-apply and the round trip write (``ctx.writes_refusal()``), through ``apply_database_url``.
+apply and the round trip write (checks declared ``writes=True``), through ``apply_database_url``.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ class SqlDir:
     def __init__(self, ctx: PhaseRun):
         cfg = ctx.settings.sql_dir
         self.ctx, self.cfg = ctx, cfg
-        self.directory = Path(ctx._resolve(cfg.directory, secret=False) or "")
-        down = ctx._resolve(cfg.down_directory, secret=False) if cfg.down_directory else None
+        self.directory = Path(ctx.resolve(cfg.directory, secret=False) or "")
+        down = ctx.resolve(cfg.down_directory, secret=False) if cfg.down_directory else None
         self.down_directory = Path(down) if down else None
 
     def files(self) -> list[tuple[str, str, Path]]:
@@ -173,7 +173,7 @@ class Alembic:
 
         cfg = ctx.settings.alembic
         self.ctx = ctx
-        self.ini = Path(ctx._resolve(cfg.config, secret=False) or "")
+        self.ini = Path(ctx.resolve(cfg.config, secret=False) or "")
         if not self.ini.is_file():
             raise RuntimeError(f"alembic config {self.ini} does not exist")
         self.section = cfg.section
@@ -466,7 +466,7 @@ class MigrationsRun:
         self.stopped: str | None = None
 
     def _apply_url(self) -> str:
-        url = self.ctx._resolve(self.ctx.settings.apply_database_url)
+        url = self.ctx.resolve(self.ctx.settings.apply_database_url)
         if not url:
             raise RuntimeError("phases.migrations.apply_database_url is not configured")
         return url
@@ -545,9 +545,6 @@ class MigrationsRun:
                 return Outcome("pass", "nothing to apply", expected, metrics={"applied": 0})
             if not s.apply:
                 return Outcome("skip", "apply is off (phases.migrations.apply: false)", expected)
-            refusal = self.ctx.writes_refusal()
-            if refusal:
-                return Outcome("skip", refusal, expected)
             if not self.driver.supports_apply:
                 return Outcome("skip", "the driver has no apply_command", expected)
             if isinstance(self.driver, Command):
@@ -608,7 +605,7 @@ class MigrationsRun:
             return Outcome("pass", f"{len(done)} applied in {ms(total)}", expected, {"migrations": rows}, metrics)
 
         return self.ctx.run("migrations.apply", "Apply pending migrations", probe, severity="blocker",
-                            expected=expected)
+                            expected=expected, writes=True)
 
     def none_pending(self) -> Check:
         expected = "no pending migrations after apply"
@@ -642,28 +639,25 @@ class MigrationsRun:
                 return Outcome("error", f"driver: {self.driver_error}", expected)
             if self.stopped:
                 return Outcome("skip", f"not tried: {self.stopped}", expected)
-            refusal = self.ctx.writes_refusal()
-            if refusal:
-                return Outcome("skip", refusal, expected)
             if isinstance(self.driver, Command):
                 return self.driver.roundtrip(None, LiveGuard(self.ctx.engine) if self.ctx.database_url else None)
             with scratch_database(self._apply_url()) as scratch:
                 return self.driver.roundtrip(scratch, LiveGuard(self.ctx.engine))
 
         return self.ctx.run("migrations.roundtrip", "Down/up round trip on a scratch database", probe,
-                            severity="major", expected=expected)
+                            severity="major", expected=expected, writes=True)
 
 
 def _table(ctx: PhaseRun, title: str, columns: list[str], rows: list[list[Any]]) -> None:
     """A plain table under the notebook's own heading (no caption: the heading already names it)."""
     import html
 
-    from rehearsal_lib.phase import _display
+    from rehearsal_lib.phase import display_bundle
 
     head = "".join(f"<th style='text-align:left'>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(v))}</td>" for v in r) + "</tr>"
                    for r in rows)
-    _display({"text/html": f"<table><tr>{head}</tr>{body}</table>",
+    display_bundle({"text/html": f"<table><tr>{head}</tr>{body}</table>",
               "text/plain": f"{title}: " + "; ".join(", ".join(f"{c} {v}" for c, v in zip(columns, r, strict=True))
                                                       for r in rows)})
 

@@ -94,7 +94,7 @@ def check_exam_mode(ctx: PhaseRun) -> Check | None:
 
 def check_freeze_quiet(ctx: PhaseRun) -> list[Check]:
     """While the freeze is on, nothing that should be paused is running (zero-row SQL from params)."""
-    from rehearsal_lib.checks.integrity import check_zero_rows
+    from rehearsal_lib.phases.integrity.checks import check_zero_rows
 
     specs = ctx.settings.freeze_quiet
     if not specs:
@@ -204,11 +204,6 @@ def check_required_settings(ctx: PhaseRun) -> Check | None:
     return ctx.run("preflight.settings", "Required settings present (names only)", probe, severity="major")
 
 
-def writes_allowed(ctx: PhaseRun) -> str | None:
-    """None when this phase may write to the target, else the reason it may not."""
-    return ctx.writes_refusal()
-
-
 def _fill(value: Any, saved: dict[str, str]) -> Any:
     """Replace {name} placeholders in strings (recursively) with saved values; unknown names raise KeyError."""
     if isinstance(value, str):
@@ -226,16 +221,14 @@ def check_journey(ctx: PhaseRun) -> list[Check]:
     if not steps:
         ctx.note("Not configured: phases.preflight.journey.")
     saved: dict[str, str] = {"run_id": ctx.run_id}
-    refusal = writes_allowed(ctx)
     broken: str | None = None
     out = []
     for step in steps:
         expected_codes = step.expect_status if isinstance(step.expect_status, list) else [step.expect_status]
 
-        def probe(step=step, expected_codes=expected_codes, broken=broken) -> Outcome:
-            expected = f"{step.method} {step.path} answers {' or '.join(map(str, expected_codes))}"
-            if refusal:
-                return Outcome("skip", refusal, expected)
+        expected = f"{step.method} {step.path} answers {' or '.join(map(str, expected_codes))}"
+
+        def probe(step=step, expected_codes=expected_codes, broken=broken, expected=expected) -> Outcome:
             if broken:
                 return Outcome("skip", f"not tried: step {broken} failed", expected)
             path, body = _fill(step.path, saved), _fill(step.json_body, saved)
@@ -255,7 +248,7 @@ def check_journey(ctx: PhaseRun) -> list[Check]:
             return Outcome("pass", res.describe(), expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})
 
         check = ctx.run(f"preflight.journey.{step.name}", step.title or f"{step.method} {step.path}", probe,
-                        severity=step.severity)
+                        severity=step.severity, expected=expected, writes=True)
         if check.status in ("fail", "error") and broken is None:
             broken = step.name
         out.append(check)

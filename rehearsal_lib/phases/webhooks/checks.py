@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rehearsal_lib.checks.wording import plural, secs, tally, times
-from rehearsal_lib.config import SignatureScheme, WebhooksParams
 from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.phases.webhooks.params import SignatureScheme, WebhooksParams
 from rehearsal_lib.probes.http import HttpResult, request
 from rehearsal_lib.probes.sql import query, scalar, strip_statement
 from rehearsal_lib.results import Check
@@ -70,7 +70,7 @@ class Sender:
         self.ctx = ctx
         self.s: WebhooksParams = ctx.settings
         self.run_id = ctx.run_id
-        self.secret = ctx._resolve(self.s.secret) or ""
+        self.secret = ctx.resolve(self.s.secret) or ""
         self.n = 0
         self.sent: list[Sent] = []
 

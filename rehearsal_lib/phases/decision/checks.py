@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 
 from rehearsal_lib.evidence import RunSummary, collect
-from rehearsal_lib.phase import Outcome, PhaseRun, _display
+from rehearsal_lib.phase import Outcome, PhaseRun, display_bundle
 from rehearsal_lib.results import STATUS_STYLE, Check, UnreadableFile, read_json_file
 
 
@@ -23,7 +23,7 @@ def run_so_far(ctx: PhaseRun) -> RunSummary | None:
     """Every other phase's results in this run folder, with the params' gate policy applied."""
     run_dir = Path(ctx.run_dir) if ctx.run_dir else latest_run_dir(ctx)
     if run_dir is None:
-        _display({"text/plain": "No run folder yet: run `rehearse run " + ctx.params.name + "` first.",
+        display_bundle({"text/plain": "No run folder yet: run `rehearse run " + ctx.params.name + "` first.",
                   "text/html": "<p>No run folder yet: run <code>rehearse run " + html.escape(ctx.params.name)
                                + "</code> first.</p>"})
         return None
@@ -57,7 +57,7 @@ def show_decision(summary: RunSummary, extra: list[Check]) -> None:
     d = decide(summary.checks + apply_policy(extra, gate), gate)
     items = "".join(f"<li><b>blocker</b> {html.escape(b)}</li>" for b in d.blockers)
     items += "".join(f"<li><b>condition</b> {html.escape(c)}</li>" for c in d.conditions)
-    _display({
+    display_bundle({
         "text/html": f"<div style='background:{DECISION_COLORS[d.decision]};color:#fff;padding:12px 16px;"
                      f"border-radius:6px;font-family:system-ui,sans-serif'><div style='font-size:22px;"
                      f"font-weight:700'>Decision from the phases before this one: {d.decision}</div><ul>{items}</ul>"
@@ -83,7 +83,8 @@ def show_hard_gates(summary: RunSummary) -> None:
         f"<td {left}><code>{html.escape(c.id)}</code></td></tr>"
         for c in blockers)
     head = f"<p>{holding} of {len(blockers)} hard gates hold.</p>"
-    _display({"text/html": f"{head}<table><tr><th {left}>Status</th><th {left}>Phase</th><th {left}>Hard gate</th>"
+    display_bundle({"text/html": f"{head}<table><tr><th {left}>Status</th><th {left}>Phase</th>"
+                              f"<th {left}>Hard gate</th>"
                            f"<th {left}>Check</th></tr>{rows}</table>",
               "text/plain": f"{holding} of {len(blockers)} hard gates hold\n"
                             + "\n".join(f"{c.status:6} {c.id}" for c in blockers)})
@@ -92,10 +93,10 @@ def show_hard_gates(summary: RunSummary) -> None:
 def show_failures(summary: RunSummary) -> None:
     bad = [c for c in summary.checks if c.status in ("fail", "error", "warn")]
     if not bad:
-        _display({"text/plain": "No failed checks.", "text/html": "<p>No failed checks.</p>"})
+        display_bundle({"text/plain": "No failed checks.", "text/html": "<p>No failed checks.</p>"})
         return
     for c in bad:  # badges only: these checks belong to their own phases, not to this notebook's record
-        _display({"text/html": c.bounded().badge_html(),
+        display_bundle({"text/html": c.bounded().badge_html(),
                   "text/plain": f"recorded by {c.phase}: {c.status} {c.id}: {c.observed}"})
 
 
@@ -105,7 +106,7 @@ def compare_with_previous(ctx: PhaseRun, summary: RunSummary) -> None:
     earlier = sorted(p for p in folder.glob("*") if (p / "results.json").is_file() and p.name < summary.run_dir.name)
     if not earlier:
         note = "No previous run to compare with."
-        _display({"text/plain": note, "text/html": f"<p>{note}</p>"})
+        display_bundle({"text/plain": note, "text/html": f"<p>{note}</p>"})
         return
     skipped = []
     while True:  # the newest earlier run whose results.json can be read; a corrupt one is named, not fatal
@@ -116,11 +117,11 @@ def compare_with_previous(ctx: PhaseRun, summary: RunSummary) -> None:
             skipped.append(f"{earlier.pop().name} ({exc.problem})")
             if not earlier:
                 note = "No previous run to compare with: unreadable results.json in " + "; ".join(skipped)
-                _display({"text/plain": note, "text/html": f"<p>{html.escape(note)}</p>"})
+                display_bundle({"text/plain": note, "text/html": f"<p>{html.escape(note)}</p>"})
                 return
     if skipped:
         note = "Skipped earlier run(s) whose results.json cannot be read: " + "; ".join(skipped)
-        _display({"text/plain": note, "text/html": f"<p>{html.escape(note)}</p>"})
+        display_bundle({"text/plain": note, "text/html": f"<p>{html.escape(note)}</p>"})
     before = {c["id"]: c["status"] for c in prev.get("checks", [])}
     now = {c.id: c.status for c in summary.checks}
     changed = [(i, before[i], now[i]) for i in sorted(set(before) & set(now)) if before[i] != now[i]]
@@ -141,7 +142,7 @@ def compare_with_previous(ctx: PhaseRun, summary: RunSummary) -> None:
     lists = "".join(f"<details><summary>{html.escape(label)} ({len(ids)})</summary><p>"
                     + ", ".join(f"<code>{html.escape(i)}</code>" for i in ids) + "</p></details>"
                     for label, ids in (("New checks", new), ("Not run now", gone)) if ids)
-    _display({"text/html": f"<p>{html.escape(note)}</p>{table}{lists}",
+    display_bundle({"text/html": f"<p>{html.escape(note)}</p>{table}{lists}",
               "text/plain": note + "".join(f"\n{i}: {b} -> {a}" for i, b, a in changed)})
 
 
@@ -182,7 +183,7 @@ def show_risk_register(ctx: PhaseRun, summary: RunSummary | None) -> None:
     if not rows:
         ctx.note("No declared risks (risks: in the params file) and no weak point observed in this run.")
         return
-    _display({"text/html": _table(["Risk", "Impact", "Likelihood", "Mitigation", "Owner", "Source"], rows),
+    display_bundle({"text/html": _table(["Risk", "Impact", "Likelihood", "Mitigation", "Owner", "Source"], rows),
               "text/plain": "\n".join(" | ".join(map(str, r)) for r in rows)})
 
 
@@ -196,7 +197,7 @@ def show_waivers(ctx: PhaseRun) -> None:
     if not rows:
         ctx.note("No waivers.")
         return
-    _display({"text/html": _table(["Check", "Owner", "Reason", "Expires", "State"], rows),
+    display_bundle({"text/html": _table(["Check", "Owner", "Reason", "Expires", "State"], rows),
               "text/plain": "\n".join(" | ".join(r) for r in rows)})
 
 
@@ -207,5 +208,5 @@ def show_sign_off(ctx: PhaseRun) -> None:
     if not rows:
         ctx.note("No sign-offs configured (attestations: in the params file).")
         return
-    _display({"text/html": _table(["Sign-off", "By", "When", "Status", "Note"], rows),
+    display_bundle({"text/html": _table(["Sign-off", "By", "When", "Status", "Note"], rows),
               "text/plain": "\n".join(" | ".join(r) for r in rows)})

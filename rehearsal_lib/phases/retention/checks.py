@@ -1,7 +1,7 @@
 """Data retention & privacy: retention windows, purge dry run, PII scan, data-subject export.
 
 All SQL is read-only with the statement timeout; only the export request writes (through the API),
-so it checks ``ctx.writes_refusal()``. The PII scan reads a bounded sample and shows counts and
+so that check declares ``writes=True``. The PII scan reads a bounded sample and shows counts and
 masked examples only, never a value in clear.
 """
 
@@ -13,9 +13,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from rehearsal_lib.checks.migrations import _ident, _split
 from rehearsal_lib.checks.wording import days, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.phases.migrations.checks import _ident, _split
 from rehearsal_lib.probes import command, http
 from rehearsal_lib.probes.sql import query
 from rehearsal_lib.results import Check
@@ -205,12 +205,10 @@ def check_export(ctx: PhaseRun) -> list[Check]:
     step = cfg.request
     state: dict[str, Any] = {}
 
+    codes = step.expect_status if isinstance(step.expect_status, list) else [step.expect_status]
+    expected = f"{step.method} {step.path} answers {' or '.join(map(str, codes))}"
+
     def request() -> Outcome:
-        codes = step.expect_status if isinstance(step.expect_status, list) else [step.expect_status]
-        expected = f"{step.method} {step.path} answers {' or '.join(map(str, codes))}"
-        refusal = ctx.writes_refusal()
-        if refusal:
-            return Outcome("skip", refusal, expected)
         res = http.request(ctx.http, step.method, step.path, headers=ctx.auth_headers() if step.auth else None,
                            json_body=step.json_body, follow_redirects=step.follow_redirects)
         evidence = {"request": f"{step.method} {step.path}", "status": res.status, "elapsed_ms": round(res.elapsed_ms)}
@@ -224,7 +222,7 @@ def check_export(ctx: PhaseRun) -> list[Check]:
         return Outcome("pass", res.describe(), expected, evidence)
 
     first = ctx.run("retention.export.request", step.title or "Data-subject export requested", request,
-                    severity=step.severity)
+                    severity=step.severity, expected=expected, writes=True)
     expected = f"datasets {', '.join(cfg.expected_datasets) or '(any)'} present; checksum recorded"
 
     def datasets() -> Outcome:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rehearsal_lib.checks.wording import ms, plural, rps, secs, status_mix
-from rehearsal_lib.config import LoadParams, LoadScenario, LoadStage
 from rehearsal_lib.load.engine import LoadResult, LoadSpec, Scenario, ScenarioStats, _Template, run_load
 from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.phases.load.params import LoadParams, LoadScenario, LoadStage
 from rehearsal_lib.probes import http
 from rehearsal_lib.results import Check
 
@@ -45,7 +45,6 @@ class ConnSample:
 class LoadRun:
     """Everything the load phase measured; the check functions read it."""
 
-    refusal: str | None = None
     setup_error: str | None = None
     stages: list[StageRun] = field(default_factory=list)
     conn_samples: list[ConnSample] = field(default_factory=list)
@@ -53,6 +52,19 @@ class LoadRun:
     conn_error: str | None = None
     conn_hidden: int = 0  # the most sessions of other roles the sampler's role could not see
     values: dict[str, list[Any]] = field(default_factory=dict)
+    sent: bool = False  # the load ran (once, inside the first check that needs it)
+    _send: Any = None
+
+    def ensure(self) -> LoadRun:
+        """Send the load now unless it was sent already. Only the probes of the load checks call this:
+        they are declared `writes=True`, so where writes are refused the load is never sent."""
+        if not self.sent and self._send is not None:
+            self.sent = True
+            self._send()
+        return self
+
+    def stage_run(self, name: str) -> StageRun | None:
+        return next((sr for sr in self.ensure().stages if sr.stage.name == name), None)
 
 
 def _codes(value: int | list[int]) -> list[int]:
@@ -75,7 +87,7 @@ def _fill_run_id(value: Any, run_id: str) -> Any:
 
 def _headers(ctx: PhaseRun, sc: LoadScenario) -> dict[str, str]:
     out = dict(ctx.auth_headers()) if sc.auth else {}
-    out.update({k: ctx._resolve(v) or "" for k, v in sc.headers.items()})
+    out.update({k: ctx.resolve(v) or "" for k, v in sc.headers.items()})
     return out
 
 
@@ -143,16 +155,21 @@ def _setup(ctx: PhaseRun, cfg: LoadParams, run_id: str, run: LoadRun) -> None:
         run.values[step.name] = kept
 
 
-def run_load_phase(ctx: PhaseRun) -> LoadRun:
-    """Setup, then every stage in order while pg_stat_activity is sampled; never raises."""
-    cfg: LoadParams = ctx.settings
-    run = LoadRun(refusal=ctx.writes_refusal())
-    if not cfg.stages:
+def run_load_phase(ctx: PhaseRun[LoadParams]) -> LoadRun:
+    """The phase's load, sent by the first load check that needs it (`LoadRun.ensure`): setup, then every
+    stage in order while pg_stat_activity is sampled. Sending writes to the target, so it happens only
+    inside checks declared `writes=True` (refused in production without --allow-destructive)."""
+    run = LoadRun()
+    if not ctx.settings.stages:
         ctx.note("Not configured: phases.load.stages is empty.")
         return run
-    if run.refusal:
-        ctx.note(f"Load not sent: {run.refusal}.")
-        return run
+    run._send = lambda: _send_load(ctx, run)
+    return run
+
+
+def _send_load(ctx: PhaseRun[LoadParams], run: LoadRun) -> None:
+    """Setup, then every stage in order while pg_stat_activity is sampled; never raises."""
+    cfg = ctx.settings
     run_id = _run_id(ctx)
     gen = cfg.generator
     sampler = None
@@ -198,15 +215,18 @@ def run_load_phase(ctx: PhaseRun) -> LoadRun:
             time.sleep(min(1.0, cfg.db_connections.sample_interval_s))  # one sample after the load
             sampler.stop_event.set()
             sampler.join(ctx.params.target.timeout_s + ctx.params.safety.sql_statement_timeout_ms / 1000)
-    return run
 
 
 def show_run(ctx: PhaseRun, run: LoadRun) -> None:
     """A short table of what was sent: per stage its shape, requests, failures and how long it took."""
     import html
 
-    from rehearsal_lib.phase import _display
+    from rehearsal_lib.phase import display_bundle
 
+    if not run.sent:
+        if ctx.settings.stages:
+            ctx.note("Load not sent (its checks were refused or did not run).")
+        return
     if not run.stages:
         return
     rows = []
@@ -229,7 +249,7 @@ def show_run(ctx: PhaseRun, run: LoadRun) -> None:
     total = sum(int(r[3]) for r in rows if r[3].isdigit())
     setup = f"setup failed: {run.setup_error}. " if run.setup_error else ""
     lead = f"{setup}{plural(len(rows), 'stage')}, {plural(total, 'request')} sent."
-    _display({"text/html": f"<p>{html.escape(lead)}</p><table><tr>"
+    display_bundle({"text/html": f"<p>{html.escape(lead)}</p><table><tr>"
                            + "".join(f"<th {left}>{h}</th>" for h in head) + f"</tr>{body}</table>",
               "text/plain": lead + "\n" + "\n".join(" | ".join(r) for r in rows)})
 
@@ -238,9 +258,7 @@ def show_run(ctx: PhaseRun, run: LoadRun) -> None:
 
 
 def _not_judged(run: LoadRun, sr: StageRun | None, expected: str) -> Outcome | None:
-    """The outcome when a stage has no trustworthy figures (refused, failed, saturated), else None."""
-    if run.refusal:
-        return Outcome("skip", run.refusal, expected)
+    """The outcome when a stage has no trustworthy figures (failed, saturated), else None."""
     if sr is None or sr.error or sr.result is None:
         return Outcome("error", sr.error if sr is not None and sr.error else "stage did not run", expected)
     if sr.saturated:
@@ -275,20 +293,20 @@ def _stats(sr: StageRun, name: str) -> ScenarioStats:
     return next(s for s in sr.result.scenario_stats() if s.name == name)
 
 
-def _stage_runs(ctx: PhaseRun, run: LoadRun) -> list[tuple[LoadStage, StageRun | None]]:
-    by_name = {sr.stage.name: sr for sr in run.stages}
-    return [(stage, by_name.get(stage.name)) for stage in ctx.settings.stages]
+def _stages(ctx: PhaseRun[LoadParams]) -> list[LoadStage]:
+    return list(ctx.settings.stages)
 
 
 def check_generator(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     """The generator kept up with each stage (else its latency figures are the client's, not the server's)."""
     gen = ctx.settings.generator
     out = []
-    for stage, sr in _stage_runs(ctx, run):
+    for stage in _stages(ctx):
         expected = (f"achieved >= {gen.min_rate_ratio:.0%} of target, no dropped arrivals, scheduler lag p99 <= "
                     f"{gen.max_scheduler_lag_ms:g} ms, client CPU <= {gen.max_client_cpu:.0%}")
 
-        def probe(sr: StageRun | None = sr, expected: str = expected) -> Outcome:
+        def probe(name: str = stage.name, expected: str = expected) -> Outcome:
+            sr = run.stage_run(name)
             bad = _not_judged(run, sr, expected)
             if bad:
                 return bad
@@ -301,22 +319,23 @@ def check_generator(ctx: PhaseRun, run: LoadRun) -> list[Check]:
                            f, _numbers(f))
 
         out.append(ctx.run(f"load.generator.{stage.name}", f"Load generator kept up: {stage.title or stage.name}",
-                           probe, severity="major", expected=expected))
+                           probe, severity="major", expected=expected, writes=True))
     return out
 
 
 def check_latency(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     """p95 (a blocker by default, as the seed's hard gate) and p99 of every scenario against its limits."""
     out = []
-    for stage, sr in _stage_runs(ctx, run):
+    for stage in _stages(ctx):
         for sc in stage.scenarios:
             for pct, limit, sev in ((95, sc.p95_ms, sc.p95_severity), (99, sc.p99_ms, sc.severity)):
                 if limit is None and pct == 99:
                     continue
                 expected = f"p{pct} <= {limit:g} ms" if limit else f"p{pct} reported"
 
-                def probe(sr: StageRun | None = sr, sc: LoadScenario = sc, pct: int = pct, limit: float | None = limit,
+                def probe(name: str = stage.name, sc: LoadScenario = sc, pct: int = pct, limit: float | None = limit,
                           expected: str = expected) -> Outcome:
+                    sr = run.stage_run(name)
                     bad = _not_judged(run, sr, expected)
                     if bad:
                         return bad
@@ -352,7 +371,7 @@ def check_latency(ctx: PhaseRun, run: LoadRun) -> list[Check]:
                     return Outcome("pass" if value <= limit else "fail", seen, expected, evidence, metrics)
 
                 out.append(ctx.run(f"load.p{pct}.{sc.name}", f"p{pct} latency of {sc.title or sc.name} under load",
-                                   probe, severity=sev, expected=expected))
+                                   probe, severity=sev, expected=expected, writes=True))
     _latency_figure(ctx, run)
     return out
 
@@ -360,12 +379,13 @@ def check_latency(ctx: PhaseRun, run: LoadRun) -> list[Check]:
 def check_errors(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     """Share of requests per scenario without an expected status (timeouts and connection errors count)."""
     out = []
-    for stage, sr in _stage_runs(ctx, run):
+    for stage in _stages(ctx):
         for sc in stage.scenarios:
             expected = (f"error rate <= {sc.max_error_rate:.1%} (expected status "
                         f"{' or '.join(map(str, _codes(sc.expect_status)))})")
 
-            def probe(sr: StageRun | None = sr, sc: LoadScenario = sc, expected: str = expected) -> Outcome:
+            def probe(name: str = stage.name, sc: LoadScenario = sc, expected: str = expected) -> Outcome:
+                sr = run.stage_run(name)
                 bad = _not_judged(run, sr, expected)
                 if bad:
                     return bad
@@ -381,7 +401,7 @@ def check_errors(ctx: PhaseRun, run: LoadRun) -> list[Check]:
                                 "expected status": " or ".join(map(str, _codes(sc.expect_status)))}, metrics)
 
             out.append(ctx.run(f"load.errors.{sc.name}", f"Error rate of {sc.title or sc.name} under load", probe,
-                               severity=sc.severity, expected=expected))
+                               severity=sc.severity, expected=expected, writes=True))
     _timeline_figure(ctx, run)
     return out
 
@@ -389,12 +409,13 @@ def check_errors(ctx: PhaseRun, run: LoadRun) -> list[Check]:
 def check_throughput(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     """Completed, expected responses per second of each stage with a `min_throughput_rps`."""
     out = []
-    for stage, sr in _stage_runs(ctx, run):
+    for stage in _stages(ctx):
         if stage.min_throughput_rps is None:
             continue
         expected = f">= {stage.min_throughput_rps:g} successful responses/s"
 
-        def probe(stage: LoadStage = stage, sr: StageRun | None = sr, expected: str = expected) -> Outcome:
+        def probe(stage: LoadStage = stage, name: str = stage.name, expected: str = expected) -> Outcome:
+            sr = run.stage_run(name)
             bad = _not_judged(run, sr, expected)
             if bad:
                 return bad
@@ -408,7 +429,7 @@ def check_throughput(ctx: PhaseRun, run: LoadRun) -> list[Check]:
                            {"throughput_rps": round(rate, 1)})
 
         out.append(ctx.run(f"load.throughput.{stage.name}", f"Throughput of {stage.title or stage.name}", probe,
-                           severity="major", expected=expected))
+                           severity="major", expected=expected, writes=True))
     return out
 
 
@@ -425,8 +446,7 @@ def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     expected = f"peak <= {cfg.max_usage_ratio:.0%} of max_connections"
 
     def peak() -> Outcome | None:
-        if run.refusal:
-            return Outcome("skip", run.refusal, expected)
+        run.ensure()
         if run.conn_hidden:  # the counts would leave out other roles' sessions: a low peak proves nothing
             from rehearsal_lib.probes.sql import hidden_sessions_reason
 
@@ -455,7 +475,7 @@ def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
                        expected, evidence, metrics)
 
     out.append(ctx.run("load.db.connections", "Database connections under load", usage, severity="major",
-                       expected=expected))
+                       expected=expected, writes=True))
     if cfg.application_name and cfg.pool_size:
         pool_expected = f"{cfg.application_name} below its pool limit of {cfg.pool_size} connections"
 
@@ -476,7 +496,7 @@ def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
                            metrics)
 
         out.append(ctx.run("load.db.pool", f"Connection pool of {cfg.application_name}", pool, severity="major",
-                           expected=pool_expected))
+                           expected=pool_expected, writes=True))
     _connections_figure(ctx, run)
     return out
 

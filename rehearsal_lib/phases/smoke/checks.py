@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from rehearsal_lib.config import junit_path_is_safe
-from rehearsal_lib.phase import Outcome, PhaseRun, _display
+from rehearsal_lib.phase import Outcome, PhaseRun, display_bundle
+from rehearsal_lib.phases.smoke.params import junit_path_is_safe
 from rehearsal_lib.probes import command
 from rehearsal_lib.results import Check
 
@@ -37,7 +37,7 @@ def _show_cases(cases: list[dict[str, Any]]) -> None:
     rows = "".join(f"<tr><td {left}>{html.escape(c['status'])}</td><td {left}><code>{html.escape(c['classname'])}."
                    f"{html.escape(c['name'])}</code></td><td>{c['time_s']:.3f}</td><td {left}>"
                    f"{html.escape(c['message'])}</td></tr>" for c in cases)
-    _display({"text/html": f"<p><b>Smoke test cases</b> ({len(cases)})</p><table><tr><th {left}>status</th>"
+    display_bundle({"text/html": f"<p><b>Smoke test cases</b> ({len(cases)})</p><table><tr><th {left}>status</th>"
                            f"<th {left}>test case</th><th>s</th><th {left}>message</th></tr>{rows}</table>",
               "text/plain": "\n".join(f"{c['status']}: {c['classname']}.{c['name']}" for c in cases)})
 
@@ -74,7 +74,7 @@ def check_smoke(ctx: PhaseRun) -> list[Check]:
     junit.parent.mkdir(parents=True, exist_ok=True)
     junit.unlink(missing_ok=True)  # a stale file from an earlier command must not pass for this one's
     places = {"junit": str(junit), "package": str(PACKAGE_DIR)}
-    env = {k: command.fill(ctx._resolve(v) or "", **places) for k, v in cfg.env.items()}
+    env = {k: command.fill(ctx.resolve(v) or "", **places) for k, v in cfg.env.items()}
     result: dict[str, Any] = {}
 
     def run() -> Outcome:

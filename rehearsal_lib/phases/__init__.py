@@ -1,0 +1,117 @@
+"""The phase registry: the built-in phases plus those other packages register.
+
+Built-ins live in `rehearsal_lib/phases/<name>/` (each package's `SPEC`); a third-party package
+adds a phase through the `rehearsal.phases` entry point group, naming a `PhaseSpec`, as papermill
+registers its engines:
+
+    [project.entry-points."rehearsal.phases"]
+    cache_warmup = "acme_rehearsal.cache_warmup:SPEC"
+
+The registry decides the run order, the catalogue `rehearse validate` shows, and the `phases:`
+section of the params model (config.py builds it from the registry).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from rehearsal_lib.phases.spec import PhaseSpec
+
+ENTRY_POINT_GROUP = "rehearsal.phases"
+BUILTIN = ("preflight", "migrations", "webhooks", "jobs", "retention", "load", "faults", "integrity", "security",
+           "observability", "backup_recovery", "smoke", "decision")
+LAST = "decision"  # reads every other phase's results: always runs last
+
+
+class RegistryError(Exception):
+    """A registered phase cannot be loaded or clashes with another; the message names the entry point."""
+
+
+def _builtin(name: str) -> PhaseSpec:
+    spec = importlib.import_module(f"rehearsal_lib.phases.{name}").SPEC
+    assert isinstance(spec, PhaseSpec) and spec.name == name
+    return spec
+
+
+def _plugins() -> list[PhaseSpec]:
+    found: list[PhaseSpec] = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        where = f"entry point {ep.name!r} = {ep.value!r} ({ENTRY_POINT_GROUP})"
+        try:
+            spec = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is named, not a traceback
+            raise RegistryError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(spec, PhaseSpec):
+            raise RegistryError(f"{where} is a {type(spec).__name__}, not a rehearsal PhaseSpec")
+        if spec.name != ep.name:
+            raise RegistryError(f"{where} names phase {spec.name!r}: the entry point's name must be the phase name")
+        if spec.params is None or spec.notebook is None:
+            raise RegistryError(f"{where}: a registered phase needs params and a notebook")
+        dist = getattr(ep, "dist", None)
+        if dist is not None:
+            object.__setattr__(spec, "package", f"{dist.metadata['Name']} {dist.version}")
+        found.append(spec)
+    return found
+
+
+@functools.cache
+def registry() -> tuple[PhaseSpec, ...]:
+    """Every phase in run order (the decision phase last). Raises RegistryError for a broken plugin."""
+    specs = [_builtin(n) for n in BUILTIN]
+    names = {s.name for s in specs}
+    for spec in _plugins():
+        if spec.name in names:
+            raise RegistryError(f"phase {spec.name!r} of {spec.package} is already registered")
+        names.add(spec.name)
+        specs.append(spec)
+    return tuple(sorted(specs, key=lambda s: (s.name == LAST, s.order, s.name)))
+
+
+def all_phases() -> tuple[PhaseSpec, ...]:
+    return registry()
+
+
+def get(name: str) -> PhaseSpec:
+    """The spec of a registered phase; KeyError for an unknown name."""
+    for spec in registry():
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
+
+def known(name: str) -> bool:
+    return any(s.name == name for s in registry())
+
+
+def notebooks_dir(root: Path | None = None) -> Path:
+    from rehearsal_lib.config import project_root
+
+    return (root or project_root()) / "notebooks"
+
+
+def notebook_for(name: str, root: Path | None = None) -> Path | None:
+    """The phase's notebook (the project's notebooks/ for built-ins, the package's own for a plugin),
+    or None when the phase has none yet."""
+    spec = get(name)
+    if spec.notebook is None:
+        return None
+    path = Path(spec.notebook)
+    if not path.is_absolute():
+        path = notebooks_dir(root) / path
+    return path if path.is_file() else None
+
+
+def by_name() -> dict[str, PhaseSpec]:
+    return {s.name: s for s in registry()}
+
+
+def __getattr__(name: str) -> object:
+    """`PHASES` (every phase in run order) and `BY_NAME` (name -> spec), computed from the registry."""
+    if name == "PHASES":
+        return registry()
+    if name == "BY_NAME":
+        return by_name()
+    raise AttributeError(name)

@@ -1,0 +1,92 @@
+"""Params of the migrations phase: its block under `phases.migrations` in params/<env>.yaml (docs/params.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rehearsal_lib.params_base import (
+    MAX_SECONDS,
+    PhaseParams,
+    Strict,
+)
+
+
+class ColumnSpec(Strict):
+    name: str
+    type: str | None = Field(None, description="Type as format_type() prints it, e.g. 'timestamp with time zone'.")
+
+
+class IndexSpec(Strict):
+    table: str
+    name: str
+
+
+class ForeignKeySpec(Strict):
+    table: str
+    columns: list[str]
+    references: str = Field(description="The referred table.")
+
+
+class CheckConstraintSpec(Strict):
+    table: str
+    name: str
+
+
+class RlsSpec(Strict):
+    table: str
+    enabled: bool = True
+    min_policies: int = Field(1, ge=0, description="At least this many policies on the table.")
+
+
+class PostConditions(Strict):
+    """What the schema must look like once every migration is applied."""
+
+    tables: list[str] = Field(default_factory=list)
+    columns: dict[str, list[ColumnSpec]] = Field(default_factory=dict, description="table -> columns (and types).")
+    indexes: list[IndexSpec] = Field(default_factory=list)
+    foreign_keys: list[ForeignKeySpec] = Field(default_factory=list)
+    check_constraints: list[CheckConstraintSpec] = Field(default_factory=list)
+    functions: list[str] = Field(default_factory=list, description="Function names (schema-qualified or public).")
+    rls: list[RlsSpec] = Field(default_factory=list)
+
+
+class SqlDirDriver(Strict):
+    directory: str = Field(description="Folder of NNN_name.sql files; may use ${VAR}.")
+    table: str = Field("schema_migrations", description="Tracking table; its `version` column lists applied files.")
+    version_column: str = "version"
+    down_directory: str | None = Field(None, description="Folder of NNN_name.sql down scripts (for the round trip).")
+
+
+class AlembicDriver(Strict):
+    config: str = Field(description="Path of alembic.ini; may use ${VAR}.")
+    section: str = "alembic"
+
+
+class CommandDriver(Strict):
+    plan_command: str = Field(description="Prints the pending migrations, e.g. 'python manage.py migrate --plan'.")
+    pending_regex: str = Field(r"\S", description="Lines of the plan's output that name one pending migration.")
+    apply_command: str | None = None
+    roundtrip_command: str | None = Field(None, description="Runs a down/up round trip on a scratch copy; exit 0 = ok.")
+    timeout_s: float = Field(300, gt=0, le=MAX_SECONDS)
+
+
+class MigrationsParams(PhaseParams):
+    enabled: bool = True
+    driver: Literal["sql_dir", "alembic", "command"] = "sql_dir"
+    sql_dir: SqlDirDriver | None = None
+    alembic: AlembicDriver | None = None
+    command: CommandDriver | None = None
+    expected_pending: list[str] = Field(
+        default_factory=list, description="Migrations this release is expected to bring; any other pending one fails.")
+    apply: bool = Field(True, description="Apply pending migrations (a write; refused in production without the flag).")
+    apply_database_url: str | None = Field(None, description="${VAR} URL with DDL rights for apply and the round trip.")
+    roundtrip: bool = Field(True, description="Down/up round trip on a scratch database where the tool supports it.")
+    postconditions: PostConditions = Field(default_factory=PostConditions)
+
+    @model_validator(mode="after")
+    def _driver_block(self) -> MigrationsParams:
+        if self.enabled and getattr(self, self.driver) is None:
+            raise ValueError(f"driver '{self.driver}' needs its block `{self.driver}:`")
+        return self
