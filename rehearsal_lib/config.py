@@ -464,6 +464,11 @@ def load_params(env: str, root: Path | None = None, check_env_vars: bool = True)
         hint = f" (available: {', '.join(available)})" if available else ""
         raise ConfigError(path, f"no such params file{hint}")
     data, origin = _load_with_extends(path)
+    broken = phase_registry.problems()
+    if broken:  # a phase package is installed but unusable: fix or uninstall it before anything runs
+        raise ConfigError(path, f"an installed phase cannot be used: {broken[0]}", key="phases",
+                          also=[_problem_line(str(path), None, "phases", f"an installed phase cannot be used: {b}")
+                                for b in broken[1:]])
 
     def where(loc: tuple) -> tuple[Path, int | None]:
         for cut in range(len(loc), -1, -1):

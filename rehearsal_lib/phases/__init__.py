@@ -36,38 +36,54 @@ def _builtin(name: str) -> PhaseSpec:
     return spec
 
 
-def _plugins() -> list[PhaseSpec]:
-    found: list[PhaseSpec] = []
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        where = f"entry point {ep.name!r} = {ep.value!r} ({ENTRY_POINT_GROUP})"
-        try:
-            spec = ep.load()
-        except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is named, not a traceback
-            raise RegistryError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(spec, PhaseSpec):
-            raise RegistryError(f"{where} is a {type(spec).__name__}, not a rehearsal PhaseSpec")
-        if spec.name != ep.name:
-            raise RegistryError(f"{where} names phase {spec.name!r}: the entry point's name must be the phase name")
-        if spec.params is None or spec.notebook is None:
-            raise RegistryError(f"{where}: a registered phase needs params and a notebook")
-        dist = getattr(ep, "dist", None)
-        if dist is not None:
-            object.__setattr__(spec, "package", f"{dist.metadata['Name']} {dist.version}")
-        found.append(spec)
-    return found
+def _load_plugin(ep: object) -> PhaseSpec:
+    """One entry point's PhaseSpec; RegistryError naming the entry point when it is not a usable phase."""
+    name, value = getattr(ep, "name", "?"), getattr(ep, "value", "?")
+    where = f"entry point {name!r} = {value!r} ({ENTRY_POINT_GROUP})"
+    try:
+        spec = ep.load()  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is named, not a traceback
+        raise RegistryError(f"{where} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(spec, PhaseSpec):
+        raise RegistryError(f"{where} is a {type(spec).__name__}, not a rehearsal PhaseSpec")
+    if spec.name != name:
+        raise RegistryError(f"{where} names phase {spec.name!r}: the entry point's name must be the phase name")
+    if spec.params is None or spec.notebook is None:
+        raise RegistryError(f"{where}: a registered phase needs params and a notebook")
+    dist = getattr(ep, "dist", None)
+    if dist is not None:
+        object.__setattr__(spec, "package", f"{dist.metadata['Name']} {dist.version}")
+    return spec
 
 
 @functools.cache
-def registry() -> tuple[PhaseSpec, ...]:
-    """Every phase in run order (the decision phase last). Raises RegistryError for a broken plugin."""
+def _registry() -> tuple[tuple[PhaseSpec, ...], tuple[str, ...]]:
     specs = [_builtin(n) for n in BUILTIN]
     names = {s.name for s in specs}
-    for spec in _plugins():
+    problems: list[str] = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            spec = _load_plugin(ep)
+        except RegistryError as exc:
+            problems.append(str(exc))
+            continue
         if spec.name in names:
-            raise RegistryError(f"phase {spec.name!r} of {spec.package} is already registered")
+            problems.append(f"phase {spec.name!r} of {spec.package} is already registered")
+            continue
         names.add(spec.name)
         specs.append(spec)
-    return tuple(sorted(specs, key=lambda s: (s.name == LAST, s.order, s.name)))
+    return tuple(sorted(specs, key=lambda s: (s.name == LAST, s.order, s.name))), tuple(problems)
+
+
+def registry() -> tuple[PhaseSpec, ...]:
+    """Every usable phase in run order (the decision phase last); a broken plugin is left out and named
+    by `problems()` (load_params refuses to run while there is one)."""
+    return _registry()[0]
+
+
+def problems() -> tuple[str, ...]:
+    """What is wrong with the registered (third-party) phases: each names its entry point."""
+    return _registry()[1]
 
 
 def all_phases() -> tuple[PhaseSpec, ...]:
