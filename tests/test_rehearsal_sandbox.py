@@ -146,6 +146,21 @@ def test_rebuilding_the_report_from_notebooks_gives_the_same_results(good, env):
     assert tampered.returncode == 1 and "results.json: sha256 differs" in tampered.stdout
 
 
+@pytest.mark.parametrize("which", ["good", "faulty"])
+def test_same_check_ids_statuses_and_decision_as_before_the_phase_plugin_refactor(which, request):
+    """Issue #11 moved every phase into a plugin package; tests/baselines/ holds what the two sandbox runs
+    gave before. A change of behaviour shows here as the ids/statuses that differ."""
+    _, run = request.getfixturevalue(which)
+    results = json.loads((run / "results.json").read_text())
+    env = results["env"]
+    baseline = json.loads((ROOT / "tests" / "baselines" / f"{env}.json").read_text())
+    now = {c["id"]: c["status"] for c in results["checks"]}
+    differ = {i: (baseline["checks"].get(i), now.get(i)) for i in {*now, *baseline["checks"]}
+              if baseline["checks"].get(i) != now.get(i)}
+    assert not differ, f"{env}: (before, now) per check id: {differ}"
+    assert (results["decision"], results["exit_code"]) == (baseline["decision"], baseline["exit_code"])
+
+
 def test_faulty_sandbox_is_no_go_with_exactly_the_planted_defects(faulty):
     proc, run = faulty
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -241,6 +256,13 @@ def test_production_refuses_writes_without_flag_conditional_go_exit_3(env, tmp_p
     results = json.loads((run_folder(out, "prod-like") / "results.json").read_text())
     journey = {c["id"]: c for c in results["checks"] if ".journey." in c["id"]}
     assert journey and all(c["status"] == "skip" and "production" in c["observed"] for c in journey.values())
+    # one write-safety route: destructive phases run their read-only checks; each check that writes is refused
+    assert {p["name"]: p["outcome"] for p in results["phases"]}.get("migrations") == "ok"
+    by_id = {c["id"]: c for c in results["checks"]}
+    for writing in ("migrations.apply", "migrations.roundtrip", "load.db.connections",
+                    "backup_recovery.restore.restored", "webhooks.signature.valid"):
+        assert by_id[writing]["status"] == "skip" and "production" in by_id[writing]["observed"], by_id[writing]
+    assert by_id["migrations.plan.pending"]["status"] == "pass"  # read-only: it ran against "production"
     allowed = rehearse(["run", str(params), "--outputs", str(out), "--allow-destructive"], env)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
 
