@@ -155,3 +155,15 @@ def test_the_run_command_installs_what_the_sandbox_rehearsal_runs(root):
     smoke = load_params("sandbox", root, check_env_vars=False).phases.smoke
     assert smoke.enabled and "-m pytest" in smoke.command
     assert "pytest" in core
+
+
+def test_sandbox_provided_vars_are_exactly_what_a_sandbox_provides(tmp_path):
+    """config.SANDBOX_PROVIDED_VARS (what `rehearse validate` accepts as set for a sandbox params file) and
+    SandboxState.env_vars (what a running sandbox exports) are written in two places: they must agree."""
+    from rehearsal_lib.config import SANDBOX_PROVIDED_VARS
+    from rehearsal_lib.sandbox.manager import SandboxState
+
+    state = SandboxState(variant="default", home=tmp_path, base_url="http://127.0.0.1:1", db_url="postgresql://x",
+                         admin_db_url="postgresql://y", app_pid=0, pg_port=1, app_port=1, token="t" * 16,
+                         started_at="2026-12-02T00:00:00Z")
+    assert set(state.env_vars()) == set(SANDBOX_PROVIDED_VARS)
