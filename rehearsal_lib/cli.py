@@ -85,6 +85,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_phases(args: argparse.Namespace) -> int:
+    """The catalogue, from the registry: built-in phases and those installed packages register."""
+    import json
+
+    from rehearsal_lib import phases
+
+    rows = []
+    for spec in phases.registry():
+        kind = "destructive" if spec.destructive else "disruptive" if spec.disruptive else ""
+        state = "available" if phases.notebook_for(spec.name) is not None else "not built yet"
+        rows.append((spec.number, spec.name, spec.title, kind, state, spec.package, spec.seed))
+    if args.json:
+        keys = ("order", "name", "title", "kind", "state", "package", "seed")
+        print(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], indent=2))
+    else:
+        for r in rows:
+            print(f"{r[0]:>4}  {r[1]:<16} {r[2]:<26} {r[3]:<11} {r[4]:<13} {r[5]}")
+    for problem in phases.problems():
+        print(f"rehearse: an installed phase cannot be used: {problem}", file=sys.stderr)
+    return 2 if phases.problems() else 0
+
+
 def _run_dir(value: str) -> Path:
     path = Path(value).resolve()
     if not (path / "notebooks").is_dir():
@@ -313,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--release-pending", action="store_true",
                    help="up: start one release behind (migrations 017-019 pending), as `rehearse run sandbox` does")
     p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("phases", help="the phase catalogue: built-in phases and those installed packages register")
+    p.add_argument("--json", action="store_true", help="as JSON (order, name, title, kind, state, package, seed)")
+    p.set_defaults(func=cmd_phases)
 
     p = sub.add_parser("lab", help="open JupyterLab on notebooks/")
     p.add_argument("lab_args", nargs="*", help="passed on to jupyter lab (options too, e.g. --port 8899)")

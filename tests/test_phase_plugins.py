@@ -75,8 +75,9 @@ def _notebook() -> str:
     params = nbformat.v4.new_code_cell('env = "sandbox"\nrun_dir = ""')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# Cache warm-up\nA third-party phase."), params,
-                nbformat.v4.new_code_cell("from acme_rehearsal import checks\nfrom rehearsal_lib.phase import open_phase"
-                                          "\n\nph = open_phase('cache_warmup', env, run_dir)"),
+                nbformat.v4.new_code_cell("from acme_rehearsal import checks\n"
+                                          "from rehearsal_lib.phase import open_phase\n\n"
+                                          "ph = open_phase('cache_warmup', env, run_dir)"),
                 nbformat.v4.new_code_cell("checks.check_warm(ph);"),
                 nbformat.v4.new_code_cell("ph.summary()\nph.close()")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -171,6 +172,12 @@ def test_third_party_phase_package_is_validated_run_and_reported(tmp_path: Path,
     site = tmp_path / "site"
     _install(_package(tmp_path), site)
     env = _env(tmp_path, site)
+    catalogue = json.loads(_rehearse(["phases", "--json"], env).stdout)
+    mine = next(p for p in catalogue if p["name"] == "cache_warmup")
+    assert mine["package"] == "acme-rehearsal 0.3.0" and mine["state"] == "available"
+    order = [p["name"] for p in catalogue]
+    assert order.index("integrity") < order.index("cache_warmup") < order.index("security")
+    assert order[-1] == "decision"
     typo = _params(tmp_path, "plugin-typo", target, """
         phases:
           preflight: {enabled: false}
@@ -212,6 +219,9 @@ def test_a_broken_phase_package_is_named_with_exit_2(tmp_path: Path, target: str
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "entry point 'cache_warmup'" in proc.stderr and "acme: missing dependency" in proc.stderr
     assert "Traceback" not in proc.stderr
+    listing = _rehearse(["phases"], _env(tmp_path, site))
+    assert listing.returncode == 2 and "acme: missing dependency" in listing.stderr
+    assert "preflight" in listing.stdout  # the built-ins are still listed
 
 
 @pytest.mark.integration
