@@ -104,6 +104,21 @@ def test_sandbox_rehearsal_is_go_with_every_artefact_consistent(good):
     assert "live_schema_unchanged_after" in by_id["migrations.roundtrip"]["evidence"]
 
 
+@pytest.mark.parametrize("which", ["good", "faulty"])
+def test_same_check_ids_statuses_and_decision_as_before_the_phase_plugin_refactor(which, request):
+    """Issue #11 moved every phase into a plugin package; tests/baselines/ holds what the two sandbox runs
+    gave before. A change of behaviour shows here as the ids/statuses that differ."""
+    _, run = request.getfixturevalue(which)  # before any test below rewrites a file of the folder
+    results = json.loads((run / "results.json").read_text())
+    env = results["env"]
+    baseline = json.loads((ROOT / "tests" / "baselines" / f"{env}.json").read_text())
+    now = {c["id"]: c["status"] for c in results["checks"]}
+    differ = {i: (baseline["checks"].get(i), now.get(i)) for i in {*now, *baseline["checks"]}
+              if baseline["checks"].get(i) != now.get(i)}
+    assert not differ, f"{env}: (before, now) per check id: {differ}"
+    assert (results["decision"], results["exit_code"]) == (baseline["decision"], baseline["exit_code"])
+
+
 def test_report_is_self_contained_offline(good):
     _, run = good
     report = (run / "report.html").read_text()
@@ -144,21 +159,6 @@ def test_rebuilding_the_report_from_notebooks_gives_the_same_results(good, env):
     (run / "results.json").write_text(json.dumps({**after, "decision": "GO!"}))
     tampered = rehearse(["verify", str(run)], env)
     assert tampered.returncode == 1 and "results.json: sha256 differs" in tampered.stdout
-
-
-@pytest.mark.parametrize("which", ["good", "faulty"])
-def test_same_check_ids_statuses_and_decision_as_before_the_phase_plugin_refactor(which, request):
-    """Issue #11 moved every phase into a plugin package; tests/baselines/ holds what the two sandbox runs
-    gave before. A change of behaviour shows here as the ids/statuses that differ."""
-    _, run = request.getfixturevalue(which)
-    results = json.loads((run / "results.json").read_text())
-    env = results["env"]
-    baseline = json.loads((ROOT / "tests" / "baselines" / f"{env}.json").read_text())
-    now = {c["id"]: c["status"] for c in results["checks"]}
-    differ = {i: (baseline["checks"].get(i), now.get(i)) for i in {*now, *baseline["checks"]}
-              if baseline["checks"].get(i) != now.get(i)}
-    assert not differ, f"{env}: (before, now) per check id: {differ}"
-    assert (results["decision"], results["exit_code"]) == (baseline["decision"], baseline["exit_code"])
 
 
 def test_faulty_sandbox_is_no_go_with_exactly_the_planted_defects(faulty):
