@@ -174,7 +174,7 @@ def check_replay(ctx: PhaseRun) -> Check | None:
         snd = _sender(ctx)
         out = _answer(snd.send(*snd.delivery(), timestamp=int(time.time()) - age), s.reject_status, expected,
                       f"a delivery signed {secs(age)} ago")
-        out.metrics["age_s"] = age
+        out.metrics = {**out.metrics, "age_s": age}
         return out
 
     return ctx.run("webhooks.replay.stale_timestamp", "Delivery outside the replay window is rejected", probe,
