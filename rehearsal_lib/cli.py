@@ -233,12 +233,13 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         stopped = sandbox.stop_sandbox(args.variant)
         print(f"sandbox {args.variant} {'stopped' if stopped else 'was not running'}")
     else:
-        state = sandbox.sandbox_status(args.variant)
-        if state is None:
+        found = sandbox.sandbox_status(args.variant)
+        if found is None:
             print(f"sandbox {args.variant}: not running")
             return 1
         from rehearsal_lib.sandbox.manager import orphaned_by
 
+        state = found
         print(f"sandbox {args.variant}: running at {state.base_url} since {state.started_at} (app pid {state.app_pid})")
         if state.owner:
             orphan = orphaned_by(state)

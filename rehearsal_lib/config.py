@@ -24,6 +24,7 @@ from pydantic import (
     create_model,
     field_validator,
 )
+from pydantic_core import ErrorDetails
 
 from rehearsal_lib import phases as phase_registry
 from rehearsal_lib.params_base import (  # noqa: F401 - re-exported: the params vocabulary lives in params_base
@@ -128,7 +129,13 @@ def phases_model() -> type[Strict]:
     return create_model("Phases", __base__=Strict, __doc__="One block per phase (its params model).", **fields)
 
 
-Phases = phases_model()
+if typing.TYPE_CHECKING:
+    class Phases(Strict):
+        """Built at import by `phases_model()` from the registry: one attribute per phase's params model."""
+
+        def __getattr__(self, name: str) -> Any: ...
+else:
+    Phases = phases_model()
 
 
 class Waiver(Strict):
@@ -265,7 +272,7 @@ def _known_keys() -> set[str]:
     return names
 
 
-def _explain(err: dict, loc: tuple) -> str:
+def _explain(err: ErrorDetails, loc: tuple[Any, ...]) -> str:
     """A pydantic error in an operator's words, with a hint where one helps."""
     import difflib
 
@@ -318,6 +325,7 @@ class _ParamsLoader(yaml.SafeLoader):
         mark = self.peek_event().start_mark
         if self.check_event(yaml.AliasEvent):
             node = super().compose_node(parent, index)
+            assert node is not None  # an alias always resolves to a node (or raises)
             if id(node) not in self.sizes:
                 raise yaml.composer.ComposerError(None, None, "an alias refers to a node that contains it", mark)
             self._grow(self.sizes[id(node)], mark)
@@ -329,13 +337,15 @@ class _ParamsLoader(yaml.SafeLoader):
         self._grow(1, mark)
         try:
             node = super().compose_node(parent, index)
+            assert node is not None  # a composed event is always a node (the stream's end is handled elsewhere)
         finally:
             self.depth -= 1
         self.sizes[id(node)] = self.nodes - before
         return node
 
-    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
-        node = super().compose_mapping_node(anchor)
+    # types-PyYAML types Composer.compose_mapping_node's `anchor` as dict[Any, Node]; it is the anchor's name
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:  # type: ignore[override]
+        node = super().compose_mapping_node(anchor)  # type: ignore[arg-type]
         first: dict[tuple[str, str], int] = {}
         for key_node, _ in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":

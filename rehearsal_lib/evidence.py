@@ -313,8 +313,8 @@ def write_junit(summary: RunSummary) -> Path:
         root.set(k, str(v))
     for el in root.iter():  # XML 1.0 has no way to carry NUL, ESC...: CI would drop the whole file
         el.text = printable(el.text) if el.text else el.text
-        for k, v in el.attrib.items():
-            el.set(k, printable(v))
+        for k, value in el.attrib.items():
+            el.set(k, printable(value))
     ET.indent(root)
     path = summary.run_dir / "junit.xml"
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

@@ -15,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from rehearsal_lib.config import Gate
-from rehearsal_lib.results import Check
+from rehearsal_lib.results import Check, Status
 
 GO, NO_GO, CONDITIONAL = "GO", "NO-GO", "CONDITIONAL GO"
 EXIT_CODES = {GO: 0, NO_GO: 1, CONDITIONAL: 3}
@@ -76,7 +76,7 @@ def outcome_checks(phases: list[PhaseOutcome]) -> list[Check]:
     for p in phases:
         if p.outcome == "ok":
             continue
-        status = "skip" if p.outcome == "refused" else "error"
+        status: Status = "skip" if p.outcome == "refused" else "error"
         what = {"error": "the notebook stopped with an error", "interrupted": "the run was interrupted",
                 "not_run": "the phase never started", "refused": "the phase was refused"}[p.outcome]
         out.append(Check(id=f"{p.name}.notebook.completed", phase=p.name, title=f"{p.title} notebook ran to the end",

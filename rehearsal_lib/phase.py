@@ -18,7 +18,7 @@ import os
 import re
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from rehearsal_lib.config import Params, load_params, resolve_reference
+from rehearsal_lib.config import Params, SandboxBlock, load_params, resolve_reference
 from rehearsal_lib.params_base import PhaseParams
 from rehearsal_lib.restores import Restore, perform, record_done, record_registered
 from rehearsal_lib.results import TARGET_TABLE_CLASS, Check, SeverityT, Status, utcnow
@@ -41,7 +41,7 @@ class Outcome:
     observed: str = ""
     expected: str = ""
     evidence: Any = None
-    metrics: dict[str, float | int | None] = field(default_factory=dict)
+    metrics: Mapping[str, float | int | None] = field(default_factory=dict)  # Mapping: a dict[str, int] fits
     severity: SeverityT | None = None  # a probe may raise its check's severity (e.g. a write that landed elsewhere)
 
 
@@ -68,7 +68,7 @@ def display_bundle(bundle: dict[str, Any]) -> None:
         from IPython.display import display
 
         if get_ipython() is not None:
-            display(bundle, raw=True)
+            display(bundle, raw=True)  # type: ignore[no-untyped-call]  # IPython.display ships no annotations
             return
     except ImportError:  # pragma: no cover - ipykernel is a dependency
         pass
@@ -166,7 +166,7 @@ class PhaseRun(Generic[P]):
             self.secrets.add_params(self.params)
             return
         if self.params.sandbox is not None:
-            self._attach_sandbox()
+            self._attach_sandbox(self.params.sandbox)
         self.secrets.add_params(self.params)  # the whole run's secrets, not only those this phase resolves
         self.base_url = (self.resolve(self.params.target.base_url, secret=False) or "").rstrip("/")
         self.database_url = self.resolve(self.params.target.database_url)
@@ -175,12 +175,11 @@ class PhaseRun(Generic[P]):
             self._check_target_identity()
 
     # -- configuration -------------------------------------------------------------------------
-    def _attach_sandbox(self) -> None:
+    def _attach_sandbox(self, sbx: SandboxBlock) -> None:
         """Interactive use starts the sandbox when none runs; under a run, only attach to the running one
         (the one the runner started; `_check_target_identity` says when it is gone or another)."""
         from rehearsal_lib.sandbox import apply_sandbox_env, ensure_sandbox, sandbox_status
 
-        sbx = self.params.sandbox
         if self.under_run:
             state, started = sandbox_status(sbx.variant), False
             if state is None:
@@ -336,7 +335,7 @@ class PhaseRun(Generic[P]):
                 handle.run()
         check = Check(id=check_id, phase=self.name, title=title, status=out.status, severity=out.severity or severity,
                       expected=out.expected or expected, observed=out.observed, evidence=out.evidence,
-                      metrics=out.metrics, started_at=started, duration_s=round(time.perf_counter() - t0, 4))
+                      metrics=dict(out.metrics), started_at=started, duration_s=round(time.perf_counter() - t0, 4))
         return self.record(check)
 
     def figure(self, fig: Any) -> None:
@@ -417,6 +416,6 @@ class PhaseRun(Generic[P]):
 
 def open_phase(name: str, env: str, run_dir: str = "", needs_target: bool = True) -> PhaseRun[Any]:
     """Entry point for phase notebooks: load params, attach the target, show what runs where."""
-    ctx = PhaseRun(name, env, run_dir, needs_target=needs_target)
+    ctx: PhaseRun[Any] = PhaseRun(name, env, run_dir, needs_target=needs_target)
     ctx.describe_target()
     return ctx

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from rehearsal_lib.processes import pid_alive
 
@@ -46,7 +46,7 @@ def sandbox_key(variant: str) -> str:
     return "sandbox-" + re.sub(r"[^A-Za-z0-9_.-]", "_", variant)
 
 
-def describe(holder: dict) -> str:
+def describe(holder: dict[str, Any]) -> str:
     """'run X of env E (pid N on host H, since T)'."""
     return (f"run {holder.get('run_id', '?')} of {holder.get('env', '?')} (pid {holder.get('pid', '?')} "
             f"on {holder.get('host', '?')}, since {holder.get('started_at', '?')})")
@@ -59,14 +59,14 @@ class RunLockError(Exception):
 class LockHeld(RunLockError):
     """Another run holds the lock; `holder` says who."""
 
-    def __init__(self, what: str, holder: dict, waited_s: float | None = None):
+    def __init__(self, what: str, holder: dict[str, Any], waited_s: float | None = None):
         self.what, self.holder = what, holder
         waited = f" (waited {waited_s:.0f} s)" if waited_s is not None else ""
         super().__init__(f"{what} is in use by {describe(holder)}{waited}; "
                          "wait for it to finish, or pass --wait")
 
 
-def _read_holder(fh: IO[str]) -> dict:
+def _read_holder(fh: IO[str]) -> dict[str, Any]:
     fh.seek(0)
     try:
         data = json.loads(fh.read() or "{}")
@@ -80,7 +80,7 @@ def _read_holder(fh: IO[str]) -> dict:
 class RunLock:
     """Locks held by one run; `notes` says which stale locks it took over."""
 
-    holder: dict
+    holder: dict[str, Any]
     files: list[tuple[Path, IO[str]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -157,7 +157,7 @@ def acquire(env: str, run_id: str, sandbox_variant: str | None = None, wait_s: f
     return lock
 
 
-def holder_of_sandbox(variant: str) -> dict | None:
+def holder_of_sandbox(variant: str) -> dict[str, Any] | None:
     """The run holding sandbox `variant`, or None when no run does."""
     path = lock_dir() / f"{sandbox_key(variant)}.lock"
     if not path.is_file():

@@ -131,14 +131,14 @@ def base64_forms(value: str) -> list[str]:
 def _trie_regex(words: Iterable[str]) -> str:
     """A regex matching any of the words, as a trie (one character test per step instead of one per
     word: a secret starting with `"` would otherwise try 130 alternatives at every quote of a file)."""
-    trie: dict = {}
+    trie: dict[str, Any] = {}
     for word in words:
         node = trie
         for ch in word:
             node = node.setdefault(ch, {})
         node[""] = {}
 
-    def build(node: dict) -> str:
+    def build(node: dict[str, Any]) -> str:
         branches = [re.escape(ch) + build(sub) for ch, sub in sorted(node.items()) if ch]
         if not branches:
             return ""

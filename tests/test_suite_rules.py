@@ -80,3 +80,34 @@ def test_a_server_in_an_unmarked_test_fails_with_the_reason(tmp_path: Path):
     assert "2 failed, 2 passed, 1 error in " in out, out  # the sandbox one errors at setup: nothing started
     assert "PASSED test_scratch.py::test_plain_subprocess" in out
     assert "PASSED test_scratch.py::test_marked_may_listen" in out
+
+
+def _readme_test_command() -> str:
+    """The command in the README's code block after **Install and run the tests**."""
+    readme = (HERE.parent / "README.md").read_text()
+    after = readme.split("**Install and run the tests**", 1)[1]
+    block = after.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    lines = [ln for ln in block.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"the README's test command block holds {len(lines)} lines, expected one: {block!r}"
+    return lines[0].strip()
+
+
+def _ci_run_command() -> str:
+    """The one command `.ci/run` runs (its lines that are not comments, `set` or `cd`)."""
+    script = (HERE.parent / ".ci" / "run").read_text()
+    lines = [ln.strip() for ln in script.splitlines()[1:]
+             if ln.strip() and not ln.lstrip().startswith(("#", "set ", "cd "))]
+    assert len(lines) == 1, f".ci/run runs {len(lines)} commands, expected one: {lines}"
+    return lines[0]
+
+
+def test_ci_runs_exactly_the_readme_test_command_with_ruff_and_mypy_before_pytest():
+    readme, ci = _readme_test_command(), _ci_run_command()
+    assert ci == readme, f".ci/run and the README's test command differ:\n  .ci/run: {ci}\n  README:  {readme}"
+    steps = [step.strip() for step in readme.split("&&")]
+    ruff = next((i for i, s in enumerate(steps) if s.startswith(".venv/bin/ruff check")), None)
+    mypy = next((i for i, s in enumerate(steps) if s.split()[0] == ".venv/bin/mypy"), None)
+    pytest_ = next((i for i, s in enumerate(steps) if "-m pytest" in s), None)
+    assert ruff is not None and mypy is not None and pytest_ is not None, f"ruff, mypy and pytest must all run: {steps}"
+    assert ruff < pytest_ and mypy < pytest_, f"ruff and mypy must run before pytest: {steps}"
+    assert all(d in steps[ruff].split() for d in ("rehearsal_lib", "tests", "benchmarks")), steps[ruff]

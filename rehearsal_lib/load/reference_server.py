@@ -35,7 +35,8 @@ OK = _response(200)
 
 class _Proto(asyncio.Protocol):
     def __init__(self, server: ReferenceServer):
-        self.server, self.buf, self.transport = server, b"", None
+        self.server, self.buf = server, b""
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]

@@ -124,6 +124,11 @@ def by_name() -> dict[str, PhaseSpec]:
     return {s.name: s for s in registry()}
 
 
+# declared for type checkers; at run time the module's __getattr__ below computes them
+PHASES: tuple[PhaseSpec, ...]
+BY_NAME: dict[str, PhaseSpec]
+
+
 def __getattr__(name: str) -> object:
     """`PHASES` (every phase in run order) and `BY_NAME` (name -> spec), computed from the registry."""
     if name == "PHASES":

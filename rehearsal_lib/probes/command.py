@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 OUTPUT_TAIL = 4000
@@ -37,7 +38,7 @@ class CommandResult:
             return f"{name}: {self.error}"
         return f"{name} exited {self.returncode} after {self.duration_s:.2f} s"
 
-    def evidence(self) -> dict:
+    def evidence(self) -> dict[str, Any]:
         return {"command": shlex.join(self.argv)[:500], "exit_code": self.returncode,
                 "duration_s": round(self.duration_s, 3), "output_tail": self.output[-OUTPUT_TAIL:],
                 **({"error": self.error} if self.error else {})}

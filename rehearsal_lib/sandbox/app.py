@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -104,7 +104,7 @@ class ApiError(Exception):
         self.status, self.code, self.detail, self.extra = status, code, detail, extra
 
 
-def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
+def _error(status: int, code: str, detail: str, headers: Mapping[str, str] | None = None, **extra: Any) -> Response:
     return JSONResponse({"error": code, "detail": detail, **extra}, status_code=status, headers=headers)
 
 

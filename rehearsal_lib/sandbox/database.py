@@ -62,7 +62,7 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR,
         " version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
         " applied_at timestamptz NOT NULL DEFAULT now(), duration_ms double precision NOT NULL)"
     )
-    done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+    done: dict[str, str] = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
     applied = []
     for m in list_migrations(directory):
         if m.version in skip:

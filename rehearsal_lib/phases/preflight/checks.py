@@ -10,7 +10,7 @@ from rehearsal_lib.checks.wording import ms, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import http
 from rehearsal_lib.probes.sql import query
-from rehearsal_lib.results import Check
+from rehearsal_lib.results import Check, Status
 
 
 def _status_check(ctx: PhaseRun, path: str) -> Outcome:
@@ -120,7 +120,8 @@ def check_latency(ctx: PhaseRun) -> Check:
                 else:
                     samples.setdefault(path, []).append(res.elapsed_ms)
         all_ms = [v for vals in samples.values() for v in vals]
-        metrics = {f"{p}.p95_ms": round(http.percentile(v, 95) or 0, 2) for p, v in samples.items()}
+        metrics: dict[str, float | int | None] = {
+            f"{p}.p95_ms": round(http.percentile(v, 95) or 0, 2) for p, v in samples.items()}
         p95 = http.percentile(all_ms, 95)
         metrics.update({"p50_ms": round(http.percentile(all_ms, 50) or 0, 2),
                         "p95_ms": round(p95, 2) if p95 is not None else None,
@@ -143,7 +144,7 @@ def check_latency(ctx: PhaseRun) -> Check:
         if errors:
             return Outcome("fail", f"{plural(len(errors), 'failed request')}; p95 {ms(p95)}", expected, evidence,
                            metrics)
-        status = "pass" if p95 <= cfg.p95_ms else "fail"
+        status: Status = "pass" if p95 <= cfg.p95_ms else "fail"
         return Outcome(status, f"p95 {ms(p95)} (p50 {ms(metrics['p50_ms'])})", expected, evidence, metrics)
 
     check = ctx.run("preflight.latency", "Response times of health endpoints", probe, severity="major")

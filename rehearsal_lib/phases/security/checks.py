@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.security.params import BadInput, HeaderRule, ProtectedEndpoint
 from rehearsal_lib.probes import http, tls
 from rehearsal_lib.probes.sql import query
-from rehearsal_lib.results import Check
+from rehearsal_lib.results import Check, Status
 
 MARKER_CHARS = set("<>'\";")
 
@@ -56,7 +57,7 @@ def check_tls(ctx: PhaseRun) -> list[Check]:
         if res.error or res.days_left is None:
             return Outcome("error", f"no certificate read from {url}: {res.error}", expected, ev)
         days = res.days_left
-        status = "pass" if days >= cfg.min_days else "fail"
+        status: Status = "pass" if days >= cfg.min_days else "fail"
         what = "expired" if days < 0 else f"expires in {days:.1f} days"
         return Outcome(status, f"{what} ({res.not_after:%Y-%m-%d %H:%M} UTC)", expected, ev, {"days_left": days})
 
@@ -105,7 +106,7 @@ def check_headers(ctx: PhaseRun) -> list[Check]:
             ctx.note(f"{rule.name} is only required over HTTPS; {url} is plain HTTP.")
             continue
         out.append(ctx.run(f"security.headers.{slug(rule.name)}", f"Security header {rule.name}",
-                           lambda r=rule: _header_outcome(res, headers, r, url), severity=rule.severity))
+                           partial(_header_outcome, res, headers, rule, url), severity=rule.severity))
     return out
 
 
@@ -130,7 +131,7 @@ def check_auth(ctx: PhaseRun) -> list[Check]:
     if not specs:
         ctx.note("Not configured: phases.security.protected_endpoints.")
     return [ctx.run(f"security.auth.{s.name}", f"{s.method} {s.path} refuses missing and wrong credentials",
-                    lambda s=s: _auth_outcome(ctx, s), severity=s.severity) for s in specs]
+                    partial(_auth_outcome, ctx, s), severity=s.severity) for s in specs]
 
 
 def _auth_outcome(ctx: PhaseRun, spec: ProtectedEndpoint) -> Outcome:
@@ -170,7 +171,7 @@ def check_bad_inputs(ctx: PhaseRun) -> list[Check]:
         return []
     codes: dict[str, str] = {}
     out = [ctx.run(f"security.inputs.{s.name}", f"Hostile input '{s.name}' is refused cleanly",
-                   lambda s=s: _bad_input_outcome(ctx, s, codes), severity=s.severity) for s in specs]
+                   partial(_bad_input_outcome, ctx, s, codes), severity=s.severity) for s in specs]
     if codes:
         import plotly.graph_objects as go
 
@@ -247,7 +248,7 @@ def check_rls(ctx: PhaseRun) -> list[Check]:
     tables = ctx.settings.rls_tables
     if not tables:
         ctx.note("Not configured: phases.security.rls_tables.")
-    return [ctx.run(f"security.rls.{slug(t)}", f"Row-level security on {t}", lambda t=t: _rls_outcome(ctx, t),
+    return [ctx.run(f"security.rls.{slug(t)}", f"Row-level security on {t}", partial(_rls_outcome, ctx, t),
                     severity="blocker") for t in tables]
 
 

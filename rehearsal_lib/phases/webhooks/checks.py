@@ -21,7 +21,7 @@ from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.webhooks.params import SignatureScheme, WebhooksParams
 from rehearsal_lib.probes.http import HttpResult, request
 from rehearsal_lib.probes.sql import query, scalar, strip_statement
-from rehearsal_lib.results import Check
+from rehearsal_lib.results import Check, Status
 
 WRONG_SECRET = "rehearsal-wrong-secret"
 
@@ -174,7 +174,7 @@ def check_replay(ctx: PhaseRun) -> Check | None:
         snd = _sender(ctx)
         out = _answer(snd.send(*snd.delivery(), timestamp=int(time.time()) - age), s.reject_status, expected,
                       f"a delivery signed {secs(age)} ago")
-        out.metrics["age_s"] = age
+        out.metrics = {**out.metrics, "age_s": age}
         return out
 
     return ctx.run("webhooks.replay.stale_timestamp", "Delivery outside the replay window is rejected", probe,
@@ -207,7 +207,7 @@ def check_idempotency(ctx: PhaseRun) -> Check | None:
         n = scalar(ctx.engine, idem.sql, {"delivery_id": delivery_id})
         evidence["processed"] = n
         count = int(n or 0)
-        status = "pass" if count == idem.expected else "fail"
+        status: Status = "pass" if count == idem.expected else "fail"
         return Outcome(status, f"sent twice, processed {times(count)}", expected, evidence, {"processed": count})
 
     return ctx.run("webhooks.idempotency.duplicate", "The same delivery twice is processed once", probe,
@@ -246,7 +246,7 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
         already = len(earlier)
         allowed = rl.count - already
         budget.update(already=already, allowed=allowed)
-        own = {"limit": rl.count, "already_sent_in_window": already, "allowed": allowed}
+        own: dict[str, float] = {"limit": rl.count, "already_sent_in_window": already, "allowed": allowed}
         if waited:
             own["waited_s"] = round(waited, 2)
         said = []
