@@ -16,11 +16,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rehearsal_lib.results import UnreadableFile, read_json_file
+
+if TYPE_CHECKING:
+    from rehearsal_lib.config import Gate
 
 RUN_META = "run.json"
 
@@ -111,7 +114,7 @@ class RunRecord(_Record):
         """False for the empty record of a folder without run.json (or with `{}` in it)."""
         return bool(self.model_fields_set or self.model_extra)
 
-    def gate_policy(self) -> Any:
+    def gate_policy(self) -> Gate:
         """The run's gate as a `config.Gate`."""
         from rehearsal_lib.config import Gate
 
