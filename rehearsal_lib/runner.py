@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from rehearsal_lib.config import Params, load_params, params_path, project_root, resolve_reference
 from rehearsal_lib.evidence import (
@@ -350,7 +350,8 @@ class Runner:
         import socket
 
         started = time.monotonic()
-        runner = {"runner_pid": os.getpid(), "runner_host": socket.gethostname(), "heartbeat_at": _now()}
+        runner: dict[str, Any] = {"runner_pid": os.getpid(), "runner_host": socket.gethostname(),
+                                  "heartbeat_at": _now()}
         lock = LockRecord(files=self.run_lock.paths(), took_over=self.run_lock.notes)
         if previous is None:
             record = self.record = RunRecord(
