@@ -115,15 +115,16 @@ def _run_dir(value: str) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from rehearsal_lib.evidence import crash_info, read_meta
+    from rehearsal_lib.evidence import crash_info
     from rehearsal_lib.runner import finalize
+    from rehearsal_lib.runrecord import read_run_record
     from rehearsal_lib.seal import SealRefused, load_signing_key
 
     run_dir = _run_dir(args.run_dir)
-    meta = read_meta(run_dir)  # one line naming run.json when it is corrupt
-    if meta.get("runner_pid") and not meta.get("finished_at") and crash_info(meta) is None:
-        raise ConfigError(run_dir, f"this run is still going (runner pid {meta.get('runner_pid')} on "
-                                   f"{meta.get('runner_host')}, heartbeat {meta.get('heartbeat_at')}); "
+    record = read_run_record(run_dir)  # one line naming run.json when it is corrupt or of the wrong shape
+    if record.runner_pid and not record.finished_at and crash_info(record) is None:
+        raise ConfigError(run_dir, f"this run is still going (runner pid {record.runner_pid} on "
+                                   f"{record.runner_host}, heartbeat {record.heartbeat_at}); "
                                    "its runner writes the report when it ends")
     if args.reseal and not (args.reason or "").strip():
         raise ConfigError(run_dir, "--reseal needs --reason TEXT: why the sealed evidence is being resealed")
@@ -145,7 +146,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         print(f"CRASHED: {crash_line(summary.crashed)}")
         print(f"  to run the phases that did not complete into this folder: rehearse run "
-              f"{summary.meta.get('env', 'ENV')} --resume {args.run_dir}")
+              f"{summary.record.env or 'ENV'} --resume {args.run_dir}")
     print(f"{summary.decision.decision}: {run_dir / 'report.html'}")
     print(summary.sealed.line())
     return 0
@@ -188,8 +189,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _list_line(run: Path, format_counts: Callable[[dict[str, int]], str]) -> str:
     """One line of `rehearse list`; a folder whose files cannot be read says which one."""
-    from rehearsal_lib.evidence import crash_info, read_meta
+    from rehearsal_lib.evidence import crash_info
     from rehearsal_lib.results import UnreadableFile, read_json_file
+    from rehearsal_lib.runrecord import read_run_record
 
     try:
         if (run / "results.json").is_file():
@@ -204,14 +206,14 @@ def _list_line(run: Path, format_counts: Callable[[dict[str, int]], str]) -> str
             flag += " (crashed)" if data.get("crashed") else ""
             flag += " (resumed)" if data.get("resumed") else ""
             return f"{run.name:<28} {str(data.get('decision', '?')):<15} {dur:>8.1f}s  {format_counts(counts)}{flag}"
-        meta = read_meta(run)
+        record = read_run_record(run)
     except UnreadableFile as exc:
         return f"{run.name:<28} {'(unreadable)':<15} {'':>9}  {_one_line(str(exc.path.name) + ': ' + exc.problem)}"
-    if meta and not meta.get("finished_at"):
-        crashed = crash_info(meta)
+    if record.recorded and not record.finished_at:
+        crashed = crash_info(record)
         state = "(crashed)" if crashed else "(running)"
         return f"{run.name:<28} {state:<15} {'':>9}  " + (f"at about {crashed['at']}; not reported yet" if crashed
-                                                          else f"runner pid {meta.get('runner_pid')}")
+                                                          else f"runner pid {record.runner_pid}")
     return f"{run.name:<28} {'(no results)':<15}"
 
 

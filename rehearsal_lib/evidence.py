@@ -27,11 +27,10 @@ from rehearsal_lib.results import (
     format_counts,
     notebook_error,
     printable,
-    read_json_file,
     read_notebook_json,
 )
+from rehearsal_lib.runrecord import PhaseRecord, RunRecord, read_run_record, record_json
 
-RUN_META = "run.json"
 HEARTBEAT_S = 5.0  # the runner rewrites run.json's heartbeat_at this often
 STALE_AFTER_S = 120.0  # a heartbeat older than this (with no finished_at) means the runner is gone
 
@@ -39,7 +38,7 @@ STALE_AFTER_S = 120.0  # a heartbeat older than this (with no finished_at) means
 @dataclass
 class RunSummary:
     run_dir: Path
-    meta: dict[str, Any]
+    record: RunRecord  # run.json
     phases: list[PhaseOutcome]
     checks: list[Check]
     decision: Decision
@@ -49,11 +48,11 @@ class RunSummary:
 
     @property
     def env(self) -> str:
-        return self.meta.get("env", "?")
+        return self.record.env or "?"
 
     @property
     def run_id(self) -> str:
-        return self.meta.get("run_id", self.run_dir.name)
+        return self.record.run_id or self.run_dir.name
 
     def counts(self, phase: str | None = None) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -82,13 +81,6 @@ class RunSummary:
         return "not built yet: no notebook" if notebook_for(name) is None else "not enabled for this environment"
 
 
-def read_meta(run_dir: Path) -> dict[str, Any]:
-    """run.json ({} when there is none); UnreadableFile naming it when it is truncated or not JSON."""
-    path = run_dir / RUN_META
-    return read_json_file(path) if path.is_file() else {}
-
-
-
 def _age_s(stamp: object, now: dt.datetime) -> float | None:
     try:
         return (now - dt.datetime.fromisoformat(str(stamp))).total_seconds()
@@ -96,29 +88,28 @@ def _age_s(stamp: object, now: dt.datetime) -> float | None:
         return None
 
 
-def crash_info(meta: dict[str, Any], now: dt.datetime | None = None) -> dict[str, Any] | None:
+def crash_info(record: RunRecord, now: dt.datetime | None = None) -> dict[str, Any] | None:
     """How a run whose runner died ended, or None when it finished or its runner is still alive.
 
     A run folder without `finished_at` is crashed when its runner pid is gone (same host) or its
     heartbeat is older than STALE_AFTER_S. `at` is the last heartbeat (the runner was alive then);
     `never_ran` are the phases still pending, `did_not_finish` those running when it died. A run.json
     without `runner_pid` (written by hand, or by a rehearse older than the heartbeat) is not judged."""
-    if not meta or meta.get("finished_at") or "runner_pid" not in meta:
+    if record.finished_at or record.runner_pid is None:
         return None
     now = now or dt.datetime.now(dt.UTC)
-    last = meta.get("heartbeat_at") or meta.get("started_at")
+    last = record.heartbeat_at or record.started_at
     age = _age_s(last, now)
-    same_host = meta.get("runner_host") == socket.gethostname()
-    if same_host and pid_alive(meta.get("runner_pid")) and (age is None or age <= STALE_AFTER_S):
+    same_host = record.runner_host == socket.gethostname()
+    if same_host and pid_alive(record.runner_pid) and (age is None or age <= STALE_AFTER_S):
         return None
     if not same_host and age is not None and age <= STALE_AFTER_S:
         return None
-    how = (f"runner pid {meta.get('runner_pid')} on {meta.get('runner_host')} is gone" if same_host
+    how = (f"runner pid {record.runner_pid} on {record.runner_host} is gone" if same_host
            else f"no heartbeat for {age:.0f} s" if age is not None else "no heartbeat recorded")
-    phases = meta.get("phases") or []
     return {"at": last, "how": how,
-            "never_ran": [p.get("name") for p in phases if p.get("outcome") == "pending"],
-            "did_not_finish": [p.get("name") for p in phases if p.get("outcome") == "running"]}
+            "never_ran": [p.name for p in record.phases if p.outcome == "pending"],
+            "did_not_finish": [p.name for p in record.phases if p.outcome == "running"]}
 
 
 def crash_line(crashed: dict[str, Any]) -> str:
@@ -131,30 +122,19 @@ def crash_line(crashed: dict[str, Any]) -> str:
     return line
 
 
-def resumed_lines(meta: dict[str, Any]) -> list[str]:
+def resumed_lines(record: RunRecord) -> list[str]:
     """One line per resumption recorded in run.json (`resumed`)."""
-    out = []
-    for r in meta.get("resumed") or []:
-        if isinstance(r, dict):
-            out.append(f"resumed at {r.get('at')} by {r.get('by', '?')} after {r.get('after', '?')}: ran "
-                       f"{', '.join(r.get('phases') or []) or 'no phase'}"
-                       + (f"; kept {', '.join(r.get('kept') or [])}" if r.get("kept") else "")
-                       + (f"; {r['note']}" if r.get("note") else ""))
-    return out
-
-
-def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
-    tmp = run_dir / (RUN_META + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    tmp.replace(run_dir / RUN_META)
+    return [f"resumed at {r.at} by {r.by or '?'} after {r.after or '?'}: ran {', '.join(r.phases) or 'no phase'}"
+            + (f"; kept {', '.join(r.kept)}" if r.kept else "") + (f"; {r.note}" if r.note else "")
+            for r in record.resumed]
 
 
 def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = ()) -> RunSummary:
     """Read the executed notebooks (and run.json) of a run folder and decide; `exclude` skips phases."""
-    meta = read_meta(run_dir)
-    crashed = crash_info(meta)
-    gate = gate or Gate.model_validate(meta.get("gate", {}))
-    recorded = {p["name"]: p for p in meta.get("phases", [])}
+    record = read_run_record(run_dir)
+    crashed = crash_info(record)
+    gate = gate or record.gate_policy()
+    recorded = {p.name: p for p in record.phases}
     names = list(recorded) or [p.stem.split("_", 1)[1] for p in sorted((run_dir / "notebooks").glob("*.ipynb"))]
     phases: list[PhaseOutcome] = []
     checks: list[Check] = []
@@ -162,17 +142,16 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
     for name in names:
         if name in exclude:
             continue
-        info = recorded.get(name, {})
+        info = recorded.get(name) or PhaseRecord(name=name)
         title = BY_NAME[name].title if name in BY_NAME else name
-        state = info.get("outcome", "ok")
-        reason = info.get("reason", "")
+        state, reason = info.outcome, info.reason
         if crashed and state == "pending":
             state, reason = "not_run", f"never ran: the runner died at about {crashed['at']}"
         elif crashed and state == "running":
             state, reason = "error", f"did not finish: the runner died at about {crashed['at']} while it ran"
         elif state in ("pending", "running"):  # a live run (the decision phase reads its own run's folder)
             state = "ok"
-        outcome = PhaseOutcome(name, title, state, reason, float(info.get("duration_s", 0.0)), info.get("notebook"))
+        outcome = PhaseOutcome(name, title, state, reason, info.duration_s, info.notebook)
         nb_path = run_dir / "notebooks" / (outcome.notebook or BY_NAME[name].notebook_name)
         found: list[Check] = []
         if nb_path.is_file():
@@ -197,18 +176,18 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
         per_phase[name] = found
         checks.extend(found)
         phases.append(outcome)
-    leaks = secret_checks(meta) + restore_checks(meta)
+    leaks = secret_checks(record) + restore_checks(record)
     if leaks:
         phases.append(PhaseOutcome("run", "Run folder", "ok"))
         per_phase["run"] = leaks
         checks.extend(leaks)
     decision = decide(checks, gate)
-    if meta.get("interrupted"):
+    if record.interrupted:
         decision.notes.insert(0, "the run was interrupted before it finished")
     if crashed:
         decision.blockers.insert(0, crash_line(crashed))
         decision.decision = "NO-GO"
-    return RunSummary(run_dir, meta, phases, checks, decision, per_phase, crashed=crashed)
+    return RunSummary(run_dir, record, phases, checks, decision, per_phase, crashed=crashed)
 
 
 def _reseals(run_dir: Path) -> list[dict[str, Any]]:
@@ -224,46 +203,43 @@ def _reseals(run_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
-def restore_checks(meta: dict[str, Any]) -> list[Check]:
+def restore_checks(record: RunRecord) -> list[Check]:
     """One blocker per restore the runner had to run for a phase killed mid-disruption (`restores` in run.json):
     `pass` when the target was restored, `fail` when it may still be degraded."""
-    out = []
-    for i, r in enumerate(meta.get("restores") or [], 1):
-        if not isinstance(r, dict):
-            continue
-        out.append(Check(id=f"run.restore.{i}", phase="run", title=f"Restore after {r.get('phase')}: "
-                         f"{r.get('description')}", status="pass" if r.get("ok") else "fail", severity="blocker",
-                         observed=f"run by the runner after {r.get('phase')} ended without it "
-                                  f"({r.get('check')}): {r.get('observed')}",
-                         expected="a disruption a phase started is undone, even when the phase is killed"))
-    return out
+    return [Check(id=f"run.restore.{i}", phase="run", title=f"Restore after {r.phase}: {r.description}",
+                  status="pass" if r.ok else "fail", severity="blocker",
+                  observed=f"run by the runner after {r.phase} ended without it ({r.check}): {r.observed}",
+                  expected="a disruption a phase started is undone, even when the phase is killed")
+            for i, r in enumerate(record.restores, 1)]
 
 
-def secret_checks(meta: dict[str, Any]) -> list[Check]:
+def secret_checks(record: RunRecord) -> list[Check]:
     """One blocker per file the final sweep found still holding a secret (`secret_found_in` in run.json)."""
     return [Check(id=f"run.secret_sweep.{i}", phase="run", title="No secret left in the run folder",
                   status="fail", severity="blocker", observed=f"secret found in {name}",
                   expected="every secret of the params file scrubbed from every file before sealing; "
                            "the file was redacted")
-            for i, name in enumerate(meta.get("secret_found_in", []), 1)]
+            for i, name in enumerate(record.secret_found_in, 1)]
 
 
 def write_results_json(summary: RunSummary) -> Path:
+    run = summary.record
+    raw = record_json(run)  # as in run.json, unknown keys of an entry included
     data = {
         "env": summary.env,
         "run_id": summary.run_id,
         "decision": summary.decision.decision,
         "exit_code": summary.decision.exit_code,
         "reasons": summary.decision.to_json(),
-        "started_at": summary.meta.get("started_at"),
-        "finished_at": summary.meta.get("finished_at"),
-        "duration_s": summary.meta.get("duration_s"),
-        "interrupted": bool(summary.meta.get("interrupted")),
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "duration_s": run.duration_s,
+        "interrupted": run.interrupted,
         "crashed": summary.crashed,
-        "resumed": summary.meta.get("resumed") or [],
-        "target": summary.meta.get("target"),
-        "tool_versions": summary.meta.get("tool_versions"),
-        "project_commit": summary.meta.get("project_commit"),
+        "resumed": raw.get("resumed", []),
+        "target": raw.get("target"),
+        "tool_versions": raw.get("tool_versions"),
+        "project_commit": run.project_commit,
         "phases": [{**asdict(p), "counts": summary.counts(p.name)} for p in summary.phases],
         "checks": [c.model_dump(mode="json") for c in summary.checks],
         "reseals": _reseals(summary.run_dir),
@@ -278,7 +254,7 @@ def write_junit(summary: RunSummary) -> Path:
     import socket
 
     root = ET.Element("testsuites", name=f"rehearsal {summary.env} {summary.run_id}")
-    stamp = (summary.meta.get("started_at") or "")[:19]
+    stamp = (summary.record.started_at or "")[:19]
     props = ET.SubElement(root, "properties")
     for name, value in (("decision", summary.decision.decision), ("env", summary.env), ("run_id", summary.run_id)):
         ET.SubElement(props, "property", name=name, value=value)
@@ -328,27 +304,27 @@ def _md(text: str) -> str:
 
 def write_summary_md(summary: RunSummary) -> Path:
     """The seed template, filled in: overview, critical issues, decision, sign-off (Markdown)."""
-    meta, d = summary.meta, summary.decision
+    run, d = summary.record, summary.decision
     icon = {"GO": "✅", "NO-GO": "❌", "CONDITIONAL GO": "⚠️"}[d.decision]
+    duration = "?" if run.duration_s is None else run.duration_s
     lines = [
         f"# Rehearsal report — {summary.env}", "",
-        f"**Report date:** {(meta.get('started_at') or '?')[:10]}  ",
-        f"**Run:** `{summary.run_id}` ({meta.get('duration_s', '?')} s)  ",
-        f"**Environment:** {summary.env} ({meta.get('environment_kind', '?')}), "
-        f"{(meta.get('target') or {}).get('base_url', '?')}  ",
-        *([f"**Description:** {_md(meta['environment_description'])}  "]
-          if meta.get("environment_description") else []),
-        f"**Executed by:** {meta.get('executed_by', '?')}  ",
-        f"**Project commit:** `{meta.get('project_commit', '?')}`", "",
+        f"**Report date:** {(run.started_at or '?')[:10]}  ",
+        f"**Run:** `{summary.run_id}` ({duration} s)  ",
+        f"**Environment:** {summary.env} ({run.environment_kind or '?'}), "
+        f"{(run.target.base_url if run.target else None) or '?'}  ",
+        *([f"**Description:** {_md(run.environment_description)}  "] if run.environment_description else []),
+        f"**Executed by:** {run.executed_by or '?'}  ",
+        f"**Project commit:** `{run.project_commit or '?'}`", "",
         f"## Decision: {icon} {d.decision}", "",
     ]
-    if meta.get("interrupted"):
+    if run.interrupted:
         lines += ["The run was **interrupted**; only the phases that finished are reported.", ""]
-    if meta.get("runner_error"):
-        lines += [f"The run could not go on: {meta['runner_error']}", ""]
+    if run.runner_error:
+        lines += [f"The run could not go on: {run.runner_error}", ""]
     if summary.crashed:
         lines += [f"**Crashed**: {_md(crash_line(summary.crashed))}.", ""]
-    lines += [f"**Resumed**: {_md(line)}.  " for line in resumed_lines(meta)] + ([""] if meta.get("resumed") else [])
+    lines += [f"**Resumed**: {_md(line)}.  " for line in resumed_lines(run)] + ([""] if run.resumed else [])
     for e in _reseals(summary.run_dir):
         what = "**Resealed**" if e["kind"] == "reseal" else "Rebuilt"
         changed = "; ".join(e["changed"] or []) or "nothing"

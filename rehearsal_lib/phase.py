@@ -199,6 +199,7 @@ class PhaseRun(Generic[P]):
         import json
         from pathlib import Path
 
+        from rehearsal_lib.runrecord import read_run_record
         from rehearsal_lib.target import TargetChanged, compare, read_identity, unreadable
 
         differences: list[str] = []
@@ -207,8 +208,8 @@ class PhaseRun(Generic[P]):
             expected = ("the target answers as when the run started (base URL, version answer, database server "
                         "and start time, sandbox instance)")
             try:
-                start = json.loads((Path(self.run_dir) / "run.json").read_text()).get("target_identity")
-            except (OSError, ValueError) as exc:
+                start = read_run_record(Path(self.run_dir), required=True).target_identity
+            except ValueError as exc:  # UnreadableFile: missing, truncated or of the wrong shape
                 return Outcome("error", f"cannot read the run's recorded identity: {exc}", expected)
             if not start:
                 return Outcome("error", "the run recorded no identity of the target at its start", expected)

@@ -145,25 +145,25 @@ def reseal_html(summary: RunSummary) -> str:
 
 def summary_html(summary: RunSummary) -> str:
     esc = html.escape
-    meta, d = summary.meta, summary.decision
+    run, d = summary.record, summary.decision
     color = DECISION_COLORS[d.decision]
-    started, finished = meta.get("started_at", "?"), meta.get("finished_at", "?")
-    duration = meta.get("duration_s")
-    target = (meta.get("target") or {}).get("base_url", "?")
-    versions = meta.get("tool_versions") or {}
+    started, finished = run.started_at or "?", run.finished_at or "?"
+    duration = run.duration_s
+    target = (run.target.base_url if run.target else None) or "?"
+    versions = run.tool_versions
     rows = [
-        ("Environment", f"{summary.env} ({meta.get('environment_kind', '?')})"),
-        *([("Description", meta["environment_description"])] if meta.get("environment_description") else []),
+        ("Environment", f"{summary.env} ({run.environment_kind or '?'})"),
+        *([("Description", run.environment_description)] if run.environment_description else []),
         ("Run id", summary.run_id),
         ("Started / finished (UTC)", f"{started} / {finished}"),
-        ("Duration", f"{duration:.1f} s" if isinstance(duration, int | float) else "?"),
+        ("Duration", f"{duration:.1f} s" if duration is not None else "?"),
         ("Target", target),
-        ("Executed by", meta.get("executed_by", "?")),
-        ("Project commit", meta.get("project_commit", "unknown")),
-        ("Params file", Path(meta.get("params_file", "?")).name),
+        ("Executed by", run.executed_by or "?"),
+        ("Project commit", run.project_commit or "unknown"),
+        ("Params file", Path(run.params_file or "?").name),
     ]
-    if meta.get("sandbox"):
-        rows.append(("Sandbox", f"variant {meta['sandbox'].get('variant')}"))
+    if run.sandbox:
+        rows.append(("Sandbox", f"variant {run.sandbox.variant}"))
     out = ["<div class='rh-summary'>", f"<h1>Rehearsal report — {esc(summary.env)}</h1>"]
     out.append("<table class='rh-meta'>" + "".join(
         f"<tr><td>{esc(k)}</td><td>{esc(str(v))}</td></tr>" for k, v in rows))
@@ -171,13 +171,13 @@ def summary_html(summary: RunSummary) -> str:
                + esc(", ".join(f"{k} {v}" for k, v in list(versions.items())[:3])) + " …</summary>"
                + esc(", ".join(f"{k} {v}" for k, v in versions.items())) + "</details></td></tr></table>")
     reasons = ""
-    if meta.get("interrupted"):
+    if run.interrupted:
         reasons += "<p><b>The run was interrupted</b>; the phases that finished are reported below.</p>"
-    if meta.get("runner_error"):
-        reasons += f"<p><b>The run could not go on</b>: {esc(meta['runner_error'])}</p>"
+    if run.runner_error:
+        reasons += f"<p><b>The run could not go on</b>: {esc(run.runner_error)}</p>"
     if summary.crashed:
         reasons += f"<p><b>Crashed</b>: {esc(crash_line(summary.crashed))}.</p>"
-    for line in resumed_lines(meta):
+    for line in resumed_lines(run):
         reasons += f"<p><b>Resumed</b>: {esc(line)}.</p>"
     seal_history = reseal_html(summary)
     if seal_history.startswith("<div class='rh-reseal'"):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from rehearsal_lib.config import Params, load_params, params_path, project_root, resolve_reference
 from rehearsal_lib.evidence import (
@@ -30,14 +30,23 @@ from rehearsal_lib.evidence import (
     collect,
     crash_info,
     crash_line,
-    read_meta,
     write_junit,
-    write_meta,
     write_results_json,
     write_summary_md,
 )
 from rehearsal_lib.phases import BY_NAME, notebook_for
 from rehearsal_lib.results import printable
+from rehearsal_lib.runrecord import (
+    LockRecord,
+    PhaseRecord,
+    RestoreRecord,
+    Resumption,
+    RunRecord,
+    SandboxRecord,
+    TargetRecord,
+    read_run_record,
+    write_run_record,
+)
 from rehearsal_lib.secrets import MIN_SECRET_LEN, SecretSet, mask_url
 
 Progress = Callable[[str], None]
@@ -138,10 +147,10 @@ class Runner:
         a value too short to mask is named in run.json and on the console."""
         self.secrets.add_params(self.params)
         if self.secrets.refused:
-            self.meta["secret_warnings"] = [
+            self.record.secret_warnings = [
                 f"{name} is shorter than {MIN_SECRET_LEN} characters: not masked as a secret" for name in
                 self.secrets.refused]
-            for line in self.meta["secret_warnings"]:
+            for line in self.record.secret_warnings:
                 self.progress(f"  warning: {line}")
 
     # -- execution ------------------------------------------------------------------------------
@@ -206,10 +215,10 @@ class Runner:
                                             cwd=str(self.root)) if base_url else (False, "no target URL")
             observed = self.secrets.scrub(observed)
             restores.record_done(self.run_dir, phase, restore.id, ok, observed, by="runner")
-            entry = {"phase": phase, "check": check_id, "description": restore.description, "ok": ok,
-                     "observed": observed, "at": _now()}
+            entry = RestoreRecord(phase=phase, check=check_id, description=restore.description, ok=ok,
+                                  observed=observed, at=_now())
             with self._lock:
-                self.meta.setdefault("restores", []).append(entry)
+                self.record.restores.append(entry)
             self.progress(f"  {'restored' if ok else 'RESTORE FAILED'}  {phase}: {restore.description} "
                           f"({observed})")
         self._save_progress()
@@ -226,9 +235,9 @@ class Runner:
         """Keep run.json current after each phase, so the decision phase and a crash see it."""
         with self._lock:
             if self.jobs:  # before the plan, a resumed run's run.json keeps the first attempt's phases
-                self.meta["phases"] = [self._job_meta(j) for j in self.jobs]
-            self.meta["heartbeat_at"] = _now()
-            write_meta(self.run_dir, self.meta)
+                self.record.phases = [self._job_meta(j) for j in self.jobs]
+            self.record.heartbeat_at = _now()
+            write_run_record(self.run_dir, self.record)
 
     def _heartbeat(self) -> None:
         """Rewrite run.json's heartbeat_at every HEARTBEAT_S while the run goes on (evidence.crash_info)."""
@@ -314,8 +323,8 @@ class Runner:
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> RunSummary:
         if self.resume is not None:
-            previous = self._resumable(self.resume)
-            self.run_id = str(previous["run_id"])
+            previous, _after = self._resumable(self.resume)
+            self.run_id = str(previous.run_id)
         else:
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
             self.run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
@@ -323,30 +332,31 @@ class Runner:
         try:
             if self.resume is not None:
                 self.run_dir = self.resume
-                previous = self._resumable(self.resume)  # again, under the lock
-                return self._run_locked(previous)
+                previous, after = self._resumable(self.resume)  # again, under the lock
+                return self._run_locked(previous, after)
             self.run_dir = self._make_run_dir()
             return self._run_locked()
         finally:
             self.run_lock.release()
 
-    def _resumable(self, run_dir: Path) -> dict:
-        """run.json of a run folder `--resume` may continue: this environment's, crashed or interrupted,
-        and, when `rehearse report` sealed it meanwhile, still matching its seal. ConfigError otherwise."""
+    def _resumable(self, run_dir: Path) -> tuple[RunRecord, str]:
+        """run.json of a run folder `--resume` may continue (this environment's, crashed or interrupted,
+        and, when `rehearse report` sealed it meanwhile, still matching its seal) and how the earlier
+        attempt ended. ConfigError otherwise."""
         from rehearsal_lib.config import ConfigError
         from rehearsal_lib.seal import MANIFEST, verify_run
 
         if not (run_dir / "run.json").is_file() or not (run_dir / "notebooks").is_dir():
             raise ConfigError(run_dir, "not a run folder (no run.json and notebooks/ inside): nothing to resume")
-        meta = read_meta(run_dir)  # UnreadableFile (a ConfigError-like one-liner) when corrupt
-        if meta.get("env") != self.params.name or not meta.get("run_id"):
-            raise ConfigError(run_dir, f"a run of {meta.get('env')!r}, not of {self.params.name!r}: "
+        record = read_run_record(run_dir)  # UnreadableFile (a ConfigError-like one-liner) when corrupt
+        if record.env != self.params.name or not record.run_id:
+            raise ConfigError(run_dir, f"a run of {record.env!r}, not of {self.params.name!r}: "
                                        "resume it with its own environment")
-        crashed = crash_info(meta)
-        if not meta.get("finished_at") and crashed is None and meta.get("runner_pid"):
-            raise ConfigError(run_dir, f"this run is still going (runner pid {meta.get('runner_pid')} on "
-                                       f"{meta.get('runner_host')}, heartbeat {meta.get('heartbeat_at')})")
-        if meta.get("finished_at") and not meta.get("interrupted"):
+        crashed = crash_info(record)
+        if not record.finished_at and crashed is None and record.runner_pid:
+            raise ConfigError(run_dir, f"this run is still going (runner pid {record.runner_pid} on "
+                                       f"{record.runner_host}, heartbeat {record.heartbeat_at})")
+        if record.finished_at and not record.interrupted:
             raise ConfigError(run_dir, "this run finished; only a crashed or interrupted run can be resumed "
                                        "(a finished run's failures are its evidence: start a new run)")
         if (run_dir / MANIFEST).exists():
@@ -354,37 +364,35 @@ class Runner:
             if problems:
                 raise ConfigError(run_dir, "files changed since the folder was sealed; it is not resumed: "
                                   + "; ".join(problems[:5]))
-        meta["_after"] = (crash_line(crashed) if crashed else "it was interrupted" if meta.get("finished_at")
-                          else "it ended unfinished (its run.json has no runner record)")
-        return meta
+        after = (crash_line(crashed) if crashed else "it was interrupted" if record.finished_at
+                 else "it ended unfinished (its run.json has no runner record)")
+        return record, after
 
-    def _run_locked(self, previous: dict | None = None) -> RunSummary:
+    def _run_locked(self, previous: RunRecord | None = None, after: str = "") -> RunSummary:
         import socket
 
         started = time.monotonic()
-        runner = {"runner_pid": os.getpid(), "runner_host": socket.gethostname(), "heartbeat_at": _now()}
+        runner: dict[str, Any] = {"runner_pid": os.getpid(), "runner_host": socket.gethostname(),
+                                  "heartbeat_at": _now()}
+        lock = LockRecord(files=self.run_lock.paths(), took_over=self.run_lock.notes)
         if previous is None:
-            meta = self.meta = {
-                "env": self.params.name, "run_id": self.run_id,
-                "params_file": str(params_path(self.env_arg, self.root)),
-                "environment_kind": self.params.environment.kind,
-                "environment_description": self.params.environment.description,
-                "started_at": _now(),
-                "tool_versions": tool_versions(), "project_commit": project_commit(self.root),
-                "executed_by": executed_by(),
-                "gate": self.params.gate.model_dump(mode="json"), "phases": [],
-                "lock": {"files": self.run_lock.paths(), "took_over": self.run_lock.notes}, **runner,
-            }
+            record = self.record = RunRecord(
+                env=self.params.name, run_id=self.run_id,
+                params_file=str(params_path(self.env_arg, self.root)),
+                environment_kind=self.params.environment.kind,
+                environment_description=self.params.environment.description,
+                started_at=_now(),
+                tool_versions=tool_versions(), project_commit=project_commit(self.root),
+                executed_by=executed_by(),
+                gate=self.params.gate.model_dump(mode="json"), phases=[], lock=lock, **runner,
+            )
         else:  # --resume: the same run.json goes on, with what this attempt did recorded under `resumed`
-            after = previous.pop("_after")
-            meta = self.meta = {k: v for k, v in previous.items()
-                                if k not in ("finished_at", "duration_s", "interrupted", "runner_error")}
-            meta.update(runner)
-            self._resumed = {"at": _now(), "by": executed_by(), "after": after, "phases": [], "kept": [],
-                             "previous_duration_s": previous.get("duration_s"),
-                             "lock": {"files": self.run_lock.paths(), "took_over": self.run_lock.notes}}
-            meta.setdefault("resumed", []).append(self._resumed)
-        write_meta(self.run_dir, meta)
+            record = self.record = RunRecord.model_validate({**previous.model_dump(
+                exclude_unset=True, exclude={"finished_at", "duration_s", "interrupted", "runner_error"}), **runner})
+            self._resumed = Resumption(at=_now(), by=executed_by(), after=after, phases=[], kept=[],
+                                       previous_duration_s=previous.duration_s, lock=lock)
+            record.resumed = [*record.resumed, self._resumed]
+        write_run_record(self.run_dir, record)
         heartbeat = threading.Thread(target=self._heartbeat, name="rehearsal-heartbeat", daemon=True)
         heartbeat.start()
         what = "resumed run" if previous is not None else "run"
@@ -396,26 +404,27 @@ class Runner:
         try:
             self._plan(previous)
             with self._lock:
-                meta["phases"] = [self._job_meta(j) for j in self.jobs]
-                write_meta(self.run_dir, meta)
+                record.phases = [self._job_meta(j) for j in self.jobs]
+                write_run_record(self.run_dir, record)
             self.secrets.add_params(self.params)  # what resolves already, should the sandbox not start
             if self.params.sandbox is not None:
                 stage = "starting the sandbox target"
-                sandbox_started = self._start_sandbox(meta)
+                sandbox_started = self._start_sandbox(record)
             self._run_secrets()
-            meta.setdefault("target", {"base_url": self._public_base_url()})
+            if record.target is None:
+                record.target = TargetRecord(base_url=self._public_base_url())
             stage = "recording the target's identity"
             identity = self._target_identity()
             with self._lock:
                 if previous is not None:
-                    self._note_identity(previous.get("target_identity"), identity)
-                meta["target_identity"] = identity  # what this attempt's phases compare against
-                write_meta(self.run_dir, meta)
+                    self._note_identity(previous.target_identity, identity)
+                record.target_identity = identity  # what this attempt's phases compare against
+                write_run_record(self.run_dir, record)
             stage = "running the phases"
             self._run_jobs()
         except Exception as exc:  # noqa: BLE001 - whatever broke, the evidence so far is still reported
             reason = self.secrets.scrub(f"the run stopped while {stage}: {type(exc).__name__}: {exc}")
-            meta["runner_error"] = reason
+            record.runner_error = reason
             self.progress(f"  ERROR {reason}")
             for job in self.jobs:
                 if job.proc is not None and job.proc.poll() is None:
@@ -437,28 +446,28 @@ class Runner:
         heartbeat.join(timeout=10)
         duration = round(time.monotonic() - started, 2)
         if previous is not None:
-            self._resumed["duration_s"] = duration
-            duration = round(duration + float(previous.get("duration_s") or 0.0), 2)
+            self._resumed.duration_s = duration
+            duration = round(duration + (previous.duration_s or 0.0), 2)
         with self._lock:
-            meta.update({"finished_at": _now(), "duration_s": duration, "interrupted": self.interrupted,
-                         "phases": [self._job_meta(j) for j in self.jobs]})
-            write_meta(self.run_dir, meta)
+            record.finished_at, record.duration_s, record.interrupted = _now(), duration, self.interrupted
+            record.phases = [self._job_meta(j) for j in self.jobs]
+            write_run_record(self.run_dir, record)
         reason = None
         if previous is not None:
-            reason = f"resumed run: phases {', '.join(self._resumed['phases']) or '(none)'} ran again"
+            reason = f"resumed run: phases {', '.join(self._resumed.phases) or '(none)'} ran again"
         return finalize(self.run_dir, self.secrets, show_code=self.show_code, reseal_reason=reason)
 
     def _note_identity(self, before: dict | None, now: dict) -> None:
         """On resume: record the first attempt's target identity and say when the target differs now."""
         from rehearsal_lib.target import compare
 
-        self._resumed["target_identity_before"] = before
+        self._resumed.target_identity_before = before
         if before:
             diffs, _same = compare(before, now)
             if diffs:
-                self._resumed["note"] = ("the target is not the one the first attempt ran against: "
-                                         + "; ".join(diffs))[:600]
-                self.progress(f"  note: {self._resumed['note']}")
+                self._resumed.note = ("the target is not the one the first attempt ran against: "
+                                      + "; ".join(diffs))[:600]
+                self.progress(f"  note: {self._resumed.note}")
 
     def _stop_for_interrupt(self) -> None:
         """Ctrl-C or SIGTERM: stop running phases (they run in their own sessions) and mark the rest."""
@@ -474,17 +483,17 @@ class Runner:
             elif job.outcome == "pending":
                 job.outcome, job.reason = "not_run", "the run was interrupted before this phase started"
 
-    def _start_sandbox(self, meta: dict) -> bool:
+    def _start_sandbox(self, record: RunRecord) -> bool:
         from rehearsal_lib.sandbox import apply_sandbox_env, ensure_sandbox
 
         t0 = time.monotonic()
         sbx = self.params.sandbox
-        owner = {"run_id": self.run_id, "pid": os.getpid(), "host": self.meta["runner_host"]}
+        owner = {"run_id": self.run_id, "pid": os.getpid(), "host": record.runner_host}
         state, started = ensure_sandbox(sbx.variant, owner=owner, release_pending=sbx.release_pending)
         self.sandbox_state = state
         if state.replaced:
             self.progress(f"  note: {state.replaced}")
-            meta.setdefault("notes", []).append(state.replaced)
+            record.notes = [*record.notes, state.replaced]
         for value in state.secret_values():
             self.secrets.add(value)
         apply_sandbox_env(state)  # kernels inherit it
@@ -492,8 +501,8 @@ class Runner:
             self.progress(f"  sandbox ({state.variant}) started at {state.base_url} in {time.monotonic() - t0:.1f} s")
         else:
             self.progress(f"  sandbox ({state.variant}) already running at {state.base_url}; it stays running")
-        meta["sandbox"] = {"variant": state.variant, "started_by_run": started,
-                           "start_s": round(time.monotonic() - t0, 2), "replaced": state.replaced or None}
+        record.sandbox = SandboxRecord(variant=state.variant, started_by_run=started,
+                                       start_s=round(time.monotonic() - t0, 2), replaced=state.replaced or None)
         return started
 
     def _stop_sandbox(self) -> None:
@@ -527,10 +536,10 @@ class Runner:
         except KeyError as exc:
             return f"(unresolved ${{{exc.args[0]}}})"
 
-    def _plan(self, previous: dict | None = None) -> None:
+    def _plan(self, previous: RunRecord | None = None) -> None:
         """The phases, in order; on resume, those of the first attempt, where a phase that finished
         (ok, error or refused) keeps its outcome and notebook and the others run again."""
-        recorded = {p.get("name"): p for p in (previous or {}).get("phases", []) if isinstance(p, dict)}
+        recorded = {p.name: p for p in previous.phases} if previous is not None else {}
         names = list(recorded) if previous is not None else self.params.enabled_phases()
         jobs: list[PhaseJob] = []
         for name in names:
@@ -539,18 +548,17 @@ class Runner:
                 raise RuntimeError(f"phase {name} of the first attempt has no notebook in this project")
             job = PhaseJob(name, nb, self.run_dir / "notebooks" / nb.name, self.run_dir / "logs" / f"{name}.log")
             rec = recorded.get(name)
-            if rec is not None and rec.get("outcome") not in RESUMABLE and name != "decision":
-                job.outcome, job.reason = rec.get("outcome", "ok"), rec.get("reason", "")
-                job.duration_s = float(rec.get("duration_s") or 0.0)
-                self._resumed["kept"].append(name)
+            if rec is not None and rec.outcome not in RESUMABLE and name != "decision":
+                job.outcome, job.reason, job.duration_s = rec.outcome, rec.reason, rec.duration_s
+                self._resumed.kept.append(name)
             elif previous is not None:
-                self._resumed["phases"].append(name)
+                self._resumed.phases.append(name)
             jobs.append(job)
         self.jobs = jobs  # whole: the heartbeat never records half a plan
         if previous is not None:
-            self.progress(f"  resuming after {self._resumed['after']}: running "
-                          f"{', '.join(self._resumed['phases']) or 'no phase'}; keeping "
-                          f"{', '.join(self._resumed['kept']) or 'no phase'}")
+            self.progress(f"  resuming after {self._resumed.after}: running "
+                          f"{', '.join(self._resumed.phases) or 'no phase'}; keeping "
+                          f"{', '.join(self._resumed.kept) or 'no phase'}")
 
     def _run_jobs(self) -> None:
         runnable = [j for j in self.jobs if j.outcome == "pending"]
@@ -576,10 +584,10 @@ class Runner:
             self._execute(job)
 
     @staticmethod
-    def _job_meta(job: PhaseJob) -> dict:
+    def _job_meta(job: PhaseJob) -> PhaseRecord:
         outcome = "running" if job.outcome == "pending" and job.proc is not None else job.outcome
-        return {"name": job.name, "outcome": outcome, "reason": job.reason, "duration_s": job.duration_s,
-                "notebook": job.output.name}
+        return PhaseRecord(name=job.name, outcome=outcome, reason=job.reason, duration_s=job.duration_s,
+                           notebook=job.output.name)
 
 
 def _waves(jobs: list[PhaseJob]) -> list[list[PhaseJob]]:
@@ -655,8 +663,8 @@ def sweep(run_dir: Path, secrets: SecretSet) -> list[str]:
     (`secret_found_in`), which makes the run NO-GO ("secret found in <file>")."""
     found = secrets.sweep(run_dir)
     if found:
-        meta = read_meta(run_dir)
-        meta["secret_found_in"] = sorted({*meta.get("secret_found_in", []), *found})
-        write_meta(run_dir, meta)
+        record = read_run_record(run_dir)
+        record.secret_found_in = sorted({*record.secret_found_in, *found})
+        write_run_record(run_dir, record)
     return found
 

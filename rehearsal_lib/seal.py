@@ -34,11 +34,11 @@ from rehearsal_lib.evidence import (
     SIGNATURE,
     SUMS,
     read_manifest,
-    read_meta,
     sha256_file,
     verify_manifest,
     write_manifest,
 )
+from rehearsal_lib.runrecord import RunRecord, read_run_record
 
 MANIFEST = "manifest.json"
 RESEAL_LOG = "reseal.log"
@@ -135,10 +135,10 @@ def ledger_path(run_dir: Path) -> Path:
 
 def _identity(run_dir: Path) -> tuple[str, str]:
     try:
-        meta = read_meta(run_dir)
+        record = read_run_record(run_dir)
     except ValueError:  # an unreadable run.json: the folder's names identify it (verify reports the file)
-        meta = {}
-    return str(meta.get("env") or run_dir.parent.name), str(meta.get("run_id") or run_dir.name)
+        record = RunRecord()
+    return record.env or run_dir.parent.name, record.run_id or run_dir.name
 
 
 def _now() -> str:

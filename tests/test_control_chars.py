@@ -18,8 +18,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from rehearsal_lib.evidence import collect, write_junit, write_meta
+from rehearsal_lib.evidence import collect, write_junit
 from rehearsal_lib.results import Check, checks_from_notebook, printable
+from rehearsal_lib.runrecord import RunRecord, write_run_record
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = "\x00\x07\x1b[2J\x7f\x9b\r"
@@ -45,7 +46,8 @@ def test_junit_stays_well_formed_even_for_a_check_that_skipped_validation(tmp_pa
     run = tmp_path / "run"
     (run / "notebooks").mkdir(parents=True)
     nbformat.write(new_notebook(cells=[new_code_cell("x", outputs=[])]), str(run / "notebooks" / "08_integrity.ipynb"))
-    write_meta(run, {"env": "t", "run_id": "r1", "phases": [{"name": "integrity", "outcome": "ok"}]})
+    write_run_record(run, RunRecord.model_validate({"env": "t", "run_id": "r1",
+                                                    "phases": [{"name": "integrity", "outcome": "ok"}]}))
     summary = collect(run)
     raw = Check.model_construct(id="integrity.raw", phase="integrity", title=f"raw{HOSTILE}", status="fail",
                                 severity="blocker", expected="", observed=f"seen{HOSTILE}", evidence={"b": HOSTILE},

@@ -24,6 +24,7 @@ import pytest
 from test_runner import PARAMS, ROOT, SANDBOX_PARAMS, _notebook
 
 from rehearsal_lib.evidence import crash_info
+from rehearsal_lib.runrecord import RunRecord
 
 
 @pytest.fixture
@@ -208,17 +209,22 @@ def test_crash_info_rules():
             "phases": [{"name": "preflight", "outcome": "ok"}, {"name": "integrity", "outcome": "running"},
                        {"name": "decision", "outcome": "pending"}]}
     alive = {**base, "runner_pid": os.getpid(), "runner_host": host}
-    assert crash_info(alive, now) is None  # a live runner with a fresh heartbeat: still going
-    assert crash_info({**alive, "finished_at": "x", "runner_pid": dead.pid}, now) is None  # finished
-    crashed = crash_info({**base, "runner_pid": dead.pid, "runner_host": host}, now)
+
+    def crash(record: dict) -> dict | None:
+        return crash_info(RunRecord.model_validate(record), now)
+
+    assert crash(alive) is None  # a live runner with a fresh heartbeat: still going
+    assert crash({**alive, "finished_at": "x", "runner_pid": dead.pid}) is None  # finished
+    crashed = crash({**base, "runner_pid": dead.pid, "runner_host": host})
     assert crashed is not None and crashed["at"] == base["heartbeat_at"]
     assert crashed["did_not_finish"] == ["integrity"] and crashed["never_ran"] == ["decision"]
     other = {**base, "runner_pid": 1, "runner_host": "elsewhere"}
-    assert crash_info(other, now) is None  # another host, fresh heartbeat: cannot say it died
-    stale = crash_info({**other, "heartbeat_at": "2026-12-01T11:50:00+00:00"}, now)
+    assert crash(other) is None  # another host, fresh heartbeat: cannot say it died
+    stale = crash({**other, "heartbeat_at": "2026-12-01T11:50:00+00:00"})
     assert stale is not None and "no heartbeat for 600 s" in stale["how"]
-    stuck = crash_info({**alive, "heartbeat_at": "2026-12-01T11:50:00+00:00"}, now)
+    stuck = crash({**alive, "heartbeat_at": "2026-12-01T11:50:00+00:00"})
     assert stuck is not None  # pid alive (or reused) but no heartbeat for 10 minutes
+    assert crash({**base, "runner_host": host}) is None  # no runner_pid (an older rehearse): not judged
 
 
 def test_corrupt_run_folder_files_give_one_line_and_the_rest_is_still_reported(project: Path, tmp_path: Path,

@@ -9,8 +9,9 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from rehearsal_lib.evidence import collect, verify_manifest, write_junit, write_manifest, write_meta, write_results_json
+from rehearsal_lib.evidence import collect, verify_manifest, write_junit, write_manifest, write_results_json
 from rehearsal_lib.results import CHECK_MIME, Check, checks_from_notebook
+from rehearsal_lib.runrecord import RunRecord, write_run_record
 from rehearsal_lib.secrets import SecretSet, mask_url
 
 
@@ -27,7 +28,8 @@ def make_run(tmp_path: Path, checks: list[Check]) -> Path:
     run = tmp_path / "run"
     (run / "notebooks").mkdir(parents=True)
     nbformat.write(notebook_with(checks), str(run / "notebooks" / "08_integrity.ipynb"))
-    write_meta(run, {"env": "t", "run_id": "r1", "phases": [{"name": "integrity", "outcome": "ok"}]})
+    write_run_record(run, RunRecord.model_validate({"env": "t", "run_id": "r1",
+                                                    "phases": [{"name": "integrity", "outcome": "ok"}]}))
     return run
 
 

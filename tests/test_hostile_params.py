@@ -321,15 +321,16 @@ def test_environment_description_is_in_the_report_header(tmp_path: Path):
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from rehearsal_lib.evidence import collect, write_meta, write_summary_md
+    from rehearsal_lib.evidence import collect, write_summary_md
     from rehearsal_lib.report import summary_html
+    from rehearsal_lib.runrecord import RunRecord, write_run_record
 
     run = tmp_path / "run"
     (run / "notebooks").mkdir(parents=True)
     nbformat.write(new_notebook(cells=[new_code_cell("x")]), str(run / "notebooks" / "08_integrity.ipynb"))
-    write_meta(run, {"env": "t", "run_id": "r1", "environment_kind": "staging",
-                     "environment_description": "EU staging <cluster b>",
-                     "phases": [{"name": "integrity", "outcome": "ok"}]})
+    write_run_record(run, RunRecord.model_validate({"env": "t", "run_id": "r1", "environment_kind": "staging",
+                                                    "environment_description": "EU staging <cluster b>",
+                                                    "phases": [{"name": "integrity", "outcome": "ok"}]}))
     summary = collect(run)
     assert "<td>Description</td><td>EU staging &lt;cluster b&gt;</td>" in summary_html(summary)
     assert "**Description:** EU staging <cluster b>" in write_summary_md(summary).read_text()

@@ -24,8 +24,9 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from rehearsal_lib.config import load_params
-from rehearsal_lib.evidence import read_meta, verify_manifest, write_meta
+from rehearsal_lib.evidence import verify_manifest
 from rehearsal_lib.results import Check
+from rehearsal_lib.runrecord import RunRecord, read_run_record, write_run_record
 from rehearsal_lib.secrets import MASK, SecretSet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +211,8 @@ def test_sweep_failure_is_no_go_naming_the_file_and_the_file_is_redacted(tmp_pat
     ok = Check(id="smoke.command", phase="smoke", title="Smoke command", status="pass", severity="blocker")
     nbformat.write(new_notebook(cells=[new_code_cell("x", outputs=[new_output("display_data", data=ok.bundle())])]),
                    str(run / "notebooks" / "12_smoke.ipynb"))
-    write_meta(run, {"env": "t", "run_id": "r1", "phases": [{"name": "smoke", "outcome": "ok"}]})
+    write_run_record(run, RunRecord.model_validate({"env": "t", "run_id": "r1",
+                                                    "phases": [{"name": "smoke", "outcome": "ok"}]}))
     # a binary artefact (not UTF-8) cannot be scrubbed in place: the sweep must catch it
     (run / "smoke" / "capture.bin").write_bytes(b"\xff\xfe\x00binary " + secret.encode() + b" \xc3")
     summary = finalize(run, SecretSet([secret]))
@@ -221,7 +223,7 @@ def test_sweep_failure_is_no_go_naming_the_file_and_the_file_is_redacted(tmp_pat
                                                   for b in results["reasons"]["blockers"])
     for name in ("report.html", "junit.xml", "summary.md"):
         assert "secret found in smoke/capture.bin" in (run / name).read_text(), name
-    assert read_meta(run)["secret_found_in"] == ["smoke/capture.bin"]
+    assert read_run_record(run).secret_found_in == ["smoke/capture.bin"]
     assert b"Redacted by Rehearsal" in (run / "smoke" / "capture.bin").read_bytes()
     for f in run.rglob("*"):
         if f.is_file():
@@ -302,7 +304,7 @@ def test_full_run_hostile_secret_echoed_by_commands_is_in_no_file(tmp_path: Path
     assert MASK in by_id["backup_recovery.rollback"].evidence["output_tail"]
     assert MASK in by_id["smoke.command"].evidence["output_tail"]
     assert summary.decision.decision == "GO", summary.decision.blockers
-    meta = read_meta(run)
+    meta = json.loads((run / "run.json").read_text())
     assert "secret_found_in" not in meta
     warning = "${CORPUS_PIN} (phases.smoke.env.SMOKE_PIN) is shorter than 4 characters: not masked as a secret"
     assert meta["secret_warnings"] == [warning] and f"  warning: {warning}" in lines

@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from rehearsal_lib.cli import main
-from rehearsal_lib.evidence import write_manifest, write_meta
+from rehearsal_lib.evidence import write_manifest
 from rehearsal_lib.results import Check
 from rehearsal_lib.runner import finalize
+from rehearsal_lib.runrecord import RunRecord, write_run_record
 from rehearsal_lib.seal import RESEAL_LOG, entry_digest, ledger_path, verify_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +49,9 @@ def make_run(outputs: Path, run_id: str = "20261201T100000Z-aaaaaa", n_fail: int
     outputs_ = [new_output("display_data", data=c.bundle()) for c in _checks(n_fail)]
     nbformat.write(new_notebook(cells=[new_code_cell("ph.run(...)", outputs=outputs_)]),
                    str(run / "notebooks" / "08_integrity.ipynb"))
-    write_meta(run, {"env": "t", "run_id": run_id, "started_at": "2026-12-01T10:00:00+00:00",
-                     "phases": [{"name": "integrity", "outcome": "ok", "duration_s": 1.0}]})
+    write_run_record(run, RunRecord.model_validate({
+        "env": "t", "run_id": run_id, "started_at": "2026-12-01T10:00:00+00:00",
+        "phases": [{"name": "integrity", "outcome": "ok", "duration_s": 1.0}]}))
     return run
 
 

@@ -49,11 +49,10 @@ def record_attestations(ctx: PhaseRun) -> list[Check]:
 
 def show_decision(summary: RunSummary, extra: list[Check]) -> None:
     """Decision banner with blockers and conditions, computed as the runner will."""
-    from rehearsal_lib.config import Gate
     from rehearsal_lib.gate import apply_policy, decide
     from rehearsal_lib.report import DECISION_COLORS
 
-    gate = Gate.model_validate(summary.meta.get("gate", {}))
+    gate = summary.record.gate_policy()
     d = decide(summary.checks + apply_policy(extra, gate), gate)
     items = "".join(f"<li><b>blocker</b> {html.escape(b)}</li>" for b in d.blockers)
     items += "".join(f"<li><b>condition</b> {html.escape(c)}</li>" for c in d.conditions)
