@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from rehearsal_lib import extras
 from rehearsal_lib.phases import PHASES, notebook_for
 from rehearsal_lib.results import printable
 
@@ -1194,6 +1195,9 @@ def load_params(env: str, root: Path | None = None, check_env_vars: bool = True)
         file, line, key, message = problems[0]
         also = [_problem_line(str(f), ln, k, m) for f, ln, k, m in problems[1:]]
         raise ConfigError(file, message, key=key, line=line, also=also) from None
+    if params.sandbox is not None and extras.missing("sandbox"):
+        file, line = where(("sandbox",))
+        raise ConfigError(file, extras.message("sandbox", "the sandbox"), key="sandbox", line=line)
     for phase in params.enabled_phases():
         if notebook_for(phase, root) is None:
             file, line = where(("phases", phase))
