@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rehearsal_lib.config import MAX_PARALLEL, ConfigError, load_params, project_root
+from rehearsal_lib.extras import MissingExtra
+from rehearsal_lib.extras import require as require_extra
 from rehearsal_lib.results import UnreadableFile
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -218,6 +220,7 @@ def _list_line(run: Path, format_counts: Callable[[dict[str, int]], str]) -> str
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
+    require_extra("sandbox", "the sandbox")
     from rehearsal_lib import sandbox
 
     if args.action == "up":
@@ -251,6 +254,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
+    require_extra("lab", "rehearse lab")
     root = project_root()
     os.environ["REHEARSAL_PROJECT_DIR"] = str(root)
     jupyter = Path(sys.executable).with_name("jupyter")
@@ -362,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         _err(str(exc))
         for problem in exc.also:
             _err(f"also: {problem}")
+        return EXIT_USAGE
+    except MissingExtra as exc:  # an optional part of the install (pyproject's extras) is not installed
+        _err(str(exc))
         return EXIT_USAGE
     except UnreadableFile as exc:  # a truncated or corrupt run.json / results.json / notebook: one line
         _err(str(exc))

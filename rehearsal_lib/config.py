@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from rehearsal_lib import extras
 from rehearsal_lib import phases as phase_registry
 from rehearsal_lib.params_base import (  # noqa: F401 - re-exported: the params vocabulary lives in params_base
     MAX_PARALLEL,
@@ -499,6 +500,9 @@ def load_params(env: str, root: Path | None = None, check_env_vars: bool = True)
         file, line, key, message = problems[0]
         also = [_problem_line(str(f), ln, k, m) for f, ln, k, m in problems[1:]]
         raise ConfigError(file, message, key=key, line=line, also=also) from None
+    if params.sandbox is not None and extras.missing("sandbox"):
+        file, line = where(("sandbox",))
+        raise ConfigError(file, extras.message("sandbox", "the sandbox"), key="sandbox", line=line)
     for phase in params.enabled_phases():
         if phase_registry.notebook_for(phase, root) is None:
             file, line = where(("phases", phase))

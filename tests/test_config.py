@@ -147,14 +147,20 @@ def test_cli_lab_starts_jupyterlab_with_passed_options(root):
 
 
 def test_the_run_command_installs_what_the_sandbox_rehearsal_runs(root):
-    """The README's run command installs without the dev extra; the sandbox's smoke phase runs pytest."""
+    """The README's run command installs the sandbox extra, not dev; the sandbox's smoke phase runs pytest."""
+    import re
     import tomllib
 
     project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    core = {d.split(">")[0].split("[")[0].split("=")[0].strip().lower() for d in project["dependencies"]}
+    readme = (root / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.endswith("rehearse run sandbox") and "pip" in line)
+    extras = re.search(r"-e '\.\[([a-z,]+)\]'", command).group(1).split(",")  # type: ignore[union-attr]
+    assert "dev" not in extras
+    installed = {d.split(">")[0].split("[")[0].split("=")[0].strip().lower()
+                 for d in [*project["dependencies"], *(d for e in extras for d in project["optional-dependencies"][e])]}
     smoke = load_params("sandbox", root, check_env_vars=False).phases.smoke
     assert smoke.enabled and "-m pytest" in smoke.command
-    assert "pytest" in core
+    assert "pytest" in installed
 
 
 def test_sandbox_provided_vars_are_exactly_what_a_sandbox_provides(tmp_path):

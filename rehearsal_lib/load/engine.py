@@ -36,9 +36,12 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TIMEOUT, FAILED = -1, 0  # status codes recorded for requests without an HTTP response
 
@@ -545,6 +548,24 @@ class LoadResult:
                                      mix, round(count / self.spec.duration_s, 2), p(50), p(90), p(95), p(99),
                                      round(max(lat), 2) if lat else None, len(lat)))
         return out
+
+    def samples_frame(self) -> pd.DataFrame:
+        """Every request of the run as a pandas DataFrame, for a notebook: ``scenario``, ``offset_s``
+        (intended send time in the open model, actual in the closed one, from the run's start),
+        ``latency_ms``, ``status`` (-1 timeout, 0 no response), ``outcome`` (the code, ``timeout`` or
+        ``error``), ``answered`` and, in the open model, ``lag_ms`` (how late the request left)."""
+        import pandas as pd  # here: the load phase's kernel does not need it
+
+        s = self.samples
+        names = [sc.name for sc in self.spec.scenarios]
+        df = pd.DataFrame({"scenario": [names[k] for k in s.scenario], "offset_s": list(s.offset_s),
+                           "latency_ms": list(s.latency_ms), "status": list(s.status)})
+        df["outcome"] = [("timeout" if code == TIMEOUT else "error" if code == FAILED else str(code))
+                         for code in s.status]
+        df["answered"] = df["status"] > 0
+        if len(s.lag_ms) == len(df):
+            df["lag_ms"] = list(s.lag_ms)
+        return df
 
     def timeline(self) -> list[dict[str, Any]]:
         """Per second of the run: requests, errors and latency p50/p95 per scenario (by intended send time)."""

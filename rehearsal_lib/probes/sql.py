@@ -6,10 +6,13 @@ import datetime as dt
 import decimal
 import re
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Appended to every statement Rehearsal's read-only engine sends, so statement statistics
 # (pg_stat_statements keeps trailing comments, not leading ones) can tell the tool's queries from the app's.
@@ -60,6 +63,20 @@ def query(engine: Engine, sql: str, params: dict[str, Any] | None = None, limit:
         columns = list(result.keys())
         raw = result.fetchmany(limit) if limit is not None else result.fetchall()
     return columns, [[_jsonable(v) for v in row] for row in raw]
+
+
+def query_frame(engine: Engine, sql: str, params: dict[str, Any] | None = None, limit: int | None = None
+                ) -> pd.DataFrame:
+    """A SELECT's rows as a pandas DataFrame, for looking at evidence in a notebook (e.g.
+    ``query_frame(ph.engine, "SELECT ...")`` on the phase's read-only engine). Values keep their Python
+    types (datetimes, Decimals); ``limit`` caps the rows fetched."""
+    import pandas as pd  # here, not at the top: phase kernels import this module; pandas takes ~0.7 s to import
+
+    with engine.connect() as conn:
+        result = conn.execute(sa.text(sql), params or {})
+        columns = list(result.keys())
+        raw = result.fetchmany(limit) if limit is not None else result.fetchall()
+    return pd.DataFrame.from_records([tuple(row) for row in raw], columns=columns)
 
 
 def scalar(engine: Engine, sql: str, params: dict[str, Any] | None = None) -> Any:

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rehearsal_lib.checks.wording import ms, plural, rps, secs, status_mix
 from rehearsal_lib.load.engine import LoadResult, LoadSpec, Scenario, ScenarioStats, _Template, run_load
@@ -22,6 +22,9 @@ from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.load.params import LoadParams, LoadScenario, LoadStage
 from rehearsal_lib.probes import http
 from rehearsal_lib.results import Check
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -65,6 +68,26 @@ class LoadRun:
 
     def stage_run(self, name: str) -> StageRun | None:
         return next((sr for sr in self.ensure().stages if sr.stage.name == name), None)
+
+    def samples_frame(self) -> pd.DataFrame:
+        """Every request of every stage as one pandas DataFrame (``stage`` plus the columns of
+        ``LoadResult.samples_frame``; ``offset_s`` counted from the phase's load start)."""
+        import pandas as pd
+
+        frames = []
+        for sr in self.stages:
+            if sr.result is not None:
+                df = sr.result.samples_frame()
+                df.insert(0, "stage", sr.stage.name)
+                df["offset_s"] += sr.offset_s
+                frames.append(df)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def connections_frame(self) -> pd.DataFrame:
+        """The database connection samples taken during the load (``t_s``, ``total``, ``app``, ``active``)."""
+        import pandas as pd
+
+        return pd.DataFrame([vars(c) for c in self.conn_samples], columns=["t_s", "total", "app", "active"])
 
 
 def _codes(value: int | list[int]) -> list[int]:
