@@ -21,7 +21,9 @@ from rehearsal_lib.gate import Decision, PhaseOutcome, apply_policy, decide, out
 from rehearsal_lib.phases import BY_NAME, PHASES
 from rehearsal_lib.processes import pid_alive
 from rehearsal_lib.results import (
+    FAILING,
     Check,
+    Status,
     UnreadableFile,
     checks_from_notebook,
     format_counts,
@@ -29,6 +31,7 @@ from rehearsal_lib.results import (
     printable,
     read_json_file,
     read_notebook_json,
+    tally,
 )
 
 RUN_META = "run.json"
@@ -55,19 +58,15 @@ class RunSummary:
     def run_id(self) -> str:
         return self.meta.get("run_id", self.run_dir.name)
 
-    def counts(self, phase: str | None = None) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for c in self.checks:
-            if phase is None or c.phase == phase:
-                out[c.status] = out.get(c.status, 0) + 1
-        return out
+    def counts(self, phase: str | None = None) -> dict[Status, int]:
+        return tally(c for c in self.checks if phase is None or c.phase == phase)
 
     def tally(self, phase: str | None = None) -> str:
         return format_counts(self.counts(phase))
 
     def critical(self) -> list[Check]:
         """Blocker and major checks that failed or errored: what must be resolved."""
-        return [c for c in self.checks if c.status in ("fail", "error") and c.severity in ("blocker", "major")]
+        return [c for c in self.checks if c.status in FAILING and c.severity in ("blocker", "major")]
 
     def not_covered(self) -> list[str]:
         """Catalogue phases this run did not include (disabled, or not built yet)."""
@@ -345,7 +344,7 @@ def write_summary_md(summary: RunSummary) -> Path:
     lines += ["## Test Results Overview", "", "| Test Phase | Status | Duration | Checks | Notes |",
               "|------------|--------|----------|--------|-------|"]
     for p in summary.phases:
-        bad = [c for c in summary.phase_checks.get(p.name, []) if c.status in ("fail", "error")]
+        bad = [c for c in summary.phase_checks.get(p.name, []) if c.status in FAILING]
         mark = "✅" if p.outcome == "ok" and not bad else "❌"
         if p.name == "decision" and p.outcome == "ok":
             mark = f"{icon} {d.decision}"

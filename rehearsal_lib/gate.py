@@ -15,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from rehearsal_lib.config import Gate
-from rehearsal_lib.results import Check
+from rehearsal_lib.results import FAILING, Check
 
 GO, NO_GO, CONDITIONAL = "GO", "NO-GO", "CONDITIONAL GO"
 EXIT_CODES = {GO: 0, NO_GO: 1, CONDITIONAL: 3}
@@ -59,7 +59,7 @@ def apply_policy(checks: list[Check], gate: Gate, today: dt.date | None = None) 
         if check.id in gate.severity_overrides:
             update["severity"] = gate.severity_overrides[check.id]
         waiver = waivers.get(check.id)
-        if waiver and check.status in ("fail", "error"):
+        if waiver and check.status in FAILING:
             info = {"owner": waiver.owner, "reason": waiver.reason, "expires": waiver.expires.isoformat()}
             if waiver.expires >= today:
                 update["waiver"] = {**info, "original_status": check.status}
@@ -92,8 +92,8 @@ def decide(checks: list[Check], gate: Gate) -> Decision:
     notes: list[str] = []
     for c in checks:
         what = c.observed or c.title
-        label = f"{c.id}: {what}" if c.status in ("fail", "error") else f"{c.id} ({c.status}): {what}"
-        if c.status in ("fail", "error"):
+        label = f"{c.id}: {what}" if c.status in FAILING else f"{c.id} ({c.status}): {what}"
+        if c.status in FAILING:
             if c.severity == "blocker":
                 blockers.append(label)
             elif c.severity == "major":

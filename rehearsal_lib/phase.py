@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from rehearsal_lib.config import Params, load_params, resolve_reference
-from rehearsal_lib.results import TARGET_TABLE_CLASS, Check, SeverityT, Status, utcnow
+from rehearsal_lib.results import TARGET_TABLE_CLASS, Check, SeverityT, StatusName, utcnow
 from rehearsal_lib.secrets import SecretSet, mask_url
 
 
@@ -30,7 +30,7 @@ from rehearsal_lib.secrets import SecretSet, mask_url
 class Outcome:
     """What a probe found; `PhaseRun.run` turns it into a Check."""
 
-    status: Status
+    status: StatusName
     observed: str = ""
     expected: str = ""
     evidence: Any = None
@@ -309,10 +309,10 @@ class PhaseRun:
         """A table of this phase's checks, worst first."""
         import html
 
-        order = {"error": 0, "fail": 1, "warn": 2, "manual": 3, "skip": 4, "pass": 5}
-        counts: dict[str, int] = {}
-        for c in self.checks:
-            counts[c.status] = counts.get(c.status, 0) + 1
+        from rehearsal_lib.results import STATUS_RANK as order
+        from rehearsal_lib.results import tally
+
+        counts = tally(self.checks)
         left = "style='text-align:left'"
         rows = "".join(
             f"<tr><td {left}>{c.status.upper()}</td><td {left}>{c.severity}</td><td {left}><code>"

@@ -19,8 +19,10 @@ from rehearsal_lib.evidence import RunSummary, crash_line, resumed_lines
 from rehearsal_lib.phases import BY_NAME, PHASES
 from rehearsal_lib.results import (
     CHECK_MIME,
+    FAILING,
     STATUS_STYLE,
     TARGET_TABLE_CLASS,
+    WORST_FIRST,
     check_anchor,
     printable,
     read_notebook,
@@ -104,7 +106,7 @@ def _phase_status(summary: RunSummary, name: str, outcome: str) -> str:
         d = summary.decision.decision
         return f"<span class='rh-pill' style='background:{DECISION_COLORS[d]}'>{d}</span>"
     counts = summary.counts(name)
-    for status in ("error", "fail", "warn", "manual", "skip"):
+    for status in WORST_FIRST[:-1]:  # all but pass
         if counts.get(status):
             return _pill(status)
     return _pill("pass") if counts else "<span class='rh-muted'>no checks</span>"
@@ -204,7 +206,7 @@ def summary_html(summary: RunSummary) -> str:
                "<th>Checks</th><th>Notes</th></tr>")
     for p in summary.phases:
         tally = summary.tally(p.name)
-        bad = [c for c in summary.phase_checks.get(p.name, []) if c.status in ("fail", "error")]
+        bad = [c for c in summary.phase_checks.get(p.name, []) if c.status in FAILING]
         note = p.reason or "; ".join(f"{c.id}: {c.observed}" for c in bad[:3]) + (" …" if len(bad) > 3 else "")
         link = f"<a href='#phase-{p.name}'>{esc(p.title)}</a>"
         out.append(f"<tr><td>{link}</td><td>{_phase_status(summary, p.name, p.outcome)}</td>"

@@ -23,7 +23,7 @@ from rehearsal_lib.checks.wording import plural, secs
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import command, http
 from rehearsal_lib.probes.sql import query
-from rehearsal_lib.results import Check
+from rehearsal_lib.results import FAILING, Check
 
 
 def _size(path: Path) -> int:
@@ -329,7 +329,7 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
 
         check = ctx.run(f"backup_recovery.restart.service.{step.name}", step.title or f"After restart: {step.name}",
                         probe, severity=step.severity)
-        if check.status in ("fail", "error") and broken is None:
+        if check.status in FAILING and broken is None:
             broken = step.name
         checks.append(check)
     return checks

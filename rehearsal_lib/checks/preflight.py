@@ -10,7 +10,7 @@ from rehearsal_lib.checks.wording import ms, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import http
 from rehearsal_lib.probes.sql import query
-from rehearsal_lib.results import Check
+from rehearsal_lib.results import FAILING, Check
 
 
 def _status_check(ctx: PhaseRun, path: str) -> Outcome:
@@ -256,7 +256,7 @@ def check_journey(ctx: PhaseRun) -> list[Check]:
 
         check = ctx.run(f"preflight.journey.{step.name}", step.title or f"{step.method} {step.path}", probe,
                         severity=step.severity)
-        if check.status in ("fail", "error") and broken is None:
+        if check.status in FAILING and broken is None:
             broken = step.name
         out.append(check)
     return out
