@@ -305,71 +305,13 @@ def write_junit(summary: RunSummary) -> Path:
     return path
 
 
-def _md(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return printable(" ".join(str(text).split())).replace("|", "\\|")
-
-
 def write_summary_md(summary: RunSummary) -> Path:
-    """The seed template, filled in: overview, critical issues, decision, sign-off (Markdown)."""
-    meta, d = summary.meta, summary.decision
-    icon = {"GO": "✅", "NO-GO": "❌", "CONDITIONAL GO": "⚠️"}[d.decision]
-    lines = [
-        f"# Rehearsal report — {summary.env}", "",
-        f"**Report date:** {(meta.get('started_at') or '?')[:10]}  ",
-        f"**Run:** `{summary.run_id}` ({meta.get('duration_s', '?')} s)  ",
-        f"**Environment:** {summary.env} ({meta.get('environment_kind', '?')}), "
-        f"{(meta.get('target') or {}).get('base_url', '?')}  ",
-        *([f"**Description:** {_md(meta['environment_description'])}  "]
-          if meta.get("environment_description") else []),
-        f"**Executed by:** {meta.get('executed_by', '?')}  ",
-        f"**Project commit:** `{meta.get('project_commit', '?')}`", "",
-        f"## Decision: {icon} {d.decision}", "",
-    ]
-    if meta.get("interrupted"):
-        lines += ["The run was **interrupted**; only the phases that finished are reported.", ""]
-    if meta.get("runner_error"):
-        lines += [f"The run could not go on: {meta['runner_error']}", ""]
-    if summary.crashed:
-        lines += [f"**Crashed**: {_md(crash_line(summary.crashed))}.", ""]
-    lines += [f"**Resumed**: {_md(line)}.  " for line in resumed_lines(meta)] + ([""] if meta.get("resumed") else [])
-    for e in _reseals(summary.run_dir):
-        what = "**Resealed**" if e["kind"] == "reseal" else "Rebuilt"
-        changed = "; ".join(e["changed"] or []) or "nothing"
-        lines += [f"{what} #{e['seq']} on {e['time']} by {e['who']}: {_md(e['why'])} (changed: {_md(changed)[:500]})",
-                  ""]
-    for title, items in (("Blockers", d.blockers), ("Conditions", d.conditions)):
-        if items:
-            lines += [f"**{title}**", ""] + [f"- {_md(i)}" for i in items] + [""]
-    lines += ["## Test Results Overview", "", "| Test Phase | Status | Duration | Checks | Notes |",
-              "|------------|--------|----------|--------|-------|"]
-    for p in summary.phases:
-        bad = [c for c in summary.phase_checks.get(p.name, []) if c.status in FAILING]
-        mark = "✅" if p.outcome == "ok" and not bad else "❌"
-        if p.name == "decision" and p.outcome == "ok":
-            mark = f"{icon} {d.decision}"
-        note = p.reason or "; ".join(f"{c.id}: {c.observed}" for c in bad[:3])
-        lines.append(f"| {p.title} | {mark} | {p.duration_s:.1f} s | {summary.tally(p.name)} | {_md(note)} |")
-    lines += [f"| {BY_NAME[name].title} | not covered | | | {summary.not_covered_reason(name)} |"
-              for name in summary.not_covered()]
-    critical = summary.critical()
-    lines += ["", "## Critical Issues Requiring Resolution", ""]
-    if critical:
-        lines += ["| Check | Severity | Description | Expected | Observed | Blocks GO |",
-                  "|-------|----------|-------------|----------|----------|-----------|"]
-        lines += [f"| `{c.id}` | {c.severity} | {_md(c.title)} | {_md(c.expected)} | {_md(c.observed)} | "
-                  f"{'YES' if c.severity == 'blocker' else 'condition'} |" for c in critical]
-    else:
-        lines.append("None.")
-    signoffs = [c for c in summary.checks if c.id.startswith("attestation.")]
-    if signoffs:
-        lines += ["", "## Sign-off", "", "| Item | Status | Detail |", "|------|--------|--------|"]
-        lines += [f"| {_md(c.title)} | {c.status} | {_md(c.observed)} |" for c in signoffs]
-    lines += ["", "Evidence: `report.html`, `results.json`, `junit.xml` and the executed notebooks in this run "
-                  "folder; verify with `rehearse verify RUN_DIR` (files, SHA256SUMS, reseal log, ledger), or the "
-                  "files alone with `sha256sum -c SHA256SUMS`.", ""]
+    """summary.md, the seed template filled in: the view model of views.py (the same one report.html's
+    summary shows) through templates/summary/summary.md.j2."""
+    from rehearsal_lib.views import render_summary_md, summary_view
+
     path = summary.run_dir / "summary.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path.write_text(render_summary_md(summary_view(summary)), encoding="utf-8")
     return path
 
 
