@@ -16,9 +16,8 @@ import nbformat
 
 from rehearsal_lib.evidence import RunSummary
 from rehearsal_lib.results import CHECK_MIME, TARGET_TABLE_CLASS, printable, read_notebook
-from rehearsal_lib.views import (  # noqa: F401 - DECISION_COLORS, OUTCOME_LABEL: re-exported for the notebooks
+from rehearsal_lib.views import (  # noqa: F401 - DECISION_COLORS: re-exported for checks/decision.py
     DECISION_COLORS,
-    OUTCOME_LABEL,
     TEMPLATES,
     SummaryView,
     render_phase_heading,
