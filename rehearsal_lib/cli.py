@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -198,10 +199,7 @@ def _list_line(run: Path, format_counts: Callable[[dict[str, int]], str]) -> str
     try:
         if (run / "results.json").is_file():
             data = read_json_file(run / "results.json")
-            counts: dict[str, int] = {}
-            for c in data.get("checks", []):
-                status = c.get("status", "?") if isinstance(c, dict) else "?"
-                counts[status] = counts.get(status, 0) + 1
+            counts = Counter(c.get("status", "?") if isinstance(c, dict) else "?" for c in data.get("checks", []))
             dur = data.get("duration_s")
             dur = dur if isinstance(dur, int | float) else 0.0
             flag = " (interrupted)" if data.get("interrupted") else ""

@@ -21,13 +21,16 @@ from rehearsal_lib.gate import Decision, PhaseOutcome, apply_policy, decide, out
 from rehearsal_lib.phases import BY_NAME, PHASES
 from rehearsal_lib.processes import pid_alive
 from rehearsal_lib.results import (
+    FAILING,
     Check,
+    Status,
     UnreadableFile,
     checks_from_notebook,
     format_counts,
     notebook_error,
     printable,
     read_notebook_json,
+    tally,
 )
 from rehearsal_lib.runrecord import PhaseRecord, RunRecord, read_run_record, record_json
 
@@ -54,19 +57,15 @@ class RunSummary:
     def run_id(self) -> str:
         return self.record.run_id or self.run_dir.name
 
-    def counts(self, phase: str | None = None) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for c in self.checks:
-            if phase is None or c.phase == phase:
-                out[c.status] = out.get(c.status, 0) + 1
-        return out
+    def counts(self, phase: str | None = None) -> dict[Status, int]:
+        return tally(c for c in self.checks if phase is None or c.phase == phase)
 
     def tally(self, phase: str | None = None) -> str:
         return format_counts(self.counts(phase))
 
     def critical(self) -> list[Check]:
         """Blocker and major checks that failed or errored: what must be resolved."""
-        return [c for c in self.checks if c.status in ("fail", "error") and c.severity in ("blocker", "major")]
+        return [c for c in self.checks if c.status in FAILING and c.severity in ("blocker", "major")]
 
     def not_covered(self) -> list[str]:
         """Catalogue phases this run did not include (disabled, or not built yet)."""
@@ -207,7 +206,7 @@ def restore_checks(record: RunRecord) -> list[Check]:
     """One blocker per restore the runner had to run for a phase killed mid-disruption (`restores` in run.json):
     `pass` when the target was restored, `fail` when it may still be degraded."""
     return [Check(id=f"run.restore.{i}", phase="run", title=f"Restore after {r.phase}: {r.description}",
-                  status="pass" if r.ok else "fail", severity="blocker",
+                  status=Status.PASS if r.ok else Status.FAIL, severity="blocker",
                   observed=f"run by the runner after {r.phase} ended without it ({r.check}): {r.observed}",
                   expected="a disruption a phase started is undone, even when the phase is killed")
             for i, r in enumerate(record.restores, 1)]
@@ -216,7 +215,7 @@ def restore_checks(record: RunRecord) -> list[Check]:
 def secret_checks(record: RunRecord) -> list[Check]:
     """One blocker per file the final sweep found still holding a secret (`secret_found_in` in run.json)."""
     return [Check(id=f"run.secret_sweep.{i}", phase="run", title="No secret left in the run folder",
-                  status="fail", severity="blocker", observed=f"secret found in {name}",
+                  status=Status.FAIL, severity="blocker", observed=f"secret found in {name}",
                   expected="every secret of the params file scrubbed from every file before sealing; "
                            "the file was redacted")
             for i, name in enumerate(record.secret_found_in, 1)]
@@ -297,71 +296,13 @@ def write_junit(summary: RunSummary) -> Path:
     return path
 
 
-def _md(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return printable(" ".join(str(text).split())).replace("|", "\\|")
-
-
 def write_summary_md(summary: RunSummary) -> Path:
-    """The seed template, filled in: overview, critical issues, decision, sign-off (Markdown)."""
-    run, d = summary.record, summary.decision
-    icon = {"GO": "✅", "NO-GO": "❌", "CONDITIONAL GO": "⚠️"}[d.decision]
-    duration = "?" if run.duration_s is None else run.duration_s
-    lines = [
-        f"# Rehearsal report — {summary.env}", "",
-        f"**Report date:** {(run.started_at or '?')[:10]}  ",
-        f"**Run:** `{summary.run_id}` ({duration} s)  ",
-        f"**Environment:** {summary.env} ({run.environment_kind or '?'}), "
-        f"{(run.target.base_url if run.target else None) or '?'}  ",
-        *([f"**Description:** {_md(run.environment_description)}  "] if run.environment_description else []),
-        f"**Executed by:** {run.executed_by or '?'}  ",
-        f"**Project commit:** `{run.project_commit or '?'}`", "",
-        f"## Decision: {icon} {d.decision}", "",
-    ]
-    if run.interrupted:
-        lines += ["The run was **interrupted**; only the phases that finished are reported.", ""]
-    if run.runner_error:
-        lines += [f"The run could not go on: {run.runner_error}", ""]
-    if summary.crashed:
-        lines += [f"**Crashed**: {_md(crash_line(summary.crashed))}.", ""]
-    lines += [f"**Resumed**: {_md(line)}.  " for line in resumed_lines(run)] + ([""] if run.resumed else [])
-    for e in _reseals(summary.run_dir):
-        what = "**Resealed**" if e["kind"] == "reseal" else "Rebuilt"
-        changed = "; ".join(e["changed"] or []) or "nothing"
-        lines += [f"{what} #{e['seq']} on {e['time']} by {e['who']}: {_md(e['why'])} (changed: {_md(changed)[:500]})",
-                  ""]
-    for title, items in (("Blockers", d.blockers), ("Conditions", d.conditions)):
-        if items:
-            lines += [f"**{title}**", ""] + [f"- {_md(i)}" for i in items] + [""]
-    lines += ["## Test Results Overview", "", "| Test Phase | Status | Duration | Checks | Notes |",
-              "|------------|--------|----------|--------|-------|"]
-    for p in summary.phases:
-        bad = [c for c in summary.phase_checks.get(p.name, []) if c.status in ("fail", "error")]
-        mark = "✅" if p.outcome == "ok" and not bad else "❌"
-        if p.name == "decision" and p.outcome == "ok":
-            mark = f"{icon} {d.decision}"
-        note = p.reason or "; ".join(f"{c.id}: {c.observed}" for c in bad[:3])
-        lines.append(f"| {p.title} | {mark} | {p.duration_s:.1f} s | {summary.tally(p.name)} | {_md(note)} |")
-    lines += [f"| {BY_NAME[name].title} | not covered | | | {summary.not_covered_reason(name)} |"
-              for name in summary.not_covered()]
-    critical = summary.critical()
-    lines += ["", "## Critical Issues Requiring Resolution", ""]
-    if critical:
-        lines += ["| Check | Severity | Description | Expected | Observed | Blocks GO |",
-                  "|-------|----------|-------------|----------|----------|-----------|"]
-        lines += [f"| `{c.id}` | {c.severity} | {_md(c.title)} | {_md(c.expected)} | {_md(c.observed)} | "
-                  f"{'YES' if c.severity == 'blocker' else 'condition'} |" for c in critical]
-    else:
-        lines.append("None.")
-    signoffs = [c for c in summary.checks if c.id.startswith("attestation.")]
-    if signoffs:
-        lines += ["", "## Sign-off", "", "| Item | Status | Detail |", "|------|--------|--------|"]
-        lines += [f"| {_md(c.title)} | {c.status} | {_md(c.observed)} |" for c in signoffs]
-    lines += ["", "Evidence: `report.html`, `results.json`, `junit.xml` and the executed notebooks in this run "
-                  "folder; verify with `rehearse verify RUN_DIR` (files, SHA256SUMS, reseal log, ledger), or the "
-                  "files alone with `sha256sum -c SHA256SUMS`.", ""]
+    """summary.md, the seed template filled in: the view model of views.py (the same one report.html's
+    summary shows) through templates/summary/summary.md.j2."""
+    from rehearsal_lib.views import render_summary_md, summary_view
+
     path = summary.run_dir / "summary.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path.write_text(render_summary_md(summary_view(summary)), encoding="utf-8")
     return path
 
 

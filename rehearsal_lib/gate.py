@@ -15,7 +15,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from rehearsal_lib.config import Gate
-from rehearsal_lib.results import Check, Status
+from rehearsal_lib.results import FAILING, Check, Status
 
 GO, NO_GO, CONDITIONAL = "GO", "NO-GO", "CONDITIONAL GO"
 EXIT_CODES = {GO: 0, NO_GO: 1, CONDITIONAL: 3}
@@ -59,7 +59,7 @@ def apply_policy(checks: list[Check], gate: Gate, today: dt.date | None = None) 
         if check.id in gate.severity_overrides:
             update["severity"] = gate.severity_overrides[check.id]
         waiver = waivers.get(check.id)
-        if waiver and check.status in ("fail", "error"):
+        if waiver and check.status in FAILING:
             info = {"owner": waiver.owner, "reason": waiver.reason, "expires": waiver.expires.isoformat()}
             if waiver.expires >= today:
                 update["waiver"] = {**info, "original_status": check.status}
@@ -76,7 +76,7 @@ def outcome_checks(phases: list[PhaseOutcome]) -> list[Check]:
     for p in phases:
         if p.outcome == "ok":
             continue
-        status: Status = "skip" if p.outcome == "refused" else "error"
+        status = Status.SKIP if p.outcome == "refused" else Status.ERROR  # refused: a run folder from before #11
         what = {"error": "the notebook stopped with an error", "interrupted": "the run was interrupted",
                 "not_run": "the phase never started", "refused": "the phase was refused"}[p.outcome]
         out.append(Check(id=f"{p.name}.notebook.completed", phase=p.name, title=f"{p.title} notebook ran to the end",
@@ -92,8 +92,8 @@ def decide(checks: list[Check], gate: Gate) -> Decision:
     notes: list[str] = []
     for c in checks:
         what = c.observed or c.title
-        label = f"{c.id}: {what}" if c.status in ("fail", "error") else f"{c.id} ({c.status}): {what}"
-        if c.status in ("fail", "error"):
+        label = f"{c.id}: {what}" if c.status in FAILING else f"{c.id} ({c.status}): {what}"
+        if c.status in FAILING:
             if c.severity == "blocker":
                 blockers.append(label)
             elif c.severity == "major":

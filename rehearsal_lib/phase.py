@@ -29,7 +29,7 @@ import httpx
 from rehearsal_lib.config import Params, SandboxBlock, load_params, resolve_reference
 from rehearsal_lib.params_base import PhaseParams
 from rehearsal_lib.restores import Restore, perform, record_done, record_registered
-from rehearsal_lib.results import TARGET_TABLE_CLASS, Check, SeverityT, Status, utcnow
+from rehearsal_lib.results import TARGET_TABLE_CLASS, Check, SeverityT, Status, StatusName, utcnow
 from rehearsal_lib.secrets import SecretSet, mask_url
 
 
@@ -37,7 +37,7 @@ from rehearsal_lib.secrets import SecretSet, mask_url
 class Outcome:
     """What a probe found; `PhaseRun.run` turns it into a Check."""
 
-    status: Status
+    status: StatusName
     observed: str = ""
     expected: str = ""
     evidence: Any = None
@@ -334,7 +334,8 @@ class PhaseRun(Generic[P]):
             self._current_check = ""
             for handle in list(self._pending_restores.values()):  # a probe that forgot its restore
                 handle.run()
-        check = Check(id=check_id, phase=self.name, title=title, status=out.status, severity=out.severity or severity,
+        check = Check(id=check_id, phase=self.name, title=title, status=Status(out.status),
+                      severity=out.severity or severity,
                       expected=out.expected or expected, observed=out.observed, evidence=out.evidence,
                       metrics=dict(out.metrics), started_at=started, duration_s=round(time.perf_counter() - t0, 4))
         return self.record(check)
@@ -389,10 +390,10 @@ class PhaseRun(Generic[P]):
         """A table of this phase's checks, worst first."""
         import html
 
-        order = {"error": 0, "fail": 1, "warn": 2, "manual": 3, "skip": 4, "pass": 5}
-        counts: dict[str, int] = {}
-        for c in self.checks:
-            counts[c.status] = counts.get(c.status, 0) + 1
+        from rehearsal_lib.results import STATUS_RANK as order
+        from rehearsal_lib.results import tally
+
+        counts = tally(self.checks)
         left = "style='text-align:left'"
         rows = "".join(
             f"<tr><td {left}>{c.status.upper()}</td><td {left}>{c.severity}</td><td {left}><code>"

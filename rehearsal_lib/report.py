@@ -9,29 +9,23 @@ issues and every check.
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
 import nbformat
 
-from rehearsal_lib.evidence import RunSummary, crash_line, resumed_lines
-from rehearsal_lib.phases import BY_NAME, PHASES
-from rehearsal_lib.results import (
-    CHECK_MIME,
-    STATUS_STYLE,
-    TARGET_TABLE_CLASS,
-    check_anchor,
-    printable,
-    read_notebook,
+from rehearsal_lib.evidence import RunSummary
+from rehearsal_lib.results import CHECK_MIME, TARGET_TABLE_CLASS, printable, read_notebook
+from rehearsal_lib.views import (  # noqa: F401 - DECISION_COLORS: re-exported for checks/decision.py
+    DECISION_COLORS,
+    TEMPLATES,
+    SummaryView,
+    render_phase_heading,
+    render_summary_html,
+    summary_view,
 )
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
-TEMPLATES = Path(__file__).parent / "templates"
-DECISION_COLORS = {"GO": "#1a7f37", "NO-GO": "#cf222e", "CONDITIONAL GO": "#9a6700"}
-OUTCOME_LABEL = {"ok": None, "error": "ERROR", "interrupted": "INTERRUPTED", "not_run": "NOT RUN",
-                 "refused": "REFUSED"}
-OUTCOME_COLOR = {"error": "#8250df", "interrupted": "#bc4c00", "not_run": "#57606a", "refused": "#57606a"}
 REPORT_SKIP_TAG = "report-skip"  # notebook cells that only repeat what the report's summary shows
 
 CSS = """
@@ -62,183 +56,10 @@ details.rh-versions summary{cursor:pointer}
 """
 
 
-def _breakable(check_id: str) -> str:
-    """A check id that wraps only after its dots (never mid-word) in a narrow column."""
-    return html.escape(check_id).replace(".", ".<wbr>")
-
-
-def _id_link(check_id: str) -> str:
-    return f"<a href='#{check_anchor(check_id)}'><code class='rh-id'>{_breakable(check_id)}</code></a>"
-
-
-def _decision_items(summary: RunSummary, items: list[str]) -> str:
-    """Blockers or conditions ("<check id>: <observed>") grouped by phase, each linked to its evidence."""
-    titles = {c.id: c.title for c in summary.checks}
-    groups: dict[str, list[str]] = {}
-    for item in items:
-        check_id, _, observed = item.partition(": ")
-        if check_id not in titles:  # not a check's line (e.g. a runner message): keep it whole
-            groups.setdefault("", []).append(html.escape(item))
-            continue
-        phase = check_id.split(".", 1)[0]
-        link = (f"<a href='#{check_anchor(check_id)}' title='{html.escape(check_id)}'>"
-                f"{html.escape(titles[check_id])}</a>")
-        groups.setdefault(phase, []).append(f"{link}: {html.escape(observed)}")
-    out = ["<ul class='rh-decision-items'>"]
-    for phase, lines in groups.items():
-        label = BY_NAME[phase].title if phase in BY_NAME else phase
-        head = f"<b>{html.escape(label)}</b>: " if label else ""
-        out.append(f"<li>{head}" + "; ".join(lines) + "</li>")
-    return "".join(out) + "</ul>"
-
-
-def _pill(status: str) -> str:
-    fg, _, label = STATUS_STYLE.get(status, ("#57606a", "", status.upper()))
-    return f"<span class='rh-pill' style='background:{fg}'>{label}</span>"
-
-
-def _phase_status(summary: RunSummary, name: str, outcome: str) -> str:
-    if OUTCOME_LABEL.get(outcome):
-        return f"<span class='rh-pill' style='background:{OUTCOME_COLOR[outcome]}'>{OUTCOME_LABEL[outcome]}</span>"
-    if name == "decision" and outcome == "ok":
-        d = summary.decision.decision
-        return f"<span class='rh-pill' style='background:{DECISION_COLORS[d]}'>{d}</span>"
-    counts = summary.counts(name)
-    for status in ("error", "fail", "warn", "manual", "skip"):
-        if counts.get(status):
-            return _pill(status)
-    return _pill("pass") if counts else "<span class='rh-muted'>no checks</span>"
-
-
-def reseal_html(summary: RunSummary) -> str:
-    """The folder's reseal log (who, when, why, what had changed), or nothing if it was never rebuilt."""
-    from rehearsal_lib.seal import reseal_history
-
-    history = reseal_history(summary.run_dir)
-    if not history:
-        return ""
-    esc = html.escape
-    resealed = [e for e in history if e.get("kind") == "reseal"]
-    if resealed:
-        title = (f"Resealed {len(resealed)} time(s): files changed after this run was sealed, and someone "
-                 "rebuilt and sealed it again")
-    else:
-        title = f"Rebuilt {len(history)} time(s) after sealing; the folder verified intact each time"
-    out = [f"<div class='rh-reseal{'' if resealed else ' rh-rebuilt'}' id='reseal-log'><h2>{esc(title)}</h2>",
-           "<table><tr><th>#</th><th>When (UTC)</th><th>Who</th><th>What</th><th>Why</th><th>Changed since the "
-           "previous seal</th><th>Previous manifest</th></tr>"]
-    for e in history:
-        changed = e.get("changed") or []
-        changed = changed if isinstance(changed, list) else [changed]
-        shown = "<br>".join(esc(str(c)) for c in changed[:20]) + (f"<br>… and {len(changed) - 20} more"
-                                                                   if len(changed) > 20 else "")
-        what = "<b>RESEALED</b>" if e.get("kind") == "reseal" else "rebuilt"
-        out.append(f"<tr><td>{esc(str(e.get('seq')))}</td><td class='rh-nowrap'>{esc(str(e.get('time')))}</td>"
-                   f"<td>{esc(str(e.get('who')))}</td><td class='rh-nowrap'>{what}</td>"
-                   f"<td>{esc(str(e.get('why')))}</td><td>{shown or 'nothing'}</td>"
-                   f"<td><code>{esc(str(e.get('old_manifest') or '-'))}</code></td></tr>")
-    out.append("</table><p class='rh-muted'>From <code>reseal.log</code> in this folder (append-only, hash-chained); "
-               "<code>rehearse verify</code> checks it. Who is as declared by the person who rebuilt the folder "
-               "($REHEARSAL_OPERATOR or user@host).</p></div>")
-    return "".join(out)
-
-
 def summary_html(summary: RunSummary) -> str:
-    esc = html.escape
-    run, d = summary.record, summary.decision
-    color = DECISION_COLORS[d.decision]
-    started, finished = run.started_at or "?", run.finished_at or "?"
-    duration = run.duration_s
-    target = (run.target.base_url if run.target else None) or "?"
-    versions = run.tool_versions
-    rows = [
-        ("Environment", f"{summary.env} ({run.environment_kind or '?'})"),
-        *([("Description", run.environment_description)] if run.environment_description else []),
-        ("Run id", summary.run_id),
-        ("Started / finished (UTC)", f"{started} / {finished}"),
-        ("Duration", f"{duration:.1f} s" if duration is not None else "?"),
-        ("Target", target),
-        ("Executed by", run.executed_by or "?"),
-        ("Project commit", run.project_commit or "unknown"),
-        ("Params file", Path(run.params_file or "?").name),
-    ]
-    if run.sandbox:
-        rows.append(("Sandbox", f"variant {run.sandbox.variant}"))
-    out = ["<div class='rh-summary'>", f"<h1>Rehearsal report — {esc(summary.env)}</h1>"]
-    out.append("<table class='rh-meta'>" + "".join(
-        f"<tr><td>{esc(k)}</td><td>{esc(str(v))}</td></tr>" for k, v in rows))
-    out.append("<tr><td>Tool versions</td><td><details class='rh-versions'><summary>"
-               + esc(", ".join(f"{k} {v}" for k, v in list(versions.items())[:3])) + " …</summary>"
-               + esc(", ".join(f"{k} {v}" for k, v in versions.items())) + "</details></td></tr></table>")
-    reasons = ""
-    if run.interrupted:
-        reasons += "<p><b>The run was interrupted</b>; the phases that finished are reported below.</p>"
-    if run.runner_error:
-        reasons += f"<p><b>The run could not go on</b>: {esc(run.runner_error)}</p>"
-    if summary.crashed:
-        reasons += f"<p><b>Crashed</b>: {esc(crash_line(summary.crashed))}.</p>"
-    for line in resumed_lines(run):
-        reasons += f"<p><b>Resumed</b>: {esc(line)}.</p>"
-    seal_history = reseal_html(summary)
-    if seal_history.startswith("<div class='rh-reseal'"):
-        reasons += ("<p><b>Resealed</b>: files of this run changed after it was sealed and it was sealed again; "
-                    "<a href='#reseal-log'>who, when and why</a>.</p>")
-    also = "Also failing (each a condition for GO)" if d.blockers else "Conditions"
-    for title, items in (("Blockers", d.blockers), (also, d.conditions)):
-        if items:
-            reasons += f"<b>{title} ({len(items)})</b>" + _decision_items(summary, items)
-    if not d.blockers and not d.conditions:
-        reasons += "<p>Every gate passed.</p>"
-    missing = summary.not_covered()
-    covered = len(PHASES) - len(missing)
-    reasons += (f"<p>Coverage: {covered} of {len(PHASES)} phases"
-                + ("; not covered: " + esc(", ".join(f"{BY_NAME[n].title} ({summary.not_covered_reason(n)})"
-                                                      for n in missing)) if missing else "") + ".</p>")
-    out.append(f"<div class='rh-banner' id='decision' style='background:{color}'>"
-               f"<div class='rh-decision'>Decision: {esc(d.decision)}</div>{reasons}</div>")
-    out.append(seal_history)
-    if d.notes:
-        out.append("<p class='rh-muted'>Notes: " + esc("; ".join(d.notes)) + "</p>")
-
-    out.append("<h2>Test Results Overview</h2><table><tr><th>Test Phase</th><th>Status</th><th>Duration</th>"
-               "<th>Checks</th><th>Notes</th></tr>")
-    for p in summary.phases:
-        tally = summary.tally(p.name)
-        bad = [c for c in summary.phase_checks.get(p.name, []) if c.status in ("fail", "error")]
-        note = p.reason or "; ".join(f"{c.id}: {c.observed}" for c in bad[:3]) + (" …" if len(bad) > 3 else "")
-        link = f"<a href='#phase-{p.name}'>{esc(p.title)}</a>"
-        out.append(f"<tr><td>{link}</td><td>{_phase_status(summary, p.name, p.outcome)}</td>"
-                   f"<td class='rh-nowrap'>{p.duration_s:.1f} s</td><td>{esc(tally)}</td><td>{esc(note)}</td></tr>")
-    for name in missing:
-        out.append(f"<tr class='rh-muted'><td>{esc(BY_NAME[name].title)}</td><td>not covered</td><td></td><td></td>"
-                   f"<td>{esc(summary.not_covered_reason(name))}</td></tr>")
-    out.append("</table>")
-
-    critical = summary.critical()
-    out.append("<h2>Critical Issues Requiring Resolution</h2>")
-    if critical:
-        out.append("<table><tr><th>Check</th><th>Severity</th><th>Status</th><th>Description</th><th>Expected</th>"
-                   "<th>Observed</th><th>Gate effect</th></tr>")
-        for c in critical:
-            effect = "blocks GO" if c.severity == "blocker" else "condition for GO"
-            out.append(f"<tr><td>{_id_link(c.id)}</td><td>{c.severity}</td>"
-                       f"<td>{_pill(c.status)}</td><td>{esc(c.title)}</td><td>{esc(c.expected)}</td>"
-                       f"<td>{esc(c.observed)}</td><td>{effect}</td></tr>")
-        out.append("</table>")
-    else:
-        out.append("<p>None.</p>")
-
-    out.append(f"<h2>All checks ({len(summary.checks)})</h2><table><tr><th>Status</th><th>Severity</th>"
-               "<th>Check</th><th>Title</th><th>Expected</th><th>Observed</th><th>Time</th></tr>")
-    for c in summary.checks:
-        waived = " (waived)" if c.waiver and not c.waiver.get("expired") else ""
-        out.append(f"<tr><td class='rh-nowrap'>{_pill(c.status)}{waived}</td><td class='rh-nowrap'>{c.severity}</td>"
-                   f"<td>{_id_link(c.id)}</td><td>{esc(c.title)}</td>"
-                   f"<td>{esc(c.expected)}</td><td>{esc(c.observed)}</td>"
-                   f"<td class='rh-nowrap'>{c.duration_s:.2f} s</td></tr>")
-    out.append("</table><p class='rh-muted'>Each phase's executed notebook follows; a check's id links to its "
-               "badge with the evidence. The same data is in results.json and junit.xml beside this file.</p></div>")
-    return "\n".join(out)
+    """The report's summary section (header, decision, reseal log, overview, critical issues, sign-off,
+    every check): the view model of views.py through its autoescaped template."""
+    return render_summary_html(summary_view(summary))
 
 
 def _prepare_outputs(cell: nbformat.NotebookNode) -> bool:
@@ -280,34 +101,28 @@ def _drop_repeated_target(cell: nbformat.NotebookNode, seen_target: list[bool]) 
     return not kept and cell.cell_type == "code"
 
 
-def combined_notebook(summary: RunSummary, show_code: bool = False) -> tuple[nbformat.NotebookNode, bool]:
-    """All executed phase notebooks as one notebook, each behind a heading cell."""
+def combined_notebook(summary: RunSummary, show_code: bool = False,
+                      view: SummaryView | None = None) -> tuple[nbformat.NotebookNode, bool]:
+    """All executed phase notebooks as one notebook, each behind a heading cell (from the view model)."""
     merged = nbformat.v4.new_notebook()
     merged.metadata["title"] = f"{summary.decision.decision} — rehearsal {summary.env} {summary.run_id}"
     merged.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     has_fig = False
     seen: set[str] = set()
     seen_target: list[bool] = []
-    for p in summary.phases:
-        head = BY_NAME[p.name] if p.name in BY_NAME else None
-        label = OUTCOME_LABEL.get(p.outcome)
-        status = f" — {label}: {html.escape(p.reason)}" if label else ""
-        number = f"Phase {head.number} · " if head else ""
-        heading = nbformat.v4.new_markdown_cell(
-            f"<div class='rh-phase-head' id='phase-{p.name}'>{_phase_status(summary, p.name, p.outcome)} "
-            f"<b>{number}{html.escape(p.title)}</b> <span class='rh-muted'>· notebook "
-            f"<code>notebooks/{html.escape(p.notebook or '-')}</code> · {p.duration_s:.1f} s{status} · "
-            f"<a href='#decision'>back to the decision</a></span></div>")
-        merged.cells.append(heading)
+    view = view or summary_view(summary)
+    for p, row in zip(summary.phases, view.phases, strict=False):  # the run's phases come first, in order
         nb_path = summary.run_dir / "notebooks" / (p.notebook or "")
+        problem, nb = "", None
         if not p.notebook or not nb_path.is_file():
-            merged.cells.append(nbformat.v4.new_markdown_cell("_No executed notebook for this phase._"))
-            continue
-        try:
-            nb = read_notebook(nb_path)
-        except Exception as exc:  # noqa: BLE001 - a truncated notebook is reported, the others still are
-            merged.cells.append(nbformat.v4.new_markdown_cell(
-                f"_The executed notebook could not be read: {html.escape(str(exc))[:300]}_"))
+            problem = "No executed notebook for this phase."
+        else:
+            try:
+                nb = read_notebook(nb_path)
+            except Exception as exc:  # noqa: BLE001 - a truncated notebook is reported, the others still are
+                problem = f"The executed notebook could not be read: {str(exc)[:300]}"
+        merged.cells.append(nbformat.v4.new_markdown_cell(str(render_phase_heading(row, problem))))
+        if nb is None:
             continue
         for cell in nb.cells:
             tags = cell.get("metadata", {}).get("tags", [])
@@ -333,7 +148,8 @@ def combined_notebook(summary: RunSummary, show_code: bool = False) -> tuple[nbf
 def render_report(summary: RunSummary, show_code: bool = False) -> str:
     from nbconvert import HTMLExporter
 
-    merged, has_fig = combined_notebook(summary, show_code)
+    view = summary_view(summary)
+    merged, has_fig = combined_notebook(summary, show_code, view)
     exporter = HTMLExporter(template_name="rehearsal", extra_template_basedirs=[str(TEMPLATES)],
                             exclude_input=not show_code, exclude_input_prompt=True, exclude_output_prompt=True,
                             embed_images=True)
@@ -343,7 +159,7 @@ def render_report(summary: RunSummary, show_code: bool = False) -> str:
 
         plotlyjs = get_plotlyjs()
     marker = "/*rehearsal-plotlyjs*/" if plotlyjs else ""
-    resources = {"rehearsal": {"summary_html": summary_html(summary), "plotlyjs": marker, "css": CSS},
+    resources = {"rehearsal": {"summary_html": render_summary_html(view), "plotlyjs": marker, "css": CSS},
                  "metadata": {"name": merged.metadata["title"]}}
     body, _ = exporter.from_notebook_node(merged, resources=resources)
     # no control character from any output reaches the page raw (plotly.js, inserted after, is ours)

@@ -8,9 +8,11 @@ and every later artefact (results.json, junit.xml, report.html) is derived from 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import html
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,7 +23,25 @@ if TYPE_CHECKING:  # nbformat costs ~1.8 s to import: phase kernels never need i
 
 CHECK_MIME = "application/vnd.rehearsal.check+json"
 TARGET_TABLE_CLASS = "rh-target"  # the "which target" table each phase shows first (shown once in the report)
-Status = Literal["pass", "fail", "warn", "error", "skip", "manual"]
+
+
+class Status(enum.StrEnum):
+    """A check's status. Each member is its string value (`Status.FAIL == "fail"`), so results.json,
+    junit.xml, the notebooks' check bundles and pydantic validation from strings are unchanged."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    WARN = "warn"
+    ERROR = "error"
+    SKIP = "skip"
+    MANUAL = "manual"
+
+
+# a status written as its string (a probe's Outcome("pass", ...)): type checkers accept both spellings
+StatusName = Status | Literal["pass", "fail", "warn", "error", "skip", "manual"]
+FAILING = frozenset({Status.FAIL, Status.ERROR})  # the statuses that fail a check (a gate, a red badge)
+WORST_FIRST = (Status.ERROR, Status.FAIL, Status.WARN, Status.MANUAL, Status.SKIP, Status.PASS)
+STATUS_RANK = {s: i for i, s in enumerate(WORST_FIRST)}  # sort key: 0 is the worst
 SeverityT = Literal["blocker", "major", "minor", "info"]
 MAX_EVIDENCE_CHARS = 20_000
 
@@ -118,7 +138,7 @@ class Check(BaseModel):
             rows += f"<div><b>waiver</b>: {esc(json.dumps(self.waiver))}</div>"
         evidence = ""
         if self.evidence not in (None, "", [], {}):
-            is_open = " open" if self.status in ("fail", "error") else ""
+            is_open = " open" if self.status in FAILING else ""
             evidence = f"<details{is_open}><summary>evidence</summary>{evidence_html(self.evidence)}</details>"
         return (
             f"<div class='rehearsal-check' id='{check_anchor(self.id)}' data-check-id='{esc(self.id)}' "
@@ -142,7 +162,16 @@ class Check(BaseModel):
         }
 
 
-def format_counts(counts: dict[str, int]) -> str:
+def tally(checks: Iterable[Check]) -> dict[Status, int]:
+    """How many checks have each status (only the statuses present), in order of first appearance."""
+    counts: dict[Status, int] = {}
+    for c in checks:
+        status = Status(c.status)
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def format_counts(counts: dict[str, int] | dict[Status, int]) -> str:
     """Status counts as one phrase, e.g. "3 fail, 10 pass" (empty when there are none)."""
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
 

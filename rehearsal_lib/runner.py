@@ -272,13 +272,12 @@ class Runner:
         return "error", self.secrets.scrub(reason)
 
     def _report_phase(self, job: PhaseJob) -> None:
-        from rehearsal_lib.results import checks_from_notebook, format_counts, read_notebook_json
+        from rehearsal_lib.results import Status, checks_from_notebook, format_counts, read_notebook_json, tally
 
-        counts: dict[str, int] = {}
+        counts: dict[Status, int] = {}
         if job.output.is_file():
             try:
-                for c in checks_from_notebook(read_notebook_json(job.output)):
-                    counts[c.status] = counts.get(c.status, 0) + 1
+                counts = tally(checks_from_notebook(read_notebook_json(job.output)))
             except Exception:  # noqa: BLE001 - a half-written notebook is reported by collect()
                 pass
         tally = format_counts(counts) or "no checks"

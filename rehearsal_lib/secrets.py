@@ -97,7 +97,18 @@ _ENCODERS: tuple[Callable[[str], str], ...] = (
     lambda s: quote(s, safe=""),                                        # %C3%A4
     lambda s: _lower_hex(quote(s, safe="")),                            # %c3%a4
     lambda s: quote_plus(s, safe=""),                                   # space as +
+    lambda s: _markdown(s),                                             # summary.md's md filter: \| \` &lt;
 )
+
+
+def _markdown(s: str) -> str:
+    """A value as summary.md's `md` filter writes it (views.md): `\\`, `|` and a backtick escaped with a
+    backslash, then `&`, `<` and `>` as entities."""
+    for ch in "\\`|":
+        s = s.replace(ch, "\\" + ch)
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 _DEPTH = 3  # e.g. evidence JSON -> HTML badge -> notebook JSON
 
 

@@ -333,7 +333,8 @@ def test_environment_description_is_in_the_report_header(tmp_path: Path):
                                                     "phases": [{"name": "integrity", "outcome": "ok"}]}))
     summary = collect(run)
     assert "<td>Description</td><td>EU staging &lt;cluster b&gt;</td>" in summary_html(summary)
-    assert "**Description:** EU staging <cluster b>" in write_summary_md(summary).read_text()
+    # Markdown text is escaped like HTML text (summary.md is also the GitHub step summary, rendered as HTML)
+    assert "**Description:** EU staging &lt;cluster b&gt;" in write_summary_md(summary).read_text()
 
 
 def test_docs_yaml_examples_load_with_the_strict_loader_and_validate(root: Path, tmp_path: Path):

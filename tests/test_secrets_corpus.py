@@ -319,3 +319,16 @@ def test_full_run_hostile_secret_echoed_by_commands_is_in_no_file(tmp_path: Path
     for nb in (run / "notebooks").glob("*.ipynb"):
         nbformat.validate(nbformat.read(str(nb), as_version=4))
     assert verify_manifest(run) == []
+
+
+def test_a_secret_as_summary_md_escapes_it_is_masked_too():
+    """summary.md's md filter escapes `|`, backticks and backslashes with a backslash: that spelling of a
+    secret is one the scrubber and the final sweep know."""
+    from rehearsal_lib.secrets import SecretSet
+    from rehearsal_lib.views import md
+
+    secret = "pa|ss`wo<rd>&x\\y-1234567890"
+    known = SecretSet()
+    known.add(secret)
+    row = f"| observed | {md(secret)} |"
+    assert str(md(secret)) in row and "***" in known.scrub(row) and str(md(secret)) not in known.scrub(row)

@@ -24,7 +24,7 @@ from rehearsal_lib.phases.migrations.checks import _ident
 from rehearsal_lib.phases.preflight.checks import _fill
 from rehearsal_lib.probes import command, http
 from rehearsal_lib.probes.sql import query
-from rehearsal_lib.results import Check, Status
+from rehearsal_lib.results import FAILING, Check, StatusName
 
 
 def _size(path: Path) -> int:
@@ -76,7 +76,7 @@ def check_backup(ctx: PhaseRun) -> list[Check]:
         evidence = {"backup": info["backup"], "modified at": info["modified_at"], "age": f"{hours:.1f} h",
                     "size": f"{info['size_bytes']} bytes", "RPO objective": f"{cfg.max_age_hours:g} h"}
         metrics = {"rpo_h": round(hours, 1), "rpo_max_h": cfg.max_age_hours, "rpo_s": round(info["age_s"])}
-        status: Status = "pass" if hours <= cfg.max_age_hours else "fail"
+        status: StatusName = "pass" if hours <= cfg.max_age_hours else "fail"
         return Outcome(status, f"{info['backup']} is {hours:.1f} h old", expected, evidence, metrics)
 
     def size() -> Outcome:
@@ -327,7 +327,7 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
 
         check = ctx.run(f"backup_recovery.restart.service.{step.name}", step.title or f"After restart: {step.name}",
                         probe, severity=step.severity)
-        if check.status in ("fail", "error") and broken is None:
+        if check.status in FAILING and broken is None:
             broken = step.name
         checks.append(check)
     return checks

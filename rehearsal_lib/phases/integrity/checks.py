@@ -8,7 +8,7 @@ from typing import Any
 from rehearsal_lib.params_base import RehearsalMarker, ZeroRowCheck
 from rehearsal_lib.phase import RUN_ID_RE, Outcome, PhaseRun, describe_exception
 from rehearsal_lib.probes.sql import count_and_sample, query, scalar, strip_statement
-from rehearsal_lib.results import Check, Status
+from rehearsal_lib.results import Check, StatusName
 
 
 def check_zero_rows(ctx: PhaseRun, spec: ZeroRowCheck, id_prefix: str = "integrity.zero_rows",
@@ -78,7 +78,7 @@ def check_critical_tables(ctx: PhaseRun) -> list[Check]:
             _, rows = query(ctx.engine, f"SELECT count(*) FROM {ident}")
             n = int(rows[0][0])
             counts[table.name] = n
-            status: Status = "pass" if n >= table.min_rows else "fail"
+            status: StatusName = "pass" if n >= table.min_rows else "fail"
             return Outcome(status, f"{n} row(s)", expected, {"table": table.name, "rows": n}, {"rows": n})
 
         out.append(ctx.run(f"integrity.table.{table.name}", f"Critical table {table.name}", probe,

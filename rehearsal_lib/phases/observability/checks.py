@@ -20,7 +20,7 @@ from rehearsal_lib.phases.observability.params import LogSource, MetricSeries
 from rehearsal_lib.probes import http
 from rehearsal_lib.probes.sql import query
 from rehearsal_lib.restores import Restore
-from rehearsal_lib.results import Check, Status
+from rehearsal_lib.results import Check, StatusName
 
 
 def slug(text: str) -> str:
@@ -203,7 +203,7 @@ def check_readiness_toggle(ctx: PhaseRun) -> Check | None:
     def probe() -> Outcome:
         expected = f"{cfg.endpoint} turns {cfg.unready_status} within {cfg.within_s:g} s of the toggle, then recovers"
         if follows(True, "before") is None:
-            status: Status = "error" if timeline[-1]["status"] is None else "fail"
+            status: StatusName = "error" if timeline[-1]["status"] is None else "fail"
             what = "gives no response" if status == "error" else f"answers HTTP {timeline[-1]['status']}"
             return Outcome(status, f"{cfg.endpoint} {what} before the toggle (not ready)", expected,
                            {"timeline": timeline})
@@ -303,7 +303,7 @@ def check_request_id(ctx: PhaseRun) -> list[Check]:
         if res.error:
             return Outcome("error", res.describe(), expected, res.evidence())
         got = {k.lower(): v for k, v in (res.headers or {}).items()}.get(cfg.header.lower())
-        status: Status = "pass" if got == rid else "fail"
+        status: StatusName = "pass" if got == rid else "fail"
         return Outcome(status, f"{cfg.header}: {got}" if got else f"no {cfg.header} header", expected,
                        {"sent": rid, "received": got})
 
@@ -368,7 +368,7 @@ def check_logs_json(ctx: PhaseRun) -> Check | None:
         kinds = Counter(b[:200] for b in bad)
         ev = {"lines": len(lines), "not_json": len(bad),
               "examples": [{"line": line, "times": n} for line, n in kinds.most_common(5)]}
-        status: Status = "pass" if ratio >= src.min_json_ratio else "fail"
+        status: StatusName = "pass" if ratio >= src.min_json_ratio else "fail"
         observed = (f"all {len(lines)} recent lines are JSON" if not bad else
                     f"{len(lines) - len(bad)}/{len(lines)} lines are JSON; e.g. {bad[0][:80]!r}")
         return Outcome(status, observed, expected, ev, {"json_ratio": round(ratio, 4)})

@@ -10,7 +10,7 @@ from rehearsal_lib.checks.wording import ms, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import http
 from rehearsal_lib.probes.sql import query
-from rehearsal_lib.results import Check, Status
+from rehearsal_lib.results import FAILING, Check, StatusName
 
 
 def _status_check(ctx: PhaseRun, path: str) -> Outcome:
@@ -144,7 +144,7 @@ def check_latency(ctx: PhaseRun) -> Check:
         if errors:
             return Outcome("fail", f"{plural(len(errors), 'failed request')}; p95 {ms(p95)}", expected, evidence,
                            metrics)
-        status: Status = "pass" if p95 <= cfg.p95_ms else "fail"
+        status: StatusName = "pass" if p95 <= cfg.p95_ms else "fail"
         return Outcome(status, f"p95 {ms(p95)} (p50 {ms(metrics['p50_ms'])})", expected, evidence, metrics)
 
     check = ctx.run("preflight.latency", "Response times of health endpoints", probe, severity="major")
@@ -250,7 +250,7 @@ def check_journey(ctx: PhaseRun) -> list[Check]:
 
         check = ctx.run(f"preflight.journey.{step.name}", step.title or f"{step.method} {step.path}", probe,
                         severity=step.severity, expected=expected, writes=True)
-        if check.status in ("fail", "error") and broken is None:
+        if check.status in FAILING and broken is None:
             broken = step.name
         out.append(check)
     return out

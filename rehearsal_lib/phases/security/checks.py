@@ -14,7 +14,7 @@ from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.security.params import BadInput, HeaderRule, ProtectedEndpoint
 from rehearsal_lib.probes import http, tls
 from rehearsal_lib.probes.sql import query
-from rehearsal_lib.results import Check, Status
+from rehearsal_lib.results import Check, StatusName
 
 MARKER_CHARS = set("<>'\";")
 
@@ -57,7 +57,7 @@ def check_tls(ctx: PhaseRun) -> list[Check]:
         if res.error or res.days_left is None:
             return Outcome("error", f"no certificate read from {url}: {res.error}", expected, ev)
         days = res.days_left
-        status: Status = "pass" if days >= cfg.min_days else "fail"
+        status: StatusName = "pass" if days >= cfg.min_days else "fail"
         what = "expired" if days < 0 else f"expires in {days:.1f} days"
         return Outcome(status, f"{what} ({res.not_after:%Y-%m-%d %H:%M} UTC)", expected, ev, {"days_left": days})
 

@@ -11,7 +11,7 @@ from typing import Any
 from rehearsal_lib.phase import Outcome, PhaseRun, display_bundle
 from rehearsal_lib.phases.smoke.params import junit_path_is_safe
 from rehearsal_lib.probes import command
-from rehearsal_lib.results import Check, Status
+from rehearsal_lib.results import Check, StatusName
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # rehearsal_lib/ (the {package} placeholder)
 
@@ -83,7 +83,7 @@ def check_smoke(ctx: PhaseRun) -> list[Check]:
         result["res"] = res
         if ctx.run_dir and junit.is_relative_to(Path(ctx.run_dir)):  # the suite may write secrets into it
             ctx.secrets.scrub_file(junit)
-        status: Status = "pass" if res.ok else ("error" if res.error else "fail")
+        status: StatusName = "pass" if res.ok else ("error" if res.error else "fail")
         return Outcome(status, res.describe(), expected, res.evidence(), {"duration_s": round(res.duration_s, 3)})
 
     first = ctx.run("smoke.command", "Smoke command", run, severity="blocker")

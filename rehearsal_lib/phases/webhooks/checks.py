@@ -21,7 +21,7 @@ from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.webhooks.params import SignatureScheme, WebhooksParams
 from rehearsal_lib.probes.http import HttpResult, request
 from rehearsal_lib.probes.sql import query, scalar, strip_statement
-from rehearsal_lib.results import Check, Status
+from rehearsal_lib.results import Check, StatusName
 
 WRONG_SECRET = "rehearsal-wrong-secret"
 
@@ -207,7 +207,7 @@ def check_idempotency(ctx: PhaseRun) -> Check | None:
         n = scalar(ctx.engine, idem.sql, {"delivery_id": delivery_id})
         evidence["processed"] = n
         count = int(n or 0)
-        status: Status = "pass" if count == idem.expected else "fail"
+        status: StatusName = "pass" if count == idem.expected else "fail"
         return Outcome(status, f"sent twice, processed {times(count)}", expected, evidence, {"processed": count})
 
     return ctx.run("webhooks.idempotency.duplicate", "The same delivery twice is processed once", probe,
