@@ -158,12 +158,13 @@ def test_fastapi_alembic_service_rehearsed_end_to_end(notes_app, tmp_path):
     for step in ("whoami", "create_note", "read_note"):
         assert statuses[f"preflight.journey.{step}"] == "pass", checks[f"preflight.journey.{step}"]
     assert statuses["preflight.identity"] == "pass" and statuses["preflight.health"] == "pass"
-    markup = checks["security.bad_input.note_body_markup"]
+    markup = checks["security.inputs.note_body_markup"]
     assert markup["status"] == "pass", markup  # FastAPI's 422 echoes the payload inside JSON: not a reflection
     assert "not reflected as markup" in markup["evidence"]["reflection"]
     bad = {cid: s for cid, s in statuses.items() if s not in ("pass", "skip")}
     assert bad == {}, {cid: checks[cid]["observed"] for cid in bad}
-    assert (code, results["decision"]["decision"]) == (0, "GO"), results["decision"]
+    assert (code, results["decision"]) == (0, "GO"), results["reasons"]
+    assert results["reasons"]["blockers"] == [] and results["reasons"]["conditions"] == []
 
 
 def test_a_failing_revision_fails_apply_and_gives_no_go(notes_app, tmp_path):
@@ -179,12 +180,13 @@ def test_a_failing_revision_fails_apply_and_gives_no_go(notes_app, tmp_path):
     code, results = rehearse(notes_app, params, tmp_path)
     checks = checks_of(results)
     apply = checks["migrations.apply"]
-    assert apply["status"] == "fail" and apply["observed"].startswith("migration 0004 failed: ")
-    assert "no_such_table" in apply["observed"]
+    failed = 'migration 0004 failed: UndefinedTable: relation "no_such_table" does not exist'
+    assert apply["status"] == "fail" and apply["observed"].startswith(failed), apply["observed"]
     assert [r["status"] for r in apply["evidence"]["migrations"]] == ["applied", "failed"]
     assert checks["migrations.none_pending"]["status"] == "skip"
     assert notes_app.version() == {"0003"}
-    assert (code, results["decision"]["decision"]) == (1, "NO-GO")
+    assert (code, results["decision"]) == (1, "NO-GO")
+    assert [b.split(":")[0] for b in results["reasons"]["blockers"]] == ["migrations.apply"]
 
 
 def make_run(tmp_path: Path, block: dict, db_url: str, monkeypatch) -> PhaseRun:
@@ -212,7 +214,7 @@ def test_missing_module_in_the_apps_interpreter_is_one_line(notes_app, tmp_path,
     assert plan.observed == (f"module 'alembic' is missing in the app's interpreter {bare} "
                              "(phases.migrations.alembic.python): point `python:` at the interpreter that runs the "
                              "app (its virtualenv's bin/python), or install alembic there")
-    assert "traceback" not in plan.evidence
+    assert not plan.evidence  # no traceback
     assert run_.apply().status == "skip" and notes_app.version() == {"0002"}
 
 
@@ -241,4 +243,4 @@ def test_in_process_relative_script_location_and_missing_module(notes_app, tmp_p
     assert plan.status == "error" and plan.observed.startswith(
         f"module 'rehearsal_no_such_app_pkg' is missing in Rehearsal's own environment ({sys.executable}), where "
         "alembic runs when phases.migrations.alembic.python is not set: set `python:` to the app's interpreter")
-    assert "traceback" not in plan.evidence
+    assert not plan.evidence  # no traceback

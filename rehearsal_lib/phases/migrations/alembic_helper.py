@@ -10,8 +10,9 @@ Request (JSON on stdin): ``{"ini", "section", "op", "url", "rev", "current", "as
 ``plan`` (pending revisions from the database's ``current`` heads to the script's heads, the heads, which
 ``ask`` ids the script knows), ``heads``, ``upgrade`` and ``downgrade`` (to ``rev``, on ``url``).
 Answer: one line ``REHEARSAL-ALEMBIC {json}`` on stdout, the last one; ``{"missing_module": name}`` when
-an import fails, ``{"error": one line}`` for anything else. The alembic CLI offers no way to pass the
-database URL, and prints heads/history for people, hence this script rather than ``python -m alembic``.
+an import fails, ``{"error": message, "type": exception type}`` for anything else. The alembic CLI offers
+no way to pass the database URL, and prints heads/history for people, hence this script rather than
+``python -m alembic``.
 """
 
 import json
@@ -20,11 +21,12 @@ import sys
 MARK = "REHEARSAL-ALEMBIC "
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException) -> dict:
+    """The error as Rehearsal describes one in its own process: the driver's type and message."""
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("(Background on")]
-    return f"{type(orig or exc).__name__}: {' '.join(lines[:2]) if lines else repr(exc)}"[:500]
+    return {"error": (" ".join(lines[:2]) if lines else repr(exc))[:480], "type": type(orig or exc).__name__}
 
 
 def _answer(obj: dict) -> None:
@@ -72,7 +74,7 @@ def main() -> int:
         _answer({"missing_module": exc.name or str(exc)})
         return 3
     except BaseException as exc:  # noqa: BLE001 - reported as one line, the caller decides
-        _answer({"error": _one_line(exc)})
+        _answer(_one_line(exc))
         return 1
     return 0
 

@@ -3,7 +3,8 @@ post-conditions of the schema (SQLAlchemy inspector and PostgreSQL catalogs), a 
 on a scratch database.
 
 Three drivers: a directory of ``NNN_name.sql`` files tracked in a table (``sql_dir``), alembic, and
-any command whose output lists the pending migrations (``command``). Reading the plan is read-only;
+any command whose output lists the pending migrations (``command``); alembic runs from its ini's folder,
+in the app's own interpreter when ``alembic.python`` is set (``alembic_helper.py``). Reading the plan is read-only;
 apply and the round trip write (checks declared ``writes=True``), through ``apply_database_url``.
 """
 
@@ -216,7 +217,6 @@ class Alembic:
             raise RuntimeError(f"phases.migrations.alembic.python: interpreter {self.python} does not exist")
         self.url_env = cfg.url_env
         self.timeout_s = cfg.timeout_s
-        self.calls: list[dict[str, Any]] = []
 
     # -- in this process
 
@@ -248,7 +248,6 @@ class Alembic:
         env = dict(os.environ)
         if url and self.url_env:
             env[self.url_env] = url
-        t0 = time.perf_counter()
         try:
             proc = subprocess.run([self.python or "", "-c", HELPER.read_text(encoding="utf-8")],
                                   input=json.dumps(req).encode(), capture_output=True, cwd=self.ini.parent,
@@ -259,8 +258,6 @@ class Alembic:
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"alembic {op} in {self.python} timed out after {self.timeout_s:g} s") from None
         out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
-        self.calls.append({"op": op, "rev": request.get("rev"), "exit_code": proc.returncode,
-                           "duration_s": round(time.perf_counter() - t0, 3), "stderr_tail": err.strip()[-300:]})
         answers = [ln[len(HELPER_MARK):] for ln in out.splitlines() if ln.startswith(HELPER_MARK)]
         if not answers:
             tail = (err.strip() or out.strip()).splitlines()[-1:] or ["no output"]
@@ -269,8 +266,9 @@ class Alembic:
         answer = json.loads(answers[-1])
         if "missing_module" in answer:
             raise MissingModule(_missing_module_line(answer["missing_module"], self.python))
-        if "error" in answer:
-            raise RuntimeError(answer["error"])
+        if "error" in answer:  # raised under the app's exception type: described as one raised here would be
+            name = answer.get("type") or "RuntimeError"
+            raise type(name if name.isidentifier() else "RuntimeError", (RuntimeError,), {})(answer["error"])
         return answer
 
     # -- the driver
@@ -280,7 +278,7 @@ class Alembic:
         ask = list(self.ctx.settings.expected_pending)
         if self.python:
             answer = self._call("plan", current=current, ask=ask)
-            self._known = answer["known"]
+            self._known, self._script_heads = answer["known"], set(answer["heads"])
             return [Pending(p["id"], p["name"], {"down_revision": p["down_revision"]}) for p in answer["pending"]]
         from alembic.script import ScriptDirectory
 
@@ -293,7 +291,9 @@ class Alembic:
 
     def _heads(self) -> set[str]:
         if self.python:
-            return set(self._call("heads")["heads"])
+            if getattr(self, "_script_heads", None) is None:  # the plan read them already (one interpreter less)
+                self._script_heads = set(self._call("heads")["heads"])
+            return self._script_heads
         from alembic.script import ScriptDirectory
 
         with self._here():
