@@ -46,7 +46,8 @@ def make(tmp_path: Path, monkeypatch, name: str, block: dict, sandbox=None, base
         monkeypatch.setenv("T_ADMIN", sandbox.admin_db_url)
         monkeypatch.setenv("T_TOKEN", sandbox.token)
         target.update(database_url="${T_DB}", auth_token="${T_TOKEN}")
-    doc = {"name": "probe", "environment": {"kind": kind}, "target": target, "phases": {name: block}}
+    doc = {"name": "probe", "environment": {"kind": kind}, "target": target, "phases": {name: block},
+           "safety": {"allow_destructive": True}}  # writes go to scratch databases or test-made ones
     path = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return PhaseRun(name, str(path), params=load_params(str(path)))

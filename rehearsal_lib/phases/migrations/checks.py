@@ -3,13 +3,19 @@ post-conditions of the schema (SQLAlchemy inspector and PostgreSQL catalogs), a 
 on a scratch database.
 
 Three drivers: a directory of ``NNN_name.sql`` files tracked in a table (``sql_dir``), alembic, and
-any command whose output lists the pending migrations (``command``). Reading the plan is read-only;
+any command whose output lists the pending migrations (``command``); alembic runs from its ini's folder,
+in the app's own interpreter when ``alembic.python`` is set (``alembic_helper.py``). Reading the plan is read-only;
 apply and the round trip write (checks declared ``writes=True``), through ``apply_database_url``.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -24,6 +30,9 @@ from rehearsal_lib.phase import Outcome, PhaseRun, describe_exception
 from rehearsal_lib.probes import command
 from rehearsal_lib.probes.sql import query
 from rehearsal_lib.results import Check
+
+HELPER = Path(__file__).with_name("alembic_helper.py")
+HELPER_MARK = "REHEARSAL-ALEMBIC "
 
 
 @dataclass
@@ -163,71 +172,159 @@ class SqlDir:
                        {"migrations": len(versions)})
 
 
+class MissingModule(RuntimeError):
+    """A module alembic (or the app's env.py and revisions) imports is not installed where alembic runs."""
+
+
+def _missing_module_line(module: str, python: str | None) -> str:
+    """One line: which module is missing where, and how to fix it."""
+    if python:
+        return (f"module '{module}' is missing in the app's interpreter {python} (phases.migrations.alembic.python): "
+                f"point `python:` at the interpreter that runs the app (its virtualenv's bin/python), or install "
+                f"{module} there")
+    return (f"module '{module}' is missing in Rehearsal's own environment ({sys.executable}), where alembic runs when "
+            f"phases.migrations.alembic.python is not set: set `python:` to the app's interpreter (e.g. "
+            f"path/to/app/.venv/bin/python), or install {module} next to Rehearsal")
+
+
+def _alembic_version_heads(engine: sa.Engine, table: str = "alembic_version") -> set[str]:
+    """The revisions alembic's version table records (read-only SQL, no alembic needed); empty when absent."""
+    with engine.connect() as conn:
+        if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": table}).scalar() is None:
+            return set()
+        return {r[0] for r in conn.execute(sa.text(f"SELECT version_num FROM {_ident(table)}"))}
+
+
 class Alembic:
-    """An alembic project: the plan from the script directory and the database's current heads."""
+    """An alembic project: the plan from the script directory and the database's current heads.
+
+    Alembic runs as if started from the ini file's folder (relative ``script_location`` and
+    ``prepend_sys_path`` resolve there, as with ``alembic`` run beside its ini). With ``python:`` set,
+    every alembic step runs in that interpreter (``alembic_helper.py``), so Rehearsal's environment needs
+    none of the app's packages; without it, alembic runs in this process."""
 
     supports_apply = True
 
     def __init__(self, ctx: PhaseRun):
-        from alembic.config import Config
-
         cfg = ctx.settings.alembic
         self.ctx = ctx
-        self.ini = Path(ctx.resolve(cfg.config, secret=False) or "")
+        self.ini = Path(ctx.resolve(cfg.config, secret=False) or "").absolute()
         if not self.ini.is_file():
             raise RuntimeError(f"alembic config {self.ini} does not exist")
         self.section = cfg.section
+        self.python = ctx.resolve(cfg.python, secret=False) if cfg.python else None
+        if self.python is not None and not (Path(self.python).is_file() or shutil.which(self.python)):
+            raise RuntimeError(f"phases.migrations.alembic.python: interpreter {self.python} does not exist")
+        self.url_env = cfg.url_env
+        self.timeout_s = cfg.timeout_s
 
-        def config(url: str | None = None) -> Config:
-            c = Config(str(self.ini), ini_section=self.section)
-            if url:
-                c.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-            return c
+    # -- in this process
 
-        self.config = config
+    @contextmanager
+    def _here(self):
+        """Run alembic from the ini file's folder, as its CLI is run; a missing module becomes one line."""
+        previous = os.getcwd()
+        os.chdir(self.ini.parent)
+        try:
+            yield
+        except ModuleNotFoundError as exc:
+            raise MissingModule(_missing_module_line(exc.name or str(exc), None)) from None
+        finally:
+            os.chdir(previous)
 
-    def _script(self) -> Any:
-        from alembic.script import ScriptDirectory
+    def _config(self, url: str | None = None) -> Any:
+        from alembic.config import Config
 
-        return ScriptDirectory.from_config(self.config())
+        c = Config(str(self.ini), ini_section=self.section)
+        if url:
+            c.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+        return c
+
+    # -- in the app's interpreter
+
+    def _call(self, op: str, url: str | None = None, **request: Any) -> dict[str, Any]:
+        """One alembic step in the app's interpreter; its answer, or an exception with one line."""
+        req = {"ini": str(self.ini), "section": self.section, "op": op, "url": url, **request}
+        env = dict(os.environ)
+        if url and self.url_env:
+            env[self.url_env] = url
+        try:
+            proc = subprocess.run([self.python or "", "-c", HELPER.read_text(encoding="utf-8")],
+                                  input=json.dumps(req).encode(), capture_output=True, cwd=self.ini.parent,
+                                  env=env, timeout=self.timeout_s, check=False,
+                                  start_new_session=True)
+        except FileNotFoundError as exc:
+            raise RuntimeError(f"cannot run the app's interpreter {self.python}: {exc.strerror}") from None
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"alembic {op} in {self.python} timed out after {self.timeout_s:g} s") from None
+        out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+        answers = [ln[len(HELPER_MARK):] for ln in out.splitlines() if ln.startswith(HELPER_MARK)]
+        if not answers:
+            tail = (err.strip() or out.strip()).splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"alembic {op} in {self.python} exited {proc.returncode} without an answer: "
+                               f"{tail[0][:300]}")
+        answer = json.loads(answers[-1])
+        if "missing_module" in answer:
+            raise MissingModule(_missing_module_line(answer["missing_module"], self.python))
+        if "error" in answer:  # raised under the app's exception type: described as one raised here would be
+            name = answer.get("type") or "RuntimeError"
+            raise type(name if name.isidentifier() else "RuntimeError", (RuntimeError,), {})(answer["error"])
+        return answer
+
+    # -- the driver
 
     def plan(self) -> list[Pending]:
-        from alembic.runtime.migration import MigrationContext
+        current = sorted(self.recorded(self.ctx.engine))
+        ask = list(self.ctx.settings.expected_pending)
+        if self.python:
+            answer = self._call("plan", current=current, ask=ask)
+            self._known, self._script_heads = answer["known"], set(answer["heads"])
+            return [Pending(p["id"], p["name"], {"down_revision": p["down_revision"]}) for p in answer["pending"]]
+        from alembic.script import ScriptDirectory
 
-        script = self._script()
-        with self.ctx.engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_heads()
-        revs = list(script.iterate_revisions("heads", current or "base"))
+        with self._here():
+            script = ScriptDirectory.from_config(self._config())
+            revs = list(script.iterate_revisions("heads", tuple(current) or "base"))
+            self._known = {x: _known(script, x) for x in ask}
         return [Pending(r.revision, (r.doc or "").strip(), {"down_revision": str(r.down_revision)})
                 for r in reversed(revs)]
 
-    def apply_one(self, engine: sa.Engine, item: Pending) -> None:
+    def _heads(self) -> set[str]:
+        if self.python:
+            if getattr(self, "_script_heads", None) is None:  # the plan read them already (one interpreter less)
+                self._script_heads = set(self._call("heads")["heads"])
+            return self._script_heads
+        from alembic.script import ScriptDirectory
+
+        with self._here():
+            return set(ScriptDirectory.from_config(self._config()).get_heads())
+
+    def _step(self, op: str, engine: sa.Engine, rev: str) -> None:
+        url = engine.url.render_as_string(hide_password=False)
+        if self.python:
+            self._call(op, url=url, rev=rev)
+            return
         from alembic import command as alembic_command
 
-        alembic_command.upgrade(self.config(engine.url.render_as_string(hide_password=False)), item.id)
+        with self._here():
+            getattr(alembic_command, op)(self._config(url), rev)
+
+    def apply_one(self, engine: sa.Engine, item: Pending) -> None:
+        self._step("upgrade", engine, item.id)
 
     def recorded(self, engine: sa.Engine) -> set[str]:
         """The revisions the version table of the database behind ``engine`` records (its current heads)."""
-        from alembic.runtime.migration import MigrationContext
-
-        with engine.connect() as conn:
-            return set(MigrationContext.configure(conn).get_current_heads())
+        return _alembic_version_heads(engine)
 
     def known(self, revision: str) -> bool:
-        try:
-            return self._script().get_revision(revision) is not None
-        except Exception:  # noqa: BLE001 - alembic raises several kinds for an unknown or ambiguous id
-            return False
+        return bool(getattr(self, "_known", {}).get(revision))
 
     def roundtrip(self, scratch: sa.Engine, guard: LiveGuard) -> Outcome:
         """Upgrade the empty scratch database to head and prove it landed there, then downgrade -1 and
         upgrade head again; the live schema is compared after every step."""
-        from alembic import command as alembic_command
-
-        cfg = self.config(scratch.url.render_as_string(hide_password=False))
         expected = "downgrade -1 then upgrade head restores the same schema"
-        heads = set(self._script().get_heads())
-        alembic_command.upgrade(cfg, "heads")
+        heads = self._heads()
+        self._step("upgrade", scratch, "heads")
         if live := guard.changed("upgrade head on the scratch database"):
             return live
         landed = self.recorded(scratch)
@@ -238,11 +335,11 @@ class Alembic:
                            {"scratch_version_table": sorted(landed), "expected_heads": sorted(heads),
                             **guard.evidence()}, severity="blocker")
         head = schema_snapshot(scratch)
-        alembic_command.downgrade(cfg, "-1")
+        self._step("downgrade", scratch, "-1")
         down = schema_snapshot(scratch)
         if live := guard.changed("downgrade -1 on the scratch database"):
             return live
-        alembic_command.upgrade(cfg, "heads")
+        self._step("upgrade", scratch, "heads")
         again = schema_snapshot(scratch)
         if live := guard.changed("upgrade head again on the scratch database"):
             return live
@@ -254,6 +351,13 @@ class Alembic:
         if again != head:
             return Outcome("fail", "schema differs after downgrade -1 / upgrade head", expected, evidence)
         return Outcome("pass", "downgrade -1 / upgrade head gives the same schema", expected, evidence)
+
+
+def _known(script: Any, revision: str) -> bool:
+    try:
+        return script.get_revision(revision) is not None
+    except Exception:  # noqa: BLE001 - alembic raises several kinds for an unknown or ambiguous id
+        return False
 
 
 class Command:
@@ -516,8 +620,8 @@ class MigrationsRun:
                 observed += "; " + self._not_rehearsed_text()
             return Outcome("pass", observed, expected, evidence, metrics)
 
-        check = self.ctx.run("migrations.plan.pending", "Pending migrations (the plan)", probe, severity="blocker",
-                             expected=expected)
+        check = self.ctx.run("migrations.plan.pending", "Pending migrations (the plan)", _one_line(probe, expected),
+                             severity="blocker", expected=expected)
         if self.pending or self.not_rehearsed:
             _table(self.ctx, "Plan", ["migration", "name", "status"],
                    [[p.id, p.name, "pending"] for p in self.pending]
@@ -579,6 +683,9 @@ class MigrationsRun:
                                             f"names: after applying {item.id} its version table there records "
                                             f"{', '.join(sorted(landed)) or 'nothing'}; its env.py probably ignores "
                                             "the URL it is given, so the migration went to another database")
+                    except MissingModule as exc:  # nothing ran: the tool could not even start
+                        self.stopped = str(exc)
+                        return Outcome("error", self.stopped, expected, {"migrations": rows}, severity="blocker")
                     except Exception as exc:  # noqa: BLE001 - the migration's error is the evidence
                         self.stopped = f"migration {item.id} failed: {describe_exception(exc)}"
                         rows.append({"migration": item.id, "name": item.name, "status": "failed",
@@ -604,8 +711,8 @@ class MigrationsRun:
                                expected, {"migrations": rows, "not_rehearsed": self.not_rehearsed}, metrics)
             return Outcome("pass", f"{len(done)} applied in {ms(total)}", expected, {"migrations": rows}, metrics)
 
-        return self.ctx.run("migrations.apply", "Apply pending migrations", probe, severity="blocker",
-                            expected=expected, writes=True)
+        return self.ctx.run("migrations.apply", "Apply pending migrations", _one_line(probe, expected),
+                            severity="blocker", expected=expected, writes=True)
 
     def none_pending(self) -> Check:
         expected = "no pending migrations after apply"
@@ -624,8 +731,8 @@ class MigrationsRun:
                                evidence, {"pending": len(left)})
             return Outcome("pass", "none pending", expected, evidence, {"pending": 0})
 
-        return self.ctx.run("migrations.none_pending", "Nothing pending afterwards", probe, severity="blocker",
-                            expected=expected)
+        return self.ctx.run("migrations.none_pending", "Nothing pending afterwards", _one_line(probe, expected),
+                            severity="blocker", expected=expected)
 
     def roundtrip(self) -> Check | None:
         s = self.ctx.settings
@@ -644,8 +751,20 @@ class MigrationsRun:
             with scratch_database(self._apply_url()) as scratch:
                 return self.driver.roundtrip(scratch, LiveGuard(self.ctx.engine))
 
-        return self.ctx.run("migrations.roundtrip", "Down/up round trip on a scratch database", probe,
-                            severity="major", expected=expected, writes=True)
+        return self.ctx.run("migrations.roundtrip", "Down/up round trip on a scratch database",
+                            _one_line(probe, expected), severity="major", expected=expected, writes=True)
+
+
+def _one_line(probe: Any, expected: str) -> Any:
+    """The probe, with a missing module reported as its one line (an ``error``), not a traceback."""
+
+    def guarded() -> Outcome:
+        try:
+            return probe()
+        except MissingModule as exc:
+            return Outcome("error", str(exc), expected)
+
+    return guarded
 
 
 def _table(ctx: PhaseRun, title: str, columns: list[str], rows: list[list[Any]]) -> None:

@@ -60,8 +60,22 @@ class SqlDirDriver(Strict):
 
 
 class AlembicDriver(Strict):
-    config: str = Field(description="Path of alembic.ini; may use ${VAR}.")
+    config: str = Field(description="Path of alembic.ini; may use ${VAR}. Alembic runs from its folder.")
     section: str = "alembic"
+    python: str | None = Field(
+        None, description="The app's interpreter (e.g. /srv/app/.venv/bin/python; may use ${VAR}): alembic runs "
+                          "there, so Rehearsal's environment needs none of the app's packages.")
+    url_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable the app's env.py reads its database URL from; set to the URL of each "
+                    "step (apply_database_url, the scratch database). Needs `python`.")
+    timeout_s: float = Field(600, gt=0, le=MAX_SECONDS, description="Bound of each alembic step run with `python`.")
+
+    @model_validator(mode="after")
+    def _url_env_needs_python(self) -> AlembicDriver:
+        if self.url_env and not self.python:
+            raise ValueError("url_env needs `python`: only a fresh interpreter reads the variable anew at each step")
+        return self
 
 
 class CommandDriver(Strict):

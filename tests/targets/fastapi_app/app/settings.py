@@ -1,0 +1,19 @@
+"""The app's own settings, from its environment (as alembic's env.py reads them too)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(default_factory=lambda: os.environ["DATABASE_URL"])
+    secret: str = field(default_factory=lambda: os.environ.get("APP_SECRET", "dev-secret"))
+    admin_api_key: str = field(default_factory=lambda: os.environ.get("ADMIN_API_KEY", ""))
+    version: str = "2.1.0"
+    commit: str = field(default_factory=lambda: os.environ.get("APP_COMMIT", "unknown"))
+
+
+def get_settings() -> Settings:
+    return Settings()

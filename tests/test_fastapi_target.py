@@ -1,0 +1,246 @@
+"""A second target of a different shape (tests/targets/fastapi_app: FastAPI + SQLModel + alembic, OAuth2
+password login, trailing slashes, 422 JSON, API-key admin, two roles) rehearsed end to end through the
+real CLI with the params of docs/rehearsing-fastapi-alembic.md; the alembic driver runs in the app's own
+interpreter (`python:`). The app runs under uvicorn on a free port against the sandbox's PostgreSQL, in a
+database of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from conftest import run
+
+from rehearsal_lib.config import load_params
+from rehearsal_lib.phase import PhaseRun
+from rehearsal_lib.phases.migrations import checks as migrations
+from rehearsal_lib.probes.command import with_database
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = Path(__file__).parent / "targets" / "fastapi_app"
+DOC = ROOT / "docs" / "rehearsing-fastapi-alembic.md"
+
+
+def doc_params() -> dict:
+    """The params file shown in the docs page (its first ```yaml block)."""
+    text = DOC.read_text(encoding="utf-8")
+    return yaml.safe_load(re.search(r"^```yaml\n(.*?)^```", text, re.S | re.M).group(1))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NotesApp:
+    """A copy of the Notes API with its own database, at revision 0002 with two users, under uvicorn."""
+
+    def __init__(self, sandbox, base: Path):
+        self.dir = base / "fastapi_app"
+        shutil.copytree(TARGET, self.dir, ignore=shutil.ignore_patterns("__pycache__"))
+        self.dbname = f"notes_{uuid.uuid4().hex[:8]}"
+        self.admin = sa.create_engine(sandbox.admin_db_url, isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{self.dbname}"')
+        self.db_url = with_database(sandbox.admin_db_url, self.dbname)
+        self.env = {"DATABASE_URL": self.db_url, "APP_SECRET": uuid.uuid4().hex, "ADMIN_API_KEY": uuid.uuid4().hex,
+                    "PATH": "/usr/bin:/bin"}
+        self.proc: subprocess.Popen | None = None
+
+    def sh(self, *args: str) -> None:
+        res = run([sys.executable, *args], 60, f"{' '.join(args)} in the Notes app", cwd=self.dir, env=self.env)
+        assert res.returncode == 0, res.stderr[-2000:]
+
+    def start(self) -> None:
+        self.sh("-m", "alembic", "upgrade", "0002")  # one release behind: 0003 is pending
+        self.sh("-m", "app.seed", "alice:alice-pw:user", "root:root-pw:admin")
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
+                                      "--port", self.url.rsplit(":", 1)[1], "--log-level", "warning"],
+                                     cwd=self.dir, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=1) as res:
+                    if res.status == 200:
+                        return
+            except OSError:
+                assert self.proc.poll() is None, self.proc.stderr.read().decode()[-2000:]
+                time.sleep(0.2)
+        raise AssertionError("the Notes app did not answer /health within 30 s")
+
+    def login(self, username: str, password: str) -> str:
+        """OAuth2 password grant, form-encoded, as the docs page's curl does."""
+        data = urllib.parse.urlencode({"username": username, "password": password}).encode()
+        with urllib.request.urlopen(urllib.request.Request(self.url + "/token", data=data), timeout=5) as res:
+            return json.loads(res.read())["access_token"]
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+        self.admin.dispose()
+
+    def version(self) -> set[str]:
+        with sa.create_engine(self.db_url, poolclass=sa.pool.NullPool).connect() as conn:
+            return {r[0] for r in conn.execute(sa.text("SELECT version_num FROM alembic_version"))}
+
+
+@pytest.fixture
+def notes_app(sandbox, tmp_path):
+    app = NotesApp(sandbox, tmp_path)
+    try:
+        app.start()
+        yield app
+    finally:
+        app.stop()
+
+
+def rehearse(app: NotesApp, params: dict, tmp_path: Path, python: str = sys.executable) -> tuple[int, dict]:
+    """`python -m rehearsal_lib.cli run <params file> --outputs tmp` with the page's variables set."""
+    path = tmp_path / "notes-staging.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+           "NOTES_URL": app.url, "NOTES_DATABASE_URL": app.db_url, "NOTES_MIGRATE_URL": app.db_url,
+           "NOTES_TOKEN": app.login("alice", "alice-pw"), "NOTES_ALEMBIC_INI": str(app.dir / "alembic.ini"),
+           "NOTES_APP_PYTHON": python}
+    out = tmp_path / "outputs"
+    res = run([sys.executable, "-m", "rehearsal_lib.cli", "run", str(path), "--outputs", str(out)], 240,
+              "rehearse run notes-staging", cwd=ROOT, env=env)
+    results = sorted(out.rglob("results.json"))
+    assert results, f"no results.json (exit {res.returncode}): {res.stdout[-2000:]} {res.stderr[-2000:]}"
+    return res.returncode, json.loads(results[-1].read_text())
+
+
+def checks_of(results: dict) -> dict[str, dict]:
+    return {c["id"]: c for c in results["checks"]}
+
+
+def test_fastapi_alembic_service_rehearsed_end_to_end(notes_app, tmp_path):
+    """The docs page's params, through the real CLI: 0003 applied by the app's interpreter, none pending,
+    the round trip on a scratch database, integrity and security as the page says; GO."""
+    assert notes_app.version() == {"0002"}
+    code, results = rehearse(notes_app, doc_params(), tmp_path)
+    checks = checks_of(results)
+    statuses = {cid: c["status"] for cid, c in checks.items()}
+    assert notes_app.version() == {"0003"}  # the pending revision is applied, in the app's database
+    plan, apply = checks["migrations.plan.pending"], checks["migrations.apply"]
+    assert plan["status"] == "pass" and plan["observed"] == "1 pending: 0003", plan
+    assert apply["status"] == "pass" and [r["migration"] for r in apply["evidence"]["migrations"]] == ["0003"]
+    assert statuses["migrations.none_pending"] == "pass"
+    assert statuses["migrations.roundtrip"] == "pass", checks["migrations.roundtrip"]
+    assert {statuses[f"migrations.post.{f}"] for f in ("tables", "columns", "indexes", "foreign_keys")} == {"pass"}
+    assert statuses["integrity.zero_rows.notes_without_owner"] == "pass"
+    assert statuses["integrity.zero_rows.users_with_unknown_role"] == "pass"
+    for step in ("whoami", "create_note", "read_note"):
+        assert statuses[f"preflight.journey.{step}"] == "pass", checks[f"preflight.journey.{step}"]
+    assert statuses["preflight.identity"] == "pass" and statuses["preflight.health"] == "pass"
+    markup = checks["security.inputs.note_body_markup"]
+    assert markup["status"] == "pass", markup  # FastAPI's 422 echoes the payload inside JSON: not a reflection
+    assert "not reflected as markup" in markup["evidence"]["reflection"]
+    bad = {cid: s for cid, s in statuses.items() if s not in ("pass", "skip")}
+    assert bad == {}, {cid: checks[cid]["observed"] for cid in bad}
+    assert (code, results["decision"]) == (0, "GO"), results["reasons"]
+    assert results["reasons"]["blockers"] == [] and results["reasons"]["conditions"] == []
+
+
+def test_a_failing_revision_fails_apply_and_gives_no_go(notes_app, tmp_path):
+    """A deliberately broken release: revision 0004 alters a table that does not exist."""
+    (notes_app.dir / "migrations" / "versions" / "0004_broken.py").write_text(
+        '"""a broken revision"""\nfrom alembic import op\n\nrevision = "0004"\ndown_revision = "0003"\n\n\n'
+        'def upgrade():\n    op.execute("ALTER TABLE no_such_table ADD COLUMN x int")\n\n\n'
+        'def downgrade():\n    pass\n')
+    params = doc_params()
+    params["phases"] = {"preflight": {"enabled": False}, "integrity": {"enabled": False},
+                        "migrations": {**params["phases"]["migrations"], "expected_pending": ["0003", "0004"],
+                                       "roundtrip": False}}
+    code, results = rehearse(notes_app, params, tmp_path)
+    checks = checks_of(results)
+    apply = checks["migrations.apply"]
+    failed = 'migration 0004 failed: UndefinedTable: relation "no_such_table" does not exist'
+    assert apply["status"] == "fail" and apply["observed"].startswith(failed), apply["observed"]
+    assert [r["status"] for r in apply["evidence"]["migrations"]] == ["applied", "failed"]
+    assert checks["migrations.none_pending"]["status"] == "skip"
+    assert notes_app.version() == {"0003"}
+    assert (code, results["decision"]) == (1, "NO-GO")
+    assert [b.split(":")[0] for b in results["reasons"]["blockers"]] == ["migrations.apply"]
+
+
+def make_run(tmp_path: Path, block: dict, db_url: str, monkeypatch) -> PhaseRun:
+    monkeypatch.setenv("T_DB", db_url)
+    doc = {"name": "probe", "environment": {"kind": "staging"},
+           "target": {"base_url": "http://127.0.0.1:9", "database_url": "${T_DB}"},
+           "safety": {"allow_destructive": True}, "phases": {"migrations": block}}
+    path = tmp_path / f"m-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return PhaseRun("migrations", str(path), params=load_params(str(path)))
+
+
+def test_missing_module_in_the_apps_interpreter_is_one_line(notes_app, tmp_path, monkeypatch):
+    """`python:` pointing at an interpreter without the app's packages (a fresh venv): one line saying
+    which module is missing there and how to fix it, an `error`, no traceback."""
+    venv = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    bare = str(venv / "bin" / "python")
+    block = {"driver": "alembic", "alembic": {"config": str(notes_app.dir / "alembic.ini"), "python": bare,
+                                              "url_env": "DATABASE_URL"},
+             "expected_pending": ["0003"], "apply_database_url": "${T_DB}"}
+    run_ = migrations.MigrationsRun(make_run(tmp_path, block, notes_app.db_url, monkeypatch))
+    plan = run_.plan()
+    assert plan.status == "error"
+    assert plan.observed == (f"module 'alembic' is missing in the app's interpreter {bare} "
+                             "(phases.migrations.alembic.python): point `python:` at the interpreter that runs the "
+                             "app (its virtualenv's bin/python), or install alembic there")
+    assert not plan.evidence  # no traceback
+    assert run_.apply().status == "skip" and notes_app.version() == {"0002"}
+
+
+NO_SUCH_MODULE_REV = '''"""needs a package the kernel lacks"""
+import rehearsal_no_such_app_pkg  # noqa: F401
+revision, down_revision = "0004", "0003"
+def upgrade():
+    pass
+def downgrade():
+    pass
+'''
+
+
+def test_in_process_relative_script_location_and_missing_module(notes_app, tmp_path, monkeypatch):
+    """Without `python:`: the relative script_location resolves beside alembic.ini whatever the working
+    directory (kernels run in notebooks/), and a module missing in Rehearsal's environment is one line."""
+    monkeypatch.chdir(tmp_path)  # not the ini's folder
+    block = {"driver": "alembic", "alembic": {"config": str(notes_app.dir / "alembic.ini")},
+             "expected_pending": ["0003"]}
+    plan = migrations.MigrationsRun(make_run(tmp_path, block, notes_app.db_url, monkeypatch)).plan()
+    assert plan.status == "pass" and plan.observed == "1 pending: 0003", plan.observed
+    assert Path.cwd() == tmp_path  # the working directory is restored
+    (notes_app.dir / "migrations" / "versions" / "0004_extra.py").write_text(NO_SUCH_MODULE_REV)
+    block["expected_pending"] = ["0003", "0004"]
+    plan = migrations.MigrationsRun(make_run(tmp_path, block, notes_app.db_url, monkeypatch)).plan()
+    assert plan.status == "error" and plan.observed.startswith(
+        f"module 'rehearsal_no_such_app_pkg' is missing in Rehearsal's own environment ({sys.executable}), where "
+        "alembic runs when phases.migrations.alembic.python is not set: set `python:` to the app's interpreter")
+    assert not plan.evidence  # no traceback
