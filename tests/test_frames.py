@@ -11,15 +11,16 @@ import nbformat
 import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
-from rehearsal_lib.checks.load import LoadRun, StageRun
 
 from rehearsal_lib.config import LoadStage
-from rehearsal_lib.evidence import collect, write_meta, write_results_json
+from rehearsal_lib.evidence import collect, write_results_json
 from rehearsal_lib.history import COLUMNS, load_runs
 from rehearsal_lib.load.engine import LoadSpec, Scenario, run_load
 from rehearsal_lib.load.reference_server import free_port, reference_server
+from rehearsal_lib.phases.load.checks import LoadRun, StageRun
 from rehearsal_lib.probes.sql import MARKER, query_frame, read_only_engine
 from rehearsal_lib.results import Check
+from rehearsal_lib.runrecord import RunRecord, write_run_record
 
 
 def _check(cid: str, status: str, severity: str = "blocker") -> Check:
@@ -34,8 +35,9 @@ def _run(outputs: Path, run_id: str, started: str, checks: list[Check]) -> Path:
     outs = [new_output("display_data", data=c.bundle()) for c in checks]
     nb = new_notebook(cells=[new_code_cell("x", outputs=outs)])
     nbformat.write(nb, str(run / "notebooks" / "08_integrity.ipynb"))
-    write_meta(run, {"env": "staging", "run_id": run_id, "started_at": started, "finished_at": started,
-                     "phases": [{"name": "integrity", "outcome": "ok"}]})
+    write_run_record(run, RunRecord.model_validate({
+        "env": "staging", "run_id": run_id, "started_at": started, "finished_at": started,
+        "phases": [{"name": "integrity", "outcome": "ok"}]}))
     write_results_json(collect(run))
     return run
 

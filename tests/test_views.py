@@ -9,9 +9,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from rehearsal_lib.evidence import RunSummary, collect, write_meta, write_summary_md
+from rehearsal_lib.evidence import RunSummary, collect, write_summary_md
 from rehearsal_lib.report import write_report
 from rehearsal_lib.results import Check
+from rehearsal_lib.runrecord import RunRecord, write_run_record
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = "<script>alert(1)</script> a|b `tick` line one\nline two\x1b[2J\x07 & co"
@@ -38,10 +39,11 @@ def _run(tmp_path: Path) -> RunSummary:
         outputs = [new_output("display_data", data=c.bundle()) for c in checks]
         nbformat.write(new_notebook(cells=[new_code_cell("x", outputs=outputs)]),
                        str(run / "notebooks" / f"{number}_{name}.ipynb"))
-    write_meta(run, {"env": "t", "run_id": "r1", "environment_kind": "staging", "environment_description": HOSTILE,
+    write_run_record(run, RunRecord.model_validate({
+                     "env": "t", "run_id": "r1", "environment_kind": "staging", "environment_description": HOSTILE,
                      "phases": [{"name": n, "outcome": "ok", "duration_s": 1.5} for n in phases],
                      "gate": {"waivers": [{"check": "integrity.orphans", "owner": "dana", "reason": f"ticket {HOSTILE}",
-                                           "expires": "2099-01-01"}]}})
+                                           "expires": "2099-01-01"}]}}))
     return collect(run)
 
 
