@@ -20,10 +20,9 @@ import sqlalchemy as sa
 
 from rehearsal_lib.checks.wording import plural, secs
 from rehearsal_lib.phase import Outcome, PhaseRun
-from rehearsal_lib.phases.migrations.checks import _ident
-from rehearsal_lib.phases.preflight.checks import _fill
 from rehearsal_lib.probes import command, http
-from rehearsal_lib.probes.sql import query
+from rehearsal_lib.probes.placeholders import expand, expand_text
+from rehearsal_lib.probes.sql import query, quote_ident
 from rehearsal_lib.results import Check
 
 
@@ -136,7 +135,7 @@ def check_restore(ctx: PhaseRun) -> list[Check]:
                     with scratch.connect() as sc:
                         for t in cfg.tables:
                             counts[t.name] = {"restored": int(sc.execute(sa.text(
-                                f"SELECT count(*) FROM {_ident(t.name)}")).scalar_one())}
+                                f"SELECT count(*) FROM {quote_ident(t.name)}")).scalar_one())}
                 finally:
                     scratch.dispose()
             finally:
@@ -158,10 +157,10 @@ def check_restore(ctx: PhaseRun) -> list[Check]:
         short = []
         for t in cfg.tables:
             if t.as_of_column:
-                sql = f"SELECT count(*) FROM {_ident(t.name)} WHERE {_ident(t.as_of_column)} <= :at"
+                sql = f"SELECT count(*) FROM {quote_ident(t.name)} WHERE {quote_ident(t.as_of_column)} <= :at"
                 _, rows = query(ctx.engine, sql, {"at": as_of})
             else:
-                _, rows = query(ctx.engine, f"SELECT count(*) FROM {_ident(t.name)}")
+                _, rows = query(ctx.engine, f"SELECT count(*) FROM {quote_ident(t.name)}")
             src = int(rows[0][0])
             got = counts[t.name]["restored"]
             counts[t.name]["source"] = src
@@ -250,7 +249,7 @@ def check_rollback(ctx: PhaseRun) -> Check | None:
 
 
 def _counts(ctx: PhaseRun, tables: list[str]) -> dict[str, int]:
-    return {t: int(query(ctx.engine, f"SELECT count(*) FROM {_ident(t)}")[1][0][0]) for t in tables}
+    return {t: int(query(ctx.engine, f"SELECT count(*) FROM {quote_ident(t)}")[1][0][0]) for t in tables}
 
 
 def check_restart(ctx: PhaseRun) -> list[Check]:
@@ -312,8 +311,8 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
             if broken:
                 return Outcome("skip", f"not tried: step {broken} failed", expected)
             headers = ctx.auth_headers() if step.auth else None
-            res = http.request(ctx.http, step.method, _fill(step.path, saved), headers=headers,
-                               json_body=_fill(step.json_body, saved), follow_redirects=step.follow_redirects)
+            res = http.request(ctx.http, step.method, expand_text(step.path, saved, "path"), headers=headers,
+                               json_body=expand(step.json_body, saved, "json"), follow_redirects=step.follow_redirects)
             unreached = http.reached_handler(res, authenticated=step.auth, expected=codes)
             if unreached:
                 return Outcome("error", unreached, expected, res.evidence())

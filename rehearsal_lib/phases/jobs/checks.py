@@ -20,8 +20,8 @@ import httpx
 from rehearsal_lib.checks.wording import plural, secs, times
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.jobs.params import JobsParams
-from rehearsal_lib.phases.webhooks.checks import render
 from rehearsal_lib.probes.http import request
+from rehearsal_lib.probes.placeholders import expand, expand_text
 from rehearsal_lib.probes.sql import query, scalar, strip_statement
 from rehearsal_lib.results import Check
 
@@ -44,13 +44,14 @@ class Jobs:
         self.rows: dict[Any, dict[str, Any]] = {}
 
     def body(self, job: dict[str, Any], **extra: str) -> Any:
-        return render(job, {"run_id": self.run_id, **extra})
+        return expand(job, {"run_id": self.run_id, **extra}, "job")
 
     def trigger(self, label: str, job: Any, client: httpx.Client | None = None) -> Any:
         """Start one job; return its id (raises TriggerFailed with the reason)."""
         t = self.s.trigger
         if t.command:
-            argv = [arg.replace("{job}", json.dumps(job)) for arg in t.command]
+            argv = [expand_text(arg, {"job": json.dumps(job), "run_id": self.run_id}, "trigger.command")
+                    for arg in t.command]
             try:
                 proc = subprocess.run(argv, capture_output=True, text=True, timeout=t.command_timeout_s, check=False)
             except (OSError, subprocess.TimeoutExpired) as exc:
@@ -199,7 +200,7 @@ def check_concurrency(ctx: PhaseRun) -> Check | None:
     expected = f"{spec.triggers} concurrent triggers, processed {times(spec.expected)}"
 
     def probe() -> Outcome:
-        key = render(spec.dedupe_key, {"run_id": jobs.run_id})
+        key = expand_text(spec.dedupe_key, {"run_id": jobs.run_id}, "dedupe_key")
         body = jobs.body(spec.job, dedupe_key=key)
         barrier = threading.Barrier(spec.triggers)
         results: list[Any] = [None] * spec.triggers
@@ -251,7 +252,7 @@ def check_status(ctx: PhaseRun) -> Check | None:
             job_id = jobs.trigger("status", jobs.body(spec.job))
         except TriggerFailed as exc:
             return Outcome("error", str(exc), expected)
-        path = spec.path.replace("{job_id}", str(job_id))
+        path = expand_text(spec.path, {"job_id": str(job_id), "run_id": jobs.run_id}, "path")
         headers = ctx.auth_headers() if jobs.s.trigger.auth else {}
         t0, seen = time.monotonic(), []
         while True:
