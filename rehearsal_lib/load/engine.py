@@ -196,12 +196,21 @@ class _LazyCookies(httpx.Cookies):
             super().extract_cookies(response)
 
 
-def _lazy_cookies(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    """The client's cookie jar, parsed only for responses that set a cookie (httpx keeps it in `_cookies`;
-    an httpx without that attribute keeps its own jar: slower, still correct)."""
-    if isinstance(getattr(client, "_cookies", None), httpx.Cookies):
-        client._cookies = _LazyCookies(client._cookies)
-    return client
+class _Client(httpx.AsyncClient):
+    """An AsyncClient whose public `cookies` jar is a `_LazyCookies`: httpx reads and updates the jar only
+    through that property, so overriding it needs none of httpx's private attributes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._jar = _LazyCookies()
+        super().__init__(**kwargs)
+
+    @property  # type: ignore[override]
+    def cookies(self) -> httpx.Cookies:
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        self._jar = _LazyCookies(cookies)
 
 
 class _Connections:
@@ -221,9 +230,8 @@ class _Connections:
             from httpx_aiohttp import AiohttpTransport
 
             limits = httpx.Limits(max_connections=spec.max_in_flight, max_keepalive_connections=spec.max_in_flight)
-            self.shared = _lazy_cookies(httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout,
-                                            follow_redirects=False,
-                                            transport=AiohttpTransport(verify=self.verify, limits=limits)))
+            self.shared = _Client(base_url=self.base_url, timeout=self.timeout, follow_redirects=False,
+                                  transport=AiohttpTransport(verify=self.verify, limits=limits))
             self.all.append(self.shared)
 
     def acquire(self) -> httpx.AsyncClient:
@@ -231,9 +239,8 @@ class _Connections:
             return self.shared
         if self.free:
             return self.free.pop()
-        client = _lazy_cookies(httpx.AsyncClient(
-            base_url=self.base_url, timeout=self.timeout, verify=self.verify,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), follow_redirects=False))
+        client = _Client(base_url=self.base_url, timeout=self.timeout, verify=self.verify,
+                         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), follow_redirects=False)
         self.all.append(client)
         return client
 

@@ -22,6 +22,7 @@ from rehearsal_lib.checks.wording import plural, secs
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import command, http
 from rehearsal_lib.probes.placeholders import expand, expand_text
+from rehearsal_lib.probes.poll import poll_until
 from rehearsal_lib.probes.sql import query, quote_ident
 from rehearsal_lib.results import Check
 
@@ -208,16 +209,16 @@ def _wait_up(ctx: PhaseRun, t0: float, timeout_s: float) -> tuple[float | None, 
     import httpx
 
     with httpx.Client(base_url=ctx.base_url, timeout=2, verify=ctx.params.target.verify_tls) as client:
-        while True:
+        def ask() -> list[http.HttpResult]:
             results = [http.request(client, "GET", p) for p in paths]
-            if all(r.ok for r in results):
-                return time.perf_counter() - t0, seen
             last = "; ".join(r.describe() for r in results if not r.ok)
-            if not seen or seen[-1] != last:
+            if last and (not seen or seen[-1] != last):
                 seen.append(last)
-            if time.perf_counter() - t0 > timeout_s:
-                return None, seen[-5:]
-            time.sleep(0.1)
+            return results
+
+        r = poll_until(ask, timeout_s=timeout_s, interval_s=0.1, done=lambda rs: all(x.ok for x in rs),
+                       clock=time.perf_counter, started=t0)
+        return (None, seen[-5:]) if r.timed_out else (r.elapsed_s, seen)
 
 
 def _ops(ctx: PhaseRun, cfg: Any, what: str) -> tuple[Outcome, float | None]:
