@@ -60,17 +60,56 @@ def unknown(value: Any, known: Iterable[str]) -> list[str]:
     return sorted({n for n in names(value) if n not in have})
 
 
-def _lookup(m: re.Match[str], values: Values, where: str) -> Any:
+class _Missing(Exception):
+    """Raised deep inside `_expand`; `expand` turns it into PlaceholderError with the full path (building
+    the path only on error keeps the load engine's per-request rendering cheap)."""
+
+    def __init__(self, name: str, why: str = "unknown placeholder") -> None:
+        self.name, self.why = name, why
+        self.path: list[str] = []
+        super().__init__(name)
+
+
+def _lookup(m: re.Match[str], values: Values) -> Any:
     name = m.group(1)
-    if name not in values:
-        raise PlaceholderError(name, where, values.keys())
-    value = values[name]
+    try:
+        value = values[name]
+    except KeyError:
+        raise _Missing(name) from None
     if m.group(2) is not None:
         if not callable(value):
-            raise PlaceholderError(name + f":{m.group(2)}:{m.group(3)}", where, values.keys(),
-                                   "arguments given to a placeholder that takes none:")
+            raise _Missing(f"{name}:{m.group(2)}:{m.group(3)}", "arguments given to a placeholder that takes none:")
         return value(int(m.group(2)), int(m.group(3)))
     return value() if callable(value) else value
+
+
+def _expand(value: Any, values: Values) -> Any:
+    if isinstance(value, str):
+        if "{" not in value:
+            return value
+        whole = PATTERN.fullmatch(value)
+        if whole:
+            return _lookup(whole, values)
+        return PATTERN.sub(lambda m: str(_lookup(m, values)), value)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            try:
+                out[k] = _expand(v, values)
+            except _Missing as exc:
+                exc.path.append(f".{k}")
+                raise
+        return out
+    if isinstance(value, list):
+        items = []
+        for i, v in enumerate(value):
+            try:
+                items.append(_expand(v, values))
+            except _Missing as exc:
+                exc.path.append(f"[{i}]")
+                raise
+        return items
+    return value
 
 
 def expand(value: Any, values: Values, where: str) -> Any:
@@ -78,18 +117,10 @@ def expand(value: Any, values: Values, where: str) -> Any:
 
     A value in `values` may be a function: called with no arguments for ``{name}`` (a fresh uuid per
     use), with the two integers for ``{name:A:B}``. `where` names `value` in the error message."""
-    if isinstance(value, str):
-        if "{" not in value:
-            return value
-        whole = PATTERN.fullmatch(value)
-        if whole:
-            return _lookup(whole, values, where)
-        return PATTERN.sub(lambda m: str(_lookup(m, values, where)), value)
-    if isinstance(value, dict):
-        return {k: expand(v, values, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand(v, values, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
+    try:
+        return _expand(value, values)
+    except _Missing as exc:
+        raise PlaceholderError(exc.name, where + "".join(reversed(exc.path)), values.keys(), exc.why) from None
 
 
 def expand_text(text: str, values: Values, where: str) -> str:
