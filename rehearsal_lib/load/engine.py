@@ -204,7 +204,7 @@ class _Client(httpx.AsyncClient):
         self._jar = _LazyCookies()
         super().__init__(**kwargs)
 
-    @property  # type: ignore[override]
+    @property
     def cookies(self) -> httpx.Cookies:
         return self._jar
 
