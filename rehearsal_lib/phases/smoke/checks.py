@@ -13,7 +13,7 @@ from rehearsal_lib.phases.smoke.params import junit_path_is_safe
 from rehearsal_lib.probes import command
 from rehearsal_lib.results import Check
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parents[2]  # rehearsal_lib/ (this file is phases/smoke/checks.py)
 
 
 def parse_junit(path: Path) -> list[dict[str, Any]]:
