@@ -2,8 +2,8 @@
 
 Every record a rehearsal creates carries the run id (`PhaseRun.run_id`); the cleanup's SQL binds it
 as `:run_id` and runs through the block's own write URL (never the read-only target engine), its
-API calls get it as `{run_id}`. It writes, so production refuses it (`skip` with the reason) unless
-the run allows destructive steps.
+API calls get it as `{run_id}` (any other placeholder is an `error`). It writes, so production refuses it
+(`skip` with the reason) unless the run allows destructive steps.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from rehearsal_lib.checks.wording import plural
 from rehearsal_lib.params_base import Cleanup
 from rehearsal_lib.phase import Outcome, PhaseRun
-from rehearsal_lib.phases.webhooks.checks import render
 from rehearsal_lib.probes.http import request
+from rehearsal_lib.probes.placeholders import expand, expand_text
 from rehearsal_lib.probes.sql import strip_statement, write_engine
 from rehearsal_lib.results import Check
 
@@ -47,9 +47,9 @@ def check_cleanup(ctx: PhaseRun, created: int | None = None) -> Check | None:
             finally:
                 engine.dispose()
         for call in spec.api:
-            path = render(call.path, {"run_id": run_id})
+            path = expand_text(call.path, {"run_id": run_id}, "path")
             res = request(ctx.http, call.method, path, headers=ctx.auth_headers() if call.auth else {},
-                          json_body=render(call.json_body, {"run_id": run_id}))
+                          json_body=expand(call.json_body, {"run_id": run_id}, "json"))
             evidence["calls"].append({"request": f"{call.method} {path}", "response": res.evidence()})
             if res.error:
                 return Outcome("error", f"{call.method} {path}: {res.describe()}", expected, evidence)

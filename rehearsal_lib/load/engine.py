@@ -21,12 +21,12 @@ rate and its own CPU use. `LoadResult.saturation()` lists why the figures cannot
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import math
 import os
 import random
-import re
 import ssl
 import threading
 import time
@@ -40,12 +40,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
+from rehearsal_lib.probes.placeholders import expand, expand_text, has_placeholders, names
+from rehearsal_lib.probes.stats import percentile
+
 if TYPE_CHECKING:
     import pandas as pd
 
 TIMEOUT, FAILED = -1, 0  # status codes recorded for requests without an HTTP response
 
-_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)(?::(-?\d+):(-?\d+))?\}")
 
 
 @dataclass
@@ -55,7 +57,8 @@ class Scenario:
     ``path``, header values and strings in ``json`` may hold placeholders: ``{uuid}``, ``{seq}`` (a
     per-process counter), ``{worker}``, ``{randint:A:B}``, and ``{name}`` for any key of
     ``LoadSpec.values`` (cycled through). A string that is exactly one placeholder becomes its value
-    unchanged (an int stays an int).
+    unchanged (an int stays an int). The language and the unknown-name rule are
+    `rehearsal_lib.probes.placeholders`'.
     """
 
     name: str
@@ -119,15 +122,6 @@ class WorkerReport:
     connections: int = 0
 
 
-def percentile(values: Any, pct: float) -> float | None:
-    """Nearest-rank percentile of a sequence (None when empty)."""
-    n = len(values)
-    if not n:
-        return None
-    ordered = sorted(values)
-    return ordered[max(1, min(n, math.ceil(pct * n / 100))) - 1]
-
-
 # ------------------------------------------------------------------------------------------ templates
 
 
@@ -138,9 +132,9 @@ class _Template:
         self.s, self.values, self.worker = scenario, values, worker
         self.cursor = {k: worker for k in values}
         self.headers = {**base_headers, **scenario.headers}
-        self.dynamic_headers = any(_PLACEHOLDER.search(v) for v in self.headers.values())
-        self.dynamic_path = bool(_PLACEHOLDER.search(scenario.path))
-        self.dynamic_body = scenario.json is not None and _PLACEHOLDER.search(json.dumps(scenario.json)) is not None
+        self.dynamic_headers = has_placeholders(self.headers)
+        self.dynamic_path = has_placeholders(scenario.path)
+        self.dynamic_body = has_placeholders(scenario.json)
         if scenario.json is not None:
             self.headers.setdefault("content-type", "application/json")
         self.body = json.dumps(scenario.json).encode() if scenario.json is not None else None
@@ -150,42 +144,28 @@ class _Template:
         # (request building is ~a quarter of the client's CPU per request; measured in the README)
         self.static = not (self.dynamic_path or self.dynamic_headers or self.dynamic_body)
         self.prebuilt: dict[int, httpx.Request] = {}
+        # the values this template's placeholders may take: functions are called per use
+        self.known: dict[str, Any] = {"uuid": lambda: uuid.uuid4().hex, "seq": lambda: self.seq, "worker": worker,
+                                      "randint": self._randint}
+        self.known.update({k: functools.partial(self._next, k) for k, pool in values.items() if pool})
 
-    def _value(self, m: re.Match[str]) -> Any:
-        name = m.group(1)
-        if name == "uuid":
-            return uuid.uuid4().hex
-        if name == "seq":
-            return self.seq
-        if name == "worker":
-            return self.worker
-        if name == "randint" and m.group(2) is not None:
-            return self.rng.randint(int(m.group(2)), int(m.group(3)))
-        pool = self.values.get(name)
-        if not pool:
-            raise KeyError(f"no values for placeholder {{{name}}}")
-        i = self.cursor[name]
+    def _randint(self, low: int | None = None, high: int | None = None) -> int:
+        if low is None or high is None:
+            raise ValueError("{randint} needs its bounds: {randint:A:B}")
+        return self.rng.randint(low, high)
+
+    def _next(self, name: str) -> Any:
+        pool, i = self.values[name], self.cursor[name]
         self.cursor[name] = i + 1
         return pool[i % len(pool)]
 
-    def _fill(self, value: Any) -> Any:
-        if isinstance(value, str):
-            whole = _PLACEHOLDER.fullmatch(value)
-            if whole:
-                return self._value(whole)
-            return _PLACEHOLDER.sub(lambda m: str(self._value(m)), value)
-        if isinstance(value, dict):
-            return {k: self._fill(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._fill(v) for v in value]
-        return value
-
     def render(self) -> tuple[str, dict[str, str], bytes | None]:
+        """(path, headers, body) of the next request; an unknown placeholder raises `PlaceholderError`."""
         self.seq += 1
-        path = self._fill(self.s.path) if self.dynamic_path else self.s.path
-        headers = self._fill(self.headers) if self.dynamic_headers else self.headers
-        body = json.dumps(self._fill(self.s.json)).encode() if self.dynamic_body else self.body
-        return str(path), headers, body
+        path = expand_text(self.s.path, self.known, "path") if self.dynamic_path else self.s.path
+        headers = expand(self.headers, self.known, "headers") if self.dynamic_headers else self.headers
+        body = json.dumps(expand(self.s.json, self.known, "json")).encode() if self.dynamic_body else self.body
+        return path, headers, body
 
 
 def validate_templates(spec: LoadSpec) -> list[str]:
@@ -193,9 +173,7 @@ def validate_templates(spec: LoadSpec) -> list[str]:
     builtin = {"uuid", "seq", "worker", "randint"}
     missing = []
     for s in spec.scenarios:
-        text = s.path + json.dumps(s.json) + json.dumps(s.headers) + json.dumps(spec.headers)
-        for m in _PLACEHOLDER.finditer(text):
-            name = m.group(1)
+        for name in names([s.path, s.json, s.headers, spec.headers]):
             if name not in builtin and not spec.values.get(name):
                 missing.append(f"{s.name}: {{{name}}}")
     return sorted(set(missing))
@@ -221,12 +199,21 @@ class _LazyCookies(httpx.Cookies):
             super().extract_cookies(response)
 
 
-def _lazy_cookies(client: httpx.AsyncClient) -> httpx.AsyncClient:
-    """The client's cookie jar, parsed only for responses that set a cookie (httpx keeps it in `_cookies`;
-    an httpx without that attribute keeps its own jar: slower, still correct)."""
-    if isinstance(getattr(client, "_cookies", None), httpx.Cookies):
-        client._cookies = _LazyCookies(client._cookies)
-    return client
+class _Client(httpx.AsyncClient):
+    """An AsyncClient whose public `cookies` jar is a `_LazyCookies`: httpx reads and updates the jar only
+    through that property, so overriding it needs none of httpx's private attributes."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._jar = _LazyCookies()
+        super().__init__(**kwargs)
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        self._jar = _LazyCookies(cookies)
 
 
 class _Connections:
@@ -246,9 +233,8 @@ class _Connections:
             from httpx_aiohttp import AiohttpTransport
 
             limits = httpx.Limits(max_connections=spec.max_in_flight, max_keepalive_connections=spec.max_in_flight)
-            self.shared = _lazy_cookies(httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout,
-                                            follow_redirects=False,
-                                            transport=AiohttpTransport(verify=self.verify, limits=limits)))
+            self.shared = _Client(base_url=self.base_url, timeout=self.timeout, follow_redirects=False,
+                                  transport=AiohttpTransport(verify=self.verify, limits=limits))
             self.all.append(self.shared)
 
     def acquire(self) -> httpx.AsyncClient:
@@ -256,9 +242,8 @@ class _Connections:
             return self.shared
         if self.free:
             return self.free.pop()
-        client = _lazy_cookies(httpx.AsyncClient(
-            base_url=self.base_url, timeout=self.timeout, verify=self.verify,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), follow_redirects=False))
+        client = _Client(base_url=self.base_url, timeout=self.timeout, verify=self.verify,
+                         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), follow_redirects=False)
         self.all.append(client)
         return client
 

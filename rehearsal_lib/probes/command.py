@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from rehearsal_lib.probes.placeholders import expand_text
+
 OUTPUT_TAIL = 4000
 
 
@@ -44,11 +46,10 @@ class CommandResult:
                 **({"error": self.error} if self.error else {})}
 
 
-def fill(text: str, **placeholders: str) -> str:
-    """Replace ``{python}`` and the given ``{name}`` placeholders in one string."""
-    for key, value in {"python": sys.executable, **placeholders}.items():
-        text = text.replace("{" + key + "}", value)
-    return text
+def fill(text: str, where: str = "command", **placeholders: str) -> str:
+    """``{python}`` and the given ``{name}`` placeholders filled in one string (any other name raises
+    `PlaceholderError`; see `rehearsal_lib.probes.placeholders`)."""
+    return expand_text(text, {"python": sys.executable, **placeholders}, where)
 
 
 def split(command: str, **placeholders: str) -> list[str]:
@@ -58,7 +59,9 @@ def split(command: str, **placeholders: str) -> list[str]:
 
 def run(command: str | list[str], timeout_s: float, env: dict[str, str] | None = None, cwd: str | None = None,
         **placeholders: str) -> CommandResult:
-    """Run a command (stdout and stderr together); a missing program or a timeout is an ``error``."""
+    """Run a command (stdout and stderr together); a missing program or a timeout is an ``error``.
+
+    An unknown placeholder in a command line raises `PlaceholderError` (the check records ``error``)."""
     argv = command if isinstance(command, list) else split(command, **placeholders)
     t0 = time.perf_counter()
     try:

@@ -161,11 +161,3 @@ def reflection(res: HttpResult, payloads: list[str]) -> tuple[list[str], str | N
     return [], (f"payload echoed inside a {ctype} body, not reflected as markup: a browser does not render "
                 f"{ctype} as HTML" + (" (there the payload is a quoted JSON string value)" if "json" in ctype else ""))
 
-
-def percentile(values: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile (pct in 0..100) of the values, None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-pct * len(ordered) // 100))))
-    return ordered[rank - 1]

@@ -9,6 +9,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from psycopg import sql as psql
 from sqlalchemy.engine import Engine
 
 if TYPE_CHECKING:
@@ -134,3 +135,21 @@ def write_engine(url: str, statement_timeout_ms: int, connect_timeout_s: float =
         connect_args={"options": f"-c statement_timeout={int(statement_timeout_ms)}",
                       "connect_timeout": max(1, int(connect_timeout_s)), "application_name": "rehearsal-cleanup"},
     )
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(schema, table) of a possibly schema-qualified name; ``public`` when unqualified."""
+    schema, _, table = name.rpartition(".")
+    return schema or "public", table
+
+
+def identifier(name: str) -> psql.Identifier:
+    """A (possibly dotted, schema-qualified) name as a `psycopg.sql.Identifier`, for `psycopg.sql` composition."""
+    return psql.Identifier(*name.split("."))
+
+
+def quote_ident(name: str) -> str:
+    """A (possibly dotted) name quoted by `psycopg.sql.Identifier` for SQL text run through SQLAlchemy:
+    every part double-quoted, embedded quotes doubled (``a."b;c"`` stays one identifier, never SQL), and a
+    colon escaped so `sqlalchemy.text` does not take it for a bind parameter."""
+    return identifier(name).as_string().replace(":", "\\:")  # text() would read ":x" as a bind parameter

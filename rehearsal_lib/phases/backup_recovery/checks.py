@@ -20,10 +20,10 @@ import sqlalchemy as sa
 
 from rehearsal_lib.checks.wording import plural, secs
 from rehearsal_lib.phase import Outcome, PhaseRun
-from rehearsal_lib.phases.migrations.checks import _ident
-from rehearsal_lib.phases.preflight.checks import _fill
 from rehearsal_lib.probes import command, http
-from rehearsal_lib.probes.sql import query
+from rehearsal_lib.probes.placeholders import expand, expand_text
+from rehearsal_lib.probes.poll import poll_until
+from rehearsal_lib.probes.sql import query, quote_ident
 from rehearsal_lib.results import FAILING, Check, StatusName
 
 
@@ -136,7 +136,7 @@ def check_restore(ctx: PhaseRun) -> list[Check]:
                     with scratch.connect() as sc:
                         for t in cfg.tables:
                             counts[t.name] = {"restored": int(sc.execute(sa.text(
-                                f"SELECT count(*) FROM {_ident(t.name)}")).scalar_one())}
+                                f"SELECT count(*) FROM {quote_ident(t.name)}")).scalar_one())}
                 finally:
                     scratch.dispose()
             finally:
@@ -158,10 +158,10 @@ def check_restore(ctx: PhaseRun) -> list[Check]:
         short = []
         for t in cfg.tables:
             if t.as_of_column:
-                sql = f"SELECT count(*) FROM {_ident(t.name)} WHERE {_ident(t.as_of_column)} <= :at"
+                sql = f"SELECT count(*) FROM {quote_ident(t.name)} WHERE {quote_ident(t.as_of_column)} <= :at"
                 _, rows = query(ctx.engine, sql, {"at": as_of})
             else:
-                _, rows = query(ctx.engine, f"SELECT count(*) FROM {_ident(t.name)}")
+                _, rows = query(ctx.engine, f"SELECT count(*) FROM {quote_ident(t.name)}")
             src = int(rows[0][0])
             got = counts[t.name]["restored"]
             counts[t.name]["source"] = src
@@ -209,16 +209,16 @@ def _wait_up(ctx: PhaseRun, t0: float, timeout_s: float) -> tuple[float | None, 
     import httpx
 
     with httpx.Client(base_url=ctx.base_url, timeout=2, verify=ctx.params.target.verify_tls) as client:
-        while True:
+        def ask() -> list[http.HttpResult]:
             results = [http.request(client, "GET", p) for p in paths]
-            if all(r.ok for r in results):
-                return time.perf_counter() - t0, seen
             last = "; ".join(r.describe() for r in results if not r.ok)
-            if not seen or seen[-1] != last:
+            if last and (not seen or seen[-1] != last):
                 seen.append(last)
-            if time.perf_counter() - t0 > timeout_s:
-                return None, seen[-5:]
-            time.sleep(0.1)
+            return results
+
+        r = poll_until(ask, timeout_s=timeout_s, interval_s=0.1, done=lambda rs: all(x.ok for x in rs),
+                       clock=time.perf_counter, started=t0)
+        return (None, seen[-5:]) if r.timed_out else (r.elapsed_s, seen)
 
 
 def _ops(ctx: PhaseRun, cfg: Any, what: str) -> tuple[Outcome, float | None]:
@@ -250,7 +250,7 @@ def check_rollback(ctx: PhaseRun) -> Check | None:
 
 
 def _counts(ctx: PhaseRun, tables: list[str]) -> dict[str, int]:
-    return {t: int(query(ctx.engine, f"SELECT count(*) FROM {_ident(t)}")[1][0][0]) for t in tables}
+    return {t: int(query(ctx.engine, f"SELECT count(*) FROM {quote_ident(t)}")[1][0][0]) for t in tables}
 
 
 def check_restart(ctx: PhaseRun) -> list[Check]:
@@ -312,8 +312,8 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
             if broken:
                 return Outcome("skip", f"not tried: step {broken} failed", expected)
             headers = ctx.auth_headers() if step.auth else None
-            res = http.request(ctx.http, step.method, _fill(step.path, saved), headers=headers,
-                               json_body=_fill(step.json_body, saved), follow_redirects=step.follow_redirects)
+            res = http.request(ctx.http, step.method, expand_text(step.path, saved, "path"), headers=headers,
+                               json_body=expand(step.json_body, saved, "json"), follow_redirects=step.follow_redirects)
             unreached = http.reached_handler(res, authenticated=step.auth, expected=codes)
             if unreached:
                 return Outcome("error", unreached, expected, res.evidence())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 from typing import Any
 
 import httpx
@@ -20,8 +19,9 @@ import httpx
 from rehearsal_lib.checks.wording import plural, secs, times
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.jobs.params import JobsParams
-from rehearsal_lib.phases.webhooks.checks import render
-from rehearsal_lib.probes.http import request
+from rehearsal_lib.probes.http import HttpResult, request
+from rehearsal_lib.probes.placeholders import expand, expand_text
+from rehearsal_lib.probes.poll import poll_until
 from rehearsal_lib.probes.sql import query, scalar, strip_statement
 from rehearsal_lib.results import Check
 
@@ -44,13 +44,14 @@ class Jobs:
         self.rows: dict[Any, dict[str, Any]] = {}
 
     def body(self, job: dict[str, Any], **extra: str) -> Any:
-        return render(job, {"run_id": self.run_id, **extra})
+        return expand(job, {"run_id": self.run_id, **extra}, "job")
 
     def trigger(self, label: str, job: Any, client: httpx.Client | None = None) -> Any:
         """Start one job; return its id (raises TriggerFailed with the reason)."""
         t = self.s.trigger
         if t.command:
-            argv = [arg.replace("{job}", json.dumps(job)) for arg in t.command]
+            argv = [expand_text(arg, {"job": json.dumps(job), "run_id": self.run_id}, "trigger.command")
+                    for arg in t.command]
             try:
                 proc = subprocess.run(argv, capture_output=True, text=True, timeout=t.command_timeout_s, check=False)
             except (OSError, subprocess.TimeoutExpired) as exc:
@@ -86,18 +87,15 @@ class Jobs:
 
     def wait(self, job_id: Any) -> tuple[str, dict[str, Any] | None, float]:
         """Poll the job row until done / failed / timeout: (outcome word, last row, seconds waited)."""
-        t0 = time.monotonic()
-        last = None
-        while True:
-            last = self.row(job_id)
-            state = (last or {}).get("status")
-            if state == self.s.done_status:
-                return "done", last, time.monotonic() - t0
-            if state in self.s.failed_status:
-                return "failed", last, time.monotonic() - t0
-            if time.monotonic() - t0 > self.s.timeout_s:
-                return "timeout", last, time.monotonic() - t0
-            time.sleep(self.s.poll_interval_s)
+        def ended(row: dict[str, Any] | None) -> bool:
+            state = (row or {}).get("status")
+            return state == self.s.done_status or state in self.s.failed_status
+
+        r = poll_until(lambda: self.row(job_id), timeout_s=self.s.timeout_s, interval_s=self.s.poll_interval_s,
+                       done=ended)
+        state = (r.value or {}).get("status")
+        word = "done" if state == self.s.done_status else "failed" if state in self.s.failed_status else "timeout"
+        return word, r.value, r.elapsed_s
 
 
 def _jobs(ctx: PhaseRun) -> Jobs:
@@ -199,7 +197,7 @@ def check_concurrency(ctx: PhaseRun) -> Check | None:
     expected = f"{spec.triggers} concurrent triggers, processed {times(spec.expected)}"
 
     def probe() -> Outcome:
-        key = render(spec.dedupe_key, {"run_id": jobs.run_id})
+        key = expand_text(spec.dedupe_key, {"run_id": jobs.run_id}, "dedupe_key")
         body = jobs.body(spec.job, dedupe_key=key)
         barrier = threading.Barrier(spec.triggers)
         results: list[Any] = [None] * spec.triggers
@@ -251,21 +249,30 @@ def check_status(ctx: PhaseRun) -> Check | None:
             job_id = jobs.trigger("status", jobs.body(spec.job))
         except TriggerFailed as exc:
             return Outcome("error", str(exc), expected)
-        path = spec.path.replace("{job_id}", str(job_id))
+        path = expand_text(spec.path, {"job_id": str(job_id), "run_id": jobs.run_id}, "path")
         headers = ctx.auth_headers() if jobs.s.trigger.auth else {}
-        t0, seen = time.monotonic(), []
-        while True:
+        seen: list[Any] = []
+
+        def answered(res: HttpResult) -> bool:  # HTTP 200 with a JSON object: a state to read
+            return not res.error and res.status == 200 and isinstance(res.body, dict)
+
+        def fetch() -> HttpResult:
             res = request(ctx.http, "GET", path, headers=headers)
-            if res.error:
-                return Outcome("error", res.describe(), expected, res.evidence())
-            if res.status != 200 or not isinstance(res.body, dict):
-                return Outcome("fail", f"{res.describe()} without a JSON object", expected, res.evidence())
-            state = res.body.get(spec.status_field)
-            if not seen or seen[-1] != state:
-                seen.append(state)
-            if state == jobs.s.done_status or time.monotonic() - t0 > jobs.s.timeout_s:
-                break
-            time.sleep(jobs.s.poll_interval_s)
+            if answered(res):
+                state = res.body.get(spec.status_field)
+                if not seen or seen[-1] != state:
+                    seen.append(state)
+            return res
+
+        def finished(res: HttpResult) -> bool:  # done, or an answer that ends the check
+            return not answered(res) or res.body.get(spec.status_field) == jobs.s.done_status
+
+        res = poll_until(fetch, timeout_s=jobs.s.timeout_s, interval_s=jobs.s.poll_interval_s, done=finished).value
+        if res.error:
+            return Outcome("error", res.describe(), expected, res.evidence())
+        if res.status != 200 or not isinstance(res.body, dict):
+            return Outcome("fail", f"{res.describe()} without a JSON object", expected, res.evidence())
+        state = res.body.get(spec.status_field)
         jobs.row(job_id)
         evidence = {"job_id": job_id, "states_seen": seen, "response": res.evidence()}
         if state != jobs.s.done_status:

@@ -21,6 +21,7 @@ from rehearsal_lib.load.engine import LoadResult, LoadSpec, Scenario, ScenarioSt
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.load.params import LoadParams, LoadScenario, LoadStage
 from rehearsal_lib.probes import http
+from rehearsal_lib.probes.placeholders import partial
 from rehearsal_lib.results import Check
 
 if TYPE_CHECKING:
@@ -99,13 +100,8 @@ def _run_id(ctx: PhaseRun) -> str:
 
 
 def _fill_run_id(value: Any, run_id: str) -> Any:
-    if isinstance(value, str):
-        return value.replace("{run_id}", run_id)
-    if isinstance(value, dict):
-        return {k: _fill_run_id(v, run_id) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fill_run_id(v, run_id) for v in value]
-    return value
+    """`{run_id}` filled now; the per-request placeholders are the load engine's (same language, same rule)."""
+    return partial(value, {"run_id": run_id})
 
 
 def _headers(ctx: PhaseRun, sc: LoadScenario) -> dict[str, str]:

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from rehearsal_lib.checks.wording import ms, plural
 from rehearsal_lib.phase import Outcome, PhaseRun, describe_exception
 from rehearsal_lib.probes import command
-from rehearsal_lib.probes.sql import query
+from rehearsal_lib.probes.sql import query, quote_ident, split_name
 from rehearsal_lib.results import Check
 
 HELPER = Path(__file__).with_name("alembic_helper.py")
@@ -75,11 +75,11 @@ class SqlDir:
         _, rows = query(self.ctx.engine, "SELECT to_regclass(:t) IS NOT NULL", {"t": table})
         if not rows[0][0]:
             return {}
-        schema, tname = _split(table)
+        schema, tname = split_name(table)
         cols = {c["name"] for c in sa.inspect(self.ctx.engine).get_columns(tname, schema=schema)}
         checksum = "checksum::text" if "checksum" in cols else "NULL"
-        _, rows = query(self.ctx.engine, f"SELECT {_ident(self.cfg.version_column)}::text, {checksum} "
-                                         f"FROM {_ident(table)}")
+        _, rows = query(self.ctx.engine, f"SELECT {quote_ident(self.cfg.version_column)}::text, {checksum} "
+                                         f"FROM {quote_ident(table)}")
         return {r[0]: r[1] for r in rows}
 
     def plan(self) -> list[Pending]:
@@ -97,7 +97,7 @@ class SqlDir:
         import hashlib
 
         path = self.directory / item.detail["file"]
-        schema, table = _split(self.cfg.table)
+        schema, table = split_name(self.cfg.table)
         with engine.begin() as conn:
             t0 = time.perf_counter()
             _exec_script(conn, path.read_text(encoding="utf-8"))
@@ -109,7 +109,8 @@ class SqlDir:
             values = {self.cfg.version_column: item.id, "name": item.name,
                       "checksum": hashlib.sha256(path.read_bytes()).hexdigest(), "duration_ms": ms}
             values = {k: v for k, v in values.items() if k in cols}
-            conn.execute(sa.text(f"INSERT INTO {_ident(self.cfg.table)} ({', '.join(_ident(k) for k in values)}) "
+            columns = ", ".join(quote_ident(k) for k in values)
+            conn.execute(sa.text(f"INSERT INTO {quote_ident(self.cfg.table)} ({columns}) "
                                  f"VALUES ({', '.join(':' + k for k in values)})"), values)
 
     def recorded(self, engine: sa.Engine) -> set[str]:
@@ -118,7 +119,7 @@ class SqlDir:
             if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": self.cfg.table}).scalar() is None:
                 return set()
             return {r[0] for r in conn.execute(sa.text(
-                f"SELECT {_ident(self.cfg.version_column)}::text FROM {_ident(self.cfg.table)}"))}
+                f"SELECT {quote_ident(self.cfg.version_column)}::text FROM {quote_ident(self.cfg.table)}"))}
 
     def roundtrip(self, scratch: sa.Engine, guard: LiveGuard) -> Outcome:
         """Up all on an empty scratch database, then down/up the tail that has down scripts."""
@@ -192,7 +193,7 @@ def _alembic_version_heads(engine: sa.Engine, table: str = "alembic_version") ->
     with engine.connect() as conn:
         if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": table}).scalar() is None:
             return set()
-        return {r[0] for r in conn.execute(sa.text(f"SELECT version_num FROM {_ident(table)}"))}
+        return {r[0] for r in conn.execute(sa.text(f"SELECT version_num FROM {quote_ident(table)}"))}
 
 
 class Alembic:
@@ -401,15 +402,6 @@ def _exec_script(conn: sa.Connection, script: str) -> None:
     """Run a multi-statement SQL script as is (no parameter parsing) inside the connection's transaction."""
     with conn.connection.dbapi_connection.cursor() as cur:
         cur.execute(script.encode())
-
-
-def _split(name: str) -> tuple[str, str]:
-    schema, _, table = name.rpartition(".")
-    return schema or "public", table
-
-
-def _ident(name: str) -> str:
-    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
 
 
 def schema_snapshot(engine: sa.Engine, schema: str = "public") -> dict[str, Any]:
@@ -837,7 +829,7 @@ def check_postconditions(ctx: PhaseRun) -> list[Check]:
         return sa.inspect(ctx.engine)
 
     def has_table(name: str) -> bool:
-        schema, table = _split(name)
+        schema, table = split_name(name)
         return insp().has_table(table, schema=schema)
 
     def table_item(name: str) -> dict[str, Any]:
@@ -846,7 +838,7 @@ def check_postconditions(ctx: PhaseRun) -> list[Check]:
 
     def columns_item(entry: tuple[str, list[Any]]) -> dict[str, Any]:
         table, cols = entry
-        schema, tname = _split(table)
+        schema, tname = split_name(table)
         if not has_table(table):
             return {"item": table, "ok": False, "problem": f"table {table} missing"}
         present = {c["name"] for c in insp().get_columns(tname, schema=schema)}
@@ -864,35 +856,35 @@ def check_postconditions(ctx: PhaseRun) -> list[Check]:
                 "types": {c.name: types.get(c.name) for c in cols}}
 
     def index_item(spec: Any) -> dict[str, Any]:
-        schema, tname = _split(spec.table)
+        schema, tname = split_name(spec.table)
         names = {i["name"] for i in insp().get_indexes(tname, schema=schema)} if has_table(spec.table) else set()
         pk = insp().get_pk_constraint(tname, schema=schema).get("name") if has_table(spec.table) else None
         ok = spec.name in names or spec.name == pk
         return {"item": f"{spec.table}.{spec.name}", "ok": ok, "problem": f"index {spec.name} on {spec.table} missing"}
 
     def fk_item(spec: Any) -> dict[str, Any]:
-        schema, tname = _split(spec.table)
+        schema, tname = split_name(spec.table)
         fks = insp().get_foreign_keys(tname, schema=schema) if has_table(spec.table) else []
-        ok = any(f["constrained_columns"] == spec.columns and f["referred_table"] == _split(spec.references)[1]
+        ok = any(f["constrained_columns"] == spec.columns and f["referred_table"] == split_name(spec.references)[1]
                  for f in fks)
         label = f"{spec.table}({', '.join(spec.columns)}) -> {spec.references}"
         return {"item": label, "ok": ok, "problem": f"foreign key {label} missing"}
 
     def check_item(spec: Any) -> dict[str, Any]:
-        schema, tname = _split(spec.table)
+        schema, tname = split_name(spec.table)
         names = {c["name"] for c in insp().get_check_constraints(tname, schema=schema)} \
             if has_table(spec.table) else set()
         return {"item": f"{spec.table}.{spec.name}", "ok": spec.name in names,
                 "problem": f"check constraint {spec.name} on {spec.table} missing"}
 
     def function_item(name: str) -> dict[str, Any]:
-        schema, fname = _split(name)
+        schema, fname = split_name(name)
         _, rows = query(ctx.engine, "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
                                     "WHERE n.nspname = :s AND p.proname = :f", {"s": schema, "f": fname})
         return {"item": name, "ok": rows[0][0] > 0, "problem": f"function {name} missing"}
 
     def rls_item(spec: Any) -> dict[str, Any]:
-        schema, tname = _split(spec.table)
+        schema, tname = split_name(spec.table)
         _, rows = query(ctx.engine, "SELECT c.relrowsecurity, (SELECT count(*) FROM pg_policies p WHERE "
                                     "p.schemaname = :s AND p.tablename = :t) FROM pg_class c WHERE c.oid = "
                                     "to_regclass(:q)", {"s": schema, "t": tname, "q": f"{schema}.{tname}"})

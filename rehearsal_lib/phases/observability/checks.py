@@ -18,6 +18,7 @@ from rehearsal_lib.checks.wording import plural, secs, without_none
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.observability.params import LogSource, MetricSeries
 from rehearsal_lib.probes import http
+from rehearsal_lib.probes.poll import poll_until
 from rehearsal_lib.probes.sql import query
 from rehearsal_lib.restores import Restore
 from rehearsal_lib.results import Check, StatusName
@@ -184,15 +185,9 @@ def check_readiness_toggle(ctx: PhaseRun) -> Check | None:
         return ready, gauge
 
     def follows(want: bool, phase: str) -> float | None:
-        deadline = time.monotonic() + cfg.within_s
-        start = time.monotonic()
-        while True:
-            ready, gauge = sample(phase)
-            if ready is want and (gauge is None or bool(gauge) is want):
-                return round(time.monotonic() - start, 3)
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(cfg.poll_interval_s)
+        r = poll_until(lambda: sample(phase), timeout_s=cfg.within_s, interval_s=cfg.poll_interval_s,
+                       done=lambda rg: rg[0] is want and (rg[1] is None or bool(rg[1]) is want))
+        return None if r.timed_out else round(r.elapsed_s, 3)
 
     def toggle(body: Any) -> http.HttpResult:
         res = http.request(ctx.http, cfg.toggle_method, cfg.toggle_path, headers=ctx.auth_headers(), json_body=body)
@@ -316,17 +311,13 @@ def check_request_id(ctx: PhaseRun) -> list[Check]:
         expected = f"{rid} appears in the log within {src.wait_s:g} s"
         if res.error:
             return Outcome("error", f"the request itself failed: {res.describe()}", expected)
-        deadline = time.monotonic() + src.wait_s
-        while True:
-            lines = read_log_lines(ctx, src)
-            hits = [ln for ln in lines if rid in ln]
-            if hits:
-                return Outcome("pass", f"found in {plural(len(hits), 'log line')}", expected,
-                               {"line": _readable(hits[0])})
-            if time.monotonic() >= deadline:
-                return Outcome("fail", f"not found in the last {len(lines)} log lines after {secs(src.wait_s)}",
-                               expected, {"sent": rid, "last_lines": [_readable(ln) for ln in lines[-3:]]})
-            time.sleep(0.2)
+        lines = poll_until(lambda: read_log_lines(ctx, src), timeout_s=src.wait_s, interval_s=0.2,
+                           done=lambda lines: any(rid in ln for ln in lines)).value
+        hits = [ln for ln in lines if rid in ln]
+        if hits:
+            return Outcome("pass", f"found in {plural(len(hits), 'log line')}", expected, {"line": _readable(hits[0])})
+        return Outcome("fail", f"not found in the last {len(lines)} log lines after {secs(src.wait_s)}",
+                       expected, {"sent": rid, "last_lines": [_readable(ln) for ln in lines[-3:]]})
 
     out.append(ctx.run("observability.request_id.logged", "Request id reaches the logs", logged))
     return out

@@ -9,7 +9,9 @@ from typing import Any
 from rehearsal_lib.checks.wording import ms, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.probes import http
+from rehearsal_lib.probes.placeholders import expand, expand_text
 from rehearsal_lib.probes.sql import query
+from rehearsal_lib.probes.stats import percentile
 from rehearsal_lib.results import FAILING, Check, StatusName
 
 
@@ -121,15 +123,15 @@ def check_latency(ctx: PhaseRun) -> Check:
                     samples.setdefault(path, []).append(res.elapsed_ms)
         all_ms = [v for vals in samples.values() for v in vals]
         metrics: dict[str, float | int | None] = {
-            f"{p}.p95_ms": round(http.percentile(v, 95) or 0, 2) for p, v in samples.items()}
-        p95 = http.percentile(all_ms, 95)
-        metrics.update({"p50_ms": round(http.percentile(all_ms, 50) or 0, 2),
+            f"{p}.p95_ms": round(percentile(v, 95) or 0, 2) for p, v in samples.items()}
+        p95 = percentile(all_ms, 95)
+        metrics.update({"p50_ms": round(percentile(all_ms, 50) or 0, 2),
                         "p95_ms": round(p95, 2) if p95 is not None else None,
                         "max_ms": round(max(all_ms), 2) if all_ms else None, "errors": len(errors)})
         expected = (f"p95 <= {cfg.p95_ms:g} ms over {cfg.samples} requests per endpoint, no errors, at least "
                     f"{cfg.min_responses} answered")
         evidence: dict[str, Any] = {
-            path: (f"p50 {ms(http.percentile(v, 50))}, p95 {ms(http.percentile(v, 95))}, max {ms(max(v))} "
+            path: (f"p50 {ms(percentile(v, 50))}, p95 {ms(percentile(v, 95))}, max {ms(max(v))} "
                    f"over {plural(len(v), 'request')}") for path, v in samples.items()}
         evidence["limit"] = f"p95 at most {cfg.p95_ms:g} ms, all endpoints together"
         evidence["requests"] = f"{len(all_ms) + len(errors)} sent one after another, {len(errors)} failed"
@@ -205,17 +207,6 @@ def check_required_settings(ctx: PhaseRun) -> Check | None:
     return ctx.run("preflight.settings", "Required settings present (names only)", probe, severity="major")
 
 
-def _fill(value: Any, saved: dict[str, str]) -> Any:
-    """Replace {name} placeholders in strings (recursively) with saved values; unknown names raise KeyError."""
-    if isinstance(value, str):
-        return re.sub(r"\{([a-z0-9_]+)\}", lambda m: str(saved[m.group(1)]), value)
-    if isinstance(value, dict):
-        return {k: _fill(v, saved) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fill(v, saved) for v in value]
-    return value
-
-
 def check_journey(ctx: PhaseRun) -> list[Check]:
     """The critical path as a user walks it (e.g. create session, answer, submit), one check per step."""
     steps = ctx.settings.journey
@@ -232,7 +223,7 @@ def check_journey(ctx: PhaseRun) -> list[Check]:
         def probe(step=step, expected_codes=expected_codes, broken=broken, expected=expected) -> Outcome:
             if broken:
                 return Outcome("skip", f"not tried: step {broken} failed", expected)
-            path, body = _fill(step.path, saved), _fill(step.json_body, saved)
+            path, body = expand_text(step.path, saved, "path"), expand(step.json_body, saved, "json")
             res = http.request(ctx.http, step.method, path, headers=ctx.auth_headers() if step.auth else None,
                                json_body=body, follow_redirects=step.follow_redirects)
             evidence = {**res.evidence(), **({"request_body": body} if body is not None else {})}

@@ -15,22 +15,21 @@ from typing import Any
 
 from rehearsal_lib.checks.wording import days, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
-from rehearsal_lib.phases.migrations.checks import _ident, _split
 from rehearsal_lib.probes import command, http
-from rehearsal_lib.probes.sql import query
+from rehearsal_lib.probes.sql import query, quote_ident, split_name
 from rehearsal_lib.results import Check
 
 
 def _overdue(ctx: PhaseRun, win: Any) -> tuple[int, list[list[Any]]]:
-    schema, table = _split(win.table)
-    src = f"{_ident(schema)}.{_ident(table)}"
-    col = _ident(win.column)
+    schema, table = split_name(win.table)
+    src = f"{quote_ident(schema)}.{quote_ident(table)}"
+    col = quote_ident(win.column)
     _, rows = query(ctx.engine, f"SELECT count(*) FROM {src} WHERE {col} < now() - make_interval(secs => :s)",
                     {"s": win.days * 86400})
     n = int(rows[0][0])
     sample: list[list[Any]] = []
     if n and ctx.settings.evidence_rows:
-        _, sample = query(ctx.engine, f"SELECT {col} AS {_ident(win.column)}, now() - {col} AS age FROM {src} "
+        _, sample = query(ctx.engine, f"SELECT {col} AS {quote_ident(win.column)}, now() - {col} AS age FROM {src} "
                                       f"WHERE {col} < now() - make_interval(secs => :s) ORDER BY {col} LIMIT :n",
                           {"s": win.days * 86400, "n": ctx.settings.evidence_rows})
     return n, sample
@@ -61,8 +60,8 @@ def check_windows(ctx: PhaseRun) -> list[Check]:
 
         def probe(win=win, expected=expected) -> Outcome:
             n, sample = _overdue(ctx, win)
-            _, oldest = query(ctx.engine, f"SELECT EXTRACT(EPOCH FROM now() - min({_ident(win.column)})) / 86400 "
-                                          f"FROM {_ident(win.table)}")
+            _, oldest = query(ctx.engine, f"SELECT EXTRACT(EPOCH FROM now() - min({quote_ident(win.column)})) / 86400 "
+                                          f"FROM {quote_ident(win.table)}")
             age = round(float(oldest[0][0]), 1) if oldest and oldest[0][0] is not None else None
             evidence: dict[str, Any] = {"rows past the window": n, "oldest row": days(age) if age is not None
                                         else "none (table empty)", "window": days(win.days)}
@@ -167,8 +166,8 @@ def check_pii(ctx: PhaseRun) -> list[Check]:
         expected = f"no {'/'.join(patterns)} in a sample of up to {cfg.sample_rows} rows"
 
         def probe(col=col, expected=expected) -> Outcome:
-            _, rows = query(ctx.engine, f"SELECT {_ident(col.column)}::text FROM {_ident(col.table)} "
-                                        f"WHERE {_ident(col.column)} IS NOT NULL LIMIT :n", {"n": cfg.sample_rows})
+            _, rows = query(ctx.engine, f"SELECT {quote_ident(col.column)}::text FROM {quote_ident(col.table)} "
+                                        f"WHERE {quote_ident(col.column)} IS NOT NULL LIMIT :n", {"n": cfg.sample_rows})
             counts = dict.fromkeys(patterns, 0)
             examples: list[str] = []
             hit_rows = 0

@@ -13,7 +13,7 @@ from rehearsal_lib.phases.smoke.params import junit_path_is_safe
 from rehearsal_lib.probes import command
 from rehearsal_lib.results import Check, StatusName
 
-PACKAGE_DIR = Path(__file__).resolve().parents[2]  # rehearsal_lib/ (the {package} placeholder)
+PACKAGE_DIR = Path(__file__).resolve().parents[2]  # rehearsal_lib/ (this file is phases/smoke/checks.py)
 
 
 def parse_junit(path: Path) -> list[dict[str, Any]]:
@@ -74,11 +74,12 @@ def check_smoke(ctx: PhaseRun) -> list[Check]:
     junit.parent.mkdir(parents=True, exist_ok=True)
     junit.unlink(missing_ok=True)  # a stale file from an earlier command must not pass for this one's
     places = {"junit": str(junit), "package": str(PACKAGE_DIR)}
-    env = {k: command.fill(ctx.resolve(v) or "", **places) for k, v in cfg.env.items()}
     result: dict[str, Any] = {}
 
     def run() -> Outcome:
         expected = "the smoke command exits 0"
+        # placeholders first, then ${VAR} references: a resolved secret is never read as a template
+        env = {k: ctx.resolve(command.fill(v, f"env.{k}", **places)) or "" for k, v in cfg.env.items()}
         res = command.run(cfg.command, cfg.timeout_s, env=env, **places)
         result["res"] = res
         if ctx.run_dir and junit.is_relative_to(Path(ctx.run_dir)):  # the suite may write secrets into it

@@ -20,32 +20,23 @@ from rehearsal_lib.checks.wording import plural, secs, tally, times
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.webhooks.params import SignatureScheme, WebhooksParams
 from rehearsal_lib.probes.http import HttpResult, request
+from rehearsal_lib.probes.placeholders import PlaceholderError, expand, expand_text, unknown
 from rehearsal_lib.probes.sql import query, scalar, strip_statement
 from rehearsal_lib.results import Check, StatusName
 
 WRONG_SECRET = "rehearsal-wrong-secret"
 
 
-def render(value: Any, values: dict[str, str]) -> Any:
-    """Replace `{name}` placeholders in every string of a JSON-like template."""
-    if isinstance(value, str):
-        for name, sub in values.items():
-            value = value.replace("{" + name + "}", sub)
-        return value
-    if isinstance(value, dict):
-        return {k: render(v, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [render(v, values) for v in value]
-    return value
-
-
 def signature_headers(scheme: SignatureScheme, secret: str, body: bytes, timestamp: int) -> dict[str, str]:
     """The headers a sender using `scheme` puts on `body` signed at `timestamp`."""
+    for name in unknown(scheme.signed_payload, ("timestamp", "body")):
+        raise PlaceholderError(name, "signature.signed_payload", ("timestamp", "body"))
     pre, found, post = scheme.signed_payload.replace("{timestamp}", str(timestamp)).partition("{body}")
     message = pre.encode() + (body + post.encode() if found else b"")
     digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
     sig = digest.hex() if scheme.encoding == "hex" else base64.b64encode(digest).decode()
-    headers = {scheme.header: scheme.format.replace("{signature}", sig).replace("{timestamp}", str(timestamp))}
+    headers = {scheme.header: expand_text(scheme.format, {"signature": sig, "timestamp": str(timestamp)},
+                                          "signature.format")}
     if scheme.timestamp_header:
         headers[scheme.timestamp_header] = str(timestamp)
     return headers
@@ -77,7 +68,7 @@ class Sender:
     def delivery(self, extra: dict[str, Any] | None = None) -> tuple[str, bytes]:
         self.n += 1
         delivery_id = f"rehearsal-{self.run_id}-{self.n}"
-        payload = render(self.s.payload, {"delivery_id": delivery_id, "run_id": self.run_id})
+        payload = expand(self.s.payload, {"delivery_id": delivery_id, "run_id": self.run_id}, "payload")
         payload.update(extra or {})
         return delivery_id, json.dumps(payload, separators=(",", ":")).encode()
 
@@ -339,7 +330,8 @@ def check_storage(ctx: PhaseRun) -> Check | None:
 
     def probe() -> Outcome:
         snd = _sender(ctx)
-        sentinels = {f: render(v, {"run_id": snd.run_id}) for f, v in st.plaintext_fields.items()}
+        sentinels = {f: expand(v, {"run_id": snd.run_id}, f"storage.plaintext_fields.{f}")
+                     for f, v in st.plaintext_fields.items()}
         delivery_id, body = snd.delivery(sentinels)
         res = snd.send(delivery_id, body)
         evidence: dict[str, Any] = {"delivery_id": delivery_id, "response": res.evidence(),
