@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from rehearsal_lib.config import LoadStage
 from rehearsal_lib.evidence import collect, write_results_json
 from rehearsal_lib.history import COLUMNS, load_runs
 from rehearsal_lib.load.engine import LoadSpec, Scenario, run_load
 from rehearsal_lib.load.reference_server import free_port, reference_server
 from rehearsal_lib.phases.load.checks import LoadRun, StageRun
+from rehearsal_lib.phases.load.params import LoadStage
 from rehearsal_lib.probes.sql import MARKER, query_frame, read_only_engine
 from rehearsal_lib.results import Check
 from rehearsal_lib.runrecord import RunRecord, write_run_record

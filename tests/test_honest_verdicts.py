@@ -128,7 +128,7 @@ def service() -> str:
 def phase(tmp_path: Path, name: str, base_url: str, phases: dict, **target) -> PhaseRun:
     doc = {"name": "probe", "environment": {"kind": "staging"},
            "target": {"base_url": base_url, "timeout_s": 1, "auth_token": "${PROBE_TOKEN}", **target},
-           "phases": phases}
+           "phases": phases, "safety": {"allow_destructive": True}}  # the destructive phases' checks may write
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(doc))
     return PhaseRun(name, str(path), params=load_params(str(path)))

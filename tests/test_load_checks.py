@@ -21,7 +21,8 @@ GEN = {"max_scheduler_lag_ms": 2000, "min_rate_ratio": 0.5, "timeout_s": 2}
 
 def phase(tmp_path: Path, base_url: str, stages: list, kind: str = "sandbox", **extra) -> PhaseRun:
     doc = {"name": "probe", "environment": {"kind": kind}, "target": {"base_url": base_url, "timeout_s": 2, **extra.pop(
-        "target", {})}, "phases": {"load": {"enabled": True, "generator": GEN, "stages": stages, **extra}}}
+        "target", {})}, "phases": {"load": {"enabled": True, "generator": GEN, "stages": stages, **extra}},
+           "safety": {"allow_destructive": True}}  # load is destructive: its checks write (production still refuses)
     path = tmp_path / "probe.yaml"
     path.write_text(yaml.safe_dump(doc))
     return PhaseRun("load", str(path), params=load_params(str(path)))

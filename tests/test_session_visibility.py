@@ -35,7 +35,8 @@ def roles(sandbox):
 
 def _ctx(tmp_path: Path, base_url: str, phases: dict) -> PhaseRun:
     doc = {"name": "probe", "environment": {"kind": "staging"},
-           "target": {"base_url": base_url, "database_url": "${VIS_DB_URL}", "timeout_s": 5}, "phases": phases}
+           "target": {"base_url": base_url, "database_url": "${VIS_DB_URL}", "timeout_s": 5}, "phases": phases,
+           "safety": {"allow_destructive": True}}  # the load phase's checks write
     path = tmp_path / "probe.yaml"
     path.write_text(yaml.safe_dump(doc))
     return PhaseRun(next(iter(phases)), str(path), params=load_params(str(path)))
