@@ -218,8 +218,9 @@ def test_notebook_runs_under_plain_papermill_with_defaults(env, tmp_path):
     out = tmp_path / "pre.ipynb"
     papermill = Path(sys.executable).with_name("papermill")
     try:
-        proc = run([str(papermill), str(ROOT / "notebooks" / "01_preflight.ipynb"), str(out), "-p", "env", "sandbox"],
-                   600, "papermill did not finish the preflight notebook", cwd=ROOT / "notebooks", env=env)
+        notebook = ROOT / "rehearsal_lib" / "notebooks" / "01_preflight.ipynb"
+        proc = run([str(papermill), str(notebook), str(out), "-p", "env", "sandbox"],
+                   600, "papermill did not finish the preflight notebook", cwd=ROOT, env=env)
         assert proc.returncode == 0, proc.stderr[-2000:]
         checks = checks_from_notebook(nbformat.read(str(out), as_version=4))
         assert checks and {c.status for c in checks} == {"pass"}
@@ -246,7 +247,7 @@ def test_production_refuses_writes_without_flag_conditional_go_exit_3(env, tmp_p
     params = tmp_path / "prod-like.yaml"
     # already on the release's schema: refused writes cannot apply a pending release (that would honestly
     # fail the release's post-conditions and retention checks), and nothing of it is announced as pending
-    params.write_text(f"extends: {ROOT / 'params' / 'sandbox.yaml'}\nname: prod-like\n"
+    params.write_text(f"extends: {ROOT / 'rehearsal_lib' / 'builtin_params' / 'sandbox.yaml'}\nname: prod-like\n"
                       "environment: {kind: production}\nsandbox: {release_pending: false}\n"
                       "phases: {integrity: {enabled: false}, migrations: {expected_pending: []}}\n")
     out = tmp_path / "out"
