@@ -144,3 +144,43 @@ def test_this_repository_uses_the_shipped_notebooks_and_params():
     assert os.environ["REHEARSAL_PROJECT_DIR"] == str(root)
     assert params_path("sandbox") == BUILTIN_PARAMS / "sandbox.yaml"
     assert notebook_for("preflight") == SHIPPED_NOTEBOOKS / "01_preflight.ipynb"
+
+
+CWD_CELL = """
+import os
+from rehearsal_lib.phase import open_phase, Outcome
+ph = open_phase("preflight", env, run_dir)
+here = os.getcwd()
+ph.run("preflight.cwd", "The kernel works in the project folder", lambda: Outcome(
+    "pass" if here == os.environ["EXPECTED_CWD"] else "fail", here))
+ph.summary()
+"""
+
+
+@pytest.mark.integration  # real kernels
+def test_a_run_uses_the_project_override_the_shipped_notebooks_and_works_in_the_project(
+        empty: Path, monkeypatch: pytest.MonkeyPatch):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from rehearsal_lib.runner import Runner
+
+    (empty / "params").mkdir()
+    (empty / "params" / "scratch.yaml").write_text(
+        "name: scratch\nenvironment: {kind: staging}\ntarget: {base_url: 'http://127.0.0.1:9', timeout_s: 1}\n"
+        "run: {cell_timeout_s: 600, phase_timeout_s: 900}\nphases: {integrity: {enabled: false}}\n")
+    (empty / "notebooks").mkdir()
+    params = new_code_cell('env = "scratch"\nrun_dir = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[params, new_code_cell(CWD_CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(empty / "notebooks" / "01_preflight.ipynb"))
+    monkeypatch.setenv("EXPECTED_CWD", str(empty))
+    sub = empty / "src"
+    sub.mkdir()
+    monkeypatch.chdir(sub)  # the project is found from a subfolder
+    summary = Runner("scratch", progress=lambda s: None).run()
+    assert summary.run_dir.parent.parent == empty / "outputs"
+    by_id = {c.id: c for c in summary.checks}
+    assert by_id["preflight.cwd"].status == "pass", by_id["preflight.cwd"].observed  # not the notebooks' folder
+    assert {p.name: p.outcome for p in summary.phases} == {"preflight": "ok", "decision": "ok"}  # shipped decision

@@ -3,9 +3,9 @@ empty folder: `rehearse validate sandbox`, a short rehearsal of the built-in san
 and `rehearse report`, with outputs/ under that folder and nothing taken from this clone.
 
 The fresh venv reuses the dependencies already installed in the test's own environment through a
-path (.pth) line and $JUPYTER_PATH (their data files: nbconvert's templates), so nothing is downloaded; a .pth line adds the folder without running the .pth files
-inside it, so the editable install of this clone is not active there (the test checks where
-`rehearsal_lib` is imported from).
+path (.pth) line and $JUPYTER_PATH (their data files: nbconvert's templates), so nothing is downloaded;
+a .pth line adds the folder without running the .pth files inside it, so the editable install of this
+clone is not active there (the test checks where `rehearsal_lib` is imported from).
 """
 
 from __future__ import annotations
