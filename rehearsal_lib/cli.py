@@ -1,4 +1,7 @@
-"""`rehearse`: run, validate, report, list, verify, sandbox, lab.
+"""`rehearse`: run, validate, report, list, verify, sandbox, phases, notebooks, lab.
+
+The project (params/, outputs/, optional notebooks/) is `--project DIR`, else `$REHEARSAL_PROJECT_DIR`,
+else the nearest parent of the current directory holding params/, else the current directory.
 
 Exit codes: 0 GO, 1 NO-GO, 3 CONDITIONAL GO, 2 usage or configuration error, 130 interrupted.
 `rehearse verify`: 0 intact, 1 problems found (one line each), 2 usage error.
@@ -12,6 +15,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rehearsal_lib.config import MAX_PARALLEL, ConfigError, load_params, project_root
 from rehearsal_lib.extras import MissingExtra
@@ -85,6 +89,87 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"  phases: {', '.join(params.enabled_phases())}")
     if refs:
         print(f"  environment references: {', '.join(refs)}")
+    for warning in stale_notebooks(params.enabled_phases()):
+        print(f"rehearse: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+EJECT_KEY = "rehearsal"  # the notebook metadata key `notebooks eject` stamps: {"version", "phase", "ejected_at"}
+
+
+def tool_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rehearsal")
+    except PackageNotFoundError:
+        return "0"
+
+
+def _version_key(text: str) -> tuple:
+    """Orders release versions ("0.10.0" after "0.9.1"); PEP 440 through `packaging` when it is there."""
+    try:
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            return (0, Version(text))
+        except InvalidVersion:
+            return (-1, text)
+    except ImportError:  # pragma: no cover - packaging comes with jupyter
+        import re
+
+        return (0, tuple(int(n) for n in re.findall(r"\d+", text)))
+
+
+def stale_notebooks(names: list[str]) -> list[str]:
+    """One warning per project notebook (an override of a built-in phase) ejected from an older tool."""
+    import json
+
+    from rehearsal_lib import phases
+
+    installed, out = tool_version(), []
+    for name in names:
+        shipped, used = phases.shipped_notebook(name), phases.notebook_for(name)
+        if shipped is None or used is None or used == shipped:
+            continue
+        try:
+            stamp = json.loads(used.read_text(encoding="utf-8")).get("metadata", {}).get(EJECT_KEY, {})
+        except (OSError, ValueError, AttributeError):
+            continue  # the runner names an unreadable notebook when it runs it
+        ejected = stamp.get("version") if isinstance(stamp, dict) else None
+        if isinstance(ejected, str) and _version_key(ejected) < _version_key(installed):
+            out.append(f"{used}: ejected from rehearsal {ejected}, older than the installed {installed}; compare it "
+                       f"with the shipped notebook (rehearse notebooks eject {name} --force replaces it)")
+    return out
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    """`notebooks eject [PHASE…]`: copy the shipped notebooks into the project's notebooks/ for editing."""
+    import datetime as dt
+    import json
+
+    from rehearsal_lib import phases
+
+    names = args.phases or [s.name for s in phases.registry() if phases.shipped_notebook(s.name) is not None]
+    for name in names:
+        if not phases.known(name):
+            raise ConfigError(name, f"no such phase (phases: {', '.join(s.name for s in phases.registry())})")
+        if phases.shipped_notebook(name) is None:
+            raise ConfigError(name, "this phase ships no notebook in rehearsal (a phase package keeps its own)")
+    target_dir = phases.notebooks_dir()
+    pairs = [(phases.shipped_notebook(n), target_dir / phases.get(n).notebook_name, n) for n in names]
+    existing = [str(dst) for _, dst, _ in pairs if dst.exists()]
+    if existing and not args.force:
+        raise ConfigError(existing[0], "already exists; nothing was copied (--force replaces it)",
+                          also=[f"{p}: already exists" for p in existing[1:]])
+    target_dir.mkdir(parents=True, exist_ok=True)
+    version, now = tool_version(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    for src, dst, name in pairs:
+        assert src is not None
+        nb = json.loads(src.read_text(encoding="utf-8"))
+        nb.setdefault("metadata", {})[EJECT_KEY] = {"version": version, "phase": name, "ejected_at": now}
+        dst.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"{dst}  (phase {name}, from rehearsal {version})")
     return 0
 
 
@@ -253,10 +338,17 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 def cmd_lab(args: argparse.Namespace) -> int:
     require_extra("lab", "rehearse lab")
+    from rehearsal_lib.phases import SHIPPED_NOTEBOOKS
+
     root = project_root()
     os.environ["REHEARSAL_PROJECT_DIR"] = str(root)
+    folder = root / "notebooks"
+    if not folder.is_dir():  # no overrides: the shipped notebooks (in a clone, the repository's own files)
+        folder = SHIPPED_NOTEBOOKS
+        print(f"note: {root} has no notebooks/; opening the shipped ones ({folder}). To edit a phase's notebook "
+              "for this project: rehearse notebooks eject PHASE", file=sys.stderr)
     jupyter = Path(sys.executable).with_name("jupyter")
-    argv = [str(jupyter), "lab", f"--notebook-dir={root / 'notebooks'}", *args.lab_args]
+    argv = [str(jupyter), "lab", f"--notebook-dir={folder}", *args.lab_args]
     os.execv(argv[0], argv)
     return 0  # pragma: no cover
 
@@ -276,13 +368,23 @@ ENV_HELP = "environment name (params/ENV.yaml) or a path to a params file"
 RUN_DIR_HELP = "a run folder, e.g. outputs/sandbox/20261124T101500Z-1a2b3c"
 
 
+PROJECT_HELP = ("the project folder (its params/, outputs/, notebooks/); default: $REHEARSAL_PROJECT_DIR, else the "
+                "nearest parent of the current directory holding params/, else the current directory")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rehearse", description="Release rehearsals as code.",
                                  epilog="exit codes: 0 GO, 1 NO-GO, 3 CONDITIONAL GO, 2 usage/config error, "
                                         "130 interrupted")
+    ap.add_argument("--project", metavar="DIR", help=PROJECT_HELP)
+    common = argparse.ArgumentParser(add_help=False)  # --project after the command too
+    common.add_argument("--project", metavar="DIR", default=argparse.SUPPRESS, help=PROJECT_HELP)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="run a full rehearsal of ENV (params/ENV.yaml) and write the evidence")
+    def command(name: str, **kw: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kw)
+
+    p = command("run", help="run a full rehearsal of ENV (params/ENV.yaml) and write the evidence")
     p.add_argument("env", help=ENV_HELP)
     p.add_argument("--parallel", type=_parallel, default=None, metavar="N", help="run up to N phases at once")
     p.add_argument("--allow-destructive", action="store_true",
@@ -299,13 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "did not complete (and the decision), recorded in run.json and the report")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="check params/ENV.yaml without running anything")
+    p = command("validate", help="check params/ENV.yaml without running anything")
     p.add_argument("env", help=ENV_HELP)
     p.add_argument("--no-env", action="store_true",
                    help="check structure only; do not require the ${VAR} references to be set (for linting in CI)")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("report", help="rebuild report/results/junit and reseal a run folder from its notebooks "
+    p = command("report", help="rebuild report/results/junit and reseal a run folder from its notebooks "
                                       "(refused when the folder no longer matches its seal)")
     p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("--show-code", action="store_true", help="show notebook code in the report")
@@ -315,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", metavar="TEXT", help="why the folder is resealed (required with --reseal)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("verify", help="check a run folder: files, manifest, SHA256SUMS, reseal log, ledger, "
+    p = command("verify", help="check a run folder: files, manifest, SHA256SUMS, reseal log, ledger, "
                                       "signature (exit 0 intact, 1 problems)")
     p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("--ledger", metavar="PATH", help="the environment's ledger (default: <env>.ledger.jsonl next to the "
@@ -327,12 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "digest): the ledger's entry for the run must be that one")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("list", help="past runs of ENV and their decisions")
+    p = command("list", help="past runs of ENV and their decisions")
     p.add_argument("env", help="environment name (the folder under outputs/)")
     p.add_argument("--outputs", metavar="DIR", help="folder holding run folders (default: outputs/)")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("sandbox", help="start, stop or inspect the embedded sandbox target")
+    p = command("sandbox", help="start, stop or inspect the embedded sandbox target")
     p.add_argument("action", choices=["up", "down", "status"],
                    help="up: start (no-op when running); down: stop; status: exit 0 when running, 1 when not")
     p.add_argument("--variant", choices=["default", "faulty"], default="default",
@@ -341,11 +443,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="up: start one release behind (migrations 017-019 pending), as `rehearse run sandbox` does")
     p.set_defaults(func=cmd_sandbox)
 
-    p = sub.add_parser("phases", help="the phase catalogue: built-in phases and those installed packages register")
+    p = command("phases", help="the phase catalogue: built-in phases and those installed packages register")
     p.add_argument("--json", action="store_true", help="as JSON (order, name, title, kind, state, package, seed)")
     p.set_defaults(func=cmd_phases)
 
-    p = sub.add_parser("lab", help="open JupyterLab on notebooks/")
+    p = command("notebooks", help="eject: copy the shipped phase notebooks into the project's notebooks/ "
+                                         "to edit them (the project's copy then overrides the shipped one)")
+    p.add_argument("action", choices=["eject"])
+    p.add_argument("phases", nargs="*", metavar="PHASE", help="phases to eject (default: every built-in phase)")
+    p.add_argument("--force", action="store_true", help="replace notebooks already in the project's notebooks/")
+    p.set_defaults(func=cmd_notebooks)
+
+    p = command("lab", help="open JupyterLab on the project's notebooks/ (else the shipped notebooks)")
     p.add_argument("lab_args", nargs="*", help="passed on to jupyter lab (options too, e.g. --port 8899)")
     p.set_defaults(func=cmd_lab)
     return ap
@@ -358,6 +467,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "lab":
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         args.lab_args = [*args.lab_args, *unknown]
+    if args.project:
+        project = Path(args.project).expanduser().resolve()
+        if not project.is_dir():
+            _err(f"--project {args.project}: no such folder")
+            return EXIT_USAGE
+        os.environ["REHEARSAL_PROJECT_DIR"] = str(project)  # kernels and sandbox processes inherit it
     try:
         return args.func(args)
     except ConfigError as exc:

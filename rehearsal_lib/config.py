@@ -226,22 +226,36 @@ def string_values(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
             yield from string_values(v, f"{key}[{i}]")
 
 
+PACKAGE_DIR = Path(__file__).resolve().parent
+BUILTIN_PARAMS = PACKAGE_DIR / "builtin_params"  # the built-in environments (sandbox, sandbox-faulty), package data
+
+
 def project_root(start: Path | None = None) -> Path:
-    """The project folder: `$REHEARSAL_PROJECT_DIR`, else the nearest parent holding `params/`."""
+    """The operator's project folder (its params/, outputs/ and optional notebooks/): `--project DIR`
+    (which sets `$REHEARSAL_PROJECT_DIR`), else `$REHEARSAL_PROJECT_DIR`, else the nearest parent of the
+    current directory holding `params/`, else the current directory. Never the installed package."""
     if os.environ.get("REHEARSAL_PROJECT_DIR"):
         return Path(os.environ["REHEARSAL_PROJECT_DIR"]).resolve()
     here = (start or Path.cwd()).resolve()
     for candidate in (here, *here.parents):
-        if (candidate / "params").is_dir() and (candidate / "notebooks").is_dir():
+        if (candidate / "params").is_dir():
             return candidate
-    return Path(__file__).resolve().parent.parent
+    return here
 
 
 def params_path(env: str, root: Path | None = None) -> Path:
-    """`ENV` names `params/ENV.yaml`; a value ending in .yaml/.yml is a path."""
+    """`ENV` names `params/ENV.yaml` in the project, else a built-in environment of that name (sandbox,
+    sandbox-faulty); a value ending in .yaml/.yml is a path."""
     if env.endswith((".yaml", ".yml")) or os.sep in env:
         return Path(env).resolve()
-    return (root or project_root()) / "params" / f"{env}.yaml"
+    own = (root or project_root()) / "params" / f"{env}.yaml"
+    builtin = BUILTIN_PARAMS / f"{env}.yaml"
+    return builtin if not own.is_file() and builtin.is_file() else own
+
+
+def builtin_envs() -> list[str]:
+    """The environments the package ships (usable from any folder)."""
+    return sorted(p.stem for p in BUILTIN_PARAMS.glob("*.yaml"))
 
 
 def _line_index(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
@@ -471,7 +485,9 @@ def load_params(env: str, root: Path | None = None, check_env_vars: bool = True)
     """Read, parse and validate a params file; raise ConfigError with file, key and line."""
     path = params_path(env, root)
     if not path.is_file():
-        available = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        named = not env.endswith((".yaml", ".yml")) and os.sep not in env
+        available = sorted({*(p.stem for p in path.parent.glob("*.yaml") if path.parent.is_dir()),
+                            *(builtin_envs() if named else [])})
         hint = f" (available: {', '.join(available)})" if available else ""
         raise ConfigError(path, f"no such params file{hint}")
     data, origin = _load_with_extends(path)

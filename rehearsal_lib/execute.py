@@ -130,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     # papermill's per-cell start/end lines, with timestamps, make logs/<phase>.log a timeline of the phase
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("papermill").setLevel(logging.INFO)
-    code, reason = execute(args.notebook, args.output, args.env, args.run_dir, args.cell_timeout,
-                           args.notebook.parent)
+    # the kernel works in this process's folder: the project folder under `rehearse run` (relative paths in
+    # params, e.g. a smoke command's, are relative to it), never the notebook's (site-packages when installed)
+    code, reason = execute(args.notebook, args.output, args.env, args.run_dir, args.cell_timeout, Path.cwd())
     print(json.dumps({"exit": code, "reason": reason}), flush=True)
     return code
 

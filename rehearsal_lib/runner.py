@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from rehearsal_lib.config import Params, load_params, params_path, project_root, resolve_reference
+from rehearsal_lib.config import BUILTIN_PARAMS, Params, load_params, params_path, project_root, resolve_reference
 from rehearsal_lib.evidence import (
     HEARTBEAT_S,
     RunSummary,
@@ -119,7 +119,7 @@ class Runner:
         self.root = (root or project_root()).resolve()
         self.params: Params = load_params(env, self.root)
         path = params_path(env, self.root)
-        self.env_arg = env if path.parent == self.root / "params" else str(path)
+        self.env_arg = env if path.parent in (self.root / "params", BUILTIN_PARAMS) else str(path)
         self.parallel = parallel or self.params.run.parallel
         self.allow_destructive = allow_destructive
         self.show_code = show_code
@@ -173,7 +173,7 @@ class Runner:
                 log.flush()
                 follow.seek(0, os.SEEK_END)
             job.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        cwd=str(job.notebook.parent), env=child_env, start_new_session=True)
+                                        cwd=str(self.root), env=child_env, start_new_session=True)
             self._save_progress()  # run.json says it is running: a crash from here on says "did not finish"
             deadline = t0 + self.params.run.phase_timeout_s
             while job.proc.poll() is None:

@@ -34,7 +34,8 @@ def test_good_file_loads(write_params, monkeypatch):
 
 
 def test_shipped_params_files_validate(root):
-    for path in sorted((root / "params").glob("*.yaml")):
+    builtin = root / "rehearsal_lib" / "builtin_params"
+    for path in sorted([*(root / "params").glob("*.yaml"), *builtin.glob("*.yaml")]):
         env = {"STAGING_DB_URL": "x", "STAGING_API_TOKEN": "x", "PROD_DB_URL": "x", "PROD_API_TOKEN": "x"}
         with pytest.MonkeyPatch.context() as mp:
             for k, v in env.items():

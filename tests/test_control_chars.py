@@ -106,7 +106,7 @@ def test_control_characters_from_a_real_target_stay_escaped_everywhere(tmp_path:
     (project / "params").mkdir(parents=True)
     (project / "notebooks").mkdir()
     for nb in ("01_preflight.ipynb", "13_decision.ipynb"):
-        shutil.copy(ROOT / "notebooks" / nb, project / "notebooks")
+        shutil.copy(ROOT / "rehearsal_lib" / "notebooks" / nb, project / "notebooks")
     (project / "params" / "hostile.yaml").write_text(f"""
 name: hostile-target
 environment: {{kind: staging, description: "A target that answers with control characters"}}

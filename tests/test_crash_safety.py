@@ -33,7 +33,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "params").mkdir()
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "params" / "scratch.yaml").write_text(PARAMS)
-    shutil.copy(ROOT / "notebooks" / "13_decision.ipynb", tmp_path / "notebooks")
+    shutil.copy(ROOT / "rehearsal_lib" / "notebooks" / "13_decision.ipynb", tmp_path / "notebooks")
     monkeypatch.setenv("REHEARSAL_PROJECT_DIR", str(tmp_path))
     monkeypatch.setenv("SCRATCH_TOKEN", "scratch-secret-token-42")
     return tmp_path

@@ -106,8 +106,8 @@ def test_params_with_a_sandbox_block_without_the_extra_is_a_config_error(lean_en
     proc = _rehearse(lean_env, "validate", "--no-env", "sandbox", cwd=ROOT, timeout=120)
     assert proc.returncode == 2
     first = proc.stderr.splitlines()[0]
-    assert re.search(r"params/sandbox\.yaml:\d+: sandbox: the sandbox needs: pip install 'rehearsal\[sandbox\]'",
-                     first), proc.stderr
+    assert re.search(r"(builtin_)?params/sandbox\.yaml:\d+: sandbox: the sandbox needs: "
+                     r"pip install 'rehearsal\[sandbox\]'", first), proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -157,7 +157,7 @@ def test_lean_core_validates_and_runs_a_rehearsal_of_an_own_service(lean_env, tm
     (project / "params").mkdir(parents=True)
     (project / "notebooks").mkdir()
     for nb in ("01_preflight.ipynb", "13_decision.ipynb"):
-        shutil.copy(ROOT / "notebooks" / nb, project / "notebooks")
+        shutil.copy(ROOT / "rehearsal_lib" / "notebooks" / nb, project / "notebooks")
     (project / "params" / "lean.yaml").write_text(LEAN_PARAMS.format(port=server.server_port))
     env = {**lean_env, "REHEARSAL_PROJECT_DIR": str(project)}
     try:

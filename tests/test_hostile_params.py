@@ -269,7 +269,8 @@ def test_an_empty_reference_is_refused_only_where_a_value_is_required(tmp_path: 
 def test_shipped_params_and_examples_still_validate(root: Path, monkeypatch):
     for var in ("STAGING_DB_URL", "STAGING_API_TOKEN", "PROD_DB_URL", "PROD_API_TOKEN"):
         monkeypatch.setenv(var, "x")
-    for path in sorted((root / "params").glob("*.yaml")):
+    builtin = root / "rehearsal_lib" / "builtin_params"
+    for path in sorted([*(root / "params").glob("*.yaml"), *builtin.glob("*.yaml")]):
         assert load_params(str(path)).name, path
 
 

@@ -66,7 +66,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "params").mkdir()
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "params" / "scratch.yaml").write_text(PARAMS)
-    shutil.copy(ROOT / "notebooks" / "13_decision.ipynb", tmp_path / "notebooks")
+    shutil.copy(ROOT / "rehearsal_lib" / "notebooks" / "13_decision.ipynb", tmp_path / "notebooks")
     monkeypatch.setenv("REHEARSAL_PROJECT_DIR", str(tmp_path))
     monkeypatch.setenv("SCRATCH_TOKEN", "scratch-secret-token-42")
     return tmp_path
@@ -351,7 +351,7 @@ def test_sandbox_api_restart_keeps_the_target_identity(sandbox, monkeypatch: pyt
 
     for var, value in sandbox.env_vars().items():
         monkeypatch.setenv(var, value)
-    params = load_params(str(ROOT / "params" / "sandbox.yaml"))
+    params = load_params(str(ROOT / "rehearsal_lib" / "builtin_params" / "sandbox.yaml"))
     before = read_identity(params, sandbox.base_url, sandbox.db_url, sandbox)
     after_state = restart_app("default", home=sandbox.home.parent)
     assert after_state.app_pid != sandbox.app_pid and after_state.instance_id == sandbox.instance_id != ""

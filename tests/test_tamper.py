@@ -357,7 +357,7 @@ def test_rehearse_run_prints_the_ledger_line_last(tmp_path: Path):
     (project / "params" / "scratch.yaml").write_text(
         "name: scratch\nenvironment: {kind: staging}\ntarget: {base_url: 'http://127.0.0.1:9', timeout_s: 1}\n"
         "phases:\n  preflight: {enabled: false}\n  integrity: {enabled: true}\n")
-    shutil.copy(ROOT / "notebooks" / "13_decision.ipynb", project / "notebooks")
+    shutil.copy(ROOT / "rehearsal_lib" / "notebooks" / "13_decision.ipynb", project / "notebooks")
     params = new_code_cell('env = "scratch"\nrun_dir = ""')
     params.metadata["tags"] = ["parameters"]
     body = new_code_cell('from rehearsal_lib.phase import open_phase, Outcome\nph = open_phase("integrity", env, '

@@ -35,6 +35,7 @@ from rehearsal_lib.sandbox.manager import _pid_alive
 pytestmark = pytest.mark.integration  # a real HTTP server and the real sandbox (PostgreSQL, Redis, worker)
 
 SECRET = "whsec-" + "s" * 24
+SANDBOX_PARAMS = Path(__file__).parent.parent / "rehearsal_lib" / "builtin_params" / "sandbox.yaml"
 DONE_ROW = ("SELECT 'done' AS status, 1 AS attempts, now() AS enqueued_at, now() AS picked_at, "
             "now() AS finished_at")
 QUEUED_ROW = ("SELECT 'queued' AS status, 0 AS attempts, now() AS enqueued_at, NULL::timestamptz AS picked_at, "
@@ -445,7 +446,7 @@ def test_jobs_carry_the_run_id_and_their_cleanup_removes_them(tmp_path, monkeypa
     import psycopg
 
     monkeypatch.setenv("PROBE_ADMIN_DB", sandbox.admin_db_url)
-    block = yaml.safe_load((Path(__file__).parent.parent / "params" / "sandbox.yaml").read_text())["phases"]["jobs"]
+    block = yaml.safe_load((SANDBOX_PARAMS).read_text())["phases"]["jobs"]
     block["cleanup"]["database_url"] = "${PROBE_ADMIN_DB}"
     ctx = make(tmp_path, monkeypatch, "jobs", sandbox.base_url, block, db_url=sandbox.db_url, token=sandbox.token,
                run_dir=str(tmp_path / RUN))
@@ -571,7 +572,7 @@ def test_command_trigger_runs_a_real_job_and_reports_failures(tmp_path, monkeypa
 
 
 def test_schedule_offsets_against_a_different_rule_fail(tmp_path, monkeypatch, sandbox):
-    params = yaml.safe_load((Path(__file__).parent.parent / "params" / "sandbox.yaml").read_text())
+    params = yaml.safe_load((SANDBOX_PARAMS).read_text())
     block = params["phases"]["jobs"]
     block["schedule"]["expected_offsets"] = [0, 1, 3]
     monkeypatch.setenv("REHEARSAL_SANDBOX_ADMIN_DB_URL", sandbox.admin_db_url)  # the block's cleanup write URL
@@ -624,7 +625,7 @@ def test_each_planted_defect_fails_its_own_check_with_its_reason(tmp_path, monke
     state = start_sandbox("faulty", home=home)
     try:
         monkeypatch.setenv("REHEARSAL_SANDBOX_HOME", str(home))
-        doc = yaml.safe_load((Path(__file__).parent.parent / "params" / "sandbox.yaml").read_text())
+        doc = yaml.safe_load((SANDBOX_PARAMS).read_text())
         doc.update(name="faulty-probe", sandbox={"variant": "faulty"})
 
         def params(jobs_timeout_s: float):

@@ -102,21 +102,36 @@ def known(name: str) -> bool:
     return any(s.name == name for s in registry())
 
 
+SHIPPED_NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"  # package data: the built-in notebooks
+
+
 def notebooks_dir(root: Path | None = None) -> Path:
+    """The project's notebooks/ folder: optional overrides of built-in phase notebooks."""
     from rehearsal_lib.config import project_root
 
     return (root or project_root()) / "notebooks"
 
 
 def notebook_for(name: str, root: Path | None = None) -> Path | None:
-    """The phase's notebook (the project's notebooks/ for built-ins, the package's own for a plugin),
-    or None when the phase has none yet."""
+    """The phase's notebook, or None when the phase has none yet. A built-in phase's notebook is the
+    project's `notebooks/<file>` when there is one (an override, e.g. ejected and edited), else the one
+    shipped in the package; a plugin names its own by absolute path."""
     spec = get(name)
     if spec.notebook is None:
         return None
     path = Path(spec.notebook)
     if not path.is_absolute():
-        path = notebooks_dir(root) / path
+        own = notebooks_dir(root) / path
+        path = own if own.is_file() else SHIPPED_NOTEBOOKS / path
+    return path if path.is_file() else None
+
+
+def shipped_notebook(name: str) -> Path | None:
+    """The notebook the package ships for a built-in phase (None for a plugin or a phase without one)."""
+    spec = get(name)
+    if spec.notebook is None or Path(spec.notebook).is_absolute():
+        return None
+    path = SHIPPED_NOTEBOOKS / spec.notebook
     return path if path.is_file() else None
 
 

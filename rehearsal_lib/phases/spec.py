@@ -32,7 +32,8 @@ class PhaseSpec:
     params: its block's model (a `PhaseParams` subclass); None for a phase not built yet.
     default_params: a params file without the block gets this (e.g. the phase switched off);
         None: the block is absent and the phase does not run.
-    notebook: the notebook's file name in the project's `notebooks/` folder, or an absolute path
+    notebook: the notebook's file name among the shipped notebooks (`rehearsal_lib/notebooks/`; a project's
+        `notebooks/` copy overrides it), or an absolute path
         (a phase package ships its own); None for a phase not built yet.
     """
 
