@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from rehearsal_lib.config import BUILTIN_PARAMS, Params, load_params, params_path, project_root, resolve_reference
+from rehearsal_lib.config import (
+    BUILTIN_PARAMS,
+    Params,
+    SandboxBlock,
+    load_params,
+    params_path,
+    project_root,
+    resolve_reference,
+)
 from rehearsal_lib.evidence import (
     HEARTBEAT_S,
     RunSummary,
@@ -280,11 +288,11 @@ class Runner:
                 counts = tally(checks_from_notebook(read_notebook_json(job.output)))
             except Exception:  # noqa: BLE001 - a half-written notebook is reported by collect()
                 pass
-        tally = format_counts(counts) or "no checks"
+        shown = format_counts(counts) or "no checks"
         if job.name == "decision" and job.outcome == "ok":
-            tally = f"{collect(self.run_dir).decision.decision}" + (f" ({tally})" if counts else "")
+            shown = f"{collect(self.run_dir).decision.decision}" + (f" ({shown})" if counts else "")
         mark = {"ok": "done", "error": "ERROR", "interrupted": "INTERRUPTED"}.get(job.outcome, job.outcome)
-        line = f"  {mark:<11} {job.name:<16} {tally:<34} {job.duration_s:6.1f} s"
+        line = f"  {mark:<11} {job.name:<16} {shown:<34} {job.duration_s:6.1f} s"
         if job.reason:
             line += f"\n              {job.reason}"
         with self._lock:
@@ -408,7 +416,7 @@ class Runner:
             self.secrets.add_params(self.params)  # what resolves already, should the sandbox not start
             if self.params.sandbox is not None:
                 stage = "starting the sandbox target"
-                sandbox_started = self._start_sandbox(record)
+                sandbox_started = self._start_sandbox(record, self.params.sandbox)
             self._run_secrets()
             if record.target is None:
                 record.target = TargetRecord(base_url=self._public_base_url())
@@ -451,10 +459,10 @@ class Runner:
             record.finished_at, record.duration_s, record.interrupted = _now(), duration, self.interrupted
             record.phases = [self._job_meta(j) for j in self.jobs]
             write_run_record(self.run_dir, record)
-        reason = None
+        reseal_reason = None
         if previous is not None:
-            reason = f"resumed run: phases {', '.join(self._resumed.phases) or '(none)'} ran again"
-        return finalize(self.run_dir, self.secrets, show_code=self.show_code, reseal_reason=reason)
+            reseal_reason = f"resumed run: phases {', '.join(self._resumed.phases) or '(none)'} ran again"
+        return finalize(self.run_dir, self.secrets, show_code=self.show_code, reseal_reason=reseal_reason)
 
     def _note_identity(self, before: dict | None, now: dict) -> None:
         """On resume: record the first attempt's target identity and say when the target differs now."""
@@ -482,11 +490,10 @@ class Runner:
             elif job.outcome == "pending":
                 job.outcome, job.reason = "not_run", "the run was interrupted before this phase started"
 
-    def _start_sandbox(self, record: RunRecord) -> bool:
+    def _start_sandbox(self, record: RunRecord, sbx: SandboxBlock) -> bool:
         from rehearsal_lib.sandbox import apply_sandbox_env, ensure_sandbox
 
         t0 = time.monotonic()
-        sbx = self.params.sandbox
         owner = {"run_id": self.run_id, "pid": os.getpid(), "host": record.runner_host}
         state, started = ensure_sandbox(sbx.variant, owner=owner, release_pending=sbx.release_pending)
         self.sandbox_state = state
@@ -507,7 +514,9 @@ class Runner:
     def _stop_sandbox(self) -> None:
         from rehearsal_lib.sandbox import stop_sandbox
 
-        stop_sandbox(self.params.sandbox.variant)
+        sbx = self.params.sandbox
+        assert sbx is not None  # only called once _start_sandbox started this run's sandbox
+        stop_sandbox(sbx.variant)
         self.progress("  sandbox stopped")
 
     def _target_identity(self) -> dict:

@@ -336,13 +336,15 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
 def show_objectives(ctx: PhaseRun) -> None:
     """RPO and RTO as measured against their objectives (gauges), from this phase's checks."""
     found = {c.id: c.metrics for c in ctx.checks}
-    gauges = []
+    gauges: list[tuple[str, float, float, str]] = []
     rpo = found.get("backup_recovery.backup.age", {})
-    if rpo.get("rpo_s") is not None:
-        gauges.append(("RPO: newest backup's age", rpo["rpo_s"] / 3600, rpo["rpo_max_h"], "h"))
+    rpo_s, rpo_max_h = rpo.get("rpo_s"), rpo.get("rpo_max_h")  # the age check sets both together
+    if rpo_s is not None and rpo_max_h is not None:
+        gauges.append(("RPO: newest backup's age", rpo_s / 3600, rpo_max_h, "h"))
     rto = found.get("backup_recovery.restart.rto", {})
-    if rto.get("rto_s") is not None:
-        gauges.append(("RTO: restart until ready", rto["rto_s"], rto["rto_max_s"], "s"))
+    rto_s, rto_max_s = rto.get("rto_s"), rto.get("rto_max_s")  # the restart check sets both together
+    if rto_s is not None and rto_max_s is not None:
+        gauges.append(("RTO: restart until ready", rto_s, rto_max_s, "s"))
     if not gauges:
         ctx.note("No RPO or RTO was measured in this run.")
         return

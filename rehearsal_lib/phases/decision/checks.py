@@ -167,15 +167,15 @@ def show_risk_register(ctx: PhaseRun, summary: RunSummary | None) -> None:
             by_phase.setdefault(c.phase, []).append(c)
     for phase, checks in by_phase.items():
         worst = min(checks, key=lambda c: rank.get(c.severity, 9)).severity
-        waived = [c for c in checks if c.waiver and not c.waiver.get("expired")]
-        expired = [c for c in checks if c.waiver and c.waiver.get("expired")]
+        waived = [(c.id, c.waiver) for c in checks if c.waiver and not c.waiver.get("expired")]
+        expired = [(c.id, c.waiver) for c in checks if c.waiver and c.waiver.get("expired")]
         mitigation = "fix before GO"
         if waived:
             mitigation += "; waived: " + ", ".join(
-                f"{c.id} by {c.waiver['owner']} until {c.waiver['expires']}" for c in waived)
+                f"{cid} by {w['owner']} until {w['expires']}" for cid, w in waived)
         if expired:
             mitigation += "; waiver expired: " + ", ".join(
-                f"{c.id} ({c.waiver['owner']}, {c.waiver['expires']})" for c in expired)
+                f"{cid} ({w['owner']}, {w['expires']})" for cid, w in expired)
         title = BY_NAME[phase].title if phase in BY_NAME else phase
         risk = f"{title}: " + "; ".join(c.title for c in checks)
         rows.append([risk, IMPACT[worst], "observed in this run", mitigation, "—", f"{len(checks)} check(s)"])

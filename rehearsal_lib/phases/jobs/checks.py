@@ -113,6 +113,7 @@ def _run_to_done(jobs: Jobs, label: str, job: dict[str, Any], expected: str) -> 
     if word == "done":
         return job_id, None
     if word == "failed":
+        assert row is not None  # "failed" was read from the row's status
         return job_id, Outcome("fail", f"job {job_id} ended '{row.get('status')}'", expected, evidence)
     state = (row or {}).get("status", "no row")
     never = " (never picked up)" if row and not row.get("picked_at") else ""
@@ -127,12 +128,14 @@ def _not_configured(ctx: PhaseRun, key: str) -> None:
 def check_run(ctx: PhaseRun) -> Check | None:
     """A manually triggered job gets a row that reaches `done` within the timeout."""
     jobs = _jobs(ctx)
-    if jobs.s.run is None:
-        return _not_configured(ctx, "run")
+    spec = jobs.s.run
+    if spec is None:
+        _not_configured(ctx, "run")
+        return None
     expected = f"'{jobs.s.done_status}' within {secs(jobs.s.timeout_s)}"
 
     def probe() -> Outcome:
-        job_id, failed = _run_to_done(jobs, "run", jobs.s.run.job, expected)
+        job_id, failed = _run_to_done(jobs, "run", spec.job, expected)
         if failed:
             return failed
         row = jobs.rows[job_id]
@@ -149,7 +152,8 @@ def check_attempts(ctx: PhaseRun) -> Check | None:
     jobs = _jobs(ctx)
     spec = jobs.s.attempts
     if spec is None:
-        return _not_configured(ctx, "attempts")
+        _not_configured(ctx, "attempts")
+        return None
     expected = f"attempts = {spec.expected}"
 
     def probe() -> Outcome:
@@ -169,7 +173,8 @@ def check_schedule(ctx: PhaseRun) -> Check | None:
     jobs = _jobs(ctx)
     spec = jobs.s.schedule
     if spec is None:
-        return _not_configured(ctx, "schedule")
+        _not_configured(ctx, "schedule")
+        return None
     rule = sorted(spec.expected_offsets)
     expected = f"offsets {'/'.join(f'{o:g}' for o in rule)} {spec.unit}"
 
@@ -193,7 +198,8 @@ def check_concurrency(ctx: PhaseRun) -> Check | None:
     jobs = _jobs(ctx)
     spec = jobs.s.concurrency
     if spec is None:
-        return _not_configured(ctx, "concurrency")
+        _not_configured(ctx, "concurrency")
+        return None
     expected = f"{spec.triggers} concurrent triggers, processed {times(spec.expected)}"
 
     def probe() -> Outcome:
@@ -241,7 +247,8 @@ def check_status(ctx: PhaseRun) -> Check | None:
     jobs = _jobs(ctx)
     spec = jobs.s.status
     if spec is None:
-        return _not_configured(ctx, "status")
+        _not_configured(ctx, "status")
+        return None
     expected = f"{spec.status_field} = '{jobs.s.done_status}' with {', '.join(spec.required_fields)}"
 
     def probe() -> Outcome:
@@ -311,7 +318,7 @@ def show_timeline(ctx: PhaseRun) -> None:
         return dt.datetime.fromisoformat(value) if isinstance(value, str) else None
 
     rows = [(label, jid, jobs.rows.get(jid, {})) for label, jid in dict.fromkeys(items)]
-    starts = [ts(r.get("enqueued_at")) for _, _, r in rows if ts(r.get("enqueued_at"))]
+    starts = [t for t in (ts(r.get("enqueued_at")) for _, _, r in rows) if t is not None]
     if not starts:
         ctx.note("No job row was found: no timeline.")
         return

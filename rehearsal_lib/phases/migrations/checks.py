@@ -18,10 +18,11 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -400,7 +401,9 @@ DRIVERS = {"sql_dir": SqlDir, "alembic": Alembic, "command": Command}
 
 def _exec_script(conn: sa.Connection, script: str) -> None:
     """Run a multi-statement SQL script as is (no parameter parsing) inside the connection's transaction."""
-    with conn.connection.dbapi_connection.cursor() as cur:
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None  # a checked-out connection holds its DBAPI connection until it is closed
+    with closing(dbapi.cursor()) as cur:
         cur.execute(script.encode())
 
 
@@ -411,23 +414,33 @@ def schema_snapshot(engine: sa.Engine, schema: str = "public") -> dict[str, Any]
         return _snapshot(conn, schema)
 
 
+_R = TypeVar("_R")
+
+
+def _by_table(reflected: Mapping[tuple[str | None, str], _R]) -> dict[str, _R]:
+    """SQLAlchemy's get_multi_* result keyed by table name alone (one schema)."""
+    return {k[1]: v for k, v in reflected.items()}
+
+
 def _snapshot(conn: sa.Connection, schema: str) -> dict[str, Any]:
     insp = sa.inspect(conn)
     # bulk reflection: one catalog query per kind of object for all tables
-    cols, idx, fks, checks, pks, uniq = (
-        {k[1]: v for k, v in getter(schema=schema).items()}
-        for getter in (insp.get_multi_columns, insp.get_multi_indexes, insp.get_multi_foreign_keys,
-                       insp.get_multi_check_constraints, insp.get_multi_pk_constraint,
-                       insp.get_multi_unique_constraints))
+    cols = _by_table(insp.get_multi_columns(schema=schema))
+    idx = _by_table(insp.get_multi_indexes(schema=schema))
+    fks = _by_table(insp.get_multi_foreign_keys(schema=schema))
+    checks = _by_table(insp.get_multi_check_constraints(schema=schema))
+    pks = _by_table(insp.get_multi_pk_constraint(schema=schema))
+    uniq = _by_table(insp.get_multi_unique_constraints(schema=schema))
     tables: dict[str, Any] = {}
     for t in sorted(cols):
+        pk = pks.get(t)
         tables[t] = {
             "columns": [(c["name"], str(c["type"]), c["nullable"]) for c in cols[t]],
             "indexes": sorted((i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in idx.get(t, [])),
             "foreign_keys": sorted((tuple(f["constrained_columns"]), f["referred_table"]) for f in fks.get(t, [])),
             "checks": sorted(c["name"] or "" for c in checks.get(t, [])),
             "constraints": sorted([("unique", tuple(u["column_names"])) for u in uniq.get(t, [])]
-                                  + [("primary key", tuple((pks.get(t) or {}).get("constrained_columns") or ()))]),
+                                  + [("primary key", tuple((pk.get("constrained_columns") if pk else None) or ()))]),
         }
     funcs = sorted(r[0] for r in conn.execute(sa.text(
         "SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' FROM pg_proc p "
@@ -616,7 +629,7 @@ class MigrationsRun:
                              severity="blocker", expected=expected)
         if self.pending or self.not_rehearsed:
             _table(self.ctx, "Plan", ["migration", "name", "status"],
-                   [[p.id, p.name, "pending"] for p in self.pending]
+                   [[p.id, p.name, "pending"] for p in self.pending or []]
                    + [[x, "", f"{why} (not rehearsed)"] for x, why in self.not_rehearsed.items()])
         return check
 
