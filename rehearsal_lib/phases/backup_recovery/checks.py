@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from rehearsal_lib.checks.wording import plural, secs
 from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.phases.backup_recovery.params import BackupRecoveryParams
 from rehearsal_lib.probes import command, http
 from rehearsal_lib.probes.placeholders import expand, expand_text
 from rehearsal_lib.probes.poll import poll_until
@@ -33,9 +34,11 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-def newest_backup(ctx: PhaseRun) -> tuple[Path, dict[str, Any]]:
+def newest_backup(ctx: PhaseRun[BackupRecoveryParams]) -> tuple[Path, dict[str, Any]]:
     """The newest backup (file or folder) from `backup.path` or `backup.command`; raises if there is none."""
     cfg = ctx.settings.backup
+    if cfg is None:
+        raise RuntimeError("phases.backup_recovery.backup is not configured")
     if cfg.command:
         res = command.run(cfg.command, 60)
         if not res.ok or not res.output.strip():
@@ -60,7 +63,7 @@ def newest_backup(ctx: PhaseRun) -> tuple[Path, dict[str, Any]]:
     return path, info
 
 
-def check_backup(ctx: PhaseRun) -> list[Check]:
+def check_backup(ctx: PhaseRun[BackupRecoveryParams]) -> list[Check]:
     """The newest backup is no older than the RPO objective and not empty."""
     cfg = ctx.settings.backup
     if cfg is None:
@@ -92,8 +95,9 @@ def check_backup(ctx: PhaseRun) -> list[Check]:
             ctx.run("backup_recovery.backup.size", "Newest backup's size", size, severity="major")]
 
 
-def _restore_argv(ctx: PhaseRun, path: Path, url: str) -> tuple[list[str], dict[str, str]]:
+def _restore_argv(ctx: PhaseRun[BackupRecoveryParams], path: Path, url: str) -> tuple[list[str], dict[str, str]]:
     cfg = ctx.settings.restore
+    assert cfg is not None  # check_restore returns before restoring when restore is not configured
     bindir = ctx.resolve(cfg.pg_bin_dir, secret=False) if cfg.pg_bin_dir else None
     args, env, db = command.libpq_args(url)
     tool = (lambda name: str(Path(bindir) / name)) if bindir else (lambda name: name)
@@ -103,7 +107,7 @@ def _restore_argv(ctx: PhaseRun, path: Path, url: str) -> tuple[list[str], dict[
     return [tool("psql"), *args, "-d", db, "-v", "ON_ERROR_STOP=1", "-q", "-f", str(path)], env
 
 
-def check_restore(ctx: PhaseRun) -> list[Check]:
+def check_restore(ctx: PhaseRun[BackupRecoveryParams]) -> list[Check]:
     """Restore the newest backup into a temporary database and compare critical tables with the source."""
     cfg, bcfg = ctx.settings.restore, ctx.settings.backup
     if cfg is None or bcfg is None:
@@ -183,7 +187,7 @@ def check_restore(ctx: PhaseRun) -> list[Check]:
                            severity="blocker", expected=expected)]
 
 
-def _counts_chart(ctx: PhaseRun, counts: dict[str, dict[str, Any]]) -> None:
+def _counts_chart(ctx: PhaseRun[BackupRecoveryParams], counts: dict[str, dict[str, Any]]) -> None:
     """Source vs restored rows per table, every value written on its bar (a 0 bar is otherwise invisible)."""
     import plotly.graph_objects as go
 
@@ -201,7 +205,7 @@ def _counts_chart(ctx: PhaseRun, counts: dict[str, dict[str, Any]]) -> None:
     ctx.figure(fig)
 
 
-def _wait_up(ctx: PhaseRun, t0: float, timeout_s: float) -> tuple[float | None, list[str]]:
+def _wait_up(ctx: PhaseRun[BackupRecoveryParams], t0: float, timeout_s: float) -> tuple[float | None, list[str]]:
     """Seconds from t0 until health and ready both answer 2xx (None if not within the timeout)."""
     s = ctx.settings
     paths = [s.health_endpoint] + ([s.ready_endpoint] if s.ready_endpoint else [])
@@ -221,7 +225,7 @@ def _wait_up(ctx: PhaseRun, t0: float, timeout_s: float) -> tuple[float | None, 
         return (None, seen[-5:]) if r.timed_out else (r.elapsed_s, seen)
 
 
-def _ops(ctx: PhaseRun, cfg: Any, what: str) -> tuple[Outcome, float | None]:
+def _ops(ctx: PhaseRun[BackupRecoveryParams], cfg: Any, what: str) -> tuple[Outcome, float | None]:
     """Run a disruptive command, then wait for health and ready."""
     expected = f"{what} command exits 0; health and ready answer within {cfg.timeout_s:g} s"
     t0 = time.perf_counter()
@@ -239,7 +243,7 @@ def _ops(ctx: PhaseRun, cfg: Any, what: str) -> tuple[Outcome, float | None]:
                    {"seconds_to_ready": round(took, 3)}), took
 
 
-def check_rollback(ctx: PhaseRun) -> Check | None:
+def check_rollback(ctx: PhaseRun[BackupRecoveryParams]) -> Check | None:
     cfg = ctx.settings.rollback
     if cfg is None:
         ctx.note("Not configured: phases.backup_recovery.rollback.")
@@ -249,11 +253,11 @@ def check_rollback(ctx: PhaseRun) -> Check | None:
                                                 f"{cfg.timeout_s:g} s", writes=True)
 
 
-def _counts(ctx: PhaseRun, tables: list[str]) -> dict[str, int]:
+def _counts(ctx: PhaseRun[BackupRecoveryParams], tables: list[str]) -> dict[str, int]:
     return {t: int(query(ctx.engine, f"SELECT count(*) FROM {quote_ident(t)}")[1][0][0]) for t in tables}
 
 
-def check_restart(ctx: PhaseRun) -> list[Check]:
+def check_restart(ctx: PhaseRun[BackupRecoveryParams]) -> list[Check]:
     """Restart drill: RTO against its objective, row counts before = after, service checks pass again."""
     cfg = ctx.settings.restart
     if cfg is None:
@@ -333,7 +337,7 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
     return checks
 
 
-def show_objectives(ctx: PhaseRun) -> None:
+def show_objectives(ctx: PhaseRun[BackupRecoveryParams]) -> None:
     """RPO and RTO as measured against their objectives (gauges), from this phase's checks."""
     found = {c.id: c.metrics for c in ctx.checks}
     gauges: list[tuple[str, float, float, str]] = []

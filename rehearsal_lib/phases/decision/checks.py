@@ -7,10 +7,11 @@ from pathlib import Path
 
 from rehearsal_lib.evidence import RunSummary, collect
 from rehearsal_lib.phase import Outcome, PhaseRun, display_bundle
+from rehearsal_lib.phases.decision.params import DecisionParams
 from rehearsal_lib.results import STATUS_STYLE, Check, UnreadableFile, read_json_file
 
 
-def latest_run_dir(ctx: PhaseRun) -> Path | None:
+def latest_run_dir(ctx: PhaseRun[DecisionParams]) -> Path | None:
     """The newest run folder of this environment (used when the notebook runs on its own)."""
     from rehearsal_lib.runner import outputs_root
 
@@ -19,7 +20,7 @@ def latest_run_dir(ctx: PhaseRun) -> Path | None:
     return runs[-1] if runs else None
 
 
-def run_so_far(ctx: PhaseRun) -> RunSummary | None:
+def run_so_far(ctx: PhaseRun[DecisionParams]) -> RunSummary | None:
     """Every other phase's results in this run folder, with the params' gate policy applied."""
     run_dir = Path(ctx.run_dir) if ctx.run_dir else latest_run_dir(ctx)
     if run_dir is None:
@@ -30,7 +31,7 @@ def run_so_far(ctx: PhaseRun) -> RunSummary | None:
     return collect(run_dir, ctx.params.gate, exclude=("decision",))
 
 
-def record_attestations(ctx: PhaseRun) -> list[Check]:
+def record_attestations(ctx: PhaseRun[DecisionParams]) -> list[Check]:
     """Operator attestations and sign-offs from params; not given yet means `manual`."""
     if not ctx.params.attestations:
         ctx.note("No attestations configured (attestations: in the params file).")
@@ -99,7 +100,7 @@ def show_failures(summary: RunSummary) -> None:
                   "text/plain": f"recorded by {c.phase}: {c.status} {c.id}: {c.observed}"})
 
 
-def compare_with_previous(ctx: PhaseRun, summary: RunSummary) -> None:
+def compare_with_previous(ctx: PhaseRun[DecisionParams], summary: RunSummary) -> None:
     """Checks whose status changed since the previous run of this environment."""
     folder = summary.run_dir.parent
     earlier = sorted(p for p in folder.glob("*") if (p / "results.json").is_file() and p.name < summary.run_dir.name)
@@ -155,7 +156,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 IMPACT = {"blocker": "high", "major": "medium", "minor": "low", "info": "low"}
 
 
-def show_risk_register(ctx: PhaseRun, summary: RunSummary | None) -> None:
+def show_risk_register(ctx: PhaseRun[DecisionParams], summary: RunSummary | None) -> None:
     """Declared risks from params, then the weak points this run observed, one row per phase."""
     from rehearsal_lib.phases import BY_NAME
 
@@ -186,7 +187,7 @@ def show_risk_register(ctx: PhaseRun, summary: RunSummary | None) -> None:
               "text/plain": "\n".join(" | ".join(map(str, r)) for r in rows)})
 
 
-def show_waivers(ctx: PhaseRun) -> None:
+def show_waivers(ctx: PhaseRun[DecisionParams]) -> None:
     """Waivers in the params file and whether each is still in force."""
     import datetime as dt
 
@@ -200,7 +201,7 @@ def show_waivers(ctx: PhaseRun) -> None:
               "text/plain": "\n".join(" | ".join(r) for r in rows)})
 
 
-def show_sign_off(ctx: PhaseRun) -> None:
+def show_sign_off(ctx: PhaseRun[DecisionParams]) -> None:
     """The sign-off block: each attestation with who, when and what they said."""
     rows = [[a.title, a.by or "—", a.at.isoformat() if a.at else "—",
              a.status if a.by and a.status != "manual" else "awaiting", a.note] for a in ctx.params.attestations]

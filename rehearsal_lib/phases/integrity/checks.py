@@ -7,11 +7,12 @@ from typing import Any
 
 from rehearsal_lib.params_base import RehearsalMarker, ZeroRowCheck
 from rehearsal_lib.phase import RUN_ID_RE, Outcome, PhaseRun, describe_exception
+from rehearsal_lib.phases.integrity.params import IntegrityParams
 from rehearsal_lib.probes.sql import count_and_sample, query, scalar, strip_statement
 from rehearsal_lib.results import Check, StatusName
 
 
-def check_zero_rows(ctx: PhaseRun, spec: ZeroRowCheck, id_prefix: str = "integrity.zero_rows",
+def check_zero_rows(ctx: PhaseRun[Any], spec: ZeroRowCheck, id_prefix: str = "integrity.zero_rows",
                     sample: int | None = None) -> Check:
     """A query that names defects (orphans, duplicates, mismatches) must return no rows."""
     keep = ctx.settings.evidence_rows if sample is None else sample
@@ -30,7 +31,7 @@ def check_zero_rows(ctx: PhaseRun, spec: ZeroRowCheck, id_prefix: str = "integri
     return ctx.run(f"{id_prefix}.{spec.name}", spec.title, probe, severity=spec.severity, expected="0 rows")
 
 
-def rehearsal_rows(ctx: PhaseRun, sql: str, marker: RehearsalMarker, cols: list[str],
+def rehearsal_rows(ctx: PhaseRun[IntegrityParams], sql: str, marker: RehearsalMarker, cols: list[str],
                    sample: list[list[Any]]) -> dict[str, Any]:
     """Which of a zero-row query's rows rehearsal runs created (`marker.column` LIKE `marker.pattern`):
     how many, their run ids, and a flag per sample row. Evidence only: the rows still count."""
@@ -58,11 +59,11 @@ def rehearsal_rows(ctx: PhaseRun, sql: str, marker: RehearsalMarker, cols: list[
     return out
 
 
-def check_all_zero_rows(ctx: PhaseRun) -> list[Check]:
+def check_all_zero_rows(ctx: PhaseRun[IntegrityParams]) -> list[Check]:
     return [check_zero_rows(ctx, spec) for spec in ctx.settings.zero_row_checks]
 
 
-def check_critical_tables(ctx: PhaseRun) -> list[Check]:
+def check_critical_tables(ctx: PhaseRun[IntegrityParams]) -> list[Check]:
     """Each critical table exists and holds at least its minimum number of rows; chart of counts."""
     counts: dict[str, int] = {}
     out = []
@@ -93,7 +94,7 @@ def check_critical_tables(ctx: PhaseRun) -> list[Check]:
     return out
 
 
-def check_expected_indexes(ctx: PhaseRun) -> list[Check]:
+def check_expected_indexes(ctx: PhaseRun[IntegrityParams]) -> list[Check]:
     """Each expected index exists on its table (from pg_indexes)."""
     out = []
     for idx in ctx.settings.expected_indexes:

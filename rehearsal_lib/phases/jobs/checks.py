@@ -36,7 +36,7 @@ class TriggerFailed(Exception):
 class Jobs:
     """The jobs this phase started, by label, and how to start and follow one."""
 
-    def __init__(self, ctx: PhaseRun):
+    def __init__(self, ctx: PhaseRun[JobsParams]):
         self.ctx = ctx
         self.s: JobsParams = ctx.settings
         self.run_id = ctx.run_id
@@ -98,7 +98,7 @@ class Jobs:
         return word, r.value, r.elapsed_s
 
 
-def _jobs(ctx: PhaseRun) -> Jobs:
+def _jobs(ctx: PhaseRun[JobsParams]) -> Jobs:
     return ctx.cached("jobs.jobs", lambda: Jobs(ctx))
 
 
@@ -121,11 +121,11 @@ def _run_to_done(jobs: Jobs, label: str, job: dict[str, Any], expected: str) -> 
                            evidence)
 
 
-def _not_configured(ctx: PhaseRun, key: str) -> None:
+def _not_configured(ctx: PhaseRun[JobsParams], key: str) -> None:
     ctx.note(f"jobs.{key} is not configured: not checked.")
 
 
-def check_run(ctx: PhaseRun) -> Check | None:
+def check_run(ctx: PhaseRun[JobsParams]) -> Check | None:
     """A manually triggered job gets a row that reaches `done` within the timeout."""
     jobs = _jobs(ctx)
     spec = jobs.s.run
@@ -147,7 +147,7 @@ def check_run(ctx: PhaseRun) -> Check | None:
                    expected=expected, severity="blocker", writes=True)
 
 
-def check_attempts(ctx: PhaseRun) -> Check | None:
+def check_attempts(ctx: PhaseRun[JobsParams]) -> Check | None:
     """The job's attempts are counted (e.g. a job failing once then succeeding shows 2)."""
     jobs = _jobs(ctx)
     spec = jobs.s.attempts
@@ -168,7 +168,7 @@ def check_attempts(ctx: PhaseRun) -> Check | None:
     return ctx.run("jobs.attempts.tracked", "Job attempts are tracked", probe, expected=expected, writes=True)
 
 
-def check_schedule(ctx: PhaseRun) -> Check | None:
+def check_schedule(ctx: PhaseRun[JobsParams]) -> Check | None:
     """The scheduled items a job plans sit at the offsets of the rule (e.g. reminders at 0/2/4 days)."""
     jobs = _jobs(ctx)
     spec = jobs.s.schedule
@@ -193,7 +193,7 @@ def check_schedule(ctx: PhaseRun) -> Check | None:
     return ctx.run("jobs.schedule.offsets", "Scheduled offsets follow the rule", probe, expected=expected, writes=True)
 
 
-def check_concurrency(ctx: PhaseRun) -> Check | None:
+def check_concurrency(ctx: PhaseRun[JobsParams]) -> Check | None:
     """Triggers fired at once (threads) for one job key: it is processed exactly `expected` times."""
     jobs = _jobs(ctx)
     spec = jobs.s.concurrency
@@ -242,7 +242,7 @@ def check_concurrency(ctx: PhaseRun) -> Check | None:
                    expected=expected, severity="blocker", writes=True)
 
 
-def check_status(ctx: PhaseRun) -> Check | None:
+def check_status(ctx: PhaseRun[JobsParams]) -> Check | None:
     """The status endpoint reports a triggered job's run to its end, with the required fields."""
     jobs = _jobs(ctx)
     spec = jobs.s.status
@@ -294,7 +294,7 @@ def check_status(ctx: PhaseRun) -> Check | None:
     return ctx.run("jobs.status.reports", "Status endpoint reports the run", probe, expected=expected, writes=True)
 
 
-def show_timeline(ctx: PhaseRun) -> None:
+def show_timeline(ctx: PhaseRun[JobsParams]) -> None:
     """Plotly chart: per job started by this phase, waiting (enqueued → picked) then running (→ done).
 
     A job never picked up is drawn waiting until the timeout, in red; every bar has a minimum width and its
@@ -374,7 +374,7 @@ def show_timeline(ctx: PhaseRun) -> None:
     ctx.figure(fig)
 
 
-def check_cleanup(ctx: PhaseRun) -> Check | None:
+def check_cleanup(ctx: PhaseRun[JobsParams]) -> Check | None:
     """Remove this run's jobs and what they produced (`jobs.cleanup`), at the end of the phase."""
     from rehearsal_lib.checks.cleanup import check_cleanup as cleanup
 

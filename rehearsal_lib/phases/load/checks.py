@@ -95,7 +95,7 @@ def _codes(value: int | list[int]) -> list[int]:
     return value if isinstance(value, list) else [value]
 
 
-def _run_id(ctx: PhaseRun) -> str:
+def _run_id(ctx: PhaseRun[LoadParams]) -> str:
     return os.path.basename(ctx.run_dir.rstrip("/")) or f"adhoc-{uuid.uuid4().hex[:8]}"
 
 
@@ -104,13 +104,13 @@ def _fill_run_id(value: Any, run_id: str) -> Any:
     return partial(value, {"run_id": run_id})
 
 
-def _headers(ctx: PhaseRun, sc: LoadScenario) -> dict[str, str]:
+def _headers(ctx: PhaseRun[LoadParams], sc: LoadScenario) -> dict[str, str]:
     out = dict(ctx.auth_headers()) if sc.auth else {}
     out.update({k: ctx.resolve(v) or "" for k, v in sc.headers.items()})
     return out
 
 
-def _scenario(ctx: PhaseRun, sc: LoadScenario, run_id: str) -> Scenario:
+def _scenario(ctx: PhaseRun[LoadParams], sc: LoadScenario, run_id: str) -> Scenario:
     return Scenario(sc.name, _fill_run_id(sc.path, run_id), sc.method, sc.weight, _fill_run_id(sc.json_body, run_id),
                     _headers(ctx, sc), _codes(sc.expect_status))
 
@@ -118,7 +118,7 @@ def _scenario(ctx: PhaseRun, sc: LoadScenario, run_id: str) -> Scenario:
 class _ConnSampler(threading.Thread):
     """Samples pg_stat_activity every interval through the read-only engine until stopped."""
 
-    def __init__(self, ctx: PhaseRun, run: LoadRun, interval_s: float, app_name: str | None, t0: float):
+    def __init__(self, ctx: PhaseRun[LoadParams], run: LoadRun, interval_s: float, app_name: str | None, t0: float):
         super().__init__(name="rehearsal-pg-sampler", daemon=True)
         self.ctx, self.run_, self.interval, self.app_name = ctx, run, interval_s, app_name
         self.stop_event = threading.Event()
@@ -154,7 +154,7 @@ class _ConnSampler(threading.Thread):
             self.ready.set()
 
 
-def _setup(ctx: PhaseRun, cfg: LoadParams, run_id: str, run: LoadRun) -> None:
+def _setup(ctx: PhaseRun[LoadParams], cfg: LoadParams, run_id: str, run: LoadRun) -> None:
     """Send each setup request `count` times and keep the named field of every response."""
     for step in cfg.setup:
         sc = Scenario(step.name, _fill_run_id(step.path, run_id), step.method,
@@ -236,7 +236,7 @@ def _send_load(ctx: PhaseRun[LoadParams], run: LoadRun) -> None:
             sampler.join(ctx.params.target.timeout_s + ctx.params.safety.sql_statement_timeout_ms / 1000)
 
 
-def show_run(ctx: PhaseRun, run: LoadRun) -> None:
+def show_run(ctx: PhaseRun[LoadParams], run: LoadRun) -> None:
     """A short table of what was sent: per stage its shape, requests, failures and how long it took."""
     import html
 
@@ -316,7 +316,7 @@ def _stages(ctx: PhaseRun[LoadParams]) -> list[LoadStage]:
     return list(ctx.settings.stages)
 
 
-def check_generator(ctx: PhaseRun, run: LoadRun) -> list[Check]:
+def check_generator(ctx: PhaseRun[LoadParams], run: LoadRun) -> list[Check]:
     """The generator kept up with each stage (else its latency figures are the client's, not the server's)."""
     gen = ctx.settings.generator
     out = []
@@ -342,7 +342,7 @@ def check_generator(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     return out
 
 
-def check_latency(ctx: PhaseRun, run: LoadRun) -> list[Check]:
+def check_latency(ctx: PhaseRun[LoadParams], run: LoadRun) -> list[Check]:
     """p95 (a blocker by default, as the seed's hard gate) and p99 of every scenario against its limits."""
     out = []
     for stage in _stages(ctx):
@@ -395,7 +395,7 @@ def check_latency(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     return out
 
 
-def check_errors(ctx: PhaseRun, run: LoadRun) -> list[Check]:
+def check_errors(ctx: PhaseRun[LoadParams], run: LoadRun) -> list[Check]:
     """Share of requests per scenario without an expected status (timeouts and connection errors count)."""
     out = []
     for stage in _stages(ctx):
@@ -425,7 +425,7 @@ def check_errors(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     return out
 
 
-def check_throughput(ctx: PhaseRun, run: LoadRun) -> list[Check]:
+def check_throughput(ctx: PhaseRun[LoadParams], run: LoadRun) -> list[Check]:
     """Completed, expected responses per second of each stage with a `min_throughput_rps`."""
     out = []
     for stage in _stages(ctx):
@@ -453,7 +453,7 @@ def check_throughput(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     return out
 
 
-def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
+def check_db_connections(ctx: PhaseRun[LoadParams], run: LoadRun) -> list[Check]:
     """Peak database connections during the load against max_connections, and the app's pool limit."""
     cfg = ctx.settings.db_connections
     if cfg is None:
@@ -497,22 +497,23 @@ def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     out.append(ctx.run("load.db.connections", "Database connections under load", usage, severity="major",
                        expected=expected, writes=True))
     if cfg.application_name and cfg.pool_size:
-        pool_expected = f"{cfg.application_name} below its pool limit of {cfg.pool_size} connections"
+        pool_size = cfg.pool_size
+        pool_expected = f"{cfg.application_name} below its pool limit of {pool_size} connections"
 
         def pool() -> Outcome:
             bad = peak()
             if bad:
                 return Outcome(bad.status, bad.observed, pool_expected)
             top = max(s.app or 0 for s in run.conn_samples)
-            at_limit = sum(1 for s in run.conn_samples if (s.app or 0) >= cfg.pool_size)
-            metrics = {"peak_app_connections": top, "pool_size": cfg.pool_size}
+            at_limit = sum(1 for s in run.conn_samples if (s.app or 0) >= pool_size)
+            metrics = {"peak_app_connections": top, "pool_size": pool_size}
             evidence = {"application": cfg.application_name, "peak": plural(top, "connection"),
-                        "pool limit": plural(cfg.pool_size, "connection"),
+                        "pool limit": plural(pool_size, "connection"),
                         "samples at the limit": f"{at_limit} of {len(run.conn_samples)}"}
-            if top >= cfg.pool_size:
-                return Outcome("warn", f"pool exhausted: {cfg.application_name} held {top} of {cfg.pool_size} "
+            if top >= pool_size:
+                return Outcome("warn", f"pool exhausted: {cfg.application_name} held {top} of {pool_size} "
                                        "connections (requests waited for one)", pool_expected, evidence, metrics)
-            return Outcome("pass", f"peak {top} of {plural(cfg.pool_size, 'connection')}", pool_expected, evidence,
+            return Outcome("pass", f"peak {top} of {plural(pool_size, 'connection')}", pool_expected, evidence,
                            metrics)
 
         out.append(ctx.run("load.db.pool", f"Connection pool of {cfg.application_name}", pool, severity="major",
@@ -527,7 +528,7 @@ def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 
 
-def _latency_figure(ctx: PhaseRun, run: LoadRun) -> None:
+def _latency_figure(ctx: PhaseRun[LoadParams], run: LoadRun) -> None:
     """Grouped p50/p95/p99 bars per scenario on a log axis (a slow scenario must not hide the fast ones)."""
     rows = [(sr, st) for sr in run.stages if sr.result for st in sr.result.scenario_stats() if st.p50_ms is not None]
     if not rows:
@@ -555,7 +556,7 @@ def _latency_figure(ctx: PhaseRun, run: LoadRun) -> None:
     ctx.figure(fig)
 
 
-def _timeline_figure(ctx: PhaseRun, run: LoadRun) -> None:
+def _timeline_figure(ctx: PhaseRun[LoadParams], run: LoadRun) -> None:
     """Requests/s and errors/s per scenario over time: one colour per scenario in both panels."""
     done = [sr for sr in run.stages if sr.result]
     if not done:
@@ -595,12 +596,14 @@ def _timeline_figure(ctx: PhaseRun, run: LoadRun) -> None:
     ctx.figure(fig)
 
 
-def _connections_figure(ctx: PhaseRun, run: LoadRun) -> None:
+def _connections_figure(ctx: PhaseRun[LoadParams], run: LoadRun) -> None:
     if not run.conn_samples:
         return
     import plotly.graph_objects as go
 
     cfg = ctx.settings.db_connections
+    if cfg is None:
+        return
     t = [s.t_s for s in run.conn_samples]
     fig = go.Figure(go.Scatter(x=t, y=[s.total for s in run.conn_samples], name="all client connections"))
     fig.add_trace(go.Scatter(x=t, y=[s.active for s in run.conn_samples], name="active (running a query)"))

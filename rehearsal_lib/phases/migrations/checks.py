@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from rehearsal_lib.checks.wording import ms, plural
 from rehearsal_lib.phase import Outcome, PhaseRun, describe_exception
+from rehearsal_lib.phases.migrations.params import MigrationsParams
 from rehearsal_lib.probes import command
 from rehearsal_lib.probes.sql import query, quote_ident, split_name
 from rehearsal_lib.results import Check
@@ -53,8 +54,9 @@ class SqlDir:
 
     supports_apply = True
 
-    def __init__(self, ctx: PhaseRun):
+    def __init__(self, ctx: PhaseRun[MigrationsParams]):
         cfg = ctx.settings.sql_dir
+        assert cfg is not None  # DRIVERS builds the driver of the block the params configure
         self.ctx, self.cfg = ctx, cfg
         self.directory = Path(ctx.resolve(cfg.directory, secret=False) or "")
         down = ctx.resolve(cfg.down_directory, secret=False) if cfg.down_directory else None
@@ -207,8 +209,9 @@ class Alembic:
 
     supports_apply = True
 
-    def __init__(self, ctx: PhaseRun):
+    def __init__(self, ctx: PhaseRun[MigrationsParams]):
         cfg = ctx.settings.alembic
+        assert cfg is not None  # DRIVERS builds the driver of the block the params configure
         self.ctx = ctx
         self.ini = Path(ctx.resolve(cfg.config, secret=False) or "").absolute()
         if not self.ini.is_file():
@@ -365,8 +368,10 @@ def _known(script: Any, revision: str) -> bool:
 class Command:
     """Any tool: a plan command whose output lines name the pending migrations."""
 
-    def __init__(self, ctx: PhaseRun):
-        self.ctx, self.cfg = ctx, ctx.settings.command
+    def __init__(self, ctx: PhaseRun[MigrationsParams]):
+        cfg = ctx.settings.command
+        assert cfg is not None  # DRIVERS builds the driver of the block the params configure
+        self.ctx, self.cfg = ctx, cfg
         self.supports_apply = bool(self.cfg.apply_command)
         self.outputs: list[dict[str, Any]] = []
 
@@ -561,7 +566,7 @@ def scratch_database(admin_url: str, prefix: str = "rehearsal_scratch"):
 class MigrationsRun:
     """The phase's state across its check families: the driver, the plan, whether apply stopped."""
 
-    def __init__(self, ctx: PhaseRun):
+    def __init__(self, ctx: PhaseRun[MigrationsParams]):
         self.ctx = ctx
         self.driver: Any = None
         self.driver_error: str | None = None
@@ -772,7 +777,7 @@ def _one_line(probe: Any, expected: str) -> Any:
     return guarded
 
 
-def _table(ctx: PhaseRun, title: str, columns: list[str], rows: list[list[Any]]) -> None:
+def _table(ctx: PhaseRun[MigrationsParams], title: str, columns: list[str], rows: list[list[Any]]) -> None:
     """A plain table under the notebook's own heading (no caption: the heading already names it)."""
     import html
 
@@ -786,7 +791,7 @@ def _table(ctx: PhaseRun, title: str, columns: list[str], rows: list[list[Any]])
                                                       for r in rows)})
 
 
-def _durations_chart(ctx: PhaseRun, rows: list[dict[str, Any]]) -> None:
+def _durations_chart(ctx: PhaseRun[MigrationsParams], rows: list[dict[str, Any]]) -> None:
     """Durations per migration, worth a chart only from two migrations on (one is in the table)."""
     done = [r for r in rows if r["duration_ms"] is not None]
     if len(done) < 2:
@@ -805,7 +810,7 @@ def _durations_chart(ctx: PhaseRun, rows: list[dict[str, Any]]) -> None:
 # ------------------------------------------------------------------------------------ post-conditions
 
 
-def check_postconditions(ctx: PhaseRun) -> list[Check]:
+def check_postconditions(ctx: PhaseRun[MigrationsParams]) -> list[Check]:
     """One check per declared family: tables, columns (and types), indexes, foreign keys, checks,
     functions, RLS enabled with its policies."""
     pc = ctx.settings.postconditions

@@ -16,7 +16,7 @@ import httpx
 
 from rehearsal_lib.checks.wording import plural, secs, without_none
 from rehearsal_lib.phase import Outcome, PhaseRun
-from rehearsal_lib.phases.observability.params import LogSource, MetricSeries
+from rehearsal_lib.phases.observability.params import LogSource, MetricSeries, ObservabilityParams
 from rehearsal_lib.probes import http
 from rehearsal_lib.probes.poll import poll_until
 from rehearsal_lib.probes.sql import query
@@ -30,9 +30,11 @@ def slug(text: str) -> str:
     return _slug(text)
 
 
-def scrape(ctx: PhaseRun) -> tuple[http.HttpResult, dict[str, Any] | None, str | None]:
+def scrape(ctx: PhaseRun[ObservabilityParams]) -> tuple[http.HttpResult, dict[str, Any] | None, str | None]:
     """GET the metrics URL and parse it with prometheus_client: (response, families by name, parse error)."""
     cfg = ctx.settings.metrics
+    if cfg is None:
+        raise RuntimeError("phases.observability.metrics is not configured")
     url = ctx.resolve(cfg.url, secret=False) or cfg.url
     headers = ctx.auth_headers() if cfg.auth else None
     t0 = time.perf_counter()
@@ -57,7 +59,7 @@ def scrape(ctx: PhaseRun) -> tuple[http.HttpResult, dict[str, Any] | None, str |
     return res, families, None
 
 
-def check_metrics(ctx: PhaseRun) -> list[Check]:
+def check_metrics(ctx: PhaseRun[ObservabilityParams]) -> list[Check]:
     """The metrics endpoint parses (prometheus_client's parser); each expected series exists with sane values."""
     cfg = ctx.settings.metrics
     if cfg is None:
@@ -159,14 +161,14 @@ def _histogram_problem(fam: Any) -> str | None:
     return None
 
 
-def _gauge_value(ctx: PhaseRun, name: str) -> float | None:
+def _gauge_value(ctx: PhaseRun[ObservabilityParams], name: str) -> float | None:
     _, families, _ = scrape(ctx)
     fam = (families or {}).get(name)
     values = [s.value for s in fam.samples] if fam else []
     return values[0] if values else None
 
 
-def check_readiness_toggle(ctx: PhaseRun) -> Check | None:
+def check_readiness_toggle(ctx: PhaseRun[ObservabilityParams]) -> Check | None:
     """Toggle the target unhealthy: readiness (and its gauge) must follow within N s; health is always restored."""
     cfg = ctx.settings.readiness
     if cfg is None:
@@ -243,7 +245,7 @@ def _plain(point: dict[str, Any]) -> dict[str, Any]:
     return without_none({**out, "gauge": point.get("gauge"), "sent": point.get("body")})
 
 
-def _figure(ctx: PhaseRun, timeline: list[dict[str, Any]]) -> None:
+def _figure(ctx: PhaseRun[ObservabilityParams], timeline: list[dict[str, Any]]) -> None:
     import plotly.graph_objects as go
 
     points = [p for p in timeline if p["phase"] != "toggle"]
@@ -256,7 +258,7 @@ def _figure(ctx: PhaseRun, timeline: list[dict[str, Any]]) -> None:
                                  name="readiness gauge", marker_symbol="x"))
     for p in timeline:
         if p["phase"] == "toggle":
-            healthy = p.get("body") == ctx.settings.readiness.healthy_json
+            healthy = p.get("body") == (ctx.settings.readiness.healthy_json if ctx.settings.readiness else None)
             fig.add_vline(x=p["t"], line_dash="dot", line_color="#57606a",
                           annotation_text="health restored" if healthy else "set unhealthy",
                           annotation_position="top right" if healthy else "top left")
@@ -266,7 +268,7 @@ def _figure(ctx: PhaseRun, timeline: list[dict[str, Any]]) -> None:
     ctx.figure(fig)
 
 
-def read_log_lines(ctx: PhaseRun, src: LogSource) -> list[str]:
+def read_log_lines(ctx: PhaseRun[ObservabilityParams], src: LogSource) -> list[str]:
     """The last `tail_lines` lines of the configured log file or command."""
     if src.file:
         path = Path(ctx.resolve(src.file, secret=False) or "")
@@ -284,7 +286,7 @@ def read_log_lines(ctx: PhaseRun, src: LogSource) -> list[str]:
     return list(deque(proc.stdout.splitlines(), maxlen=src.tail_lines))
 
 
-def check_request_id(ctx: PhaseRun) -> list[Check]:
+def check_request_id(ctx: PhaseRun[ObservabilityParams]) -> list[Check]:
     """A request id we send is echoed in the response and shows up in the log source."""
     cfg, src = ctx.settings.request_id, ctx.settings.logs
     if cfg is None:
@@ -332,7 +334,7 @@ def _readable(line: str) -> Any:
     return parsed if isinstance(parsed, dict) else line[:300]
 
 
-def check_logs_json(ctx: PhaseRun) -> Check | None:
+def check_logs_json(ctx: PhaseRun[ObservabilityParams]) -> Check | None:
     """Recent log lines are JSON objects (structured logging)."""
     src = ctx.settings.logs
     if src is None:
@@ -390,7 +392,7 @@ WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 
 
-def check_slow_queries(ctx: PhaseRun) -> Check | None:
+def check_slow_queries(ctx: PhaseRun[ObservabilityParams]) -> Check | None:
     """The application's slowest statements (mean time) from pg_stat_statements, Rehearsal's own statements
     excluded; skip with the reason when the extension is absent."""
     from rehearsal_lib.probes.sql import MARKER, scalar

@@ -8,6 +8,7 @@ from typing import Any
 
 from rehearsal_lib.checks.wording import ms, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.phases.preflight.params import PreflightParams
 from rehearsal_lib.probes import http
 from rehearsal_lib.probes.placeholders import expand, expand_text
 from rehearsal_lib.probes.sql import query
@@ -15,7 +16,7 @@ from rehearsal_lib.probes.stats import percentile
 from rehearsal_lib.results import FAILING, Check, StatusName
 
 
-def _status_check(ctx: PhaseRun, path: str) -> Outcome:
+def _status_check(ctx: PhaseRun[PreflightParams], path: str) -> Outcome:
     res = http.request(ctx.http, "GET", path)
     expected = f"GET {path} answers 2xx"
     unreached = http.reached_handler(res, authenticated=False)  # health endpoints are public
@@ -25,15 +26,16 @@ def _status_check(ctx: PhaseRun, path: str) -> Outcome:
                    {"elapsed_ms": round(res.elapsed_ms, 2), "status": res.status})
 
 
-def check_identity(ctx: PhaseRun) -> Check | None:
+def check_identity(ctx: PhaseRun[PreflightParams]) -> Check | None:
     """The service names itself and, where params pin one, runs the expected version."""
     s = ctx.settings
-    if not s.version_endpoint:
+    endpoint = s.version_endpoint
+    if not endpoint:
         ctx.note("Not configured: phases.preflight.version_endpoint is empty.")
         return None
 
     def probe() -> Outcome:
-        res = http.request(ctx.http, "GET", s.version_endpoint)
+        res = http.request(ctx.http, "GET", endpoint)
         expected = f"{s.version_endpoint} returns a JSON identity" + (
             f" with version {s.expected_version}" if s.expected_version else "")
         unreached = http.reached_handler(res, authenticated=False)  # 3xx: no identity was read
@@ -55,13 +57,13 @@ def check_identity(ctx: PhaseRun) -> Check | None:
     return ctx.run("preflight.identity", "Target identity and version", probe, severity="blocker")
 
 
-def check_health(ctx: PhaseRun) -> Check:
+def check_health(ctx: PhaseRun[PreflightParams]) -> Check:
     path = ctx.settings.health_endpoint
     return ctx.run("preflight.health", f"Health endpoint {path}", lambda: _status_check(ctx, path),
                    severity="blocker")
 
 
-def check_ready(ctx: PhaseRun) -> Check | None:
+def check_ready(ctx: PhaseRun[PreflightParams]) -> Check | None:
     path = ctx.settings.ready_endpoint
     if not path:
         return None
@@ -69,7 +71,7 @@ def check_ready(ctx: PhaseRun) -> Check | None:
                    severity="blocker")
 
 
-def check_exam_mode(ctx: PhaseRun) -> Check | None:
+def check_exam_mode(ctx: PhaseRun[PreflightParams]) -> Check | None:
     """The freeze flag (EXAM_MODE) is what the rehearsal expects."""
     cfg = ctx.settings.exam_mode
     if cfg is None:
@@ -94,7 +96,7 @@ def check_exam_mode(ctx: PhaseRun) -> Check | None:
     return ctx.run("preflight.exam_mode", "Freeze flag (exam mode) as expected", probe, severity="blocker")
 
 
-def check_freeze_quiet(ctx: PhaseRun) -> list[Check]:
+def check_freeze_quiet(ctx: PhaseRun[PreflightParams]) -> list[Check]:
     """While the freeze is on, nothing that should be paused is running (zero-row SQL from params)."""
     from rehearsal_lib.phases.integrity.checks import check_zero_rows
 
@@ -107,7 +109,7 @@ def check_freeze_quiet(ctx: PhaseRun) -> list[Check]:
     return [check_zero_rows(ctx, spec, id_prefix="preflight.freeze", sample=10) for spec in specs]
 
 
-def check_latency(ctx: PhaseRun) -> Check:
+def check_latency(ctx: PhaseRun[PreflightParams]) -> Check:
     """Sequential samples of the light endpoints; p95 against the threshold, with a chart."""
     cfg = ctx.settings.latency
     samples: dict[str, list[float]] = {}  # response times of answered (2xx) requests only
@@ -146,6 +148,7 @@ def check_latency(ctx: PhaseRun) -> Check:
         if errors:
             return Outcome("fail", f"{plural(len(errors), 'failed request')}; p95 {ms(p95)}", expected, evidence,
                            metrics)
+        assert p95 is not None  # too_few_responses returned above when nothing was answered
         status: StatusName = "pass" if p95 <= cfg.p95_ms else "fail"
         return Outcome(status, f"p95 {ms(p95)} (p50 {ms(metrics['p50_ms'])})", expected, evidence, metrics)
 
@@ -166,7 +169,7 @@ def check_latency(ctx: PhaseRun) -> Check:
     return check
 
 
-def check_database(ctx: PhaseRun) -> Check | None:
+def check_database(ctx: PhaseRun[PreflightParams]) -> Check | None:
     """The database answers through a read-only session with the statement timeout in force."""
     if not ctx.database_url:
         ctx.note("No database configured (target.database_url).")
@@ -189,7 +192,7 @@ def check_database(ctx: PhaseRun) -> Check | None:
                    expected="connects; session is read-only with a statement timeout")
 
 
-def check_required_settings(ctx: PhaseRun) -> Check | None:
+def check_required_settings(ctx: PhaseRun[PreflightParams]) -> Check | None:
     """Settings the release needs are present in the environment (names only; values never shown)."""
     names = ctx.settings.required_settings
     if not names:
@@ -207,7 +210,7 @@ def check_required_settings(ctx: PhaseRun) -> Check | None:
     return ctx.run("preflight.settings", "Required settings present (names only)", probe, severity="major")
 
 
-def check_journey(ctx: PhaseRun) -> list[Check]:
+def check_journey(ctx: PhaseRun[PreflightParams]) -> list[Check]:
     """The critical path as a user walks it (e.g. create session, answer, submit), one check per step."""
     steps = ctx.settings.journey
     if not steps:

@@ -15,12 +15,13 @@ from typing import Any
 
 from rehearsal_lib.checks.wording import days, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.phases.retention.params import RetentionParams
 from rehearsal_lib.probes import command, http
 from rehearsal_lib.probes.sql import query, quote_ident, split_name
 from rehearsal_lib.results import Check
 
 
-def _overdue(ctx: PhaseRun, win: Any) -> tuple[int, list[list[Any]]]:
+def _overdue(ctx: PhaseRun[RetentionParams], win: Any) -> tuple[int, list[list[Any]]]:
     schema, table = split_name(win.table)
     src = f"{quote_ident(schema)}.{quote_ident(table)}"
     col = quote_ident(win.column)
@@ -49,7 +50,7 @@ def _when(value: Any) -> str:
     return str(value)
 
 
-def check_windows(ctx: PhaseRun) -> list[Check]:
+def check_windows(ctx: PhaseRun[RetentionParams]) -> list[Check]:
     """No row is older than its table's retention window."""
     wins = ctx.settings.windows
     if not wins:
@@ -80,7 +81,7 @@ def check_windows(ctx: PhaseRun) -> list[Check]:
     return out
 
 
-def check_purge_dry_run(ctx: PhaseRun) -> Check | None:
+def check_purge_dry_run(ctx: PhaseRun[RetentionParams]) -> Check | None:
     """The purge's dry run answers with would-delete counts that match the rows past their windows."""
     cfg = ctx.settings.purge_dry_run
     if cfg is None or not (cfg.sql or cfg.command):
@@ -154,7 +155,7 @@ def find_pii(text: str, patterns: dict[str, re.Pattern[str]]) -> list[tuple[str,
     return found
 
 
-def check_pii(ctx: PhaseRun) -> list[Check]:
+def check_pii(ctx: PhaseRun[RetentionParams]) -> list[Check]:
     """A bounded sample of each configured column holds no e-mail, phone or card number in clear."""
     cfg = ctx.settings.pii_scan
     if not cfg.columns:
@@ -195,7 +196,7 @@ def check_pii(ctx: PhaseRun) -> list[Check]:
 # ------------------------------------------------------------------------------------------ export
 
 
-def check_export(ctx: PhaseRun) -> list[Check]:
+def check_export(ctx: PhaseRun[RetentionParams]) -> list[Check]:
     """A data-subject export requested through the API holds the expected datasets; its checksum recorded."""
     cfg = ctx.settings.export
     if cfg is None:

@@ -11,7 +11,7 @@ import httpx
 
 from rehearsal_lib.checks.wording import pattern_text, plural, without_none, yes_no
 from rehearsal_lib.phase import Outcome, PhaseRun
-from rehearsal_lib.phases.security.params import BadInput, HeaderRule, ProtectedEndpoint
+from rehearsal_lib.phases.security.params import BadInput, HeaderRule, ProtectedEndpoint, SecurityParams
 from rehearsal_lib.probes import http, tls
 from rehearsal_lib.probes.sql import query
 from rehearsal_lib.results import Check, StatusName
@@ -23,7 +23,7 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
-def tls_target(ctx: PhaseRun) -> tuple[str | None, str | None]:
+def tls_target(ctx: PhaseRun[SecurityParams]) -> tuple[str | None, str | None]:
     """(HTTPS URL, CA file): `tls.url` / `tls.ca_file`, else target.base_url when it is https."""
     cfg = ctx.settings.tls
     url = ctx.resolve(cfg.url, secret=False) if cfg and cfg.url else None
@@ -33,7 +33,7 @@ def tls_target(ctx: PhaseRun) -> tuple[str | None, str | None]:
     return (url or None), (ca or None)
 
 
-def check_tls(ctx: PhaseRun) -> list[Check]:
+def check_tls(ctx: PhaseRun[SecurityParams]) -> list[Check]:
     """Certificate chain + hostname, days to expiry, negotiated protocol (and no downgrade below it)."""
     cfg = ctx.settings.tls
     url, ca = tls_target(ctx)
@@ -80,14 +80,14 @@ def check_tls(ctx: PhaseRun) -> list[Check]:
             ctx.run("security.tls.protocol", f"TLS protocol at least {tls.label(cfg.min_version)}", protocol)]
 
 
-def _client_for(ctx: PhaseRun, url: str, ca: str | None) -> httpx.Client:
+def _client_for(ctx: PhaseRun[SecurityParams], url: str, ca: str | None) -> httpx.Client:
     verify: Any = ctx.params.target.verify_tls
     if url.startswith("https://") and ca:
         verify = tls.verifying_context(ca)
     return httpx.Client(timeout=ctx.params.target.timeout_s, verify=verify, follow_redirects=False)
 
 
-def check_headers(ctx: PhaseRun) -> list[Check]:
+def check_headers(ctx: PhaseRun[SecurityParams]) -> list[Check]:
     """Each configured security header is present (and matches its pattern) on one response."""
     cfg = ctx.settings.headers
     if cfg is None:
@@ -125,7 +125,7 @@ def _header_outcome(res: http.HttpResult, headers: dict[str, str], rule: HeaderR
     return Outcome("pass", f"{rule.name}: {value}", expected, ev)
 
 
-def check_auth(ctx: PhaseRun) -> list[Check]:
+def check_auth(ctx: PhaseRun[SecurityParams]) -> list[Check]:
     """Each protected endpoint refuses a request without credentials and one with a wrong token."""
     specs = ctx.settings.protected_endpoints
     if not specs:
@@ -134,7 +134,7 @@ def check_auth(ctx: PhaseRun) -> list[Check]:
                     partial(_auth_outcome, ctx, s), severity=s.severity) for s in specs]
 
 
-def _auth_outcome(ctx: PhaseRun, spec: ProtectedEndpoint) -> Outcome:
+def _auth_outcome(ctx: PhaseRun[SecurityParams], spec: ProtectedEndpoint) -> Outcome:
     expected = f"HTTP {'/'.join(map(str, spec.refuse_status))} without credentials and with a wrong token"
     tries = {"no credentials": {}, "wrong token": {"Authorization": f"Bearer {ctx.settings.wrong_token}"}}
     seen, ev, errors = {}, {}, []
@@ -163,7 +163,7 @@ def _payload_strings(value: Any) -> list[str]:
     return []
 
 
-def check_bad_inputs(ctx: PhaseRun) -> list[Check]:
+def check_bad_inputs(ctx: PhaseRun[SecurityParams]) -> list[Check]:
     """Hostile inputs get a 4xx (never a 5xx) and are not echoed back verbatim; chart of the codes."""
     specs = ctx.settings.bad_inputs
     if not specs:
@@ -185,7 +185,7 @@ def check_bad_inputs(ctx: PhaseRun) -> list[Check]:
     return out
 
 
-def _bad_input_outcome(ctx: PhaseRun, spec: BadInput, codes: dict[str, str]) -> Outcome:
+def _bad_input_outcome(ctx: PhaseRun[SecurityParams], spec: BadInput, codes: dict[str, str]) -> Outcome:
     allowed = spec.expect_status
     expected = (f"HTTP {'/'.join(map(str, allowed))}" if allowed
                 else "HTTP 4xx (never 5xx), payload not reflected as markup")
@@ -220,7 +220,7 @@ def _bad_input_outcome(ctx: PhaseRun, spec: BadInput, codes: dict[str, str]) -> 
     return Outcome("pass", f"HTTP {res.status}", expected, ev, {"status": res.status})
 
 
-def check_database_ssl(ctx: PhaseRun) -> Check | None:
+def check_database_ssl(ctx: PhaseRun[SecurityParams]) -> Check | None:
     """The server has ssl=on and this very connection is encrypted (pg_settings, pg_stat_ssl)."""
     if not ctx.settings.database_ssl:
         ctx.note("Database SSL not required here (phases.security.database_ssl is false).")
@@ -241,7 +241,7 @@ def check_database_ssl(ctx: PhaseRun) -> Check | None:
     return ctx.run("security.database.ssl", "Database connections use SSL", probe)
 
 
-def check_rls(ctx: PhaseRun) -> list[Check]:
+def check_rls(ctx: PhaseRun[SecurityParams]) -> list[Check]:
     """Each listed table has row-level security enabled (pg_class.relrowsecurity) and its policies.
 
     A blocker, like migrations.post.rls: a listed table holds data other tenants or candidates must not see."""
@@ -252,7 +252,7 @@ def check_rls(ctx: PhaseRun) -> list[Check]:
                     severity="blocker") for t in tables]
 
 
-def _rls_outcome(ctx: PhaseRun, table: str) -> Outcome:
+def _rls_outcome(ctx: PhaseRun[SecurityParams], table: str) -> Outcome:
     expected = "row-level security on (pg_class.relrowsecurity)"
     _, rows = query(ctx.engine, "SELECT c.relrowsecurity, c.relforcerowsecurity,"
                                 " (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid)"

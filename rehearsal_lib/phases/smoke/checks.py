@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rehearsal_lib.phase import Outcome, PhaseRun, display_bundle
-from rehearsal_lib.phases.smoke.params import junit_path_is_safe
+from rehearsal_lib.phases.smoke.params import SmokeParams, junit_path_is_safe
 from rehearsal_lib.probes import command
 from rehearsal_lib.results import Check, StatusName
 
@@ -54,7 +54,7 @@ def junit_file(setting: str, out_dir: Path) -> Path | None:
     return path if path.resolve().is_relative_to(out_dir.resolve()) else None
 
 
-def check_smoke(ctx: PhaseRun) -> list[Check]:
+def check_smoke(ctx: PhaseRun[SmokeParams]) -> list[Check]:
     """The smoke command exits 0 and its JUnit XML holds at least `min_tests` cases, none failing."""
     cfg = ctx.settings
     if not cfg.command:
@@ -80,6 +80,7 @@ def check_smoke(ctx: PhaseRun) -> list[Check]:
         expected = "the smoke command exits 0"
         # placeholders first, then ${VAR} references: a resolved secret is never read as a template
         env = {k: ctx.resolve(command.fill(v, f"env.{k}", **places)) or "" for k, v in cfg.env.items()}
+        assert cfg.command  # check_smoke returned above when no command is configured
         res = command.run(cfg.command, cfg.timeout_s, env=env, **places)
         result["res"] = res
         if ctx.run_dir and junit.is_relative_to(Path(ctx.run_dir)):  # the suite may write secrets into it

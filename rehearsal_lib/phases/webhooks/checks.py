@@ -57,7 +57,7 @@ class Sender:
     (`rehearsal-<run_id>-<n>`) and every request is recorded, so later probes can count this run's
     own traffic (e.g. what already sits in a rate-limit bucket)."""
 
-    def __init__(self, ctx: PhaseRun):
+    def __init__(self, ctx: PhaseRun[WebhooksParams]):
         self.ctx = ctx
         self.s: WebhooksParams = ctx.settings
         self.run_id = ctx.run_id
@@ -103,7 +103,7 @@ class Sender:
         return [r.at for r in self.sent if r.endpoint == self.s.endpoint and r.at >= since and same_bucket(r.headers)]
 
 
-def _sender(ctx: PhaseRun) -> Sender:
+def _sender(ctx: PhaseRun[WebhooksParams]) -> Sender:
     return ctx.cached("webhooks.sender", lambda: Sender(ctx))
 
 
@@ -119,7 +119,7 @@ def _codes(codes: list[int]) -> str:
     return "/".join(str(c) for c in codes)
 
 
-def check_signatures(ctx: PhaseRun) -> list[Check]:
+def check_signatures(ctx: PhaseRun[WebhooksParams]) -> list[Check]:
     """A correctly signed delivery is accepted; a wrongly signed and an unsigned one are rejected."""
     s: WebhooksParams = ctx.settings
     accept, reject = f"HTTP {_codes(s.accept_status)}", f"HTTP {_codes(s.reject_status)}"
@@ -147,7 +147,7 @@ def check_signatures(ctx: PhaseRun) -> list[Check]:
     ]
 
 
-def check_replay(ctx: PhaseRun) -> Check | None:
+def check_replay(ctx: PhaseRun[WebhooksParams]) -> Check | None:
     """A correctly signed delivery whose timestamp lies outside the replay window is rejected."""
     s: WebhooksParams = ctx.settings
     if s.replay is None:
@@ -172,7 +172,7 @@ def check_replay(ctx: PhaseRun) -> Check | None:
                    expected=expected, severity="blocker", writes=True)
 
 
-def check_idempotency(ctx: PhaseRun) -> Check | None:
+def check_idempotency(ctx: PhaseRun[WebhooksParams]) -> Check | None:
     """The same delivery sent twice is processed once (a SQL query counts its processing)."""
     s: WebhooksParams = ctx.settings
     if s.idempotency is None:
@@ -205,7 +205,7 @@ def check_idempotency(ctx: PhaseRun) -> Check | None:
                    expected=expected, severity="blocker", writes=True)
 
 
-def check_rate_limit(ctx: PhaseRun) -> Check | None:
+def check_rate_limit(ctx: PhaseRun[WebhooksParams]) -> Check | None:
     """Past `count` deliveries within the window the receiver answers 429; bounded by `max_requests`.
 
     The phase's own earlier deliveries may sit in the same bucket: those this run sent within the last
@@ -286,7 +286,7 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
     return check
 
 
-def _rate_limit_figure(ctx: PhaseRun, codes: list[int | None], count: int, limit_status: int,
+def _rate_limit_figure(ctx: PhaseRun[WebhooksParams], codes: list[int | None], count: int, limit_status: int,
                        accept: list[int], already: int = 0) -> None:
     """One bar per delivery, coloured by what it means: accepted within the limit, accepted past it (the
     failure), limited as it should be, limited too early, or another answer. `count` is what the
@@ -319,7 +319,7 @@ def _rate_limit_figure(ctx: PhaseRun, codes: list[int | None], count: int, limit
     ctx.figure(fig)
 
 
-def check_storage(ctx: PhaseRun) -> Check | None:
+def check_storage(ctx: PhaseRun[WebhooksParams]) -> Check | None:
     """A delivery carrying sentinel values of the plaintext fields is stored without any of them."""
     s: WebhooksParams = ctx.settings
     if s.storage is None or not s.storage.plaintext_fields:
@@ -357,7 +357,7 @@ def check_storage(ctx: PhaseRun) -> Check | None:
                    expected=expected, severity="blocker", writes=True)
 
 
-def check_cleanup(ctx: PhaseRun) -> Check | None:
+def check_cleanup(ctx: PhaseRun[WebhooksParams]) -> Check | None:
     """Remove this run's deliveries (`webhooks.cleanup`), at the end of the phase."""
     from rehearsal_lib.checks.cleanup import check_cleanup as cleanup
 
