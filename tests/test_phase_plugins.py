@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import run
+from conftest import finish, run, wait_for
 
 from rehearsal_lib.config import load_params
 from rehearsal_lib.phase import write_refusal
@@ -252,6 +253,36 @@ def test_a_killed_disruptive_phase_is_restored_by_the_runner(tmp_path: Path, tar
     results = json.loads((run_dir / "results.json").read_text())
     check = next(c for c in results["checks"] if c["id"] == "run.restore.1")
     assert check["status"] == "pass" and "run by the runner" in check["observed"]
+
+
+@pytest.mark.integration
+def test_ctrl_c_during_a_disruption_still_restores_the_target(tmp_path: Path, target: str):
+    """Ctrl-C (SIGINT to the runner) while the toggle check holds the target unhealthy: the runner passes the
+    interrupt to the phase, whose check restores the target on its way out (or, had it not, the runner would
+    run the registered restore); exactly one restore is sent and the record says who sent it."""
+    Target.toggles.clear()
+    params = _params(tmp_path, "restore-ctrl-c", target, """
+        phases:
+          preflight: {enabled: false}
+          integrity: {enabled: false}
+          observability:
+            readiness: {endpoint: /ready, toggle_path: /toggle, within_s: 120, poll_interval_s: 0.5}
+        """)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "rehearsal_lib.cli", "run", str(params), "--outputs", str(out)],
+                            cwd=ROOT, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: Target.toggles == [{"healthy": False}], 180, "the toggle check did not disrupt the target")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = finish(proc, 180, "the interrupted run did not end")
+    assert proc.returncode != 0, stdout + stderr
+    assert Target.toggles == [{"healthy": False}, {"healthy": True}], (Target.toggles, stdout, stderr)
+    [run_dir] = list((out / "restore-ctrl-c").iterdir())
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["interrupted"] is True
+    events = [json.loads(line) for line in (run_dir / "restores" / "observability.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["registered", "done"] and events[1]["ok"] is True
+    by_runner = events[1]["by"] == "runner"
+    assert ("restored  observability" in stdout) == by_runner and bool(meta.get("restores")) == by_runner
 
 
 def test_one_write_safety_rule(write_params):
