@@ -33,6 +33,7 @@ class HttpResult:
     headers: dict[str, str] | None = None
     error: str | None = None
     redirects: list[str] | None = None  # "307 -> /items/" for each redirect followed on the way
+    retried: str | None = None  # the first attempt's failure when it was sent again on a new connection
 
     @property
     def content_type(self) -> str:
@@ -62,6 +63,8 @@ class HttpResult:
                               if k.lower() in {"content-type", "x-request-id", "server", "content-length", "location"}}
         if self.redirects:
             out["redirects followed"] = self.redirects
+        if self.retried:
+            out["retried"] = f"sent again on a new connection after: {self.retried}"
         out["body"] = self.body if self.body is not None else self.text[:BODY_EXCERPT]
         return out
 
@@ -69,6 +72,12 @@ class HttpResult:
         if self.error:
             return f"no response from {self.method} {self.url}: {self.error}"
         return f"{self.method} {self.url} -> HTTP {self.status} in {self.elapsed_ms:.0f} ms"
+
+
+# A pooled keep-alive connection the server closed (e.g. after it crashed on the previous request) fails
+# the next request before any answer: it is sent once more, on a new connection, and the evidence says so.
+# A second failure is the server's behaviour and is reported as it is.
+STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 def _reason(exc: Exception) -> str:
@@ -87,15 +96,28 @@ def request(client: httpx.Client, method: str, path: str, *, headers: dict[str, 
             follow_redirects: bool | None = None) -> HttpResult:
     """Send one request; never raises for network or protocol failures.
 
-    `follow_redirects`: None keeps the client's setting (`target.follow_redirects`)."""
+    A request that fails before any answer on what may be a stale keep-alive connection (the server closed
+    it, e.g. after crashing on the previous request) is sent once more on a new connection; `retried` and
+    the evidence say so, and a second failure is reported as the server's. `follow_redirects`: None keeps
+    the client's setting (`target.follow_redirects`)."""
     url = str(client.base_url.join(path)) if not path.startswith(("http://", "https://")) else path
     extra: dict[str, Any] = {} if follow_redirects is None else {"follow_redirects": follow_redirects}
+    retried: str | None = None
     t0 = time.perf_counter()
-    try:
-        resp = client.request(method, path, headers=headers, json=json_body, content=content, **extra)
-        body_bytes = resp.content
-    except (httpx.HTTPError, OSError) as exc:
-        return HttpResult(method, url, elapsed_ms=(time.perf_counter() - t0) * 1000, error=_reason(exc))
+    while True:
+        try:
+            resp = client.request(method, path, headers=headers, json=json_body, content=content, **extra)
+            body_bytes = resp.content
+            break
+        except STALE_CONNECTION as exc:
+            if retried is not None:  # twice in a row: not a stale keep-alive connection, the server's answer
+                return HttpResult(method, url, elapsed_ms=(time.perf_counter() - t0) * 1000, error=_reason(exc),
+                                  retried=retried)
+            retried = _reason(exc)
+            t0 = time.perf_counter()
+        except (httpx.HTTPError, OSError) as exc:
+            return HttpResult(method, url, elapsed_ms=(time.perf_counter() - t0) * 1000, error=_reason(exc),
+                              retried=retried)
     elapsed = (time.perf_counter() - t0) * 1000
     text = body_bytes[:BODY_EXCERPT * 4].decode("utf-8", errors="replace")
     body: Any = None
@@ -105,7 +127,8 @@ def request(client: httpx.Client, method: str, path: str, *, headers: dict[str, 
         except ValueError:
             body = None
     redirects = [f"{r.status_code} -> {r.headers.get('location', '?')}" for r in resp.history] or None
-    return HttpResult(method, url, resp.status_code, elapsed, body, text, dict(resp.headers), redirects=redirects)
+    return HttpResult(method, url, resp.status_code, elapsed, body, text, dict(resp.headers), redirects=redirects,
+                      retried=retried)
 
 
 NOT_AUTHENTICATED = "not authenticated, the behaviour under test was not exercised"
