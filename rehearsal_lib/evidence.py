@@ -67,16 +67,26 @@ class RunSummary:
         """Blocker and major checks that failed or errored: what must be resolved."""
         return [c for c in self.checks if c.status in FAILING and c.severity in ("blocker", "major")]
 
-    def not_covered(self) -> list[str]:
-        """Catalogue phases this run did not include (disabled, or not built yet)."""
-        ran = {p.name for p in self.phases}
-        return [p.name for p in PHASES if p.name not in ran]
+    def nothing_checked(self) -> list[str]:
+        """Phases that ran to the end and checked nothing: every check they recorded is the target identity
+        guard (`<phase>.target.identity`), because nothing of theirs is configured. Not coverage."""
+        return [p.name for p in self.phases if p.outcome == "ok" and p.name not in ("decision", "run")
+                and all(c.id.endswith(".target.identity") for c in self.phase_checks.get(p.name, []))]
 
-    @staticmethod
-    def not_covered_reason(name: str) -> str:
-        """Why a catalogue phase is not in this run, in words for the report."""
+    def not_covered(self) -> list[str]:
+        """Catalogue phases this run did not include (disabled, or not built yet), and those that ran and
+        checked nothing."""
+        ran = {p.name for p in self.phases}
+        empty = set(self.nothing_checked())
+        return [p.name for p in PHASES if p.name not in ran or p.name in empty]
+
+    def not_covered_reason(self, name: str) -> str:
+        """Why a catalogue phase is not covered by this run, in words for the report."""
         from rehearsal_lib.phases import notebook_for
 
+        if name in self.nothing_checked():
+            return (f"ran, but checked nothing: no check of phases.{name} is configured (its notebook's notes say "
+                    "what to set)")
         return "not built yet: no notebook" if notebook_for(name) is None else "not enabled for this environment"
 
 

@@ -294,6 +294,8 @@ def summary_view(summary: RunSummary) -> SummaryView:
     missing = summary.not_covered()
     phases = []
     for p in summary.phases:
+        if p.name in missing:  # ran and checked nothing: listed with the phases not covered, below
+            continue
         bad = [c for c in summary.phase_checks.get(p.name, []) if c.status in FAILING]
         note = p.reason or "; ".join(f"{c.id}: {c.observed}" for c in bad[:3]) + (" …" if len(bad) > 3 else "")
         spec = BY_NAME.get(p.name)

@@ -103,3 +103,27 @@ def test_secret_set_scrubs_values_passwords_and_encoded_forms(tmp_path):
     assert not secrets.found_in((tmp_path / "a.json").read_text())
     assert mask_url("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
     assert SecretSet(["ab"]).scrub("ab") == "ab"  # too short to be a secret worth masking
+
+
+def test_a_phase_that_checked_nothing_is_not_coverage(tmp_path):
+    """Integrity on by default against a service with no integrity block records only its target identity
+    guard: the report must not show that as a passed phase (found by a new-user trial)."""
+    from rehearsal_lib.evidence import write_summary_md
+
+    run = tmp_path / "run"
+    (run / "notebooks").mkdir(parents=True)
+    identity = check("integrity.target.identity", "pass", "blocker")
+    real = check("preflight.health", "pass", "blocker")
+    for name, number, checks in (("integrity", "08", [identity]), ("preflight", "01", [real])):
+        outputs = [new_output("display_data", data=c.bundle()) for c in checks]
+        nbformat.write(new_notebook(cells=[new_code_cell("x", outputs=outputs)]),
+                       str(run / "notebooks" / f"{number}_{name}.ipynb"))
+    write_run_record(run, RunRecord.model_validate({
+        "env": "t", "run_id": "r1", "phases": [{"name": "preflight", "outcome": "ok"},
+                                               {"name": "integrity", "outcome": "ok"}]}))
+    summary = collect(run)
+    assert summary.nothing_checked() == ["integrity"]
+    assert "integrity" in summary.not_covered() and "preflight" not in summary.not_covered()
+    assert "checked nothing" in summary.not_covered_reason("integrity")
+    md = write_summary_md(summary).read_text()
+    assert "| Data Integrity | not covered |" in md and "checked nothing" in md

@@ -60,6 +60,9 @@ def rehearsal_rows(ctx: PhaseRun[IntegrityParams], sql: str, marker: RehearsalMa
 
 
 def check_all_zero_rows(ctx: PhaseRun[IntegrityParams]) -> list[Check]:
+    if not ctx.settings.zero_row_checks:
+        ctx.note("Not configured: phases.integrity.zero_row_checks (SQL that must return no rows: orphans, "
+                 "duplicates, mismatches).")
     return [check_zero_rows(ctx, spec) for spec in ctx.settings.zero_row_checks]
 
 
@@ -67,6 +70,8 @@ def check_critical_tables(ctx: PhaseRun[IntegrityParams]) -> list[Check]:
     """Each critical table exists and holds at least its minimum number of rows; chart of counts."""
     counts: dict[str, int] = {}
     out = []
+    if not ctx.settings.critical_tables:
+        ctx.note("Not configured: phases.integrity.critical_tables (tables that must exist with a minimum of rows).")
     for table in ctx.settings.critical_tables:
 
         def probe(table=table) -> Outcome:
@@ -97,6 +102,8 @@ def check_critical_tables(ctx: PhaseRun[IntegrityParams]) -> list[Check]:
 def check_expected_indexes(ctx: PhaseRun[IntegrityParams]) -> list[Check]:
     """Each expected index exists on its table (from pg_indexes)."""
     out = []
+    if not ctx.settings.expected_indexes:
+        ctx.note("Not configured: phases.integrity.expected_indexes (indexes that must exist).")
     for idx in ctx.settings.expected_indexes:
         schema, _, table = idx.table.rpartition(".")
 
