@@ -260,7 +260,7 @@ def extract(source: str, body: Any, headers: Mapping[str, str] | None) -> tuple[
     if source.startswith("header:"):
         name = source.split(":", 1)[1].strip()
         value = header_value(headers, name)
-        return (value is not None, value, f"no response header {name}")
+        return (True, value, "") if value is not None else (False, None, f"no response header {name}")
     if source.startswith("$"):
         values = select(body, source)
         if len(values) == 1:
