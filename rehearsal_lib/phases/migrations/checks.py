@@ -883,14 +883,17 @@ def check_postconditions(ctx: PhaseRun) -> list[Check]:
         if not has_table(spec.table):
             return {"item": label, "ok": False, "problem": f"table {spec.table} missing"}
         i = insp()
-        found = [(c.get("name"), c["column_names"]) for c in i.get_unique_constraints(tname, schema=schema)]
-        found += [(x.get("name"), x["column_names"]) for x in i.get_indexes(tname, schema=schema) if x.get("unique")]
-        match = next((n for n, cols in found if set(cols) == set(spec.columns) and len(cols) == len(spec.columns)),
-                     None)
-        seen = "; ".join(f"({', '.join(c)})" for _, c in found) or "none"
-        return {"item": label, "ok": match is not None or any(set(c) == set(spec.columns) for _, c in found),
-                "problem": f"no unique constraint or unique index on {label} (unique on {spec.table}: {seen})",
-                "detail": f"as {match}" if match else ""}
+        found: dict[tuple[str, ...], str | None] = {}  # columns -> name (a constraint is also listed as an index)
+        for c in i.get_unique_constraints(tname, schema=schema):
+            found.setdefault(tuple(c["column_names"]), c.get("name"))
+        for x in i.get_indexes(tname, schema=schema):
+            if x.get("unique"):
+                found.setdefault(tuple(c for c in x["column_names"] if c), x.get("name"))
+        hit = next((cols for cols in found if set(cols) == set(spec.columns) and len(cols) == len(spec.columns)),
+                   None)
+        seen = "; ".join(f"({', '.join(c)})" for c in found) or "none"
+        return {"item": label, "ok": hit is not None,
+                "problem": f"no unique constraint or unique index on {label} (unique on {spec.table}: {seen})"}
 
     def pk_item(spec: Any) -> dict[str, Any]:
         schema, tname = split_name(spec.table)
