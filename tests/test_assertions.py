@@ -167,3 +167,20 @@ def test_bodies_encode_with_placeholders(tmp_path):
     refs = encode(body_spec(JourneyStep(name="s", path="/", form={"password": "${PW}"})), {},
                   resolve=lambda t: t.replace("${PW}", "s3cret"))
     assert refs[0] == b"password=s3cret"
+
+
+def test_load_scenarios_send_form_multipart_and_raw_bodies():
+    from rehearsal_lib.load.engine import Scenario, _Template
+    from rehearsal_lib.phases.load.params import LoadScenario
+
+    login = LoadScenario(name="login", method="POST", path="/token", form={"username": "u{seq}", "password": "pw"})
+    tpl = _Template(Scenario("login", "/token", "POST", body=body_spec(login)), {}, {}, 0)
+    assert tpl.render() == ("/token", {"content-type": "application/x-www-form-urlencoded"},
+                            b"username=u1&password=pw")
+    static = _Template(Scenario("raw", "/x", "POST", body={"body": "a,b", "content_type": "text/csv"}), {}, {}, 0)
+    assert static.static and static.render() == ("/x", {"content-type": "text/csv"}, b"a,b")
+    up = _Template(Scenario("up", "/u", "POST", body={"form": {}, "files": {"f": {"content": "n{seq}"}}}), {}, {}, 0)
+    (_, h1, b1), (_, h2, b2) = up.render(), up.render()
+    assert h1["content-type"].startswith("multipart/form-data; boundary=") and b"n1" in b1 and b"n2" in b2
+    with pytest.raises(ValidationError, match="one body"):
+        LoadScenario(name="x", path="/", json={"a": 1}, body="x", content_type="text/plain")
