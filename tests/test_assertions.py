@@ -182,5 +182,6 @@ def test_load_scenarios_send_form_multipart_and_raw_bodies():
     up = _Template(Scenario("up", "/u", "POST", body={"form": {}, "files": {"f": {"content": "n{seq}"}}}), {}, {}, 0)
     (_, h1, b1), (_, h2, b2) = up.render(), up.render()
     assert h1["content-type"].startswith("multipart/form-data; boundary=") and b"n1" in b1 and b"n2" in b2
+    assert h1["content-type"] != h2["content-type"]  # a fresh boundary per request
     with pytest.raises(ValidationError, match="one body"):
         LoadScenario(name="x", path="/", json={"a": 1}, body="x", content_type="text/plain")
