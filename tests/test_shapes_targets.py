@@ -65,8 +65,9 @@ class Shapes(BaseHTTPRequestHandler):
             return self._send(200, {"maintenance_freeze": False, "jobs": {"state": "running"}})
         if self.path == "/ready":
             return self._send(200, {"ready": True})
-        if self.path == "/metrics":
-            return self._send(200, b"# TYPE app_ready gauge\napp_ready 0\n", "text/plain; version=0.0.4")
+        if self.path in ("/metrics", "/metrics-ok"):
+            value = b"1" if self.path == "/metrics-ok" else b"0"
+            return self._send(200, b"# TYPE app_ready gauge\napp_ready " + value + b"\n", "text/plain; version=0.0.4")
         return self._send(404, {"detail": "not found"})
 
     def do_POST(self) -> None:  # noqa: N802
@@ -248,6 +249,9 @@ def test_readiness_gauge_without_a_toggle(tmp_path, server):
     block["readiness_gauge"]["gauge"] = "app_readiness"
     check = observability.check_readiness_gauge(phase(tmp_path, "observability", server, {"observability": block}))
     assert check.status == "fail" and check.observed.startswith("no gauge app_readiness on the metrics endpoint")
+    ok = {"metrics": {"url": "/metrics-ok"}, "readiness_gauge": {"endpoint": "/ready", "gauge": "app_ready"}}
+    check = observability.check_readiness_gauge(phase(tmp_path, "observability", server, {"observability": ok}))
+    assert check.status == "pass" and check.observed == "app_ready reads 1 while /ready answers HTTP 200 (ready)"
 
 
 def test_unique_constraints_and_primary_keys_matched_by_columns(tmp_path, sandbox, monkeypatch):
