@@ -175,10 +175,21 @@ class Gate(Strict):
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+class Release(Strict):
+    """What is being released: shown first in the report, recorded in results.json; a declared version must be
+    the one the target runs (preflight.release.version)."""
+
+    name: str | None = Field(None, description="The product or service released, e.g. orders-api.")
+    version: str | None = Field(None, description="The version under test; checked against the running version.")
+    commit: str | None = Field(None, description="The commit of the release (the application's, not Rehearsal's).")
+    change_url: str | None = Field(None, pattern=r"^https?://", description="Link to the change (PR, ticket, notes).")
+
+
 class Params(Strict):
     name: str = Field(description="A slug: it names the folder outputs/<name>/ the runs go to.")
     environment: Environment = Field(default_factory=Environment)
     target: Target
+    release: Release | None = Field(None, description="What is being released (name, version, commit, change_url).")
     sandbox: SandboxBlock | None = None
     safety: Safety = Field(default_factory=Safety)
     run: RunOptions = Field(default_factory=RunOptions)

@@ -247,6 +247,7 @@ def write_results_json(summary: RunSummary) -> Path:
         "crashed": summary.crashed,
         "resumed": raw.get("resumed", []),
         "target": raw.get("target"),
+        "release": run.release,
         "tool_versions": raw.get("tool_versions"),
         "project_commit": run.project_commit,
         "phases": [{**asdict(p), "counts": summary.counts(p.name)} for p in summary.phases],

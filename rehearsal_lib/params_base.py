@@ -101,18 +101,147 @@ class Cleanup(Strict):
         return self
 
 
-class JourneyStep(Strict):
-    """One request of the critical-path journey; `save` keeps response fields for later steps."""
+JsonType = Literal["string", "number", "integer", "boolean", "object", "array", "null"]
+SAVE_RE = re.compile(r"^(\$.*|header:.+|[A-Za-z0-9_\-]+)$")
+
+
+class OrderedBy(Strict):
+    """A list sorted by a key of its items (or by the items themselves when `by` is not set)."""
+
+    by: str | None = Field(None, description="Key of each item (a top-level field), e.g. created_at.")
+    order: Literal["asc", "desc"] = "asc"
+
+
+class JsonExpect(Strict):
+    """What the value(s) at one JSON path must be; every key set is checked (probes/assertions.py)."""
+
+    equals: Any = Field(None, description="Equal to this value (compared as JSON: 1 == 1.0, not '1').")
+    exists: bool | None = Field(None, description="true: the path matches something; false: it matches nothing.")
+    type: JsonType | None = None
+    regex: str | None = Field(None, description="The value as text matches (re.search).")
+    length: int | None = Field(None, ge=0, description="Items of a list/object, characters of a string.")
+    min_length: int | None = Field(None, ge=0)
+    max_length: int | None = Field(None, ge=0)
+    ordered: Literal["asc", "desc"] | OrderedBy | None = Field(
+        None, description="The list is sorted: asc/desc, or {by: key, order: asc|desc}.")
+
+    @model_validator(mode="after")
+    def _something(self) -> JsonExpect:
+        if not self.model_fields_set:
+            raise ValueError("an expectation needs at least one of equals, exists, type, regex, length, "
+                             "min_length, max_length, ordered")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex does not compile: {exc}") from None
+        return self
+
+
+class HeaderExpect(Strict):
+    """What one response header must be (names are case-insensitive)."""
+
+    equals: str | None = None
+    regex: str | None = None
+    exists: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> HeaderExpect:
+        if self.equals is None and self.regex is None and self.exists is None:
+            raise ValueError("a header expectation needs equals, regex or exists")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex does not compile: {exc}") from None
+        return self
+
+
+class FilePart(Strict):
+    """One file of a multipart body: text `content`, or the bytes of the file at `path`."""
+
+    content: str | None = Field(None, description="The file's text (placeholders filled).")
+    path: str | None = Field(None, description="An absolute path (may use ${VAR}) whose bytes are sent.")
+    filename: str | None = Field(None, description="Default: the basename of path, else the field name.")
+    content_type: str = "application/octet-stream"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FilePart:
+        if (self.content is None) == (self.path is None):
+            raise ValueError("a file part needs exactly one of content or path")
+        return self
+
+
+class RequestBody(Strict):
+    """The body of a request: exactly one of `json`, `form` (with `files`: multipart), `files`, or `body`
+    with its `content_type`. Strings may hold {placeholders} and ${VAR} references."""
+
+    json_body: Any = Field(None, alias="json", description="A JSON body.")
+    form: dict[str, Any] | None = Field(None, description="Form fields: urlencoded, or multipart with `files`.")
+    files: dict[str, FilePart] | None = Field(None, description="Multipart file parts by field name.")
+    body: str | None = Field(None, description="A raw body sent as is; needs content_type.")
+    content_type: str | None = Field(None, description="Content type of the raw `body`.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_body(self) -> RequestBody:
+        kinds = [k for k, v in (("json", self.json_body), ("form/files", self.form or self.files),
+                                ("body", self.body)) if v is not None]
+        if len(kinds) > 1:
+            raise ValueError(f"a request has one body: {' and '.join(kinds)} given (form + files is one multipart)")
+        if self.body is not None and not self.content_type:
+            raise ValueError("a raw `body` needs its `content_type`")
+        if self.content_type and self.body is None:
+            raise ValueError("content_type goes with a raw `body` (json, form and files set their own)")
+        return self
+
+
+class ResponseExpect(Strict):
+    """Assertions on a response beyond its status: JSON paths, headers, a latency bound."""
+
+    expect: dict[str, JsonExpect] = Field(
+        default_factory=dict, description="JSON path ($.a.b[0].c, $.items[*].id) -> what it must be.")
+    expect_headers: dict[str, HeaderExpect] = Field(default_factory=dict, description="Response header -> rule.")
+    max_ms: float | None = Field(None, gt=0, description="The response arrives within this many milliseconds.")
+
+    @field_validator("expect")
+    @classmethod
+    def _paths_parse(cls, value: dict[str, JsonExpect]) -> dict[str, JsonExpect]:
+        from rehearsal_lib.probes.assertions import parse_path
+
+        for path in value:
+            parse_path(path)
+        return value
+
+
+class JourneyStep(RequestBody, ResponseExpect):
+    """One request of the critical-path journey; `save` keeps response values for later steps."""
 
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     title: str | None = None
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
     path: str = Field(description="May use {saved_name} and {run_id} placeholders.")
-    json_body: Any = Field(None, alias="json")
+    headers: dict[str, str] = Field(default_factory=dict, description="Request headers; {placeholders}, ${VAR}.")
     auth: bool = Field(True, description="Send the target's bearer token; false: the step runs unauthenticated.")
     follow_redirects: bool | None = Field(None, description="Override target.follow_redirects for this step.")
     expect_status: int | list[int] = 200
-    save: dict[str, str] = Field(default_factory=dict, description="name -> top-level field of the JSON response")
+    save: dict[str, str] = Field(default_factory=dict, description=(
+        "name -> where in the response: a top-level field, a JSON path ($.a.b), or header:Name"))
     severity: Severity = "blocker"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("save")
+    @classmethod
+    def _save_sources(cls, value: dict[str, str]) -> dict[str, str]:
+        from rehearsal_lib.probes.assertions import parse_path
+
+        for name, source in value.items():
+            if not re.fullmatch(r"[a-z0-9_]+", name):
+                raise ValueError(f"saved name {name!r}: lowercase letters, digits and _ (it is a {{placeholder}})")
+            if source.startswith("$"):
+                parse_path(source)
+            elif not SAVE_RE.match(source):
+                raise ValueError(f"save {name}: {source!r} is not a field name, a JSON path ($...) or header:Name")
+        return value

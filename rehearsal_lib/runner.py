@@ -56,6 +56,7 @@ from rehearsal_lib.runrecord import (
     write_run_record,
 )
 from rehearsal_lib.secrets import MIN_SECRET_LEN, SecretSet, mask_url
+from rehearsal_lib.target import observed_version
 
 Progress = Callable[[str], None]
 RESUME_MARK = "--- resumed run:"  # the line in logs/<phase>.log where a resumed attempt starts
@@ -390,6 +391,7 @@ class Runner:
                 environment_description=self.params.environment.description,
                 started_at=_now(),
                 tool_versions=tool_versions(), project_commit=project_commit(self.root),
+                release=self.params.release.model_dump(exclude_none=True) if self.params.release else None,
                 executed_by=executed_by(),
                 gate=self.params.gate.model_dump(mode="json"), phases=[], lock=lock, **runner,
             )
@@ -426,6 +428,9 @@ class Runner:
                 if previous is not None:
                     self._note_identity(previous.target_identity, identity)
                 record.target_identity = identity  # what this attempt's phases compare against
+                observed = observed_version(identity)
+                if record.release is not None or observed is not None:
+                    record.release = {**(record.release or {}), "observed_version": observed}
                 write_run_record(self.run_dir, record)
             stage = "running the phases"
             self._run_jobs()

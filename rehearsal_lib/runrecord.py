@@ -100,7 +100,8 @@ class RunRecord(_Record):
     environment_description: str | None = None
     started_at: str | None = None  # ISO 8601 timestamps, as written
     tool_versions: dict[str, str] = Field(default_factory=dict)
-    project_commit: str | None = None
+    project_commit: str | None = None  # the rehearsal tool's own commit, not the release's
+    release: dict[str, Any] | None = None  # params `release:` as declared, plus observed_version at the start
     executed_by: str | None = None
     gate: dict[str, Any] = Field(default_factory=dict)  # config.Gate as JSON
     phases: list[PhaseRecord] = Field(default_factory=list)

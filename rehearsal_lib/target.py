@@ -6,7 +6,8 @@ runner records in run.json (`target_identity`), before the first phase:
 
 - ``base_url``: the target's base URL (password masked);
 - ``version``: what the version endpoint (``phases.preflight.version_endpoint``) answers: its
-  service/version/commit-like fields, else its body;
+  service/version/commit-like fields, else its body; with ``phases.preflight.version`` (JSON path, header
+  or regex), the version read that way;
 - ``database``: the server address (host:port/database, no credentials), ``pg_postmaster_start_time()``
   and, where the role may read it, ``system_identifier`` (changes with a new cluster);
 - ``sandbox``: for the project's sandbox, the instance id drawn at each start (kept by an API-only
@@ -31,12 +32,17 @@ class TargetChanged(RuntimeError):
     """The target is dead or is not the one the run started with; the phase does not go on."""
 
 
-def _version(base_url: str, endpoint: str, timeout_s: float, verify_tls: bool) -> dict[str, Any]:
+def _version(base_url: str, endpoint: str, timeout_s: float, verify_tls: bool, cfg: Any = None,
+             headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """What the version endpoint answers; with a `VersionCheck` (phases.preflight.version), the version read
+    as it says (JSON path, header or regex), so a service without service/version fields has an identity."""
     import httpx
+
+    from rehearsal_lib.probes.assertions import read_version
 
     try:
         res = httpx.get(base_url.rstrip("/") + endpoint, timeout=timeout_s, verify=verify_tls, trust_env=False,
-                        follow_redirects=False)
+                        follow_redirects=False, headers=headers)
     except Exception as exc:  # noqa: BLE001 - transport errors and malformed URLs alike: no answer
         return {"error": f"{endpoint}: {type(exc).__name__}: {exc}"[:300]}
     if not res.is_success:
@@ -45,6 +51,11 @@ def _version(base_url: str, endpoint: str, timeout_s: float, verify_tls: bool) -
         body = res.json()
     except ValueError:
         body = None
+    if cfg is not None:
+        version, where = read_version(cfg, body, res.text, dict(res.headers))
+        if version is None:
+            return {"error": f"{endpoint}: {where}"[:300]}
+        return {"endpoint": endpoint, "answer": {"version": version}}
     if isinstance(body, dict) and any(k in body for k in VERSION_FIELDS):
         return {"endpoint": endpoint, "answer": {k: body[k] for k in VERSION_FIELDS if k in body}}
     return {"endpoint": endpoint, "answer": res.text.strip()[:300]}
@@ -94,9 +105,19 @@ def read_identity(params: Any, base_url: str, database_url: str | None, sandbox_
     """What identifies the target now (no secrets: URLs masked, no credentials)."""
     ident: dict[str, Any] = {"base_url": mask_url(base_url)}
     preflight = getattr(params.phases, "preflight", None)
-    endpoint = getattr(preflight, "version_endpoint", None)
+    cfg = getattr(preflight, "version", None)
+    endpoint = cfg.endpoint if cfg is not None else getattr(preflight, "version_endpoint", None)
     if endpoint and base_url:
-        ident["version"] = _version(base_url, endpoint, params.target.timeout_s, params.target.verify_tls)
+        headers = None
+        if cfg is not None and cfg.auth and params.target.auth_token:
+            from rehearsal_lib.config import resolve_reference
+
+            try:
+                headers = {"Authorization": f"Bearer {resolve_reference(params.target.auth_token)}"}
+            except KeyError:
+                headers = None
+        ident["version"] = _version(base_url, endpoint, params.target.timeout_s, params.target.verify_tls, cfg,
+                                    headers)
     if database_url:
         ident["database"] = _database(database_url, params.safety.sql_statement_timeout_ms, params.target.timeout_s)
     if params.sandbox is not None:
@@ -104,6 +125,14 @@ def read_identity(params: Any, base_url: str, database_url: str | None, sandbox_
                             if sandbox_state is not None else
                             {"variant": params.sandbox.variant, "error": "the sandbox is not running"})
     return ident
+
+
+def observed_version(ident: dict[str, Any] | None) -> str | None:
+    """The version the target ran when `ident` was read (None when it was not read)."""
+    answer = ((ident or {}).get("version") or {}).get("answer")
+    if isinstance(answer, dict) and answer.get("version") not in (None, ""):
+        return str(answer["version"])
+    return None
 
 
 def _show(value: Any) -> str:

@@ -185,10 +185,30 @@ class SummaryView:
         return not any(lst.items for lst in self.decision_lists)
 
 
+def release_text(release: dict[str, Any] | None) -> str:
+    """The release under test in one line: declared name, version, commit, change link, and the version the
+    target ran at the start (params `release:` and the identity read by the runner)."""
+    release = release or {}
+    declared = " ".join(str(release[k]) for k in ("name", "version") if release.get(k))
+    parts = [declared or "not declared (params release:)"]
+    if release.get("commit"):
+        parts.append(f"commit {release['commit']}")
+    if release.get("change_url"):
+        parts.append(f"change {release['change_url']}")
+    observed = release.get("observed_version")
+    if observed is not None:
+        differs = release.get("version") and str(release["version"]) != str(observed)
+        parts.append(f"target ran {observed} at the start" + (" (NOT the declared version)" if differs else ""))
+    elif release.get("version"):
+        parts.append("running version not read")
+    return "; ".join(parts)
+
+
 def _meta_rows(summary: RunSummary) -> list[MetaRow]:
     run = summary.record
     duration = run.duration_s
     rows = [
+        MetaRow("Release under test", release_text(run.release)),
         MetaRow("Environment", f"{summary.env} ({run.environment_kind or '?'})"),
         *([MetaRow("Description", run.environment_description)] if run.environment_description else []),
         MetaRow("Run id", summary.run_id),
@@ -196,7 +216,7 @@ def _meta_rows(summary: RunSummary) -> list[MetaRow]:
         MetaRow("Duration", f"{duration:.1f} s" if duration is not None else "?"),
         MetaRow("Target", str((run.target.base_url if run.target else None) or "?")),
         MetaRow("Executed by", run.executed_by or "?"),
-        MetaRow("Project commit", run.project_commit or "unknown"),
+        MetaRow("Rehearsal tool commit", run.project_commit or "unknown"),
         MetaRow("Params file", Path(run.params_file or "?").name),
     ]
     if run.sandbox is not None:

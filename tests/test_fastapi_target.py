@@ -61,7 +61,7 @@ class NotesApp:
             conn.exec_driver_sql(f'CREATE DATABASE "{self.dbname}"')
         self.db_url = with_database(sandbox.admin_db_url, self.dbname)
         self.env = {"DATABASE_URL": self.db_url, "APP_SECRET": uuid.uuid4().hex, "ADMIN_API_KEY": uuid.uuid4().hex,
-                    "PATH": "/usr/bin:/bin"}
+                    "APP_FREEZE": "1", "PATH": "/usr/bin:/bin"}
         self.proc: subprocess.Popen | None = None
 
     def sh(self, *args: str) -> None:
@@ -165,6 +165,77 @@ def test_fastapi_alembic_service_rehearsed_end_to_end(notes_app, tmp_path):
     assert bad == {}, {cid: checks[cid]["observed"] for cid in bad}
     assert (code, results["decision"]) == (0, "GO"), results["reasons"]
     assert results["reasons"]["blockers"] == [] and results["reasons"]["conditions"] == []
+
+
+RELEASE = {"name": "notes-api", "version": "2.1.0", "commit": "9f2c1ab", "change_url": "https://example.org/notes/pull/42"}
+
+
+def shapes_params() -> dict:
+    """The page's params with the generic shapes: a form login in the journey (its token saved from a JSON
+    path and sent in a header), JSON path and header assertions, the version by JSON path, a freeze mapping,
+    unique constraint and primary key post-conditions, and what is being released."""
+    params = doc_params()
+    params["release"] = RELEASE
+    pre = params["phases"]["preflight"]
+    del pre["version_endpoint"], pre["expected_version"]
+    pre["version"] = {"endpoint": "/api/version/", "json_path": "$.version", "expect": "2.1.0"}
+    pre["freeze"] = {"endpoint": "/admin/flags/", "auth": False,
+                     "expect": {"$.maintenance_freeze": True, "$.background_jobs": "paused"}}
+    pre["journey"] = [
+        {"name": "login", "title": "OAuth2 password login", "method": "POST", "path": "/token", "auth": False,
+         "form": {"username": "alice", "password": "${NOTES_PASSWORD}"},
+         "expect": {"$.token_type": {"equals": "bearer"}, "$.access_token": {"type": "string"}},
+         "save": {"access_token": "$.access_token"}},
+        {"name": "whoami", "path": "/users/me/", "auth": False,
+         "headers": {"Authorization": "Bearer {access_token}"},
+         "expect": {"$.username": {"equals": "alice"}, "$.role": {"regex": "^(user|admin)$"}}},
+        *[{"name": f"create_note_{i}", "method": "POST", "path": "/notes/", "auth": False,
+           "headers": {"Authorization": "Bearer {access_token}"}, "json": {"body": f"rehearsal {{run_id}} {i}"},
+           "expect_status": 201, "expect": {"$.id": {"type": "integer"}, "$.body": {"regex": "^rehearsal "}},
+           "save": {f"note_{i}": "$.id"}} for i in (1, 2)],
+        {"name": "list_notes", "path": "/notes/", "auth": False, "headers": {"Authorization": "Bearer {access_token}"},
+         "expect": {"$": {"min_length": 2}, "$[*].id": {"ordered": "asc", "type": "integer"},
+                    "$[*].body": {"type": "string"}},
+         "expect_headers": {"content-type": {"regex": "^application/json"}}, "max_ms": 5000},
+    ]
+    mig = params["phases"]["migrations"]
+    mig["roundtrip"] = False
+    mig["postconditions"]["unique"] = [{"table": "app_user", "columns": ["username"]}]
+    mig["postconditions"]["primary_keys"] = [{"table": "note", "columns": ["id"]},
+                                             {"table": "app_user", "columns": ["id"]}]
+    params["phases"]["security"] = {"enabled": False}
+    params["phases"]["integrity"] = {"enabled": False}
+    return params
+
+
+def test_generic_shapes_and_release_on_the_fastapi_target(notes_app, tmp_path, monkeypatch):
+    """Bodies and assertions, generic shapes and the release under test on a service nobody here shaped:
+    every new check passes, the release is in results.json and the report header, GO."""
+    monkeypatch.setenv("NOTES_PASSWORD", "alice-pw")
+    code, results = rehearse(notes_app, shapes_params(), tmp_path)
+    checks = checks_of(results)
+    statuses = {cid: c["status"] for cid, c in checks.items()}
+    for cid in ("preflight.identity", "preflight.release.version", "preflight.freeze.maintenance_freeze",
+                "preflight.freeze.background_jobs", "preflight.journey.login", "preflight.journey.whoami",
+                "preflight.journey.create_note_1", "preflight.journey.create_note_2", "preflight.journey.list_notes",
+                "migrations.post.unique", "migrations.post.primary_keys"):
+        assert statuses.get(cid) == "pass", (cid, checks.get(cid, {}).get("observed"))
+    assert checks["preflight.identity"]["observed"] == "notes-api 2.1.0 (from $.version)"
+    assert checks["preflight.release.version"]["observed"] == "the target runs 2.1.0, the declared release"
+    assert checks["preflight.journey.login"]["evidence"]["saved"] == ["access_token"]
+    assert "alice-pw" not in json.dumps(results)
+    assert results["release"] == {**RELEASE, "observed_version": "2.1.0"}
+    assert results["project_commit"] and results["tool_versions"]
+    run_dir = next((tmp_path / "outputs").rglob("results.json")).parent
+    summary = (run_dir / "summary.md").read_text()
+    header = [line for line in summary.splitlines() if line.startswith("**")]
+    assert header[0].startswith("**Release under test:** notes-api 2.1.0; commit 9f2c1ab; change "
+                                "https://example.org/notes/pull/42; target ran 2.1.0 at the start"), header[:2]
+    assert "Rehearsal tool commit" in summary and "Project commit" not in summary
+    assert "Release under test" in (run_dir / "report.html").read_text()
+    bad = {cid: s for cid, s in statuses.items() if s not in ("pass", "skip")}
+    assert bad == {}, {cid: checks[cid]["observed"] for cid in bad}
+    assert (code, results["decision"]) == (0, "GO"), results["reasons"]
 
 
 def test_a_failing_revision_fails_apply_and_gives_no_go(notes_app, tmp_path):

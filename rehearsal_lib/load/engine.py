@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
+from rehearsal_lib.probes.bodies import encode as encode_body
 from rehearsal_lib.probes.placeholders import expand, expand_text, has_placeholders, names
 from rehearsal_lib.probes.stats import percentile
 
@@ -68,6 +69,7 @@ class Scenario:
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     expect_status: list[int] = field(default_factory=lambda: [200, 201])
+    body: dict[str, Any] | None = None  # a form / multipart / raw body (probes.bodies.body_spec), instead of json
 
 
 @dataclass
@@ -134,10 +136,15 @@ class _Template:
         self.headers = {**base_headers, **scenario.headers}
         self.dynamic_headers = has_placeholders(self.headers)
         self.dynamic_path = has_placeholders(scenario.path)
-        self.dynamic_body = has_placeholders(scenario.json)
-        if scenario.json is not None:
-            self.headers.setdefault("content-type", "application/json")
-        self.body = json.dumps(scenario.json).encode() if scenario.json is not None else None
+        self.dynamic_body = has_placeholders(scenario.json if scenario.body is None else scenario.body)
+        if scenario.body is not None:
+            self.body, ctype = (None, None) if self.dynamic_body else encode_body(scenario.body, {})
+            if ctype:
+                self.headers.setdefault("content-type", ctype)
+        else:
+            if scenario.json is not None:
+                self.headers.setdefault("content-type", "application/json")
+            self.body = json.dumps(scenario.json).encode() if scenario.json is not None else None
         self.rng = random.Random(worker * 7919 + 1)
         self.seq = 0
         # a template without placeholders is built into an httpx.Request once per client and re-sent
@@ -164,8 +171,12 @@ class _Template:
         self.seq += 1
         path = expand_text(self.s.path, self.known, "path") if self.dynamic_path else self.s.path
         headers = expand(self.headers, self.known, "headers") if self.dynamic_headers else self.headers
-        body = json.dumps(expand(self.s.json, self.known, "json")).encode() if self.dynamic_body else self.body
-        return path, headers, body
+        if not self.dynamic_body:
+            return path, headers, self.body
+        if self.s.body is not None:  # form, multipart (a new boundary each time) or raw
+            body, ctype = encode_body(self.s.body, self.known)
+            return path, {**headers, "content-type": ctype or ""}, body
+        return path, headers, json.dumps(expand(self.s.json, self.known, "json")).encode()
 
 
 def validate_templates(spec: LoadSpec) -> list[str]:
@@ -173,7 +184,7 @@ def validate_templates(spec: LoadSpec) -> list[str]:
     builtin = {"uuid", "seq", "worker", "randint"}
     missing = []
     for s in spec.scenarios:
-        for name in names([s.path, s.json, s.headers, spec.headers]):
+        for name in names([s.path, s.json, s.body, s.headers, spec.headers]):
             if name not in builtin and not spec.values.get(name):
                 missing.append(f"{s.name}: {{{name}}}")
     return sorted(set(missing))

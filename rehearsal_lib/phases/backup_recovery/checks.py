@@ -22,7 +22,7 @@ from rehearsal_lib.checks.wording import plural, secs
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.backup_recovery.params import BackupRecoveryParams
 from rehearsal_lib.probes import command, http
-from rehearsal_lib.probes.placeholders import expand, expand_text
+from rehearsal_lib.probes import steps as steps_probe
 from rehearsal_lib.probes.poll import poll_until
 from rehearsal_lib.probes.sql import query, quote_ident
 from rehearsal_lib.results import FAILING, Check, StatusName
@@ -304,30 +304,19 @@ def check_restart(ctx: PhaseRun[BackupRecoveryParams]) -> list[Check]:
     if cfg.count_tables:
         checks.append(ctx.run("backup_recovery.restart.counts", "Nothing lost across the restart", counts,
                               severity="blocker", expected=expected))
-    saved = {"run_id": os.path.basename(ctx.run_dir.rstrip("/")) or f"adhoc-{uuid.uuid4().hex[:8]}"}
+    saved: dict[str, Any] = {"run_id": os.path.basename(ctx.run_dir.rstrip("/")) or f"adhoc-{uuid.uuid4().hex[:8]}"}
     broken: str | None = None
     for step in cfg.service_checks:
-        codes = step.expect_status if isinstance(step.expect_status, list) else [step.expect_status]
 
-        def probe(step=step, codes=codes, broken=broken) -> Outcome:
-            expected = f"{step.method} {step.path} answers {' or '.join(map(str, codes))} after the restart"
+        def probe(step=step, broken=broken) -> Outcome:
+            expected = steps_probe.expected_text(step, " after the restart")
             if not state.get("restarted"):
                 return Outcome("skip", f"not tried: restart {checks[0].status}", expected)
             if broken:
                 return Outcome("skip", f"not tried: step {broken} failed", expected)
-            headers = ctx.auth_headers() if step.auth else None
-            res = http.request(ctx.http, step.method, expand_text(step.path, saved, "path"), headers=headers,
-                               json_body=expand(step.json_body, saved, "json"), follow_redirects=step.follow_redirects)
-            unreached = http.reached_handler(res, authenticated=step.auth, expected=codes)
-            if unreached:
-                return Outcome("error", unreached, expected, res.evidence())
-            if res.status not in codes:
-                return Outcome("fail", res.describe(), expected, res.evidence())
-            for name, fld in step.save.items():
-                if not isinstance(res.body, dict) or fld not in res.body:
-                    return Outcome("fail", f"response has no '{fld}'", expected, res.evidence())
-                saved[name] = str(res.body[fld])
-            return Outcome("pass", res.describe(), expected, res.evidence())
+            return steps_probe.run_step(ctx.http, step, saved, auth_headers=ctx.auth_headers(),
+                                        resolve=lambda text: ctx.resolve(text) or "", secret=ctx.secrets.add,
+                                        expected=expected)[0]
 
         check = ctx.run(f"backup_recovery.restart.service.{step.name}", step.title or f"After restart: {step.name}",
                         probe, severity=step.severity)

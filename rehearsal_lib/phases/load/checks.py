@@ -21,6 +21,7 @@ from rehearsal_lib.load.engine import LoadResult, LoadSpec, Scenario, ScenarioSt
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.load.params import LoadParams, LoadScenario, LoadStage
 from rehearsal_lib.probes import http
+from rehearsal_lib.probes.bodies import body_spec
 from rehearsal_lib.probes.placeholders import partial
 from rehearsal_lib.results import Check
 
@@ -111,8 +112,22 @@ def _headers(ctx: PhaseRun[LoadParams], sc: LoadScenario) -> dict[str, str]:
 
 
 def _scenario(ctx: PhaseRun[LoadParams], sc: LoadScenario, run_id: str) -> Scenario:
+    spec = body_spec(sc)
+    form_or_raw = spec if spec is not None and "json" not in spec else None
     return Scenario(sc.name, _fill_run_id(sc.path, run_id), sc.method, sc.weight, _fill_run_id(sc.json_body, run_id),
-                    _headers(ctx, sc), _codes(sc.expect_status))
+                    _headers(ctx, sc), _codes(sc.expect_status),
+                    _resolve_refs(ctx, _fill_run_id(form_or_raw, run_id)))
+
+
+def _resolve_refs(ctx: PhaseRun[LoadParams], value: Any) -> Any:
+    """${VAR} references in a form or raw body resolved now (and masked as secrets): a login under load."""
+    if isinstance(value, str):
+        return ctx.resolve(value) if "${" in value else value
+    if isinstance(value, dict):
+        return {k: _resolve_refs(ctx, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_refs(ctx, v) for v in value]
+    return value
 
 
 class _ConnSampler(threading.Thread):

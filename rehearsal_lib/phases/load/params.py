@@ -8,19 +8,20 @@ from pydantic import ConfigDict, Field, model_validator
 
 from rehearsal_lib.params_base import (
     PhaseParams,
+    RequestBody,
     Severity,
     Strict,
 )
 
 
-class LoadScenario(Strict):
-    """One weighted kind of request of a load stage, with its own latency gates."""
+class LoadScenario(RequestBody):
+    """One weighted kind of request of a load stage, with its own latency gates; its body is `json`, `form`
+    (multipart with `files`) or a raw `body` with `content_type`."""
 
     name: str = Field(pattern=r"^[a-z0-9_]+$", description="Unique across stages; part of the check ids.")
     title: str | None = None
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
     path: str = Field(description="May use {uuid}, {seq}, {worker}, {randint:A:B}, {run_id} and setup values.")
-    json_body: Any = Field(None, alias="json", description="JSON body template (same placeholders).")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers; values may be ${VAR}.")
     auth: bool = Field(True, description="Send the target's bearer token.")
     weight: float = Field(1.0, gt=0)

@@ -895,6 +895,35 @@ def check_postconditions(ctx: PhaseRun[MigrationsParams]) -> list[Check]:
         return {"item": f"{spec.table}.{spec.name}", "ok": spec.name in names,
                 "problem": f"check constraint {spec.name} on {spec.table} missing"}
 
+    def unique_item(spec: Any) -> dict[str, Any]:
+        schema, tname = split_name(spec.table)
+        label = f"{spec.table}({', '.join(spec.columns)})"
+        if not has_table(spec.table):
+            return {"item": label, "ok": False, "problem": f"table {spec.table} missing"}
+        i = insp()
+        found: dict[tuple[str, ...], str | None] = {}  # columns -> name (a constraint is also listed as an index)
+        for c in i.get_unique_constraints(tname, schema=schema):
+            found.setdefault(tuple(c["column_names"]), c.get("name"))
+        for x in i.get_indexes(tname, schema=schema):
+            if x.get("unique"):
+                found.setdefault(tuple(c for c in x["column_names"] if c), x.get("name"))
+        hit = next((cols for cols in found if set(cols) == set(spec.columns) and len(cols) == len(spec.columns)),
+                   None)
+        seen = "; ".join(f"({', '.join(c)})" for c in found) or "none"
+        return {"item": label, "ok": hit is not None,
+                "problem": f"no unique constraint or unique index on {label} (unique on {spec.table}: {seen})"}
+
+    def pk_item(spec: Any) -> dict[str, Any]:
+        schema, tname = split_name(spec.table)
+        label = f"{spec.table}({', '.join(spec.columns)})"
+        if not has_table(spec.table):
+            return {"item": label, "ok": False, "problem": f"table {spec.table} missing"}
+        cols = insp().get_pk_constraint(tname, schema=schema).get("constrained_columns") or []
+        ok = set(cols) == set(spec.columns) and len(cols) == len(spec.columns)
+        return {"item": label, "ok": ok, "problem": f"primary key of {spec.table} is "
+                                                    f"{'(' + ', '.join(cols) + ')' if cols else 'missing'}, "
+                                                    f"not ({', '.join(spec.columns)})"}
+
     def function_item(name: str) -> dict[str, Any]:
         schema, fname = split_name(name)
         _, rows = query(ctx.engine, "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
@@ -926,6 +955,8 @@ def check_postconditions(ctx: PhaseRun[MigrationsParams]) -> list[Check]:
     family("foreign_keys", "Foreign keys exist", pc.foreign_keys, fk_item, ("foreign key", "foreign keys"))
     family("check_constraints", "Check constraints exist", pc.check_constraints, check_item,
            ("check constraint", "check constraints"))
+    family("unique", "Unique constraints exist", pc.unique, unique_item, ("unique constraint", "unique constraints"))
+    family("primary_keys", "Primary keys as declared", pc.primary_keys, pk_item, ("primary key", "primary keys"))
     family("functions", "Functions exist", pc.functions, function_item, ("function", "functions"))
     family("rls", "Row-level security enabled with policies", pc.rls, rls_item,
            ("table's row-level security and policies", "tables' row-level security and policies"))

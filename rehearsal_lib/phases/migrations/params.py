@@ -29,6 +29,13 @@ class ForeignKeySpec(Strict):
     references: str = Field(description="The referred table.")
 
 
+class KeySpec(Strict):
+    """A unique constraint or primary key, matched by its columns (whatever its name)."""
+
+    table: str
+    columns: list[str] = Field(min_length=1)
+
+
 class CheckConstraintSpec(Strict):
     table: str
     name: str
@@ -48,6 +55,9 @@ class PostConditions(Strict):
     indexes: list[IndexSpec] = Field(default_factory=list)
     foreign_keys: list[ForeignKeySpec] = Field(default_factory=list)
     check_constraints: list[CheckConstraintSpec] = Field(default_factory=list)
+    unique: list[KeySpec] = Field(default_factory=list, description=(
+        "Unique constraints (or unique indexes) by table and columns, in any order; the name is not compared."))
+    primary_keys: list[KeySpec] = Field(default_factory=list, description="Primary keys by table and columns.")
     functions: list[str] = Field(default_factory=list, description="Function names (schema-qualified or public).")
     rls: list[RlsSpec] = Field(default_factory=list)
 

@@ -236,6 +236,47 @@ def check_readiness_toggle(ctx: PhaseRun[ObservabilityParams]) -> Check | None:
                    expected=expected, writes=True)
 
 
+def check_readiness_gauge(ctx: PhaseRun[ObservabilityParams]) -> Check | None:
+    """The readiness gauge exists and agrees with the readiness endpoint (1 while ready), read without any
+    toggle: for a target whose health cannot be flipped. Reads only."""
+    cfg = ctx.settings.readiness_gauge
+    if cfg is None:
+        return None
+    expected = f"gauge {cfg.gauge} reads 1 while {cfg.endpoint} answers {cfg.ready_status} (0 while it does not)"
+
+    def probe() -> Outcome:
+        ready_res = http.request(ctx.http, "GET", cfg.endpoint)
+        if ready_res.error:
+            return Outcome("error", ready_res.describe(), expected, ready_res.evidence())
+        res, families, problem = scrape(ctx)
+        evidence: dict[str, Any] = {"readiness": ready_res.describe(), "metrics": res.describe()}
+        if res.error or not res.ok:
+            return Outcome("error", f"metrics not read: {res.describe()}", expected, evidence)
+        if families is None:
+            return Outcome("fail", f"metrics do not parse: {problem}", expected, evidence)
+        fam = families.get(cfg.gauge)
+        if fam is None:
+            near = similar_families(MetricSeries(name=cfg.gauge), families)
+            return Outcome("fail", f"no gauge {cfg.gauge} on the metrics endpoint"
+                           + (f" (similar: {', '.join(near)})" if near else ""), expected, evidence)
+        samples = [x for x in fam.samples if all(x.labels.get(k) == v for k, v in cfg.labels.items())]
+        if len(samples) != 1:
+            return Outcome("fail", f"{cfg.gauge} has {len(samples)} samples with labels {cfg.labels or '{}'}, "
+                                   "not one", expected, evidence)
+        value = samples[0].value
+        ready = ready_res.status == cfg.ready_status
+        evidence["gauge"] = value
+        want = 1.0 if ready else 0.0
+        state = f"{cfg.endpoint} answers HTTP {ready_res.status} ({'ready' if ready else 'not ready'})"
+        if value != want:
+            return Outcome("fail", f"{cfg.gauge} reads {value:g} while {state}", expected, evidence,
+                           {"gauge": value})
+        return Outcome("pass", f"{cfg.gauge} reads {value:g} while {state}", expected, evidence, {"gauge": value})
+
+    return ctx.run("observability.readiness.gauge", "Readiness gauge agrees with the readiness endpoint", probe,
+                   severity=cfg.severity, expected=expected)
+
+
 def _plain(point: dict[str, Any]) -> dict[str, Any]:
     """A timeline point in words: 'ready' / 'unready' / 'no answer' instead of True / False / None."""
     state = {True: "ready", False: "unready", None: "no answer"}[point["ready"]]

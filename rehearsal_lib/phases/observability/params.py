@@ -44,6 +44,17 @@ class ReadinessToggle(Strict):
     poll_interval_s: float = Field(0.2, gt=0, le=10)
 
 
+class ReadinessGauge(Strict):
+    """Readiness from a metrics gauge alone, for a target without a health toggle: the gauge exists on
+    metrics.url and agrees with the readiness endpoint (1 while it answers ready). No writes, not disruptive."""
+
+    endpoint: str = "/v1/ready"
+    ready_status: int = 200
+    gauge: str = Field(description="Gauge family name on metrics.url, e.g. app_ready.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Only the sample with these label values.")
+    severity: Severity = "major"
+
+
 class RequestIdCheck(Strict):
     header: str = "X-Request-ID"
     path: str = "/health"
@@ -76,6 +87,13 @@ class ObservabilityParams(PhaseParams):
     enabled: bool = True
     metrics: MetricsCheck | None = None
     readiness: ReadinessToggle | None = None
+    readiness_gauge: ReadinessGauge | None = Field(None, description="Readiness gauge read without a toggle.")
     request_id: RequestIdCheck | None = None
     logs: LogSource | None = None
     slow_queries: SlowQueries | None = None
+
+    @model_validator(mode="after")
+    def _gauge_needs_metrics(self) -> ObservabilityParams:
+        if self.readiness_gauge is not None and self.metrics is None:
+            raise ValueError("readiness_gauge is read from metrics.url: set `metrics:` too")
+        return self

@@ -7,10 +7,12 @@ import re
 from typing import Any
 
 from rehearsal_lib.checks.wording import ms, plural
+from rehearsal_lib.params_base import JsonExpect
 from rehearsal_lib.phase import Outcome, PhaseRun
-from rehearsal_lib.phases.preflight.params import PreflightParams
+from rehearsal_lib.phases.preflight.params import PreflightParams, freeze_slug
 from rehearsal_lib.probes import http
-from rehearsal_lib.probes.placeholders import expand, expand_text
+from rehearsal_lib.probes import steps as steps_probe
+from rehearsal_lib.probes.assertions import check_json, read_version, select, shown
 from rehearsal_lib.probes.sql import query
 from rehearsal_lib.probes.stats import percentile
 from rehearsal_lib.results import FAILING, Check, StatusName
@@ -27,34 +29,63 @@ def _status_check(ctx: PhaseRun[PreflightParams], path: str) -> Outcome:
 
 
 def check_identity(ctx: PhaseRun[PreflightParams]) -> Check | None:
-    """The service names itself and, where params pin one, runs the expected version."""
+    """The service names itself and, where params pin one, runs the expected version; where params declare
+    `release.version`, the version observed is the one being released (`preflight.release.version`)."""
     s = ctx.settings
-    endpoint = s.version_endpoint
+    cfg = s.version
+    endpoint = cfg.endpoint if cfg is not None else s.version_endpoint
+    pinned = cfg.expect if cfg is not None else s.expected_version
     if not endpoint:
         ctx.note("Not configured: phases.preflight.version_endpoint is empty.")
         return None
+    observed: dict[str, Any] = {}
 
     def probe() -> Outcome:
-        res = http.request(ctx.http, "GET", endpoint)
-        expected = f"{s.version_endpoint} returns a JSON identity" + (
-            f" with version {s.expected_version}" if s.expected_version else "")
-        unreached = http.reached_handler(res, authenticated=False)  # 3xx: no identity was read
+        headers = ctx.auth_headers() if cfg is not None and cfg.auth else None
+        res = http.request(ctx.http, "GET", endpoint, headers=headers)
+        what = "a JSON identity" if cfg is None else "its version"
+        expected = f"{endpoint} returns {what}" + (f" with version {pinned}" if pinned else "")
+        unreached = http.reached_handler(res, authenticated=bool(headers))  # 3xx: no identity was read
         if unreached:
             return Outcome("error", unreached, expected, res.evidence())
-        if not res.ok or not isinstance(res.body, dict):
-            return Outcome("fail", f"{res.describe()}; body is not a JSON object", expected, res.evidence())
-        version = str(res.body.get("version", ""))
-        service = res.body.get("service", "?")
-        if not version:
-            fields = ", ".join(sorted(map(str, res.body))[:10]) or "none"
-            return Outcome("fail", f"{s.version_endpoint} has no 'version' field (fields: {fields}); the "
-                                   "service is read from 'service' and the version from 'version'",
+        if not res.ok or (cfg is None and not isinstance(res.body, dict)):
+            return Outcome("fail", f"{res.describe()}; body is not a JSON object" if cfg is None else res.describe(),
                            expected, res.evidence())
-        if s.expected_version and version != s.expected_version:
-            return Outcome("fail", f"{service} runs {version}, not {s.expected_version}", expected, res.evidence())
-        return Outcome("pass", f"{service} {version}", expected, res.evidence())
+        version, where = read_version(cfg, res.body, res.text, res.headers)
+        if version is None:
+            return Outcome("fail", f"{endpoint}: {where}", expected, res.evidence())
+        observed["version"] = version
+        service = res.body.get("service", "?") if cfg is None and isinstance(res.body, dict) else (
+            ctx.params.release.name if ctx.params.release and ctx.params.release.name else "the service")
+        if pinned and version != pinned:
+            return Outcome("fail", f"{service} runs {version}, not {pinned}", expected, res.evidence())
+        return Outcome("pass", f"{service} {version}" + ("" if cfg is None else f" (from {where})"), expected,
+                       res.evidence())
 
-    return ctx.run("preflight.identity", "Target identity and version", probe, severity="blocker")
+    check = ctx.run("preflight.identity", "Target identity and version", probe, severity="blocker")
+    check_release_version(ctx, observed.get("version"), check)
+    return check
+
+
+def check_release_version(ctx: PhaseRun[PreflightParams], observed: str | None, identity: Check) -> Check | None:
+    """The version declared under `release:` is the version the target runs (as read by preflight.identity)."""
+    release = ctx.params.release
+    if release is None or not release.version:
+        return None
+    expected = f"the target runs the release under test, version {release.version}"
+
+    def probe() -> Outcome:
+        if observed is None:
+            return Outcome("error", f"the running version was not read: preflight.identity is {identity.status} "
+                                    f"({identity.observed})", expected)
+        evidence = {"declared (release.version)": release.version, "observed": observed}
+        if observed != release.version:
+            return Outcome("fail", f"the target runs {observed}, but the release under test is {release.version}",
+                           expected, evidence)
+        return Outcome("pass", f"the target runs {observed}, the declared release", expected, evidence)
+
+    return ctx.run("preflight.release.version", "Release under test is what the target runs", probe,
+                   severity="blocker", expected=expected)
 
 
 def check_health(ctx: PhaseRun[PreflightParams]) -> Check:
@@ -94,6 +125,46 @@ def check_exam_mode(ctx: PhaseRun[PreflightParams]) -> Check | None:
                        res.evidence())
 
     return ctx.run("preflight.exam_mode", "Freeze flag (exam mode) as expected", probe, severity="blocker")
+
+
+def check_freeze(ctx: PhaseRun[PreflightParams]) -> list[Check]:
+    """Freeze flags (phases.preflight.freeze): each JSON path of one endpoint's answer has its expected value."""
+    cfg = ctx.settings.freeze
+    if cfg is None:
+        return []
+    res_cache: dict[str, http.HttpResult] = {}
+
+    def answer() -> http.HttpResult:
+        if "res" not in res_cache:
+            res_cache["res"] = http.request(ctx.http, "GET", cfg.endpoint,
+                                            headers=ctx.auth_headers() if cfg.auth else None)
+        return res_cache["res"]
+
+    out = []
+    for path, want in cfg.expect.items():
+        expected = f"{path} of GET {cfg.endpoint} is {shown(want)}"
+
+        def probe(path: str = path, want: Any = want, expected: str = expected) -> Outcome:
+            res = answer()
+            unreached = http.reached_handler(res, authenticated=cfg.auth)
+            if unreached:
+                return Outcome("error", unreached, expected, res.evidence())
+            if not res.ok or res.body is None:
+                return Outcome("fail", f"{res.describe()}; no JSON answer to read {path} from", expected,
+                               res.evidence())
+            values = select(res.body, path)
+            if len(values) != 1:
+                seen = "nothing" if not values else f"{len(values)} values"
+                return Outcome("fail", f"{path}: expected {shown(want)}, observed {seen} at that path", expected,
+                               res.evidence())
+            rule = JsonExpect(equals=want)
+            fails = check_json(res.body, path, rule)
+            return Outcome("fail" if fails else "pass", fails[0] if fails else f"{path} = {shown(values[0])}",
+                           expected, res.evidence())
+
+        out.append(ctx.run(f"preflight.freeze.{freeze_slug(path)}", f"Freeze flag {path} as expected", probe,
+                           severity=cfg.severity, expected=expected))
+    return out
 
 
 def check_freeze_quiet(ctx: PhaseRun[PreflightParams]) -> list[Check]:
@@ -210,37 +281,27 @@ def check_required_settings(ctx: PhaseRun[PreflightParams]) -> Check | None:
     return ctx.run("preflight.settings", "Required settings present (names only)", probe, severity="major")
 
 
+def _resolver(ctx: PhaseRun[Any]) -> Any:
+    """${VAR} references in request bodies and headers, resolved (and masked as secrets)."""
+    return lambda text: ctx.resolve(text) or ""
+
+
 def check_journey(ctx: PhaseRun[PreflightParams]) -> list[Check]:
     """The critical path as a user walks it (e.g. create session, answer, submit), one check per step."""
     steps = ctx.settings.journey
     if not steps:
         ctx.note("Not configured: phases.preflight.journey.")
-    saved: dict[str, str] = {"run_id": ctx.run_id}
+    saved: dict[str, Any] = {"run_id": ctx.run_id}
     broken: str | None = None
     out = []
     for step in steps:
-        expected_codes = step.expect_status if isinstance(step.expect_status, list) else [step.expect_status]
+        expected = steps_probe.expected_text(step)
 
-        expected = f"{step.method} {step.path} answers {' or '.join(map(str, expected_codes))}"
-
-        def probe(step=step, expected_codes=expected_codes, broken=broken, expected=expected) -> Outcome:
+        def probe(step=step, broken=broken, expected=expected) -> Outcome:
             if broken:
                 return Outcome("skip", f"not tried: step {broken} failed", expected)
-            path, body = expand_text(step.path, saved, "path"), expand(step.json_body, saved, "json")
-            res = http.request(ctx.http, step.method, path, headers=ctx.auth_headers() if step.auth else None,
-                               json_body=body, follow_redirects=step.follow_redirects)
-            evidence = {**res.evidence(), **({"request_body": body} if body is not None else {})}
-            unreached = http.reached_handler(res, authenticated=step.auth, expected=expected_codes)
-            if unreached:
-                return Outcome("error", unreached, expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})
-            if res.status not in expected_codes:
-                return Outcome("fail", res.describe(), expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})
-            for name, field in step.save.items():
-                if not isinstance(res.body, dict) or field not in res.body:
-                    return Outcome("fail", f"{res.describe()}; response has no '{field}' to keep as {name}",
-                                   expected, evidence)
-                saved[name] = str(res.body[field])
-            return Outcome("pass", res.describe(), expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})
+            return steps_probe.run_step(ctx.http, step, saved, auth_headers=ctx.auth_headers(), resolve=_resolver(ctx),
+                                        secret=ctx.secrets.add, expected=expected)[0]
 
         check = ctx.run(f"preflight.journey.{step.name}", step.title or f"{step.method} {step.path}", probe,
                         severity=step.severity, expected=expected, writes=True)

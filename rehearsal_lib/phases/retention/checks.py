@@ -16,7 +16,8 @@ from typing import Any
 from rehearsal_lib.checks.wording import days, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.retention.params import RetentionParams
-from rehearsal_lib.probes import command, http
+from rehearsal_lib.probes import command
+from rehearsal_lib.probes import steps as steps_probe
 from rehearsal_lib.probes.sql import query, quote_ident, split_name
 from rehearsal_lib.results import Check
 
@@ -205,21 +206,18 @@ def check_export(ctx: PhaseRun[RetentionParams]) -> list[Check]:
     step = cfg.request
     state: dict[str, Any] = {}
 
-    codes = step.expect_status if isinstance(step.expect_status, list) else [step.expect_status]
-    expected = f"{step.method} {step.path} answers {' or '.join(map(str, codes))}"
+    expected = steps_probe.expected_text(step)
 
     def request() -> Outcome:
-        res = http.request(ctx.http, step.method, step.path, headers=ctx.auth_headers() if step.auth else None,
-                           json_body=step.json_body, follow_redirects=step.follow_redirects)
-        evidence = {"request": f"{step.method} {step.path}", "status": res.status, "elapsed_ms": round(res.elapsed_ms)}
-        unreached = http.reached_handler(res, authenticated=step.auth, expected=codes)
-        if unreached:
-            return Outcome("error", unreached, expected, {**evidence, **res.evidence()})
-        if res.status not in codes or not isinstance(res.body, dict):
-            return Outcome("fail", res.describe() + ("" if isinstance(res.body, dict) else "; body is not JSON"),
-                           expected, {**evidence, "body": res.text[:300]})
-        state["doc"], state["raw"] = res.body, res.text
-        return Outcome("pass", res.describe(), expected, evidence)
+        saved: dict[str, Any] = {"run_id": ctx.run_id}
+        out, res = steps_probe.run_step(ctx.http, step, saved, auth_headers=ctx.auth_headers(),
+                                        resolve=lambda text: ctx.resolve(text) or "", secret=ctx.secrets.add,
+                                        expected=expected)
+        if out.status == "pass" and not isinstance(res.body, dict):
+            return Outcome("fail", res.describe() + "; body is not JSON", expected, out.evidence, out.metrics)
+        if out.status == "pass":
+            state["doc"], state["raw"] = res.body, res.text
+        return out
 
     first = ctx.run("retention.export.request", step.title or "Data-subject export requested", request,
                     severity=step.severity, expected=expected, writes=True)

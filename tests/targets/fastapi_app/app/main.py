@@ -60,6 +60,13 @@ def version() -> dict:
     return {"name": "notes-api", "version": s.version, "build": {"commit": s.commit}}
 
 
+@app.get("/admin/flags/")
+def flags() -> dict:
+    """The release freeze as the operators set it (APP_FREEZE=1): writes paused, background jobs paused."""
+    frozen = get_settings().freeze
+    return {"maintenance_freeze": frozen, "background_jobs": "paused" if frozen else "running"}
+
+
 @app.post("/token")
 def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], db: DB) -> dict:
     user = db.exec(select(User).where(User.username == form.username)).first()

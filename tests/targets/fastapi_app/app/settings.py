@@ -13,6 +13,7 @@ class Settings:
     admin_api_key: str = field(default_factory=lambda: os.environ.get("ADMIN_API_KEY", ""))
     version: str = "2.1.0"
     commit: str = field(default_factory=lambda: os.environ.get("APP_COMMIT", "unknown"))
+    freeze: bool = field(default_factory=lambda: os.environ.get("APP_FREEZE") == "1")
 
 
 def get_settings() -> Settings:
