@@ -131,7 +131,13 @@ class Runner:
 
         # long phases' live lines (rehearsal_lib/progress.py): in place in a terminal, else every 10 s
         self.live = LiveLine(lambda line: progress(printable(line)))
-        self.progress: Progress = lambda line: (self.live.clear(), progress(printable(line)))[1]  # noqa: E731 - no raw ESC on a terminal
+        self._emit = progress
+
+        def show(line: str) -> None:  # no raw ESC on a terminal; the live line is erased first
+            self.live.clear()
+            self._emit(printable(line))
+
+        self.progress: Progress = show
         self.echo_checks = echo_checks
         self.outputs = outputs or outputs_root(self.root)
         self.secrets = SecretSet()

@@ -737,10 +737,10 @@ def run_load(spec: LoadSpec, processes: int = 1, cpus: list[int] | None = None,
         if not wait(waiting, timeout=max(0.0, min(deadline - time.time(), progress_every_s))):
             if time.time() < deadline:
                 continue
-            late = [procs[w] for w in range(len(pipes)) if w not in results]
-            for proc in late:
+            silent = [procs[w] for w in range(len(pipes)) if w not in results]
+            for proc in silent:
                 proc.kill()
-            raise TimeoutError(f"load worker {late[0].pid} sent no result")
+            raise TimeoutError(f"load worker {silent[0].pid} sent no result")
         for w, parent in enumerate(pipes):
             if w in results or not parent.poll():
                 continue
