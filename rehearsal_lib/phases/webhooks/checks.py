@@ -24,6 +24,7 @@ from rehearsal_lib.probes.sql import query, scalar, strip_statement
 from rehearsal_lib.results import Check, StatusName
 
 WRONG_SECRET = "rehearsal-wrong-secret"
+FULL_BUCKET_WAIT_S = 15.0  # the rate-limit probe waits out a window this short when the bucket is already full
 
 
 def render(value: Any, values: dict[str, str]) -> Any:
@@ -237,9 +238,12 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
         snd = _sender(ctx)
         earlier = snd.sent_within(rl.window_s, rl.headers)
         waited = 0.0
-        if earlier and rl.cooldown_s:
+        if earlier:
             need = rl.window_s - (time.time() - max(earlier)) + 0.05
-            if 0 < need <= rl.cooldown_s:  # wait this run's deliveries out of the window instead of counting them
+            # wait this run's deliveries out of the window instead of counting them: up to cooldown_s, and up to
+            # FULL_BUCKET_WAIT_S when they alone leave nothing to judge with (a re-run right after a burst)
+            bound = max(rl.cooldown_s, FULL_BUCKET_WAIT_S if len(earlier) >= rl.count else 0)
+            if 0 < need <= bound:
                 time.sleep(need)
                 waited = need
                 earlier = snd.sent_within(rl.window_s, rl.headers)
@@ -261,20 +265,42 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
                                     "probe its own bucket (rate_limit.headers) or wait the window out "
                                     "(rate_limit.cooldown_s)", expected, own)
         t0 = time.monotonic()
-        for i in range(1, rl.max_requests + 1):
+        i = 0
+        while i < rl.max_requests:
+            i += 1
             res = snd.send(*snd.delivery(), headers=rl.headers)
             codes.append(res.status)
             if res.error:
                 return Outcome("error", f"request {i}: {res.describe()}", expected, {"answers": answers(),
                                                                                      "codes": codes, **own})
+            if res.status == rl.status and i == 1 < allowed and "full_bucket_waited_s" not in own:
+                # limited before anything of this burst counted: the bucket was full already, of traffic this
+                # kernel did not send (an earlier run or kernel within the window): not a verdict on `count`.
+                # Wait the window out once and send again, or say why it cannot be judged.
+                if rl.window_s > max(rl.cooldown_s, FULL_BUCKET_WAIT_S):
+                    return Outcome("error", f"HTTP {rl.status} already at request 1: the bucket was full before "
+                                            "this probe sent anything (deliveries from before it, e.g. an earlier run "
+                                            f"or a re-run within {secs(rl.window_s)}); the limit cannot be judged. "
+                                            f"Wait {secs(rl.window_s)} and run it again, or set rate_limit.cooldown_s "
+                                            f"to at least {rl.window_s:g} so the probe waits", expected,
+                                   {**own, "codes": codes, "last": res.evidence()}, {"limited_at": 1})
+                time.sleep(rl.window_s + 0.05)
+                own["full_bucket_waited_s"] = round(rl.window_s + 0.05, 2)
+                said.append(f"HTTP {rl.status} at the first delivery (bucket full of earlier traffic): waited "
+                            f"{secs(rl.window_s)} for the window to pass and sent again")
+                note = f" ({'; '.join(said)})"
+                codes.clear()
+                i, t0 = 0, time.monotonic()
+                continue
             if res.status == rl.status:
                 evidence = {"answers": answers(), "seconds": round(time.monotonic() - t0, 3), "codes": codes,
                             **own, "last": res.evidence()}
                 if rl.cooldown_s:
                     time.sleep(rl.cooldown_s)  # let the window pass before other phases send deliveries
                 if i <= allowed:
+                    why = [w for w in said if not w.startswith("waited")]
                     return Outcome("fail", f"HTTP {rl.status} already at request {i} (configured count {rl.count}"
-                                           f"{'; ' + said[-1] if already else ''})",
+                                           f"{'; ' + '; '.join(why) if why else ''})",
                                    expected, evidence, {"limited_at": i, "already_sent": already})
                 return Outcome("pass", f"HTTP {rl.status} at request {i} after {i - 1} accepted{note}", expected,
                                evidence, {"limited_at": i, "already_sent": already})
