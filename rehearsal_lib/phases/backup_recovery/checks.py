@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rehearsal_lib.checks.wording import plural, secs
+from rehearsal_lib.checks.wording import not_configured, plural, secs
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.migrations.checks import _ident
 from rehearsal_lib.phases.preflight.checks import _fill
@@ -64,7 +64,8 @@ def check_backup(ctx: PhaseRun) -> list[Check]:
     """The newest backup is no older than the RPO objective and not empty."""
     cfg = ctx.settings.backup
     if cfg is None:
-        ctx.note("Not configured: phases.backup_recovery.backup.")
+        ctx.note(not_configured("phases.backup_recovery.backup", "that the newest backup is no older than the "
+                                                                 "recovery point objective and not empty"))
         return []
     found: dict[str, Any] = {}
 
@@ -107,7 +108,9 @@ def check_restore(ctx: PhaseRun) -> list[Check]:
     """Restore the newest backup into a temporary database and compare critical tables with the source."""
     cfg, bcfg = ctx.settings.restore, ctx.settings.backup
     if cfg is None or bcfg is None:
-        ctx.note("Not configured: phases.backup_recovery.restore (and backup).")
+        ctx.note(not_configured("phases.backup_recovery.restore", "that the newest backup restores into a temporary "
+                                                                  "database whose critical tables match the source "
+                                                                  "(it needs phases.backup_recovery.backup too)"))
         return []
     counts: dict[str, dict[str, Any]] = {}
     state: dict[str, Any] = {}
@@ -242,7 +245,8 @@ def _ops(ctx: PhaseRun, cfg: Any, what: str) -> tuple[Outcome, float | None]:
 def check_rollback(ctx: PhaseRun) -> Check | None:
     cfg = ctx.settings.rollback
     if cfg is None:
-        ctx.note("Not configured: phases.backup_recovery.rollback.")
+        ctx.note(not_configured("phases.backup_recovery.rollback", "that the release can be rolled back and the "
+                                                                   "previous version answers again"))
         return None
     return ctx.run("backup_recovery.rollback", "Rollback, then health and ready", lambda: _ops(ctx, cfg, "rollback")[0],
                    severity="blocker", expected=f"rollback command exits 0; health and ready answer within "
@@ -257,7 +261,9 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
     """Restart drill: RTO against its objective, row counts before = after, service checks pass again."""
     cfg = ctx.settings.restart
     if cfg is None:
-        ctx.note("Not configured: phases.backup_recovery.restart.")
+        ctx.note(not_configured("phases.backup_recovery.restart", "a restart drill: recovery time against its "
+                                                                  "objective, row counts before = after, service "
+                                                                  "checks passing again"))
         return []
     state: dict[str, Any] = {}
 

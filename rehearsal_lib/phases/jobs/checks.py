@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from rehearsal_lib.checks.wording import plural, secs, times
+from rehearsal_lib.checks.wording import not_configured, plural, secs, times
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.jobs.params import JobsParams
 from rehearsal_lib.phases.webhooks.checks import render
@@ -122,8 +122,17 @@ def _run_to_done(jobs: Jobs, label: str, job: dict[str, Any], expected: str) -> 
                            evidence)
 
 
+JOBS_WOULD_CHECK = {
+    "run": "that a manually triggered job gets a row that reaches done within the timeout",
+    "attempts": "that a job's attempts are counted (e.g. a job failing once then succeeding shows 2)",
+    "schedule": "that the scheduled items a job plans sit at the offsets of its rule",
+    "concurrency": "that triggers fired at once for one job key are processed exactly the expected number of times",
+    "status": "that the status endpoint reports a triggered job's run to its end, with the required fields",
+}
+
+
 def _not_configured(ctx: PhaseRun, key: str) -> None:
-    ctx.note(f"jobs.{key} is not configured: not checked.")
+    ctx.note(not_configured(f"phases.jobs.{key}", JOBS_WOULD_CHECK.get(key, "this part of the job queue")))
 
 
 def check_run(ctx: PhaseRun) -> Check | None:

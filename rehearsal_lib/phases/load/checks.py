@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rehearsal_lib.checks.wording import ms, plural, rps, secs, status_mix
+from rehearsal_lib.checks.wording import ms, not_configured, plural, rps, secs, status_mix
 from rehearsal_lib.load.engine import LiveFigures, LoadResult, LoadSpec, Scenario, ScenarioStats, _Template, run_load
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.load.params import LoadParams, LoadScenario, LoadStage
@@ -185,7 +185,8 @@ def run_load_phase(ctx: PhaseRun[LoadParams]) -> LoadRun:
     inside checks declared `writes=True` (refused in production without --allow-destructive)."""
     run = LoadRun()
     if not ctx.settings.stages:
-        ctx.note("Not configured: phases.load.stages is empty.")
+        ctx.note(not_configured("phases.load.stages", "latency percentiles, errors and throughput under a fixed "
+                                                      "request rate, stage by stage"))
         return run
     run._send = lambda: _send_load(ctx, run)
     return run
@@ -471,7 +472,8 @@ def check_db_connections(ctx: PhaseRun, run: LoadRun) -> list[Check]:
     """Peak database connections during the load against max_connections, and the app's pool limit."""
     cfg = ctx.settings.db_connections
     if cfg is None:
-        ctx.note("Not configured: phases.load.db_connections.")
+        ctx.note(not_configured("phases.load.db_connections", "the peak database connections during the load against "
+                                                              "max_connections and the pool limit"))
         return []
     if not ctx.database_url:
         ctx.note("Database connections not sampled: target.database_url is not configured.")

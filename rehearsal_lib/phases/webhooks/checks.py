@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rehearsal_lib.checks.wording import plural, secs, tally, times
+from rehearsal_lib.checks.wording import not_configured, plural, secs, tally, times
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.webhooks.params import SignatureScheme, WebhooksParams
 from rehearsal_lib.probes.http import HttpResult, request
@@ -161,7 +161,8 @@ def check_replay(ctx: PhaseRun) -> Check | None:
     """A correctly signed delivery whose timestamp lies outside the replay window is rejected."""
     s: WebhooksParams = ctx.settings
     if s.replay is None:
-        ctx.note("webhooks.replay is not configured: the replay window is not checked.")
+        ctx.note(not_configured("phases.webhooks.replay", "that a delivery signed outside the replay window is "
+                                                          "rejected"))
         return None
     replay = s.replay
     age = replay.window_s + replay.stale_by_s
@@ -186,7 +187,7 @@ def check_idempotency(ctx: PhaseRun) -> Check | None:
     """The same delivery sent twice is processed once (a SQL query counts its processing)."""
     s: WebhooksParams = ctx.settings
     if s.idempotency is None:
-        ctx.note("webhooks.idempotency is not configured: duplicate deliveries are not checked.")
+        ctx.note(not_configured("phases.webhooks.idempotency", "that the same delivery sent twice is processed once"))
         return None
     idem = s.idempotency
     expected = f"both answered, processed {times(idem.expected)}"
@@ -223,7 +224,8 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
     `count` minus them. With `cooldown_s` long enough the probe first waits them out of the window."""
     s: WebhooksParams = ctx.settings
     if s.rate_limit is None:
-        ctx.note("webhooks.rate_limit is not configured: the rate limit is not checked.")
+        ctx.note(not_configured("phases.webhooks.rate_limit", "that the receiver answers 429 past its configured "
+                                                              "count of deliveries per window"))
         return None
     rl = s.rate_limit
     expected = (f"HTTP {rl.status} once more than {rl.count} deliveries arrive within {secs(rl.window_s)}, "
@@ -358,7 +360,8 @@ def check_storage(ctx: PhaseRun) -> Check | None:
     """A delivery carrying sentinel values of the plaintext fields is stored without any of them."""
     s: WebhooksParams = ctx.settings
     if s.storage is None or not s.storage.plaintext_fields:
-        ctx.note("webhooks.storage is not configured: stored payloads are not checked.")
+        ctx.note(not_configured("phases.webhooks.storage", "that a delivery carrying sentinel values of the plaintext "
+                                                           "fields is stored without any of them"))
         return None
     st = s.storage
     expected = "no configured plaintext field stored (0 rows)"
