@@ -88,16 +88,22 @@ class Jobs:
         """Poll the job row until done / failed / timeout: (outcome word, last row, seconds waited)."""
         t0 = time.monotonic()
         last = None
-        while True:
-            last = self.row(job_id)
-            state = (last or {}).get("status")
-            if state == self.s.done_status:
-                return "done", last, time.monotonic() - t0
-            if state in self.s.failed_status:
-                return "failed", last, time.monotonic() - t0
-            if time.monotonic() - t0 > self.s.timeout_s:
-                return "timeout", last, time.monotonic() - t0
-            time.sleep(self.s.poll_interval_s)
+        polls = 0
+        # a live line for a wait of more than a couple of seconds (rehearsal_lib/progress.py)
+        with self.ctx.progress(f"job {job_id}: waiting for '{self.s.done_status}'", total_s=self.s.timeout_s,
+                               delay_s=2) as bar:
+            while True:
+                last = self.row(job_id)
+                polls += 1
+                state = (last or {}).get("status")
+                bar.update(f"status '{state if last else 'no row'}' after {polls} poll(s)")
+                if state == self.s.done_status:
+                    return "done", last, time.monotonic() - t0
+                if state in self.s.failed_status:
+                    return "failed", last, time.monotonic() - t0
+                if time.monotonic() - t0 > self.s.timeout_s:
+                    return "timeout", last, time.monotonic() - t0
+                time.sleep(self.s.poll_interval_s)
 
 
 def _jobs(ctx: PhaseRun) -> Jobs:

@@ -246,7 +246,9 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
             # FULL_BUCKET_WAIT_S when they alone leave nothing to judge with (a re-run right after a burst)
             bound = max(rl.cooldown_s, FULL_BUCKET_WAIT_S if len(earlier) >= rl.count else 0)
             if 0 < need <= bound:
-                time.sleep(need)
+                with ctx.progress(f"rate limit: waiting {secs(need)} for this run's deliveries to leave the window",
+                                  total_s=need, delay_s=1):
+                    time.sleep(need)
                 waited = need
                 earlier = snd.sent_within(rl.window_s, rl.headers)
         already = len(earlier)
@@ -286,7 +288,9 @@ def check_rate_limit(ctx: PhaseRun) -> Check | None:
                                             f"Wait {secs(rl.window_s)} and run it again, or set rate_limit.cooldown_s "
                                             f"to at least {rl.window_s:g} so the probe waits", expected,
                                    {**own, "codes": codes, "last": res.evidence()}, {"limited_at": 1})
-                time.sleep(rl.window_s + 0.05)
+                with ctx.progress(f"rate limit: bucket full at the first delivery, waiting {secs(rl.window_s)} "
+                                  "for the window to pass", total_s=rl.window_s, delay_s=1):
+                    time.sleep(rl.window_s + 0.05)
                 own["full_bucket_waited_s"] = round(rl.window_s + 0.05, 2)
                 said.append(f"HTTP {rl.status} at the first delivery (bucket full of earlier traffic): waited "
                             f"{secs(rl.window_s)} for the window to pass and sent again")
