@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -277,5 +278,6 @@ def test_rehearse_run_prints_the_load_progress_when_stdout_is_not_a_tty(tmp_path
                "rehearse run of preflight + load did not finish", env=env)
     lines = [ln for ln in done.stdout.splitlines() if "progress load · stage" in ln]
     assert lines, done.stdout[-3000:]
-    assert "sent" in lines[0] or "of 3 s" in lines[0]
+    assert re.search(r"progress load · stage steady \(25 req/s\): \d+ s( of 3 s)?", lines[0]), lines
+    assert any(re.search(r"\d+ sent, \d+ req/s", ln) for ln in lines) or len(lines) == 1, lines
     assert "\r" not in done.stdout and "\x1b" not in done.stdout  # plain lines, not a terminal's live line
