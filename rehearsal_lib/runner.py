@@ -265,7 +265,7 @@ class Runner:
             line = path.read_text(encoding="utf-8", errors="replace").strip()
         except OSError:
             return
-        if line:
+        if line and (self.echo_checks or self.live.tty):  # --quiet: no progress lines in a log
             self.live.show(job.name, self.secrets.scrub(" ".join(line.split()))[:200])
 
     def _echo_checks(self, job: PhaseJob, follow: TextIO) -> None:
