@@ -202,12 +202,55 @@ def _run_dir(value: str) -> Path:
     return path
 
 
+def _loose_notebooks(path: Path) -> list[Path] | None:
+    """The executed notebooks `rehearse report PATH` turns into a report when PATH is not a run folder:
+    PATH itself (a .ipynb) or the .ipynb files in the folder PATH; None for a run folder."""
+    if path.suffix == ".ipynb":
+        if not path.is_file():
+            raise ConfigError(path, "no such notebook")
+        return [path.resolve()]
+    if path.is_dir() and not (path / "notebooks").is_dir():
+        found = sorted(p.resolve() for p in path.glob("*.ipynb") if not p.name.startswith("."))
+        if not found:
+            raise ConfigError(path, "neither a run folder (no notebooks/ inside) nor a folder of executed notebooks")
+        return found
+    return None
+
+
+def _report_notebooks(args: argparse.Namespace, notebooks: list[Path]) -> int:
+    """`rehearse report NOTEBOOK|FOLDER`: the offline report of interactively executed notebooks."""
+    from rehearsal_lib.report import notebook_report
+
+    if args.reseal or args.reason:
+        raise ConfigError(Path(args.run_dir), "--reseal/--reason are for run folders: notebooks on their own "
+                                              "have no seal")
+    path = Path(args.run_dir)
+    if args.out:
+        out = Path(args.out)
+    elif path.is_dir():
+        out = path.resolve().parent / f"{path.resolve().name}.report.html"
+    else:
+        out = path.with_name(path.name.removesuffix(".ipynb") + ".report.html")
+    try:
+        written, summary = notebook_report(notebooks, out.resolve(), show_code=args.show_code)
+    except ValueError as exc:
+        raise ConfigError(path, str(exc)) from None
+    print(f"{summary.decision.decision} over {len(notebooks)} notebook(s) (not a run: no seal, no ledger): {written}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from rehearsal_lib.evidence import crash_info
     from rehearsal_lib.runner import finalize
     from rehearsal_lib.runrecord import read_run_record
     from rehearsal_lib.seal import SealRefused, load_signing_key
 
+    notebooks = _loose_notebooks(Path(args.run_dir))
+    if notebooks is not None:
+        return _report_notebooks(args, notebooks)
+    if args.out:
+        raise ConfigError(Path(args.run_dir), "--out is for executed notebooks; a run folder's report is its "
+                                              "report.html")
     run_dir = _run_dir(args.run_dir)
     record = read_run_record(run_dir)  # one line naming run.json when it is corrupt or of the wrong shape
     if record.runner_pid and not record.finished_at and crash_info(record) is None:
@@ -409,7 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("report", help="rebuild report/results/junit and reseal a run folder from its notebooks "
                                       "(refused when the folder no longer matches its seal)")
-    p.add_argument("run_dir", help=RUN_DIR_HELP)
+    p.add_argument("run_dir", help=RUN_DIR_HELP + "; or an executed phase notebook (or a folder of them) run on its "
+                                  "own, e.g. in JupyterLab: its offline report goes to NOTEBOOK.report.html "
+                                  "(FOLDER.report.html), not sealed")
+    p.add_argument("--out", metavar="HTML", help="with notebooks: where to write the report")
     p.add_argument("--show-code", action="store_true", help="show notebook code in the report")
     p.add_argument("--reseal", action="store_true",
                    help="rebuild even though files changed since sealing; keeps the old manifest and records "
@@ -454,19 +500,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace notebooks already in the project's notebooks/")
     p.set_defaults(func=cmd_notebooks)
 
-    p = command("lab", help="open JupyterLab on the project's notebooks/ (else the shipped notebooks)")
-    p.add_argument("lab_args", nargs="*", help="passed on to jupyter lab (options too, e.g. --port 8899)")
+    p = command("lab", help="open JupyterLab on the project's notebooks/ (else the shipped notebooks)",
+                description="Open JupyterLab on the project's notebooks/ (else the shipped notebooks). Every "
+                            "argument after `lab` goes to jupyter lab unchanged, e.g. `rehearse lab --port 8899 "
+                            "--no-browser`; as root add --allow-root.")
+    p.add_argument("lab_args", nargs=argparse.REMAINDER,
+                   help="passed on to jupyter lab untouched (options too, e.g. --port 8899)")
     p.set_defaults(func=cmd_lab)
     return ap
 
 
+def _lab_passthrough(argv: list[str]) -> tuple[list[str], list[str]] | None:
+    """`rehearse [--project DIR] lab ARGS...`: (the global options before `lab`, ARGS exactly as given: order
+    and values untouched, e.g. `--port 8899`); None for `rehearse lab -h/--help` (rehearse's own help) and
+    for other commands."""
+    i = 0
+    while i < len(argv) and argv[i] != "lab":
+        if argv[i] == "--project":
+            i += 2
+        elif argv[i].startswith("--project="):
+            i += 1
+        else:
+            return None
+    if i >= len(argv) or argv[i + 1:] in (["-h"], ["--help"]):
+        return None
+    return argv[:i], list(argv[i + 1:])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        if args.command != "lab":
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        args.lab_args = [*args.lab_args, *unknown]
+    argv = sys.argv[1:] if argv is None else list(argv)
+    passthrough = _lab_passthrough(argv)
+    if passthrough is not None:
+        before, lab_args = passthrough
+        args = parser.parse_args([*before, "lab"])
+        args.lab_args = lab_args
+    else:
+        args = parser.parse_args(argv)
     if args.project:
         project = Path(args.project).expanduser().resolve()
         if not project.is_dir():

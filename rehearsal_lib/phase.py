@@ -9,7 +9,11 @@ with), and records each check as a displayed output.
 The public surface for phase authors (docs/adding-a-phase.md): `settings`, `resolve`, `run`
 (with `writes=True` for a check that writes to or disrupts the target: the one write-safety
 route), `register_restore`, `display`, `figure`, `note`, `cached`, `http`, `engine`,
-`auth_headers`, `summary`, `close`.
+`auth_headers`, `progress`, `summary`, `close`.
+
+Every check cell can be run again at any time, also after the closing cell: `close()` leaves the phase
+usable (its clients reopen on next use), and a re-run whose probe errors does not replace an earlier
+real result of the same check (it is shown, with its reason, beside the kept result).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import httpx
 
 from rehearsal_lib.config import Params, SandboxBlock, load_params, resolve_reference
 from rehearsal_lib.params_base import PhaseParams
+from rehearsal_lib.progress import Progress
 from rehearsal_lib.restores import Restore, perform, record_done, record_registered
 from rehearsal_lib.results import TARGET_TABLE_CLASS, Check, SeverityT, Status, StatusName, utcnow
 from rehearsal_lib.secrets import SecretSet, mask_url
@@ -185,7 +190,11 @@ class PhaseRun(Generic[P]):
             if state is None:
                 return
         else:
-            state, started = ensure_sandbox(sbx.variant, release_pending=sbx.release_pending)
+            with self.progress(f"sandbox {sbx.variant}: starting (or attaching)", delay_s=1.0):
+                state, started = ensure_sandbox(sbx.variant, release_pending=sbx.release_pending)
+            if started:
+                _to_terminal(f"rehearsal: {self.name} started the sandbox ({sbx.variant}); it keeps running after "
+                             f"this notebook. Stop it with: {stop_command(sbx.variant)}")
         self.sandbox_started = started
         self.sandbox_state = state
         apply_sandbox_env(state)
@@ -250,6 +259,14 @@ class PhaseRun(Generic[P]):
         block: P = getattr(self.params.phases, self.name)
         return block
 
+    def progress(self, label: str, total_s: float | None = None, sample: Callable[[], str] | None = None,
+                 every_s: float = 1.0, delay_s: float = 0.0) -> Progress:
+        """A live progress line for long work, used as a context manager (rehearsal_lib/progress.py):
+        updated in place in the notebook, shown by `rehearse run` in the terminal; `sample` returns the
+        current figures and is called on a timer (every `every_s`), never per unit of work."""
+        return Progress(f"{self.name} · {label}", total_s=total_s, sample=sample, every_s=every_s,
+                        scrub=self.secrets.scrub, delay_s=delay_s)
+
     # -- clients ---------------------------------------------------------------------------------
     @cached_property
     def http(self) -> httpx.Client:
@@ -294,8 +311,19 @@ class PhaseRun(Generic[P]):
 
     # -- recording -------------------------------------------------------------------------------
     def record(self, check: Check) -> Check:
-        """Display a check in the notebook (badge + JSON bundle) and keep it."""
+        """Display a check in the notebook (badge + JSON bundle) and keep it.
+
+        A check run again in the same kernel (a re-run cell) replaces its earlier record only with a real
+        result: when the re-run is an `error` and the earlier record was not, the earlier record is kept
+        and shown again (its badge and bundle, so the notebook's record is unchanged) with a note giving
+        the re-run's error."""
         check = self._scrubbed(check)
+        earlier = next((c for c in self.checks if c.id == check.id), None)
+        if earlier is not None and check.status == Status.ERROR and earlier.status != Status.ERROR:
+            display_bundle(earlier.bundle())
+            self.note(f"Re-run of {check.id} at {check.started_at} gave an error, not a result: {check.observed} "
+                      f"— the earlier result ({earlier.status.upper()} at {earlier.started_at}) is kept.")
+            return earlier
         self.checks = [c for c in self.checks if c.id != check.id] + [check]
         display_bundle(check.bundle())
         return check
@@ -334,11 +362,19 @@ class PhaseRun(Generic[P]):
             self._current_check = ""
             for handle in list(self._pending_restores.values()):  # a probe that forgot its restore
                 handle.run()
+        if not (out.expected or expected):  # a probe that raised before saying what it requires
+            out.expected = self._expected_of(check_id, title)
         check = Check(id=check_id, phase=self.name, title=title, status=Status(out.status),
                       severity=out.severity or severity,
                       expected=out.expected or expected, observed=out.observed, evidence=out.evidence,
                       metrics=dict(out.metrics), started_at=started, duration_s=round(time.perf_counter() - t0, 4))
         return self.record(check)
+
+    def _expected_of(self, check_id: str, title: str) -> str:
+        """`expected` for a check whose probe gave none (it raised first): what an earlier run of the
+        same check in this kernel required, else its title (the requirement in words)."""
+        earlier = next((c for c in self.checks if c.id == check_id and c.expected), None)
+        return earlier.expected if earlier is not None else title
 
     def figure(self, fig: Any) -> None:
         """Show a plotly figure; its JSON stays in the notebook and the report renders it offline.
@@ -379,7 +415,8 @@ class PhaseRun(Generic[P]):
         }
         if self.params.sandbox is not None:
             rows["sandbox"] = f"variant {self.params.sandbox.variant}" + (
-                " (started by this notebook; stop it with: rehearse sandbox down)" if self.sandbox_started else "")
+                f" (started by this notebook; stop it with: {stop_command(self.params.sandbox.variant)})"
+                if self.sandbox_started else "")
         left = "style='text-align:left'"
         body = "".join(f"<tr><th {left}>{html.escape(k)}</th><td {left}>{html.escape(v)}</td></tr>"
                        for k, v in rows.items())
@@ -408,12 +445,39 @@ class PhaseRun(Generic[P]):
                   "text/plain": f"{self.name}: {head or 'no checks'}"})
 
     def close(self) -> None:
+        """Run pending restores and release the clients. The phase stays usable: a check cell run after
+        this reopens the clients it needs (`http`, `engine` are created again on next use)."""
         for handle in list(self._pending_restores.values()):
             handle.run()
-        with suppress(Exception):
-            self.http.close()
-        if "engine" in self.__dict__:
-            self.engine.dispose()
+        client = self.__dict__.pop("http", None)
+        if client is not None:
+            with suppress(Exception):
+                client.close()
+        engine = self.__dict__.pop("engine", None)
+        if engine is not None:
+            with suppress(Exception):
+                engine.dispose()
+
+
+def stop_command(variant: str) -> str:
+    """The command that stops this sandbox variant."""
+    return "rehearse sandbox down" + (f" --variant {variant}" if variant != "default" else "")
+
+
+def _to_terminal(message: str) -> None:
+    """A line on the kernel process's own stderr, i.e. the terminal of a plain `papermill` run (or of
+    the Jupyter server), not the notebook: ipykernel keeps the original stderr's descriptor."""
+    import sys
+
+    fd = getattr(sys.stderr, "_original_stdstream_copy", None)
+    try:
+        if isinstance(fd, int):
+            os.write(fd, (message + "\n").encode("utf-8", "replace"))
+        elif sys.__stderr__ is not None:
+            sys.__stderr__.write(message + "\n")
+            sys.__stderr__.flush()
+    except OSError:
+        pass
 
 
 def open_phase(name: str, env: str, run_dir: str = "", needs_target: bool = True) -> PhaseRun[Any]:

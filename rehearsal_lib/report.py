@@ -19,6 +19,7 @@ from rehearsal_lib.results import CHECK_MIME, TARGET_TABLE_CLASS, printable, rea
 from rehearsal_lib.views import (  # noqa: F401 - DECISION_COLORS: re-exported for checks/decision.py
     DECISION_COLORS,
     TEMPLATES,
+    Notice,
     SummaryView,
     render_phase_heading,
     render_summary_html,
@@ -145,10 +146,10 @@ def combined_notebook(summary: RunSummary, show_code: bool = False,
     return merged, has_fig
 
 
-def render_report(summary: RunSummary, show_code: bool = False) -> str:
+def render_report(summary: RunSummary, show_code: bool = False, notices: tuple[Notice, ...] = ()) -> str:
     from nbconvert import HTMLExporter
 
-    view = summary_view(summary)
+    view = summary_view(summary, notices)
     merged, has_fig = combined_notebook(summary, show_code, view)
     exporter = HTMLExporter(template_name="rehearsal", extra_template_basedirs=[str(TEMPLATES)],
                             exclude_input=not show_code, exclude_input_prompt=True, exclude_output_prompt=True,
@@ -172,3 +173,45 @@ def write_report(summary: RunSummary, show_code: bool = False) -> Path:
     path.write_text(render_report(summary, show_code), encoding="utf-8")
     return path
 
+
+
+NOT_A_RUN = ("Not a rehearsal run", "built by `rehearse report` from notebooks executed on their own (in JupyterLab "
+             "or by papermill), not by `rehearse run`: there is no run folder, no run.json, no seal and no ledger "
+             "entry, so `rehearse verify` cannot vouch for it; the decision is over these notebooks' checks only")
+
+
+def _phase_of(path: Path, nb: dict) -> str:
+    """The phase a notebook belongs to: its checks say it; else its file name (`NN_<phase>.ipynb`)."""
+    from rehearsal_lib.results import checks_from_notebook
+
+    checks = checks_from_notebook(nb)
+    if checks:
+        return checks[0].phase
+    stem = path.stem.split(".", 1)[0]
+    return stem.split("_", 1)[1] if "_" in stem and stem.split("_", 1)[0].isdigit() else stem
+
+
+def notebook_report(paths: list[Path], out: Path, show_code: bool = False) -> tuple[Path, RunSummary]:
+    """The offline report (plotly inlined) of executed phase notebooks that are not a run folder's:
+    the notebooks are read from a scratch folder laid out like a run's and the page says it is not a run
+    (no seal, no ledger). Writes `out`; nothing is written beside the notebooks but `out`."""
+    import shutil
+    import tempfile
+
+    from rehearsal_lib.evidence import collect
+    from rehearsal_lib.phases import BY_NAME
+    from rehearsal_lib.results import read_notebook_json
+
+    with tempfile.TemporaryDirectory(prefix="rehearsal-nbreport-") as tmp:
+        run_dir = Path(tmp) / "interactive"
+        (run_dir / "notebooks").mkdir(parents=True)
+        for path in paths:
+            phase = _phase_of(path, read_notebook_json(path))
+            spec = BY_NAME.get(phase)
+            if spec is None:
+                raise ValueError(f"{path}: not a phase notebook (no check records, and its name names no phase)")
+            name = spec.notebook_name
+            shutil.copyfile(path, run_dir / "notebooks" / name)
+        summary = collect(run_dir)
+        out.write_text(render_report(summary, show_code, (Notice(*NOT_A_RUN),)), encoding="utf-8")
+    return out, summary

@@ -7,6 +7,7 @@ report that says what happened.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -61,6 +62,7 @@ from rehearsal_lib.target import observed_version
 Progress = Callable[[str], None]
 RESUME_MARK = "--- resumed run:"  # the line in logs/<phase>.log where a resumed attempt starts
 RESUMABLE = ("pending", "running", "interrupted", "not_run")  # phase outcomes a resumed run runs again
+PROGRESS_FILE_ENV = "REHEARSAL_PROGRESS_FILE"  # rehearsal_lib.progress.FILE_ENV
 CHECK_LINE = re.compile(r"papermill \[(PASS|FAIL|ERROR|WARN|SKIP|MANUAL)\] (.*)")
 
 
@@ -116,6 +118,8 @@ class PhaseJob:
     reason: str = ""
     duration_s: float = 0.0
     proc: subprocess.Popen | None = None
+    progress_file: Path | None = None  # the kernel's live progress line (REHEARSAL_PROGRESS_FILE)
+    progress_seen: int = 0
 
 
 class Runner:
@@ -132,7 +136,17 @@ class Runner:
         self.parallel = parallel or self.params.run.parallel
         self.allow_destructive = allow_destructive
         self.show_code = show_code
-        self.progress: Progress = lambda line: progress(printable(line))  # noqa: E731 - no raw ESC on a terminal
+        from rehearsal_lib.progress import LiveLine
+
+        # long phases' live lines (rehearsal_lib/progress.py): in place in a terminal, else every 10 s
+        self.live = LiveLine(lambda line: progress(printable(line)))
+        self._emit = progress
+
+        def show(line: str) -> None:  # no raw ESC on a terminal; the live line is erased first
+            self.live.clear()
+            self._emit(printable(line))
+
+        self.progress: Progress = show
         self.echo_checks = echo_checks
         self.outputs = outputs or outputs_root(self.root)
         self.secrets = SecretSet()
@@ -143,6 +157,7 @@ class Runner:
         self.resume = resume.resolve() if resume is not None else None  # a crashed/interrupted run folder
         self._lock = threading.Lock()
         self._stop_heartbeat = threading.Event()
+        self._progress_tmp: str | None = None
 
     # -- set-up ---------------------------------------------------------------------------------
     def _make_run_dir(self) -> Path:
@@ -170,6 +185,8 @@ class Runner:
         child_env = {**os.environ, "REHEARSAL_PROJECT_DIR": str(self.root), "PYTHONUNBUFFERED": "1",
                      "REHEARSAL_ALLOW_DESTRUCTIVE": "1" if self.allow_destructive else "0"}
         child_env["REHEARSAL_RUN_ID"] = self.run_id  # kernels under a run never start or replace the target
+        job.progress_file = Path(self._progress_dir()) / f"{job.name}.line"
+        child_env[PROGRESS_FILE_ENV] = str(job.progress_file)
         cmd = [sys.executable, "-m", "rehearsal_lib.execute", str(job.notebook), str(job.output),
                "--env", self.env_arg, "--run-dir", str(self.run_dir),
                "--cell-timeout", str(self.params.run.cell_timeout_s)]
@@ -195,6 +212,10 @@ class Runner:
                 time.sleep(0.2)
             self._echo_checks(job, follow)
         job.duration_s = round(time.monotonic() - t0, 2)
+        if job.progress_file is not None:
+            with contextlib.suppress(OSError):
+                job.progress_file.unlink()
+        self.live.clear()
         self._run_restores(job.name)  # before the next phase: it must not run against a degraded target
         for path in (job.output, job.log):  # no secret waits on disk for the end of the run
             self.secrets.scrub_file(path)
@@ -232,8 +253,33 @@ class Runner:
                           f"({observed})")
         self._save_progress()
 
+    def _progress_dir(self) -> str:
+        """A private folder (outside the run folder: nothing of it is evidence) for the phases' live lines."""
+        if self._progress_tmp is None:
+            import tempfile
+
+            self._progress_tmp = tempfile.mkdtemp(prefix="rehearsal-progress-")
+        return self._progress_tmp
+
+    def _echo_live(self, job: PhaseJob) -> None:
+        """Show the phase's current progress line (the kernel rewrites its file while long work runs)."""
+        path = job.progress_file
+        if path is None:
+            return
+        try:
+            stamp = path.stat().st_mtime_ns
+            if stamp == job.progress_seen:
+                return
+            job.progress_seen = stamp
+            line = path.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            return
+        if line and (self.echo_checks or self.live.tty):  # --quiet: no progress lines in a log
+            self.live.show(job.name, self.secrets.scrub(" ".join(line.split()))[:200])
+
     def _echo_checks(self, job: PhaseJob, follow: TextIO) -> None:
         """Print each check as the phase records it (papermill logs its text line)."""
+        self._echo_live(job)
         for line in follow.readlines():
             found = CHECK_LINE.search(line)
             if found and self.echo_checks:
@@ -346,6 +392,10 @@ class Runner:
             return self._run_locked()
         finally:
             self.run_lock.release()
+            if self._progress_tmp is not None:
+                import shutil
+
+                shutil.rmtree(self._progress_tmp, ignore_errors=True)
 
     def _resumable(self, run_dir: Path) -> tuple[RunRecord, str]:
         """run.json of a run folder `--resume` may continue (this environment's, crashed or interrupted,

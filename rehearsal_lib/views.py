@@ -284,8 +284,9 @@ def _reseal_rows(summary: RunSummary) -> list[ResealRow]:
     return rows
 
 
-def summary_view(summary: RunSummary) -> SummaryView:
-    """The view model of a run's summary (see the module docstring)."""
+def summary_view(summary: RunSummary, extra_notices: tuple[Notice, ...] = ()) -> SummaryView:
+    """The view model of a run's summary (see the module docstring); `extra_notices` lead the banner
+    (e.g. a report built from interactively executed notebooks, not from a run)."""
     run, d = summary.record, summary.decision
     versions = run.tool_versions
     reseals = _reseal_rows(summary)
@@ -298,7 +299,7 @@ def summary_view(summary: RunSummary) -> SummaryView:
     else:
         reseal_title = ""
 
-    notices: list[Notice] = []
+    notices: list[Notice] = list(extra_notices)
     if run.interrupted:
         notices.append(Notice("The run was interrupted", "the phases that finished are reported below"))
     if run.runner_error:

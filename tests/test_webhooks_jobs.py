@@ -662,3 +662,47 @@ def test_each_planted_defect_fails_its_own_check_with_its_reason(tmp_path, monke
     assert observed["jobs.schedule.offsets"][1] == "offsets 0/1/4 days"
     assert observed["jobs.concurrency.once"][1] == "2 triggers → 2 jobs, processed twice"
     assert observed["jobs.status.reports"][1] == "done, but the report lacks finished_at"
+
+
+# ------------------------------------------- a quick re-run: the bucket is still full of earlier traffic (#15)
+
+
+def test_rate_limit_rerun_by_a_new_kernel_with_the_bucket_full_waits_the_window_and_passes(tmp_path, monkeypatch,
+                                                                                          server):
+    """Two runs back to back (two kernels: two senders): the second's first delivery meets a bucket the first
+    filled. main: 'HTTP 429 already at request 1', a false fail. Now: it waits the (2 s) window and judges."""
+    block = bucket_hook(10, 2, "rerun", headers={"X-Source": "rerun"})
+    first = webhooks.check_rate_limit(make(tmp_path, monkeypatch, "webhooks", url(server), block))
+    assert first.status == "pass" and first.metrics["limited_at"] == 11
+    again = webhooks.check_rate_limit(make(tmp_path, monkeypatch, "webhooks", url(server), block))
+    assert again.status == "pass", again.observed
+    assert again.metrics["limited_at"] == 11 and again.evidence["full_bucket_waited_s"] >= 2
+    assert "bucket full of earlier traffic" in again.observed and "waited 2 s" in again.observed
+
+
+def test_rate_limit_rerun_with_a_window_too_long_to_wait_is_an_error_naming_the_cause(tmp_path, monkeypatch,
+                                                                                     server):
+    block = bucket_hook(10, 30, "rerun-long", headers={"X-Source": "rerun-long"})
+    first = webhooks.check_rate_limit(make(tmp_path, monkeypatch, "webhooks", url(server), block))
+    assert first.status == "pass"
+    again = webhooks.check_rate_limit(make(tmp_path, monkeypatch, "webhooks", url(server), block))
+    assert again.status == "error", again.observed
+    assert again.observed.startswith("HTTP 429 already at request 1: the bucket was full before this probe sent")
+    assert "rate_limit.cooldown_s" in again.observed and again.expected
+
+
+def test_rate_limit_cell_rerun_in_the_same_kernel_waits_its_own_burst_out(tmp_path, monkeypatch, server):
+    """The same kernel re-runs the cell right away: its own burst fills the window, so it says so and waits."""
+    ctx = make(tmp_path, monkeypatch, "webhooks", url(server), bucket_hook(10, 2, "cell", headers={"X-Source": "c"}))
+    assert webhooks.check_rate_limit(ctx).status == "pass"
+    again = webhooks.check_rate_limit(ctx)
+    assert again.status == "pass" and again.metrics["limited_at"] == 11, again.observed
+    assert "for this run's earlier deliveries to leave the window" in again.observed
+
+
+def test_rate_limit_first_delivery_limited_even_after_the_wait_still_fails(tmp_path, monkeypatch, server):
+    """A limiter that answers 429 to the first delivery of a fresh window is broken: the wait does not hide it."""
+    block = bucket_hook(0, 1, "zero", headers={"X-Source": "zero"})
+    check = webhooks.check_rate_limit(make(tmp_path, monkeypatch, "webhooks", url(server), block))
+    assert check.status == "fail" and check.metrics["limited_at"] == 1, check.observed
+    assert check.evidence["full_bucket_waited_s"] >= 1

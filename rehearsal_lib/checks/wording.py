@@ -91,3 +91,9 @@ def pattern_text(pattern: str) -> str:
     if re.fullmatch(r"[A-Za-z-]+=\\d\+", body):
         return f"{body[:-3]}<number>"
     return f"matching the pattern /{pattern}/"
+
+
+def not_configured(key: str, would_check: str) -> str:
+    """The note of a section with nothing configured: what it would check and the params key enabling it."""
+    return (f"Not configured: {key}. This section would check {would_check}. To enable it, set {key} in the "
+            "params file (docs/params.md).")

@@ -33,7 +33,7 @@ import time
 import uuid
 from array import array
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -190,6 +190,56 @@ def validate_templates(spec: LoadSpec) -> list[str]:
     return sorted(set(missing))
 
 
+# ------------------------------------------------------------------------------------------ live figures
+
+
+@dataclass
+class LiveFigures:
+    """What a run has done so far, for a progress line: read on a timer from the samples the engine
+    records anyway (never computed per request)."""
+
+    elapsed_s: float = 0.0
+    sent: int = 0  # requests completed (answered, failed or timed out)
+    errors: int = 0  # of those, not answered with their scenario's expected status
+    rate: float = 0.0  # requests completed per second since the previous reading
+    p95_ms: float | None = None  # p95 latency of the requests completed since the previous reading
+
+    def text(self) -> str:
+        p95 = f"{self.p95_ms:.0f} ms" if self.p95_ms is not None else "-"
+        return f"{self.sent} sent, {self.rate:.0f} req/s now, {self.errors} errors, p95 {p95} (last interval)"
+
+
+class _LiveCounter:
+    """Reads the new part of a Samples since the previous reading (O(new requests), bounded for p95)."""
+
+    P95_WINDOW = 5000  # the p95 of at most the last this-many requests: a reading stays cheap at any rate
+
+    def __init__(self, spec: LoadSpec):
+        self.expect = [set(sc.expect_status) for sc in spec.scenarios]
+        self.seen, self.errors = 0, 0
+        self.t0 = self.t_prev = time.perf_counter()
+
+    def read(self, samples: Samples) -> LiveFigures:
+        now = time.perf_counter()
+        n = min(len(samples.latency_ms), len(samples.status), len(samples.scenario))
+        new = range(self.seen, n)
+        status, scenario = samples.status, samples.scenario
+        self.errors += sum(1 for i in new if status[i] not in self.expect[scenario[i]])
+        window = [samples.latency_ms[i] for i in range(max(self.seen, n - self.P95_WINDOW), n) if status[i] > 0]
+        rate = (n - self.seen) / max(now - self.t_prev, 1e-9)
+        self.seen, self.t_prev = n, now
+        return LiveFigures(round(now - self.t0, 2), n, self.errors, round(rate, 1), percentile(window, 95))
+
+
+async def _report_live(spec: LoadSpec, samples: Samples, conn: Any, every_s: float) -> None:
+    """A worker process's periodic reading, sent to the parent (one small message per interval)."""
+    counter = _LiveCounter(spec)
+    while True:
+        await asyncio.sleep(every_s)
+        f = counter.read(samples)
+        conn.send(("live", f.sent, f.errors, f.rate, f.p95_ms))
+
+
 # ------------------------------------------------------------------------------------------ one process
 
 
@@ -279,9 +329,13 @@ def _arrival_offset(i: int, rate: float, ramp_s: float) -> float:
     return i / rate + (ramp_s / 2 if ramp_s > 0 else 0.0)
 
 
-async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float) -> WorkerReport:
-    """Run this process's share of the load; `start_at` is a time.time() instant shared by all processes."""
+async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float, live_conn: Any = None,
+                      live_every_s: float = 0.0, live_box: dict[str, Any] | None = None) -> WorkerReport:
+    """Run this process's share of the load; `start_at` is a time.time() instant shared by all processes.
+    With `live_conn`, a reading of its figures goes to the parent every `live_every_s` (progress)."""
     samples = Samples()
+    if live_box is not None:  # in-process run: the caller's thread reads these samples on its timer
+        live_box["samples"] = samples
     rng = random.Random(spec.seed * 1000 + worker)
     templates = [_Template(s, spec.headers, spec.values, worker) for s in spec.scenarios]
     weights = [max(0.0, s.weight) for s in spec.scenarios]
@@ -332,6 +386,8 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
     cpu0 = time.process_time()
     end = t0 + spec.duration_s
     pending: set[asyncio.Task] = set()
+    live = (asyncio.ensure_future(_report_live(spec, samples, live_conn, live_every_s))
+            if live_conn is not None and live_every_s > 0 else None)
 
     if spec.model == "open":
         share = spec.rate / workers
@@ -390,6 +446,8 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
             task.cancel()
         if late:
             await asyncio.wait(late, timeout=1)
+    if live is not None:
+        live.cancel()
     report.wall_s = time.perf_counter() - t0
     report.cpu_s = time.process_time() - cpu0
     report.connections = len(conns.all)
@@ -412,7 +470,8 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _worker_entry(spec: LoadSpec, worker: int, workers: int, cpu: int | None, conn: Any) -> None:
+def _worker_entry(spec: LoadSpec, worker: int, workers: int, cpu: int | None, conn: Any,
+                  live_every_s: float = 0.0) -> None:
     """Process entry point: pin to a core if asked, say ready, get the shared start instant, run, report."""
     try:
         if cpu is not None and hasattr(os, "sched_setaffinity"):
@@ -420,7 +479,7 @@ def _worker_entry(spec: LoadSpec, worker: int, workers: int, cpu: int | None, co
         conn.send("ready")
         start_at = conn.recv()
         with _no_gc():
-            report = asyncio.run(_run_worker(spec, worker, workers, start_at))
+            report = asyncio.run(_run_worker(spec, worker, workers, start_at, conn, live_every_s))
         conn.send(report)
     except BaseException as exc:  # noqa: BLE001 - the parent reports it
         conn.send(exc)
@@ -579,6 +638,13 @@ class LoadResult:
         return rows
 
 
+def _call_progress(progress: Callable[[LiveFigures], None], figures: LiveFigures) -> None:
+    try:
+        progress(figures)
+    except Exception:  # noqa: BLE001 - a progress display never stops the load
+        pass
+
+
 def _merge(spec: LoadSpec, reports: list[WorkerReport]) -> LoadResult:
     samples = Samples()
     for r in reports:
@@ -587,12 +653,17 @@ def _merge(spec: LoadSpec, reports: list[WorkerReport]) -> LoadResult:
                       max(r.wall_s for r in reports), [r.cpu_s for r in reports], sum(r.connections for r in reports))
 
 
-def run_load(spec: LoadSpec, processes: int = 1, cpus: list[int] | None = None) -> LoadResult:
+def run_load(spec: LoadSpec, processes: int = 1, cpus: list[int] | None = None,
+             progress: Callable[[LiveFigures], None] | None = None, progress_every_s: float = 1.0) -> LoadResult:
     """Run the load and return the merged result.
 
     ``processes=1`` runs in this process (in a thread of its own, so it also works inside a running
     event loop such as a Jupyter kernel); more start that many processes, each with its own event
     loop, pinned round-robin to ``cpus`` when given.
+
+    ``progress`` is called with the figures so far every ``progress_every_s`` while the load runs, from
+    this (the calling) thread: in one process it reads the samples the run records anyway; worker
+    processes each send one small reading per interval. Nothing is added per request.
     """
     missing = validate_templates(spec)
     if missing:
@@ -607,13 +678,20 @@ def run_load(spec: LoadSpec, processes: int = 1, cpus: list[int] | None = None) 
                 if cpus and hasattr(os, "sched_setaffinity"):
                     os.sched_setaffinity(threading.get_native_id(), {cpus[0]})
                 with _no_gc():
-                    box["report"] = asyncio.run(_run_worker(spec, 0, 1, time.time()))
+                    box["report"] = asyncio.run(_run_worker(spec, 0, 1, time.time(), live_box=box))
             except BaseException as exc:  # noqa: BLE001 - re-raised below
                 box["error"] = exc
 
         t = threading.Thread(target=target, name="rehearsal-load", daemon=True)
         t.start()
-        t.join()
+        if progress is None:
+            t.join()
+        else:
+            counter = _LiveCounter(spec)
+            while t.is_alive():
+                t.join(progress_every_s)
+                if t.is_alive() and box.get("samples") is not None:
+                    _call_progress(progress, counter.read(box["samples"]))
         if "error" in box:
             raise box["error"]
         return _merge(spec, [box["report"]])
@@ -625,7 +703,8 @@ def run_load(spec: LoadSpec, processes: int = 1, cpus: list[int] | None = None) 
     for w in range(processes):
         parent, child = ctx.Pipe()
         cpu = cpus[w % len(cpus)] if cpus else None
-        proc = ctx.Process(target=_worker_entry, args=(spec, w, processes, cpu, child), daemon=True)
+        proc = ctx.Process(target=_worker_entry, daemon=True,
+                           args=(spec, w, processes, cpu, child, progress_every_s if progress else 0.0))
         proc.start()
         child.close()
         pipes.append(parent)
@@ -644,17 +723,38 @@ def run_load(spec: LoadSpec, processes: int = 1, cpus: list[int] | None = None) 
     start_at = time.time() + 0.2  # one instant shared by every process
     for parent in pipes:
         parent.send(start_at)
-    reports = []
+    from multiprocessing.connection import wait
+
+    results: dict[int, WorkerReport] = {}
+    live: dict[int, tuple[int, int, float, float | None]] = {}
     deadline = start_at + spec.duration_s + spec.timeout_s + 30
-    for parent, proc in zip(pipes, procs, strict=True):
-        if not parent.poll(max(0.0, deadline - time.time())):
-            proc.kill()
-            raise TimeoutError(f"load worker {proc.pid} sent no result")
-        got = parent.recv()
-        proc.join(5)
-        if isinstance(got, BaseException):
-            raise got
-        reports.append(got)
+    while len(results) < len(pipes):
+        waiting = [p for w, p in enumerate(pipes) if w not in results]
+        if not wait(waiting, timeout=max(0.0, min(deadline - time.time(), progress_every_s))):
+            if time.time() < deadline:
+                continue
+            silent = [procs[w] for w in range(len(pipes)) if w not in results]
+            for proc in silent:
+                proc.kill()
+            raise TimeoutError(f"load worker {silent[0].pid} sent no result")
+        for w, parent in enumerate(pipes):
+            if w in results or not parent.poll():
+                continue
+            got = parent.recv()
+            if isinstance(got, tuple) and got and got[0] == "live":
+                live[w] = got[1:]
+                if progress is not None and len(live) == len(pipes):
+                    sent, errors = sum(v[0] for v in live.values()), sum(v[1] for v in live.values())
+                    p95s = [v[3] for v in live.values() if v[3] is not None]
+                    _call_progress(progress, LiveFigures(round(time.time() - start_at, 2), sent, errors,
+                                                         round(sum(v[2] for v in live.values()), 1),
+                                                         max(p95s) if p95s else None))
+                continue
+            procs[w].join(5)
+            if isinstance(got, BaseException):
+                raise got
+            results[w] = got
+    reports = [results[w] for w in range(len(pipes))]
     late = [r for r in reports if r.wall_s > spec.duration_s + spec.timeout_s + 5]
     if late:
         raise RuntimeError("a load worker ran far past the duration")

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from rehearsal_lib.checks.wording import plural, secs
+from rehearsal_lib.checks.wording import not_configured, plural, secs
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.backup_recovery.params import BackupRecoveryParams
 from rehearsal_lib.probes import command, http
@@ -67,7 +67,8 @@ def check_backup(ctx: PhaseRun[BackupRecoveryParams]) -> list[Check]:
     """The newest backup is no older than the RPO objective and not empty."""
     cfg = ctx.settings.backup
     if cfg is None:
-        ctx.note("Not configured: phases.backup_recovery.backup.")
+        ctx.note(not_configured("phases.backup_recovery.backup", "that the newest backup is no older than the "
+                                                                 "recovery point objective and not empty"))
         return []
     found: dict[str, Any] = {}
 
@@ -111,7 +112,9 @@ def check_restore(ctx: PhaseRun[BackupRecoveryParams]) -> list[Check]:
     """Restore the newest backup into a temporary database and compare critical tables with the source."""
     cfg, bcfg = ctx.settings.restore, ctx.settings.backup
     if cfg is None or bcfg is None:
-        ctx.note("Not configured: phases.backup_recovery.restore (and backup).")
+        ctx.note(not_configured("phases.backup_recovery.restore", "that the newest backup restores into a temporary "
+                                                                  "database whose critical tables match the source "
+                                                                  "(it needs phases.backup_recovery.backup too)"))
         return []
     counts: dict[str, dict[str, Any]] = {}
     state: dict[str, Any] = {}
@@ -246,7 +249,8 @@ def _ops(ctx: PhaseRun[BackupRecoveryParams], cfg: Any, what: str) -> tuple[Outc
 def check_rollback(ctx: PhaseRun[BackupRecoveryParams]) -> Check | None:
     cfg = ctx.settings.rollback
     if cfg is None:
-        ctx.note("Not configured: phases.backup_recovery.rollback.")
+        ctx.note(not_configured("phases.backup_recovery.rollback", "that the release can be rolled back and the "
+                                                                   "previous version answers again"))
         return None
     return ctx.run("backup_recovery.rollback", "Rollback, then health and ready", lambda: _ops(ctx, cfg, "rollback")[0],
                    severity="blocker", expected=f"rollback command exits 0; health and ready answer within "
@@ -261,7 +265,9 @@ def check_restart(ctx: PhaseRun[BackupRecoveryParams]) -> list[Check]:
     """Restart drill: RTO against its objective, row counts before = after, service checks pass again."""
     cfg = ctx.settings.restart
     if cfg is None:
-        ctx.note("Not configured: phases.backup_recovery.restart.")
+        ctx.note(not_configured("phases.backup_recovery.restart", "a restart drill: recovery time against its "
+                                                                  "objective, row counts before = after, service "
+                                                                  "checks passing again"))
         return []
     state: dict[str, Any] = {}
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from rehearsal_lib.checks.wording import plural, secs, times
+from rehearsal_lib.checks.wording import not_configured, plural, secs, times
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.jobs.params import JobsParams
 from rehearsal_lib.probes.http import HttpResult, request
@@ -91,8 +91,19 @@ class Jobs:
             state = (row or {}).get("status")
             return state == self.s.done_status or state in self.s.failed_status
 
-        r = poll_until(lambda: self.row(job_id), timeout_s=self.s.timeout_s, interval_s=self.s.poll_interval_s,
-                       done=ended)
+        polls = 0
+        # a live line for a wait of more than a couple of seconds (rehearsal_lib/progress.py)
+        with self.ctx.progress(f"job {job_id}: waiting for '{self.s.done_status}'", total_s=self.s.timeout_s,
+                               delay_s=2) as bar:
+
+            def read() -> dict[str, Any] | None:
+                nonlocal polls
+                row = self.row(job_id)
+                polls += 1
+                bar.update(f"status '{row.get('status') if row else 'no row'}' after {polls} poll(s)")
+                return row
+
+            r = poll_until(read, timeout_s=self.s.timeout_s, interval_s=self.s.poll_interval_s, done=ended)
         state = (r.value or {}).get("status")
         word = "done" if state == self.s.done_status else "failed" if state in self.s.failed_status else "timeout"
         return word, r.value, r.elapsed_s
@@ -121,8 +132,17 @@ def _run_to_done(jobs: Jobs, label: str, job: dict[str, Any], expected: str) -> 
                            evidence)
 
 
+JOBS_WOULD_CHECK = {
+    "run": "that a manually triggered job gets a row that reaches done within the timeout",
+    "attempts": "that a job's attempts are counted (e.g. a job failing once then succeeding shows 2)",
+    "schedule": "that the scheduled items a job plans sit at the offsets of its rule",
+    "concurrency": "that triggers fired at once for one job key are processed exactly the expected number of times",
+    "status": "that the status endpoint reports a triggered job's run to its end, with the required fields",
+}
+
+
 def _not_configured(ctx: PhaseRun[JobsParams], key: str) -> None:
-    ctx.note(f"jobs.{key} is not configured: not checked.")
+    ctx.note(not_configured(f"phases.jobs.{key}", JOBS_WOULD_CHECK.get(key, "this part of the job queue")))
 
 
 def check_run(ctx: PhaseRun[JobsParams]) -> Check | None:

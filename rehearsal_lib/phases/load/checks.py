@@ -16,13 +16,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rehearsal_lib.checks.wording import ms, plural, rps, secs, status_mix
-from rehearsal_lib.load.engine import LoadResult, LoadSpec, Scenario, ScenarioStats, _Template, run_load
+from rehearsal_lib.checks.wording import ms, not_configured, plural, rps, secs, status_mix
+from rehearsal_lib.load.engine import LiveFigures, LoadResult, LoadSpec, Scenario, ScenarioStats, _Template, run_load
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.load.params import LoadParams, LoadScenario, LoadStage
 from rehearsal_lib.probes import http
 from rehearsal_lib.probes.bodies import body_spec
 from rehearsal_lib.probes.placeholders import partial
+from rehearsal_lib.progress import Progress
 from rehearsal_lib.results import Check
 
 if TYPE_CHECKING:
@@ -195,7 +196,8 @@ def run_load_phase(ctx: PhaseRun[LoadParams]) -> LoadRun:
     inside checks declared `writes=True` (refused in production without --allow-destructive)."""
     run = LoadRun()
     if not ctx.settings.stages:
-        ctx.note("Not configured: phases.load.stages is empty.")
+        ctx.note(not_configured("phases.load.stages", "latency percentiles, errors and throughput under a fixed "
+                                                      "request rate, stage by stage"))
         return run
     run._send = lambda: _send_load(ctx, run)
     return run
@@ -238,7 +240,17 @@ def _send_load(ctx: PhaseRun[LoadParams], run: LoadRun) -> None:
                     sr.result = run_locust(spec, command=gen.locust_command, workers=gen.locust_workers,
                                            user_class=gen.locust_user_class)
                 else:
-                    sr.result = run_load(spec, processes=gen.processes)
+                    shape = (f"{stage.rate:g} req/s" if stage.model == "open" else f"{stage.users} users")
+                    with ctx.progress(f"stage {stage.name} ({shape})", total_s=stage.duration_s) as bar:
+                        live: list[LiveFigures] = []  # the latest reading, taken on the engine's 1 s timer
+
+                        def show(f: LiveFigures, bar: Progress = bar, live: list[LiveFigures] = live) -> None:
+                            live[:] = [f]
+                            bar.update(f.text())
+
+                        sr.result = run_load(spec, processes=gen.processes, progress=show)
+                        errors = f", {live[-1].errors}+ errors" if live and live[-1].errors else ""
+                        bar.update(f"{sr.result.sent} sent, {sr.result.achieved_rate:.0f} req/s on average{errors}")
                 sr.saturated = sr.result.saturation(gen.min_rate_ratio, gen.max_scheduler_lag_ms, gen.max_client_cpu)
             except Exception as exc:  # noqa: BLE001 - the stage's checks report it
                 from rehearsal_lib.phase import describe_exception
@@ -472,7 +484,8 @@ def check_db_connections(ctx: PhaseRun[LoadParams], run: LoadRun) -> list[Check]
     """Peak database connections during the load against max_connections, and the app's pool limit."""
     cfg = ctx.settings.db_connections
     if cfg is None:
-        ctx.note("Not configured: phases.load.db_connections.")
+        ctx.note(not_configured("phases.load.db_connections", "the peak database connections during the load against "
+                                                              "max_connections and the pool limit"))
         return []
     if not ctx.database_url:
         ctx.note("Database connections not sampled: target.database_url is not configured.")

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from rehearsal_lib.checks.wording import plural, secs, without_none
+from rehearsal_lib.checks.wording import not_configured, plural, secs, without_none
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.observability.params import LogSource, MetricSeries, ObservabilityParams
 from rehearsal_lib.probes import http
@@ -63,7 +63,8 @@ def check_metrics(ctx: PhaseRun[ObservabilityParams]) -> list[Check]:
     """The metrics endpoint parses (prometheus_client's parser); each expected series exists with sane values."""
     cfg = ctx.settings.metrics
     if cfg is None:
-        ctx.note("Not configured: phases.observability.metrics.")
+        ctx.note(not_configured("phases.observability.metrics", "that the metrics endpoint parses and each expected "
+                                                                "series exists with sane values"))
         return []
     res, families, parse_error = scrape(ctx)
 
@@ -172,7 +173,9 @@ def check_readiness_toggle(ctx: PhaseRun[ObservabilityParams]) -> Check | None:
     """Toggle the target unhealthy: readiness (and its gauge) must follow within N s; health is always restored."""
     cfg = ctx.settings.readiness
     if cfg is None:
-        ctx.note("Not configured: phases.observability.readiness (no health toggle on this target).")
+        ctx.note(not_configured("phases.observability.readiness", "that readiness (and its gauge) follows when the "
+                                                                  "target is toggled unhealthy; this target has no "
+                                                                  "health toggle"))
         return None
     timeline: list[dict[str, Any]] = []
     t0 = time.monotonic()
@@ -331,7 +334,8 @@ def check_request_id(ctx: PhaseRun[ObservabilityParams]) -> list[Check]:
     """A request id we send is echoed in the response and shows up in the log source."""
     cfg, src = ctx.settings.request_id, ctx.settings.logs
     if cfg is None:
-        ctx.note("Not configured: phases.observability.request_id.")
+        ctx.note(not_configured("phases.observability.request_id", "that a request id sent in is echoed in the "
+                                                                   "response and shows up in the log source"))
         return []
     rid = f"rehearsal-{uuid.uuid4().hex[:16]}"
     res = http.request(ctx.http, "GET", cfg.path, headers={cfg.header: rid})
@@ -379,7 +383,8 @@ def check_logs_json(ctx: PhaseRun[ObservabilityParams]) -> Check | None:
     """Recent log lines are JSON objects (structured logging)."""
     src = ctx.settings.logs
     if src is None:
-        ctx.note("Not configured: phases.observability.logs.")
+        ctx.note(not_configured("phases.observability.logs", "that recent log lines are JSON objects (structured "
+                                                             "logging)"))
         return None
 
     def probe() -> Outcome:
@@ -440,7 +445,8 @@ def check_slow_queries(ctx: PhaseRun[ObservabilityParams]) -> Check | None:
 
     cfg = ctx.settings.slow_queries
     if cfg is None:
-        ctx.note("Not configured: phases.observability.slow_queries.")
+        ctx.note(not_configured("phases.observability.slow_queries", "the application's slowest statements (mean "
+                                                                     "time) from pg_stat_statements against a limit"))
         return None
 
     def probe() -> Outcome:

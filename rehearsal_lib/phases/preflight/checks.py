@@ -6,7 +6,7 @@ import os
 import re
 from typing import Any
 
-from rehearsal_lib.checks.wording import ms, plural
+from rehearsal_lib.checks.wording import ms, not_configured, plural
 from rehearsal_lib.params_base import JsonExpect
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.preflight.params import PreflightParams, freeze_slug
@@ -36,7 +36,8 @@ def check_identity(ctx: PhaseRun[PreflightParams]) -> Check | None:
     endpoint = cfg.endpoint if cfg is not None else s.version_endpoint
     pinned = cfg.expect if cfg is not None else s.expected_version
     if not endpoint:
-        ctx.note("Not configured: phases.preflight.version_endpoint is empty.")
+        ctx.note(not_configured("phases.preflight.version", "that the service names itself and, where pinned, "
+                                                            "runs the expected version"))
         return None
     observed: dict[str, Any] = {}
 
@@ -106,7 +107,8 @@ def check_exam_mode(ctx: PhaseRun[PreflightParams]) -> Check | None:
     """The freeze flag (EXAM_MODE) is what the rehearsal expects."""
     cfg = ctx.settings.exam_mode
     if cfg is None:
-        ctx.note("Not configured: phases.preflight.exam_mode.")
+        ctx.note(not_configured("phases.preflight.exam_mode", "that the freeze flag (EXAM_MODE) is what the rehearsal "
+                                                              "expects"))
         return None
 
     def probe() -> Outcome:
@@ -173,7 +175,8 @@ def check_freeze_quiet(ctx: PhaseRun[PreflightParams]) -> list[Check]:
 
     specs = ctx.settings.freeze_quiet
     if not specs:
-        ctx.note("Not configured: phases.preflight.freeze_quiet.")
+        ctx.note(not_configured("phases.preflight.freeze_quiet", "that, while the freeze is on, nothing that should "
+                                                                 "be paused is running (zero-row SQL queries)"))
     elif not ctx.database_url:
         ctx.note("freeze_quiet needs target.database_url.")
         return []
@@ -267,7 +270,10 @@ def check_required_settings(ctx: PhaseRun[PreflightParams]) -> Check | None:
     """Settings the release needs are present in the environment (names only; values never shown)."""
     names = ctx.settings.required_settings
     if not names:
-        ctx.note("Not configured: list environment variable names under phases.preflight.required_settings.")
+        ctx.note(not_configured("phases.preflight.required_settings", "that each named environment variable (setting) "
+                                                                      "the release needs is present in this "
+                                                                      "environment (names only, never values); list "
+                                                                      "the names there"))
         return None
 
     def probe() -> Outcome:
@@ -290,7 +296,8 @@ def check_journey(ctx: PhaseRun[PreflightParams]) -> list[Check]:
     """The critical path as a user walks it (e.g. create session, answer, submit), one check per step."""
     steps = ctx.settings.journey
     if not steps:
-        ctx.note("Not configured: phases.preflight.journey.")
+        ctx.note(not_configured("phases.preflight.journey", "the critical path as a user walks it (e.g. create "
+                                                            "session, answer, submit), one check per step"))
     saved: dict[str, Any] = {"run_id": ctx.run_id}
     broken: str | None = None
     out = []

@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from rehearsal_lib.checks.wording import days, plural
+from rehearsal_lib.checks.wording import days, not_configured, plural
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.retention.params import RetentionParams
 from rehearsal_lib.probes import command
@@ -55,7 +55,7 @@ def check_windows(ctx: PhaseRun[RetentionParams]) -> list[Check]:
     """No row is older than its table's retention window."""
     wins = ctx.settings.windows
     if not wins:
-        ctx.note("Not configured: phases.retention.windows.")
+        ctx.note(not_configured("phases.retention.windows", "that no row is older than its retention window"))
     out = []
     for win in wins:
         expected = f"no row of {win.table} with {win.column} older than {win.days:g} days"
@@ -86,7 +86,8 @@ def check_purge_dry_run(ctx: PhaseRun[RetentionParams]) -> Check | None:
     """The purge's dry run answers with would-delete counts that match the rows past their windows."""
     cfg = ctx.settings.purge_dry_run
     if cfg is None or not (cfg.sql or cfg.command):
-        ctx.note("Not configured: phases.retention.purge_dry_run (sql or command).")
+        ctx.note(not_configured("phases.retention.purge_dry_run", "that the purge's dry run would delete exactly the "
+                                                                  "rows past their windows (sql or command)"))
         return None
     expected = "dry run answers; would-delete counts equal the rows past each window"
 
@@ -160,7 +161,8 @@ def check_pii(ctx: PhaseRun[RetentionParams]) -> list[Check]:
     """A bounded sample of each configured column holds no e-mail, phone or card number in clear."""
     cfg = ctx.settings.pii_scan
     if not cfg.columns:
-        ctx.note("Not configured: phases.retention.pii_scan.columns.")
+        ctx.note(not_configured("phases.retention.pii_scan.columns", "that a sample of each listed column holds no "
+                                                                     "e-mail, phone or card number in clear"))
         return []
     patterns = {k: re.compile(v) for k, v in cfg.patterns.items()}
     out = []
@@ -201,7 +203,8 @@ def check_export(ctx: PhaseRun[RetentionParams]) -> list[Check]:
     """A data-subject export requested through the API holds the expected datasets; its checksum recorded."""
     cfg = ctx.settings.export
     if cfg is None:
-        ctx.note("Not configured: phases.retention.export.")
+        ctx.note(not_configured("phases.retention.export", "that a data-subject export requested through the API "
+                                                           "holds the expected datasets"))
         return []
     step = cfg.request
     state: dict[str, Any] = {}

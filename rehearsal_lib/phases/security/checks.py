@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from rehearsal_lib.checks.wording import pattern_text, plural, without_none, yes_no
+from rehearsal_lib.checks.wording import not_configured, pattern_text, plural, without_none, yes_no
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.security.params import BadInput, HeaderRule, ProtectedEndpoint, SecurityParams
 from rehearsal_lib.probes import http, tls
@@ -91,7 +91,8 @@ def check_headers(ctx: PhaseRun[SecurityParams]) -> list[Check]:
     """Each configured security header is present (and matches its pattern) on one response."""
     cfg = ctx.settings.headers
     if cfg is None:
-        ctx.note("Not configured: phases.security.headers.")
+        ctx.note(not_configured("phases.security.headers", "that each configured security header is present (and "
+                                                           "matches its pattern)"))
         return []
     https_url, ca = tls_target(ctx)
     base = https_url or ctx.base_url
@@ -129,7 +130,9 @@ def check_auth(ctx: PhaseRun[SecurityParams]) -> list[Check]:
     """Each protected endpoint refuses a request without credentials and one with a wrong token."""
     specs = ctx.settings.protected_endpoints
     if not specs:
-        ctx.note("Not configured: phases.security.protected_endpoints.")
+        ctx.note(not_configured("phases.security.protected_endpoints", "that each protected endpoint refuses a "
+                                                                       "request without credentials and one with a "
+                                                                       "wrong token"))
     return [ctx.run(f"security.auth.{s.name}", f"{s.method} {s.path} refuses missing and wrong credentials",
                     partial(_auth_outcome, ctx, s), severity=s.severity) for s in specs]
 
@@ -167,7 +170,8 @@ def check_bad_inputs(ctx: PhaseRun[SecurityParams]) -> list[Check]:
     """Hostile inputs get a 4xx (never a 5xx) and are not echoed back verbatim; chart of the codes."""
     specs = ctx.settings.bad_inputs
     if not specs:
-        ctx.note("Not configured: phases.security.bad_inputs.")
+        ctx.note(not_configured("phases.security.bad_inputs", "that hostile inputs get a 4xx (never a 5xx) and are "
+                                                              "not echoed back verbatim"))
         return []
     codes: dict[str, str] = {}
     out = [ctx.run(f"security.inputs.{s.name}", f"Hostile input '{s.name}' is refused cleanly",
@@ -247,7 +251,8 @@ def check_rls(ctx: PhaseRun[SecurityParams]) -> list[Check]:
     A blocker, like migrations.post.rls: a listed table holds data other tenants or candidates must not see."""
     tables = ctx.settings.rls_tables
     if not tables:
-        ctx.note("Not configured: phases.security.rls_tables.")
+        ctx.note(not_configured("phases.security.rls_tables", "that each listed table has row-level security enabled, "
+                                                              "with its policies"))
     return [ctx.run(f"security.rls.{slug(t)}", f"Row-level security on {t}", partial(_rls_outcome, ctx, t),
                     severity="blocker") for t in tables]
 

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from rehearsal_lib.checks.wording import not_configured
 from rehearsal_lib.phase import Outcome, PhaseRun, display_bundle
 from rehearsal_lib.phases.smoke.params import SmokeParams, junit_path_is_safe
 from rehearsal_lib.probes import command
@@ -58,7 +59,8 @@ def check_smoke(ctx: PhaseRun[SmokeParams]) -> list[Check]:
     """The smoke command exits 0 and its JUnit XML holds at least `min_tests` cases, none failing."""
     cfg = ctx.settings
     if not cfg.command:
-        ctx.note("Not configured: phases.smoke.command.")
+        ctx.note(not_configured("phases.smoke.command", "that the smoke command exits 0 and its JUnit XML holds "
+                                                        "enough cases, none failing"))
         return []
     out_dir = Path(ctx.run_dir) / "smoke" if ctx.run_dir else Path(tempfile.mkdtemp(prefix="rehearsal-smoke-"))
     out_dir.mkdir(parents=True, exist_ok=True)

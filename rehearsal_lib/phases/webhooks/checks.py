@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rehearsal_lib.checks.wording import plural, secs, tally, times
+from rehearsal_lib.checks.wording import not_configured, plural, secs, tally, times
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.webhooks.params import SignatureScheme, WebhooksParams
 from rehearsal_lib.probes.http import HttpResult, request
@@ -25,6 +25,7 @@ from rehearsal_lib.probes.sql import query, scalar, strip_statement
 from rehearsal_lib.results import Check, StatusName
 
 WRONG_SECRET = "rehearsal-wrong-secret"
+FULL_BUCKET_WAIT_S = 15.0  # the rate-limit probe waits out a window this short when the bucket is already full
 
 
 def signature_headers(scheme: SignatureScheme, secret: str, body: bytes, timestamp: int) -> dict[str, str]:
@@ -151,7 +152,8 @@ def check_replay(ctx: PhaseRun[WebhooksParams]) -> Check | None:
     """A correctly signed delivery whose timestamp lies outside the replay window is rejected."""
     s: WebhooksParams = ctx.settings
     if s.replay is None:
-        ctx.note("webhooks.replay is not configured: the replay window is not checked.")
+        ctx.note(not_configured("phases.webhooks.replay", "that a delivery signed outside the replay window is "
+                                                          "rejected"))
         return None
     replay = s.replay
     age = replay.window_s + replay.stale_by_s
@@ -176,7 +178,7 @@ def check_idempotency(ctx: PhaseRun[WebhooksParams]) -> Check | None:
     """The same delivery sent twice is processed once (a SQL query counts its processing)."""
     s: WebhooksParams = ctx.settings
     if s.idempotency is None:
-        ctx.note("webhooks.idempotency is not configured: duplicate deliveries are not checked.")
+        ctx.note(not_configured("phases.webhooks.idempotency", "that the same delivery sent twice is processed once"))
         return None
     idem = s.idempotency
     expected = f"both answered, processed {times(idem.expected)}"
@@ -213,7 +215,8 @@ def check_rate_limit(ctx: PhaseRun[WebhooksParams]) -> Check | None:
     `count` minus them. With `cooldown_s` long enough the probe first waits them out of the window."""
     s: WebhooksParams = ctx.settings
     if s.rate_limit is None:
-        ctx.note("webhooks.rate_limit is not configured: the rate limit is not checked.")
+        ctx.note(not_configured("phases.webhooks.rate_limit", "that the receiver answers 429 past its configured "
+                                                              "count of deliveries per window"))
         return None
     rl = s.rate_limit
     expected = (f"HTTP {rl.status} once more than {rl.count} deliveries arrive within {secs(rl.window_s)}, "
@@ -228,10 +231,15 @@ def check_rate_limit(ctx: PhaseRun[WebhooksParams]) -> Check | None:
         snd = _sender(ctx)
         earlier = snd.sent_within(rl.window_s, rl.headers)
         waited = 0.0
-        if earlier and rl.cooldown_s:
+        if earlier:
             need = rl.window_s - (time.time() - max(earlier)) + 0.05
-            if 0 < need <= rl.cooldown_s:  # wait this run's deliveries out of the window instead of counting them
-                time.sleep(need)
+            # wait this run's deliveries out of the window instead of counting them: up to cooldown_s, and up to
+            # FULL_BUCKET_WAIT_S when they alone leave nothing to judge with (a re-run right after a burst)
+            bound = max(rl.cooldown_s, FULL_BUCKET_WAIT_S if len(earlier) >= rl.count else 0)
+            if 0 < need <= bound:
+                with ctx.progress(f"rate limit: waiting {secs(need)} for this run's deliveries to leave the window",
+                                  total_s=need, delay_s=1):
+                    time.sleep(need)
                 waited = need
                 earlier = snd.sent_within(rl.window_s, rl.headers)
         already = len(earlier)
@@ -252,20 +260,44 @@ def check_rate_limit(ctx: PhaseRun[WebhooksParams]) -> Check | None:
                                     "probe its own bucket (rate_limit.headers) or wait the window out "
                                     "(rate_limit.cooldown_s)", expected, own)
         t0 = time.monotonic()
-        for i in range(1, rl.max_requests + 1):
+        i = 0
+        while i < rl.max_requests:
+            i += 1
             res = snd.send(*snd.delivery(), headers=rl.headers)
             codes.append(res.status)
             if res.error:
                 return Outcome("error", f"request {i}: {res.describe()}", expected, {"answers": answers(),
                                                                                      "codes": codes, **own})
+            if res.status == rl.status and i == 1 < allowed and "full_bucket_waited_s" not in own:
+                # limited before anything of this burst counted: the bucket was full already, of traffic this
+                # kernel did not send (an earlier run or kernel within the window): not a verdict on `count`.
+                # Wait the window out once and send again, or say why it cannot be judged.
+                if rl.window_s > max(rl.cooldown_s, FULL_BUCKET_WAIT_S):
+                    return Outcome("error", f"HTTP {rl.status} already at request 1: the bucket was full before "
+                                            "this probe sent anything (deliveries from before it, e.g. an earlier run "
+                                            f"or a re-run within {secs(rl.window_s)}); the limit cannot be judged. "
+                                            f"Wait {secs(rl.window_s)} and run it again, or set rate_limit.cooldown_s "
+                                            f"to at least {rl.window_s:g} so the probe waits", expected,
+                                   {**own, "codes": codes, "last": res.evidence()}, {"limited_at": 1})
+                with ctx.progress(f"rate limit: bucket full at the first delivery, waiting {secs(rl.window_s)} "
+                                  "for the window to pass", total_s=rl.window_s, delay_s=1):
+                    time.sleep(rl.window_s + 0.05)
+                own["full_bucket_waited_s"] = round(rl.window_s + 0.05, 2)
+                said.append(f"HTTP {rl.status} at the first delivery (bucket full of earlier traffic): waited "
+                            f"{secs(rl.window_s)} for the window to pass and sent again")
+                note = f" ({'; '.join(said)})"
+                codes.clear()
+                i, t0 = 0, time.monotonic()
+                continue
             if res.status == rl.status:
                 evidence = {"answers": answers(), "seconds": round(time.monotonic() - t0, 3), "codes": codes,
                             **own, "last": res.evidence()}
                 if rl.cooldown_s:
                     time.sleep(rl.cooldown_s)  # let the window pass before other phases send deliveries
                 if i <= allowed:
+                    why = [w for w in said if not w.startswith("waited")]
                     return Outcome("fail", f"HTTP {rl.status} already at request {i} (configured count {rl.count}"
-                                           f"{'; ' + said[-1] if already else ''})",
+                                           f"{'; ' + '; '.join(why) if why else ''})",
                                    expected, evidence, {"limited_at": i, "already_sent": already})
                 return Outcome("pass", f"HTTP {rl.status} at request {i} after {i - 1} accepted{note}", expected,
                                evidence, {"limited_at": i, "already_sent": already})
@@ -323,7 +355,8 @@ def check_storage(ctx: PhaseRun[WebhooksParams]) -> Check | None:
     """A delivery carrying sentinel values of the plaintext fields is stored without any of them."""
     s: WebhooksParams = ctx.settings
     if s.storage is None or not s.storage.plaintext_fields:
-        ctx.note("webhooks.storage is not configured: stored payloads are not checked.")
+        ctx.note(not_configured("phases.webhooks.storage", "that a delivery carrying sentinel values of the plaintext "
+                                                           "fields is stored without any of them"))
         return None
     st = s.storage
     expected = "no configured plaintext field stored (0 rows)"
