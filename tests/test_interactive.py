@@ -28,6 +28,8 @@ from rehearsal_lib.results import CHECK_MIME, checks_from_notebook
 pytestmark = pytest.mark.integration
 
 PY = sys.executable
+NOTEBOOKS = ROOT / "rehearsal_lib" / "notebooks"  # shipped with the package
+SANDBOX_PARAMS = ROOT / "rehearsal_lib" / "builtin_params" / "sandbox.yaml"
 REHEARSE = str(Path(sys.executable).with_name("rehearse"))
 
 
@@ -68,7 +70,7 @@ def test_check_cell_rerun_after_the_closing_cell_keeps_the_summary(sandbox, monk
 
     for key, value in kernel_env(sandbox).items():
         monkeypatch.setenv(key, value)
-    nb = nbformat.read(ROOT / "notebooks" / "01_preflight.ipynb", as_version=4)
+    nb = nbformat.read(NOTEBOOKS / "01_preflight.ipynb", as_version=4)
     client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     health = next(i for i in code if "check_health" in nb.cells[i].source)
@@ -218,8 +220,8 @@ def test_report_of_an_interactively_executed_notebook_inlines_its_chart(tmp_path
     NB` writes NB.report.html beside it, plotly inlined, saying it is not a sealed run."""
     env = kernel_env(sandbox)
     out = tmp_path / "01_preflight.ipynb"
-    run([PY, "-m", "papermill", str(ROOT / "notebooks" / "01_preflight.ipynb"), str(out), "-p", "env", "sandbox",
-         "--cwd", str(ROOT / "notebooks")], 300, "papermill of 01_preflight did not finish", env=env)
+    run([PY, "-m", "papermill", str(NOTEBOOKS / "01_preflight.ipynb"), str(out), "-p", "env", "sandbox",
+         "--cwd", str(NOTEBOOKS)], 300, "papermill of 01_preflight did not finish", env=env)
     nb = json.loads(out.read_text())
     assert checks_from_notebook(nb)
     assert "application/vnd.plotly.v1+json" in out.read_text()  # the notebook holds a chart
@@ -243,8 +245,8 @@ def test_plain_papermill_run_that_starts_the_sandbox_says_how_to_stop_it_on_stde
     env = {**os.environ, "REHEARSAL_SANDBOX_HOME": str(home), "REHEARSAL_PROJECT_DIR": str(ROOT)}
     out = tmp_path / "out.ipynb"
     try:
-        done = run([PY, "-m", "papermill", str(ROOT / "notebooks" / "01_preflight.ipynb"), str(out),
-                    "-p", "env", "sandbox", "--cwd", str(ROOT / "notebooks")], 300, "papermill did not finish",
+        done = run([PY, "-m", "papermill", str(NOTEBOOKS / "01_preflight.ipynb"), str(out),
+                    "-p", "env", "sandbox", "--cwd", str(NOTEBOOKS)], 300, "papermill did not finish",
                    env=env)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "it keeps running after this notebook. Stop it with: rehearse sandbox down" in done.stderr
@@ -266,12 +268,12 @@ def test_stop_command_names_the_variant():
 
 def test_rehearse_run_prints_the_load_progress_when_stdout_is_not_a_tty(tmp_path, sandbox):
     """Preflight + load only, one short stage: the CI log gets the load phase's progress line."""
-    base = yaml.safe_load((ROOT / "params" / "sandbox.yaml").read_text())
+    base = yaml.safe_load((SANDBOX_PARAMS).read_text())
     phases: dict = {name: {"enabled": False} for name in base["phases"] if name not in ("preflight", "load")}
     stage = {**base["phases"]["load"]["stages"][0], "duration_s": 3, "ramp_s": 0}
     phases["load"] = {"stages": [stage]}
     params = tmp_path / "quick.yaml"
-    params.write_text(yaml.safe_dump({"extends": str(ROOT / "params" / "sandbox.yaml"), "name": "quick-progress",
+    params.write_text(yaml.safe_dump({"extends": str(SANDBOX_PARAMS), "name": "quick-progress",
                                       "phases": phases}))
     env = {**kernel_env(sandbox), "REHEARSAL_LOCK_DIR": str(tmp_path / "locks")}
     done = run([REHEARSE, "run", str(params), "--outputs", str(tmp_path / "out")], 600,
