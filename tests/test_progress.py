@@ -90,9 +90,12 @@ def test_live_counter_reads_only_the_new_samples_and_judges_errors_per_scenario(
 
 
 def test_rehearse_lab_passes_its_arguments_through_untouched():
-    assert _lab_passthrough(["lab", "--port", "8899", "--no-browser"]) == ["--port", "8899", "--no-browser"]
-    assert _lab_passthrough(["lab", "--ServerApp.port", "8899", "notes.ipynb"]) == ["--ServerApp.port", "8899",
-                                                                                    "notes.ipynb"]
+    assert _lab_passthrough(["lab", "--port", "8899", "--no-browser"]) == ([], ["--port", "8899", "--no-browser"])
+    assert _lab_passthrough(["lab", "--ServerApp.port", "8899", "notes.ipynb"]) == (
+        [], ["--ServerApp.port", "8899", "notes.ipynb"])
+    # a global --project before the command stays rehearse's; everything after `lab` is jupyter's
+    assert _lab_passthrough(["--project", "/srv/p", "lab", "--port", "1"]) == (["--project", "/srv/p"], ["--port", "1"])
+    assert _lab_passthrough(["--project=/srv/p", "lab"]) == (["--project=/srv/p"], [])
     assert _lab_passthrough(["lab", "--help"]) is None and _lab_passthrough(["run", "x"]) is None
     assert "--port 8899" in build_parser()._subparsers._group_actions[0].choices["lab"].format_help()  # type: ignore[union-attr]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from rehearsal_lib.checks.wording import not_configured
 from rehearsal_lib.params_base import RehearsalMarker, ZeroRowCheck
 from rehearsal_lib.phase import RUN_ID_RE, Outcome, PhaseRun, describe_exception
 from rehearsal_lib.phases.integrity.params import IntegrityParams
@@ -61,8 +62,8 @@ def rehearsal_rows(ctx: PhaseRun[IntegrityParams], sql: str, marker: RehearsalMa
 
 def check_all_zero_rows(ctx: PhaseRun[IntegrityParams]) -> list[Check]:
     if not ctx.settings.zero_row_checks:
-        ctx.note("Not configured: phases.integrity.zero_row_checks (SQL that must return no rows: orphans, "
-                 "duplicates, mismatches).")
+        ctx.note(not_configured("phases.integrity.zero_row_checks", "that SQL queries for orphans, duplicates "
+                                                                    "and mismatches return no rows"))
     return [check_zero_rows(ctx, spec) for spec in ctx.settings.zero_row_checks]
 
 
@@ -71,7 +72,7 @@ def check_critical_tables(ctx: PhaseRun[IntegrityParams]) -> list[Check]:
     counts: dict[str, int] = {}
     out = []
     if not ctx.settings.critical_tables:
-        ctx.note("Not configured: phases.integrity.critical_tables (tables that must exist with a minimum of rows).")
+        ctx.note(not_configured("phases.integrity.critical_tables", "that critical tables exist with enough rows"))
     for table in ctx.settings.critical_tables:
 
         def probe(table=table) -> Outcome:
@@ -103,7 +104,7 @@ def check_expected_indexes(ctx: PhaseRun[IntegrityParams]) -> list[Check]:
     """Each expected index exists on its table (from pg_indexes)."""
     out = []
     if not ctx.settings.expected_indexes:
-        ctx.note("Not configured: phases.integrity.expected_indexes (indexes that must exist).")
+        ctx.note(not_configured("phases.integrity.expected_indexes", "that the expected indexes exist"))
     for idx in ctx.settings.expected_indexes:
         schema, _, table = idx.table.rpartition(".")
 
