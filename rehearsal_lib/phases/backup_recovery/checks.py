@@ -311,10 +311,11 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
                 return Outcome("skip", f"not tried: restart {checks[0].status}", expected)
             if broken:
                 return Outcome("skip", f"not tried: step {broken} failed", expected)
-            headers = ctx.auth_headers() if step.auth else None
-            res = http.request(ctx.http, step.method, expand_text(step.path, saved, "path"), headers=headers,
+            who = ctx.principal_name(step.principal, step.auth)
+            res = http.request(ctx.http, step.method, expand_text(step.path, saved, "path"),
+                               auth=ctx.auth_for(step.principal, step.auth),
                                json_body=expand(step.json_body, saved, "json"), follow_redirects=step.follow_redirects)
-            unreached = http.reached_handler(res, authenticated=step.auth, expected=codes)
+            unreached = http.reached_handler(res, authenticated=who != "anonymous", expected=codes, principal=who)
             if unreached:
                 return Outcome("error", unreached, expected, res.evidence())
             if res.status not in codes:

@@ -77,9 +77,10 @@ def check_exam_mode(ctx: PhaseRun) -> Check | None:
         return None
 
     def probe() -> Outcome:
-        res = http.request(ctx.http, "GET", cfg.endpoint, headers=ctx.auth_headers() if cfg.auth else None)
+        who = ctx.principal_name(cfg.principal, cfg.auth)
+        res = http.request(ctx.http, "GET", cfg.endpoint, auth=ctx.auth_for(cfg.principal, cfg.auth))
         expected = f"{cfg.field} = {str(cfg.expected).lower()}"
-        unreached = http.reached_handler(res, authenticated=cfg.auth)
+        unreached = http.reached_handler(res, authenticated=who != "anonymous", principal=who)
         if unreached:
             return Outcome("error", unreached, expected, res.evidence())
         if not res.ok or not isinstance(res.body, dict) or cfg.field not in res.body:
@@ -224,10 +225,12 @@ def check_journey(ctx: PhaseRun) -> list[Check]:
             if broken:
                 return Outcome("skip", f"not tried: step {broken} failed", expected)
             path, body = expand_text(step.path, saved, "path"), expand(step.json_body, saved, "json")
-            res = http.request(ctx.http, step.method, path, headers=ctx.auth_headers() if step.auth else None,
+            who = ctx.principal_name(step.principal, step.auth)
+            res = http.request(ctx.http, step.method, path, auth=ctx.auth_for(step.principal, step.auth),
                                json_body=body, follow_redirects=step.follow_redirects)
-            evidence = {**res.evidence(), **({"request_body": body} if body is not None else {})}
-            unreached = http.reached_handler(res, authenticated=step.auth, expected=expected_codes)
+            evidence = {**res.evidence(), "as": who, **({"request_body": body} if body is not None else {})}
+            unreached = http.reached_handler(res, authenticated=who != "anonymous", expected=expected_codes,
+                                             principal=who)
             if unreached:
                 return Outcome("error", unreached, expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})
             if res.status not in expected_codes:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from rehearsal_lib.params_base import (
     JourneyStep,
     PhaseParams,
     Strict,
     ZeroRowCheck,
+    as_field,
 )
 
 
@@ -16,7 +17,10 @@ class ExamModeCheck(Strict):
     endpoint: str = "/v1/exam-mode"
     field: str = "exam_mode"
     expected: bool = True
-    auth: bool = Field(True, description="Send the target's bearer token; false: the flag is read unauthenticated.")
+    auth: bool = Field(True, description="Send the principal's credentials; false: the flag is read anonymously.")
+    principal: str | None = as_field()
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class LatencyCheck(Strict):

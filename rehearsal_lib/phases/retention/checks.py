@@ -208,10 +208,11 @@ def check_export(ctx: PhaseRun) -> list[Check]:
     expected = f"{step.method} {step.path} answers {' or '.join(map(str, codes))}"
 
     def request() -> Outcome:
-        res = http.request(ctx.http, step.method, step.path, headers=ctx.auth_headers() if step.auth else None,
+        who = ctx.principal_name(step.principal, step.auth)
+        res = http.request(ctx.http, step.method, step.path, auth=ctx.auth_for(step.principal, step.auth),
                            json_body=step.json_body, follow_redirects=step.follow_redirects)
         evidence = {"request": f"{step.method} {step.path}", "status": res.status, "elapsed_ms": round(res.elapsed_ms)}
-        unreached = http.reached_handler(res, authenticated=step.auth, expected=codes)
+        unreached = http.reached_handler(res, authenticated=who != "anonymous", expected=codes, principal=who)
         if unreached:
             return Outcome("error", unreached, expected, {**evidence, **res.evidence()})
         if res.status not in codes or not isinstance(res.body, dict):

@@ -13,6 +13,8 @@ class Settings:
     admin_api_key: str = field(default_factory=lambda: os.environ.get("ADMIN_API_KEY", ""))
     version: str = "2.1.0"
     commit: str = field(default_factory=lambda: os.environ.get("APP_COMMIT", "unknown"))
+    token_ttl_s: int = field(default_factory=lambda: int(os.environ.get("APP_TOKEN_TTL_S", "3600")))
+    planted_bola: bool = field(default_factory=lambda: os.environ.get("APP_PLANTED_BOLA") == "1")
 
 
 def get_settings() -> Settings:

@@ -1,0 +1,219 @@
+"""Principals (`target.auth`) and authorisation checks against a small real HTTP server that misbehaves.
+
+The server on 127.0.0.1 has an OAuth2 password login (`POST /token`), an API-key admin endpoint that only
+checks the key is *present* (the planted flaw a Bearer-only probe cannot see), a query-parameter API key,
+HTTP basic, notes owned by alice that bob can read (a planted BOLA), and a switch that makes the first
+token a login hands out invalid (to prove the refresh on a 401).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rehearsal_lib.config import ConfigError, load_params
+from rehearsal_lib.phase import PhaseRun
+from rehearsal_lib.phases.preflight import checks as preflight
+from rehearsal_lib.phases.security import checks as security
+
+pytestmark = pytest.mark.integration  # a real HTTP server
+
+PASSWORDS = {"alice": "alice-password", "bob": "bob-password"}
+ADMIN_KEY = "admin-key-0123456789"
+
+
+class Service(BaseHTTPRequestHandler):
+    tokens: dict[str, str] = {}  # token -> user
+    logins: list[str] = []
+    first_token_invalid = False
+    bola = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _user(self) -> str | None:
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            return self.tokens.get(auth[7:])
+        if auth.startswith("Basic "):
+            user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
+            return user if PASSWORDS.get(user) == pw else None
+        return None
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        form = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+        if self.path != "/token":
+            return self._send(404, {})
+        user, pw = form.get("username", [""])[0], form.get("password", [""])[0]
+        if form.get("grant_type") != ["password"] or PASSWORDS.get(user) != pw:
+            return self._send(401, {"detail": "wrong username or password"})
+        Service.logins.append(user)
+        token = f"tok-{user}-{uuid.uuid4().hex}"
+        if not (Service.first_token_invalid and len(Service.logins) == 1):
+            Service.tokens[token] = user
+        self._send(200, {"access_token": token, "token_type": "bearer", "expires_in": 3600})
+
+    def do_GET(self) -> None:  # noqa: N802
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/admin/stats":  # the flaw: any key is accepted, the Authorization header is ignored
+            return self._send(200, {"users": 2}) if self.headers.get("X-API-Key") else self._send(403, {})
+        if url.path == "/admin/q":
+            key = urllib.parse.parse_qs(url.query).get("api_key", [""])[0]
+            return self._send(200, {"ok": 1}) if key == ADMIN_KEY else self._send(403, {})
+        user = self._user()
+        if user is None:
+            return self._send(401, {"detail": "not authenticated"})
+        if url.path == "/me":
+            return self._send(200, {"username": user})
+        if url.path == "/notes/1":  # alice's note
+            if user == "alice" or Service.bola:
+                return self._send(200, {"id": 1, "owner": "alice"})
+            return self._send(404, {"detail": "no such note"})
+        self._send(404, {})
+
+
+@pytest.fixture
+def server():
+    Service.tokens, Service.logins, Service.first_token_invalid, Service.bola = {}, [], False, True
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Service)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+PRINCIPALS = {
+    "alice": {"scheme": "oauth2_password", "token_url": "/token", "username": "alice", "password": "${T_ALICE_PW}"},
+    "bob": {"scheme": "oauth2_password", "token_url": "/token", "username": "bob", "password": "${T_BOB_PW}"},
+    "ops": {"scheme": "api_key", "header": "X-API-Key", "key": "${T_ADMIN_KEY}"},
+    "opsq": {"scheme": "api_key", "query": "api_key", "key": "${T_ADMIN_KEY}"},
+    "auditor": {"scheme": "basic", "username": "alice", "password": "${T_ALICE_PW}"},
+    "stale": {"scheme": "bearer", "token": "${T_STALE_TOKEN}"},
+}
+
+
+def phase(tmp_path: Path, monkeypatch, name: str, base_url: str, phases: dict, principals: dict | None = None,
+          default: str = "alice") -> PhaseRun:
+    monkeypatch.setenv("T_ALICE_PW", PASSWORDS["alice"])
+    monkeypatch.setenv("T_BOB_PW", PASSWORDS["bob"])
+    monkeypatch.setenv("T_ADMIN_KEY", ADMIN_KEY)
+    monkeypatch.setenv("T_STALE_TOKEN", "stale-token-not-known-here")
+    doc = {"name": "probe", "environment": {"kind": "staging"},
+           "target": {"base_url": base_url, "timeout_s": 2,
+                      "auth": {"default": default, "principals": principals or PRINCIPALS}},
+           "phases": phases}
+    path = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return PhaseRun(name, str(path), params=load_params(str(path)))
+
+
+def security_checks(tmp_path, monkeypatch, server, endpoints: list[dict], **kw) -> dict:
+    ctx = phase(tmp_path, monkeypatch, "security", server, {"security": {"protected_endpoints": endpoints}}, **kw)
+    return {c.id: c for c in security.check_auth(ctx)}
+
+
+def test_wrong_api_key_is_tested_as_an_api_key(tmp_path, monkeypatch, server):
+    """An API-key endpoint that accepts any key: a wrong Bearer token (today's probe) is refused there, which
+    proves nothing; a wrong key in X-API-Key is served, and the check fails saying so."""
+    checks = security_checks(tmp_path, monkeypatch, server, [{"name": "stats", "path": "/admin/stats", "as": "ops"}])
+    check = checks["security.auth.stats"]
+    assert check.status == "fail", check.observed
+    assert check.observed == ("not refused with wrong API key in X-API-Key (no credentials → HTTP 403, "
+                              "wrong API key in X-API-Key → HTTP 200)")
+
+
+def test_wrong_api_key_in_a_query_parameter_and_basic_password(tmp_path, monkeypatch, server):
+    checks = security_checks(tmp_path, monkeypatch, server, [
+        {"name": "q", "path": "/admin/q", "as": "opsq", "refuse_as": ["alice"], "forbid_status": [403]},
+        {"name": "basic", "path": "/me", "as": "auditor"}])
+    assert checks["security.auth.q"].status == "pass", checks["security.auth.q"].observed
+    assert "wrong API key in query parameter api_key → HTTP 403" in checks["security.auth.q"].observed
+    assert checks["security.authz.q"].status == "pass", checks["security.authz.q"].observed
+    assert checks["security.authz.q"].observed == "opsq → HTTP 200; alice → HTTP 403"
+    basic = checks["security.auth.basic"]
+    assert basic.status == "pass" and "wrong password for alice (basic) → HTTP 401" in basic.observed, basic.observed
+    assert ADMIN_KEY not in json.dumps([c.model_dump(mode="json") for c in checks.values()])
+
+
+def test_bola_leak_fails_authz(tmp_path, monkeypatch, server):
+    """bob reads alice's note: security.authz fails naming bob; refused (404), it passes."""
+    spec = {"name": "note", "path": "/notes/1", "as": "alice", "refuse_as": ["bob"]}
+    check = security_checks(tmp_path, monkeypatch, server, [spec])["security.authz.note"]
+    assert check.status == "fail"
+    assert check.observed == "not refused: bob got HTTP 200 (alice → HTTP 200; bob → HTTP 200)"
+    Service.bola = False
+    check = security_checks(tmp_path, monkeypatch, server, [spec])["security.authz.note"]
+    assert (check.status, check.observed) == ("pass", "alice → HTTP 200; bob → HTTP 404")
+
+
+def test_allowed_principal_answered_401_is_error(tmp_path, monkeypatch, server):
+    """The control: the principal that should be served gets 401, so bob's 404 proves nothing."""
+    Service.bola = False
+    spec = {"name": "note", "path": "/notes/1", "as": "stale", "refuse_as": ["bob"]}
+    check = security_checks(tmp_path, monkeypatch, server, [spec])["security.authz.note"]
+    assert check.status == "error"
+    assert check.observed.startswith("the allowed principal stale was not served, so no refusal proves anything: "
+                                     "not authenticated, the behaviour under test was not exercised: HTTP 401")
+    assert "credentials of principal 'stale'" in check.observed
+
+
+def test_failed_login_is_error_naming_the_principal(tmp_path, monkeypatch, server):
+    principals = {**PRINCIPALS, "bob": {**PRINCIPALS["bob"], "password": "${T_WRONG_PW}"}}
+    monkeypatch.setenv("T_WRONG_PW", "not-bobs-password")
+    spec = {"name": "note", "path": "/notes/1", "as": "alice", "refuse_as": ["bob"]}
+    check = security_checks(tmp_path, monkeypatch, server, [spec], principals=principals)["security.authz.note"]
+    assert check.status == "error"
+    assert check.observed.startswith("AuthError: principal 'bob': login POST /token answered HTTP 401, not 200")
+    assert "not-bobs-password" not in check.model_dump_json()
+
+
+def test_refused_principal_answered_401_is_error_not_pass(tmp_path, monkeypatch, server):
+    """A refused principal whose credentials are not accepted (401) proves nothing about authorisation."""
+    Service.bola = False
+    spec = {"name": "note", "path": "/notes/1", "as": "alice", "refuse_as": ["stale"]}
+    check = security_checks(tmp_path, monkeypatch, server, [spec])["security.authz.note"]
+    assert check.status == "error" and check.observed.startswith("stale: HTTP 401, its credentials were not accepted")
+
+
+def test_oauth_token_is_refreshed_once_on_a_401_and_masked(tmp_path, monkeypatch, server):
+    """The first token the login hands out is refused: the journey step logs in again once and passes;
+    both tokens are secrets of the run."""
+    Service.first_token_invalid = True
+    ctx = phase(tmp_path, monkeypatch, "preflight", server,
+                {"preflight": {"journey": [{"name": "me", "path": "/me"},
+                                           {"name": "me_bob", "as": "bob", "path": "/me"}]}})
+    checks = {c.id: c for c in preflight.check_journey(ctx)}
+    assert checks["preflight.journey.me"].status == "pass", checks["preflight.journey.me"].observed
+    assert checks["preflight.journey.me"].evidence["body"] == {"username": "alice"}
+    assert checks["preflight.journey.me_bob"].evidence["body"] == {"username": "bob"}
+    assert Service.logins == ["alice", "alice", "bob"]  # one refresh, once
+    issued = [t for t in Service.tokens] + [t for t in ctx.secrets._values if t.startswith("tok-")]
+    assert issued and all(ctx.secrets.scrub(f"x {t} y") == "x *** y" for t in issued)
+
+
+def test_auth_false_beside_as_and_unknown_principal_are_config_errors(tmp_path, monkeypatch, server):
+    with pytest.raises(ConfigError, match="no principal 'carol'"):
+        phase(tmp_path, monkeypatch, "security", server,
+              {"security": {"protected_endpoints": [{"name": "x", "path": "/x", "refuse_as": ["carol"]}]}})
+    with pytest.raises(ConfigError, match="contradicts `as: bob`"):
+        phase(tmp_path, monkeypatch, "preflight", server,
+              {"preflight": {"journey": [{"name": "x", "path": "/x", "auth": False, "as": "bob"}]}})
+    with pytest.raises(ConfigError, match=r"\$\{VAR\} reference"):
+        phase(tmp_path, monkeypatch, "security", server, {},
+              principals={"ops": {"scheme": "api_key", "key": "inline-key"}}, default="ops")
