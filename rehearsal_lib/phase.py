@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+from rehearsal_lib.auth_params import ANONYMOUS
 from rehearsal_lib.config import Params, SandboxBlock, load_params, resolve_reference
 from rehearsal_lib.params_base import PhaseParams
 from rehearsal_lib.probes.auth import AuthError, Principals
@@ -306,6 +307,11 @@ class PhaseRun(Generic[P]):
     def principal_name(self, name: str | None = None, enabled: bool = True) -> str:
         """Who a request runs as, for messages: the principal's name or `anonymous`."""
         return self.principals.name_of(name, enabled)
+
+    def wants_auth(self, name: str | None = None, enabled: bool = True) -> bool:
+        """The request means to run authenticated (`auth` on, not `as: anonymous`), even when no principal is
+        configured: then a 401/403 says the credentials are missing, not that the behaviour was judged."""
+        return enabled and name != ANONYMOUS
 
     def auth_headers(self, name: str | None = None) -> dict[str, str]:
         """The headers of a principal's credential, obtained now (default: the target's default principal)."""

@@ -35,6 +35,7 @@ class Service(BaseHTTPRequestHandler):
     logins: list[str] = []
     first_token_invalid = False
     bola = True
+    ttl = 3600
 
     def log_message(self, *args: object) -> None:
         pass
@@ -48,6 +49,8 @@ class Service(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _user(self) -> str | None:
+        if self.headers.get("X-Session"):
+            return self.tokens.get(self.headers["X-Session"])
         auth = self.headers.get("Authorization", "")
         if auth.startswith("Bearer "):
             return self.tokens.get(auth[7:])
@@ -57,7 +60,21 @@ class Service(BaseHTTPRequestHandler):
         return None
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        form = urllib.parse.parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        if self.path == "/login":  # a JSON login whose answer carries a session token
+            body = json.loads(raw)
+            if PASSWORDS.get(body.get("user")) != body.get("password"):
+                return self._send(401, {})
+            Service.logins.append(body["user"])
+            Service.tokens[token := f"sess-{uuid.uuid4().hex}"] = body["user"]
+            return self._send(200, {"session_token": token})
+        form = urllib.parse.parse_qs(raw)
+        if self.path == "/oauth/token":  # client credentials
+            if form.get("grant_type") != ["client_credentials"] or form.get("client_secret") != [ADMIN_KEY]:
+                return self._send(401, {})
+            Service.logins.append(form["client_id"][0])
+            Service.tokens[token := f"cc-{uuid.uuid4().hex}"] = form["client_id"][0]
+            return self._send(200, {"data": {"token": token}, "expires_in": Service.ttl})
         if self.path != "/token":
             return self._send(404, {})
         user, pw = form.get("username", [""])[0], form.get("password", [""])[0]
@@ -67,7 +84,7 @@ class Service(BaseHTTPRequestHandler):
         token = f"tok-{user}-{uuid.uuid4().hex}"
         if not (Service.first_token_invalid and len(Service.logins) == 1):
             Service.tokens[token] = user
-        self._send(200, {"access_token": token, "token_type": "bearer", "expires_in": 3600})
+        self._send(200, {"access_token": token, "token_type": "bearer", "expires_in": Service.ttl})
 
     def do_GET(self) -> None:  # noqa: N802
         url = urllib.parse.urlsplit(self.path)
@@ -90,7 +107,7 @@ class Service(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    Service.tokens, Service.logins, Service.first_token_invalid, Service.bola = {}, [], False, True
+    Service.tokens, Service.logins, Service.first_token_invalid, Service.bola, Service.ttl = {}, [], False, True, 3600
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Service)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -105,6 +122,11 @@ PRINCIPALS = {
     "opsq": {"scheme": "api_key", "query": "api_key", "key": "${T_ADMIN_KEY}"},
     "auditor": {"scheme": "basic", "username": "alice", "password": "${T_ALICE_PW}"},
     "stale": {"scheme": "bearer", "token": "${T_STALE_TOKEN}"},
+    "svc": {"scheme": "oauth2_client_credentials", "token_url": "/oauth/token", "client_id": "svc",
+            "client_secret": "${T_ADMIN_KEY}", "token_path": "data.token"},
+    "session": {"scheme": "journey", "token": "sess", "header": "X-Session", "prefix": "",
+                "steps": [{"name": "login", "method": "POST", "path": "/login",
+                           "json": {"user": "bob", "password": "${T_BOB_PW}"}, "save": {"sess": "session_token"}}]},
 }
 
 
@@ -217,3 +239,32 @@ def test_auth_false_beside_as_and_unknown_principal_are_config_errors(tmp_path, 
     with pytest.raises(ConfigError, match=r"\$\{VAR\} reference"):
         phase(tmp_path, monkeypatch, "security", server, {},
               principals={"ops": {"scheme": "api_key", "key": "inline-key"}}, default="ops")
+
+
+def test_client_credentials_journey_login_and_expiry(tmp_path, monkeypatch, server):
+    """Client credentials (token at a dotted path), a login journey whose saved value is sent in X-Session,
+    and a token whose `expires_in` is shorter than the margin: obtained again for the next request."""
+    Service.ttl = 1
+    ctx = phase(tmp_path, monkeypatch, "preflight", server,
+                {"preflight": {"journey": [{"name": "svc", "as": "svc", "path": "/me"},
+                                           {"name": "svc_again", "as": "svc", "path": "/me"},
+                                           {"name": "session", "as": "session", "path": "/me"}]}})
+    checks = {c.id: c for c in preflight.check_journey(ctx)}
+    assert {c.status for c in checks.values()} == {"pass"}, {k: c.observed for k, c in checks.items()}
+    assert checks["preflight.journey.svc"].evidence["body"] == {"username": "svc"}
+    assert checks["preflight.journey.session"].evidence["body"] == {"username": "bob"}
+    assert Service.logins == ["svc", "svc", "bob"]  # expired after each use: logged in again
+    assert all(ctx.secrets.scrub(t) == "***" for t in Service.tokens)
+
+
+def test_load_scenario_principal_is_resolved_once_before_the_load(tmp_path, monkeypatch, server):
+    """A load scenario runs as its principal with the token obtained up front (one login for all requests)."""
+    from rehearsal_lib.phases.load import checks as load
+
+    stage = {"name": "s", "duration_s": 1, "scenarios": [{"name": "me", "path": "/me", "as": "bob"},
+                                                         {"name": "anon", "path": "/me", "as": "anonymous"}]}
+    ctx = phase(tmp_path, monkeypatch, "load", server, {"load": {"stages": [stage]}})
+    me, anon = (load._scenario(ctx, sc, "run") for sc in ctx.settings.stages[0].scenarios)
+    token = me.headers["Authorization"].removeprefix("Bearer ")
+    assert Service.tokens[token] == "bob" and Service.logins == ["bob"]
+    assert "Authorization" not in anon.headers

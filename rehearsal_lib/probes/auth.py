@@ -28,6 +28,7 @@ from rehearsal_lib.auth_params import (
     OAuth2PasswordScheme,
     Principal,
 )
+from rehearsal_lib.params_base import REF_RE
 
 EXPIRY_MARGIN_S = 5.0
 
@@ -228,6 +229,16 @@ class Principals:
         seconds = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else None
         return Credential({"Authorization": f"Bearer {token}"}), seconds
 
+    def _secrets_in(self, value: Any) -> Any:
+        """`${VAR}` references in a login step's body (a password) resolved, as secrets."""
+        if isinstance(value, str):
+            return self._resolve(value) if REF_RE.search(value) else value
+        if isinstance(value, dict):
+            return {k: self._secrets_in(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._secrets_in(v) for v in value]
+        return value
+
     def _journey(self, name: str, spec: JourneyScheme) -> tuple[Credential, float | None]:
         """Run the login steps (anonymous unless a step says `as`); the saved `token` is the credential."""
         from rehearsal_lib.probes import http
@@ -241,8 +252,9 @@ class Principals:
             for step in spec.steps:
                 codes = step.expect_status if isinstance(step.expect_status, list) else [step.expect_status]
                 auth = self.get(step.principal or ANONYMOUS, step.auth)
+                body = self._secrets_in(expand(step.json_body, saved, "json"))
                 res = http.request(self.client, step.method, expand_text(step.path, saved, "path"),
-                                   json_body=expand(step.json_body, saved, "json"), auth=auth,
+                                   json_body=body, auth=auth,
                                    follow_redirects=step.follow_redirects)
                 if res.error or res.status not in codes:
                     raise AuthError(f"principal '{name}': login step {step.name} {res.describe()}, "

@@ -132,7 +132,8 @@ def reached_handler(res: HttpResult, authenticated: bool = True, expected: Itera
                 f"{res.method} {res.url}; the handler was not reached (set follow_redirects to follow it)")
     if authenticated and status in (401, 403):
         return (f"{NOT_AUTHENTICATED}: HTTP {status} to {res.method} {res.url}, a probe that runs authenticated; "
-                + (f"the service did not accept the credentials of principal '{principal}'" if principal else
+                + (f"the service did not accept the credentials of principal '{principal}'"
+                   if principal and principal != "anonymous" else
                    "the service did not accept the bearer token of target.auth_token (or none is set)"))
     return None
 

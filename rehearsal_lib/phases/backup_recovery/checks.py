@@ -315,7 +315,8 @@ def check_restart(ctx: PhaseRun) -> list[Check]:
             res = http.request(ctx.http, step.method, expand_text(step.path, saved, "path"),
                                auth=ctx.auth_for(step.principal, step.auth),
                                json_body=expand(step.json_body, saved, "json"), follow_redirects=step.follow_redirects)
-            unreached = http.reached_handler(res, authenticated=who != "anonymous", expected=codes, principal=who)
+            unreached = http.reached_handler(res, authenticated=ctx.wants_auth(step.principal, step.auth),
+                                             expected=codes, principal=who)
             if unreached:
                 return Outcome("error", unreached, expected, res.evidence())
             if res.status not in codes:

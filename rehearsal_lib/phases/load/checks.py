@@ -166,7 +166,7 @@ def _setup(ctx: PhaseRun, cfg: LoadParams, run_id: str, run: LoadRun) -> None:
             who = ctx.principal_name(step.principal, step.auth)
             res = http.request(ctx.http, step.method, path, headers=headers, content=body,
                                auth=ctx.auth_for(step.principal, step.auth))
-            unreached = http.reached_handler(res, authenticated=who != "anonymous",
+            unreached = http.reached_handler(res, authenticated=ctx.wants_auth(step.principal, step.auth),
                                              expected=_codes(step.expect_status), principal=who)
             if unreached or res.status not in _codes(step.expect_status):
                 raise RuntimeError(f"setup {step.name}: {unreached or res.describe()}")

@@ -80,7 +80,7 @@ def check_exam_mode(ctx: PhaseRun) -> Check | None:
         who = ctx.principal_name(cfg.principal, cfg.auth)
         res = http.request(ctx.http, "GET", cfg.endpoint, auth=ctx.auth_for(cfg.principal, cfg.auth))
         expected = f"{cfg.field} = {str(cfg.expected).lower()}"
-        unreached = http.reached_handler(res, authenticated=who != "anonymous", principal=who)
+        unreached = http.reached_handler(res, authenticated=ctx.wants_auth(cfg.principal, cfg.auth), principal=who)
         if unreached:
             return Outcome("error", unreached, expected, res.evidence())
         if not res.ok or not isinstance(res.body, dict) or cfg.field not in res.body:
@@ -229,7 +229,8 @@ def check_journey(ctx: PhaseRun) -> list[Check]:
             res = http.request(ctx.http, step.method, path, auth=ctx.auth_for(step.principal, step.auth),
                                json_body=body, follow_redirects=step.follow_redirects)
             evidence = {**res.evidence(), "as": who, **({"request_body": body} if body is not None else {})}
-            unreached = http.reached_handler(res, authenticated=who != "anonymous", expected=expected_codes,
+            unreached = http.reached_handler(res, authenticated=ctx.wants_auth(step.principal, step.auth),
+                                             expected=expected_codes,
                                              principal=who)
             if unreached:
                 return Outcome("error", unreached, expected, evidence, {"elapsed_ms": round(res.elapsed_ms, 2)})

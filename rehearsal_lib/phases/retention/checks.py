@@ -212,7 +212,8 @@ def check_export(ctx: PhaseRun) -> list[Check]:
         res = http.request(ctx.http, step.method, step.path, auth=ctx.auth_for(step.principal, step.auth),
                            json_body=step.json_body, follow_redirects=step.follow_redirects)
         evidence = {"request": f"{step.method} {step.path}", "status": res.status, "elapsed_ms": round(res.elapsed_ms)}
-        unreached = http.reached_handler(res, authenticated=who != "anonymous", expected=codes, principal=who)
+        unreached = http.reached_handler(res, authenticated=ctx.wants_auth(step.principal, step.auth),
+                                         expected=codes, principal=who)
         if unreached:
             return Outcome("error", unreached, expected, {**evidence, **res.evidence()})
         if res.status not in codes or not isinstance(res.body, dict):

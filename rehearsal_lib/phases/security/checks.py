@@ -164,7 +164,8 @@ def _setup_values(ctx: PhaseRun, spec: ProtectedEndpoint, memo: dict[str, Any]) 
                            auth=ctx.auth_for(step.principal, step.auth),
                            json_body=expand(step.json_body, saved, "json"),
                            follow_redirects=step.follow_redirects)
-        problem = http.reached_handler(res, authenticated=who != "anonymous", expected=codes, principal=who)
+        problem = http.reached_handler(res, authenticated=ctx.wants_auth(step.principal, step.auth),
+                                       expected=codes, principal=who)
         if problem is None and res.status not in codes:
             problem = f"{res.describe()}, not {'/'.join(map(str, codes))}"
         for name, field in step.save.items():
@@ -297,7 +298,8 @@ def _bad_input_outcome(ctx: PhaseRun, spec: BadInput, codes: dict[str, str]) -> 
                        follow_redirects=spec.follow_redirects, auth=ctx.auth_for(spec.principal, spec.auth))
     ev = {**res.evidence(), "sent_bytes": len(content or b"")}
     codes[spec.name] = str(res.status) if res.status else "none"
-    unreached = http.reached_handler(res, authenticated=who != "anonymous", expected=allowed or (), principal=who)
+    unreached = http.reached_handler(res, authenticated=ctx.wants_auth(spec.principal, spec.auth),
+                                     expected=allowed or (), principal=who)
     if unreached:
         return Outcome("error", unreached, expected, ev)
     assert res.status is not None
