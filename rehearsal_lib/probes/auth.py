@@ -11,6 +11,7 @@ bearer token otherwise.
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -70,16 +71,18 @@ class PrincipalAuth(httpx.Auth):
         self.name, self.scheme, self._obtain, self.refreshable = name, scheme, obtain, refreshable
         self._credential: Credential | None = None
         self._expires_at: float | None = None
+        self._lock = threading.RLock()  # threads sharing a principal (concurrent job triggers) log in once
         self.obtained = 0  # how many times the credential was obtained (a login counts once)
 
     def credential(self, renew: bool = False) -> Credential:
         """The current credential, obtained now if none yet, if it expired or when `renew`."""
-        expired = self._expires_at is not None and time.monotonic() >= self._expires_at - EXPIRY_MARGIN_S
-        if self._credential is None or renew or (expired and self.refreshable):
-            self._credential, lifetime = self._obtain()
-            self._expires_at = time.monotonic() + lifetime if lifetime else None
-            self.obtained += 1
-        return self._credential
+        with self._lock:
+            expired = self._expires_at is not None and time.monotonic() >= self._expires_at - EXPIRY_MARGIN_S
+            if self._credential is None or renew or (expired and self.refreshable):
+                self._credential, lifetime = self._obtain()
+                self._expires_at = time.monotonic() + lifetime if lifetime else None
+                self.obtained += 1
+            return self._credential
 
     @staticmethod
     def _apply(request: httpx.Request, cred: Credential) -> None:
