@@ -229,7 +229,12 @@ class Principals:
             raise AuthError(f"{where} answered HTTP 200 without a token at '{spec.token_path}'")
         self._add_secret(token)
         lifetime = json_path(body, spec.expires_path) if spec.expires_path else None
-        seconds = float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else None
+        try:
+            seconds: float | None = float(lifetime) if lifetime is not None else None  # "3600" too
+        except (TypeError, ValueError):
+            seconds = None
+        if seconds is not None and seconds <= 0:
+            seconds = None
         return Credential({"Authorization": f"Bearer {token}"}), seconds
 
     def _secrets_in(self, value: Any) -> Any:
