@@ -23,11 +23,13 @@ from pydantic import (
     ValidationError,
     create_model,
     field_validator,
+    model_validator,
 )
 from pydantic_core import ErrorDetails
 
 from rehearsal_lib import extras
 from rehearsal_lib import phases as phase_registry
+from rehearsal_lib.auth_params import ANONYMOUS, AuthBlock
 from rehearsal_lib.params_base import (  # noqa: F401 - re-exported: the params vocabulary lives in params_base
     MAX_PARALLEL,
     MAX_SECONDS,
@@ -83,7 +85,9 @@ class Environment(Strict):
 class Target(Strict):
     base_url: str = Field(description="Base URL of the service; may be a ${VAR} reference.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; a ${VAR} reference (it holds a password).")
-    auth_token: str | None = Field(None, description="Bearer token for protected endpoints; a ${VAR} reference.")
+    auth_token: str | None = Field(None, description="Bearer token for protected endpoints; a ${VAR} reference "
+                                                    "(shorthand for a default bearer principal named `default`).")
+    auth: AuthBlock | None = Field(None, description="Named principals and their schemes (docs/params.md).")
     timeout_s: float = Field(5.0, gt=0, le=120)
     verify_tls: bool = True
     follow_redirects: bool = Field(False, description="Follow 3xx answers; off: a 3xx to a probe is an error naming "
@@ -95,6 +99,27 @@ class Target(Strict):
         if value is not None and not REF_RE.search(value):
             raise ValueError("write secrets as a ${VAR} reference resolved from the environment, not inline")
         return value
+
+    @model_validator(mode="after")
+    def _default_principal(self) -> Target:
+        names = self.principal_names()
+        if self.auth_token and self.auth and "default" in self.auth.principals:
+            raise ValueError("auth_token defines the principal `default`; target.auth.principals names one too")
+        if self.auth and self.auth.default and self.auth.default not in names | {ANONYMOUS}:
+            raise ValueError(f"auth.default: no principal {self.auth.default!r} (principals: {sorted(names)})")
+        return self
+
+    def principal_names(self) -> set[str]:
+        return set(self.auth.principals if self.auth else ()) | ({"default"} if self.auth_token else set())
+
+    def default_principal(self) -> str:
+        """The principal a request runs as when it names none (`anonymous` when there is none)."""
+        if self.auth and self.auth.default:
+            return self.auth.default
+        if self.auth_token:
+            return "default"
+        names = self.principal_names()
+        return next(iter(names)) if len(names) == 1 else ANONYMOUS
 
 
 class SandboxBlock(Strict):
@@ -172,6 +197,28 @@ class Gate(Strict):
     warn_is_condition: bool = Field(False, description="A `warn` result makes the run CONDITIONAL GO.")
 
 
+PRINCIPAL_FIELDS = ("principal", "refuse_as")
+
+
+def _principal_refs(obj: Any, where: str) -> Iterator[tuple[str, str]]:
+    """(location, name) of every principal named in a params tree (fields `principal` — the `as:` key — and
+    `refuse_as`)."""
+    if isinstance(obj, BaseModel):
+        for key in type(obj).model_fields:
+            value = getattr(obj, key)
+            if key in PRINCIPAL_FIELDS and value is not None:
+                for name in value if isinstance(value, list) else [value]:
+                    yield f"{where}.{'as' if key == 'principal' else key}", name
+            elif key != "principals":
+                yield from _principal_refs(value, f"{where}.{key}")
+    elif isinstance(obj, list):
+        for i, item in enumerate(obj):
+            yield from _principal_refs(item, f"{where}[{i}]")
+    elif isinstance(obj, dict):
+        for k, item in obj.items():
+            yield from _principal_refs(item, f"{where}.{k}")
+
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -205,6 +252,20 @@ class Params(Strict):
             raise ValueError("must be a slug of at most 64 letters, digits, '.', '_' or '-', starting with a "
                              "letter or digit and without '..' (it names the folder outputs/<name>/)")
         return value
+
+    @model_validator(mode="after")
+    def _known_principals(self) -> Params:
+        """Every `as:` (and every principal a protected endpoint must refuse) names a principal of target.auth."""
+        known = self.target.principal_names() | {ANONYMOUS}
+        for where, name in _principal_refs(self, "phases"):
+            if name not in known:
+                raise ValueError(f"{where}: no principal {name!r} in target.auth (known: {sorted(known)})")
+        if self.target.auth:
+            for pname, principal in self.target.auth.principals.items():
+                for where, name in _principal_refs(principal, f"target.auth.principals.{pname}"):
+                    if name not in known:
+                        raise ValueError(f"{where}: no principal {name!r} in target.auth (known: {sorted(known)})")
+        return self
 
     @property
     def is_production(self) -> bool:

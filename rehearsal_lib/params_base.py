@@ -101,6 +101,18 @@ class Cleanup(Strict):
         return self
 
 
+def as_field() -> Any:
+    """The `as:` key: the principal (target.auth) a request runs as; unset: the target's default principal."""
+    return Field(None, alias="as", description="Principal of target.auth this request runs as (anonymous: none); "
+                                               "default: the target's default principal.")
+
+
+def check_as(auth: bool, principal: str | None) -> None:
+    """`auth: false` means anonymous; naming a principal beside it is a contradiction."""
+    if not auth and principal not in (None, "anonymous"):
+        raise ValueError(f"`auth: false` (anonymous) contradicts `as: {principal}`; keep one of them")
+
+
 JsonType = Literal["string", "number", "integer", "boolean", "object", "array", "null"]
 SAVE_RE = re.compile(r"^(\$.*|header:.+|[A-Za-z0-9_\-]+)$")
 
@@ -223,7 +235,8 @@ class JourneyStep(RequestBody, ResponseExpect):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
     path: str = Field(description="May use {saved_name} and {run_id} placeholders.")
     headers: dict[str, str] = Field(default_factory=dict, description="Request headers; {placeholders}, ${VAR}.")
-    auth: bool = Field(True, description="Send the target's bearer token; false: the step runs unauthenticated.")
+    auth: bool = Field(True, description="Send the principal's credentials; false: the step runs anonymously.")
+    principal: str | None = as_field()
     follow_redirects: bool | None = Field(None, description="Override target.follow_redirects for this step.")
     expect_status: int | list[int] = 200
     save: dict[str, str] = Field(default_factory=dict, description=(
@@ -245,3 +258,8 @@ class JourneyStep(RequestBody, ResponseExpect):
             elif not SAVE_RE.match(source):
                 raise ValueError(f"save {name}: {source!r} is not a field name, a JSON path ($...) or header:Name")
         return value
+
+    @model_validator(mode="after")
+    def _as(self) -> JourneyStep:
+        check_as(self.auth, self.principal)
+        return self

@@ -9,7 +9,7 @@ with), and records each check as a displayed output.
 The public surface for phase authors (docs/adding-a-phase.md): `settings`, `resolve`, `run`
 (with `writes=True` for a check that writes to or disrupts the target: the one write-safety
 route), `register_restore`, `display`, `figure`, `note`, `cached`, `http`, `engine`,
-`auth_headers`, `progress`, `summary`, `close`.
+`auth_for` (a principal's credentials for a request), `auth_headers`, `progress`, `summary`, `close`.
 
 Every check cell can be run again at any time, also after the closing cell: `close()` leaves the phase
 usable (its clients reopen on next use), and a re-run whose probe errors does not replace an earlier
@@ -30,8 +30,10 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+from rehearsal_lib.auth_params import ANONYMOUS
 from rehearsal_lib.config import Params, SandboxBlock, load_params, resolve_reference
 from rehearsal_lib.params_base import PhaseParams
+from rehearsal_lib.probes.auth import AuthError, Principals
 from rehearsal_lib.progress import Progress
 from rehearsal_lib.restores import Restore, perform, record_done, record_registered
 from rehearsal_lib.results import TARGET_TABLE_CLASS, Check, SeverityT, Status, StatusName, utcnow
@@ -296,8 +298,48 @@ class PhaseRun(Generic[P]):
             record_registered(self.run_dir, self.name, restore, self._current_check)
         return handle
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.auth_token}"} if self.auth_token else {}
+    @cached_property
+    def principals(self) -> Principals:
+        """The principals of target.auth (and `default` from target.auth_token), resolved once per phase run."""
+        from rehearsal_lib.auth_params import BearerScheme, Principal
+
+        target = self.params.target
+        specs: dict[str, Principal] = dict(target.auth.principals) if target.auth else {}
+        if target.auth_token:
+            specs["default"] = BearerScheme(scheme="bearer", token=target.auth_token)
+        login = httpx.Client(base_url=self.base_url, timeout=target.timeout_s, verify=target.verify_tls,
+                             follow_redirects=target.follow_redirects)
+        self._cache["principals.client"] = login
+
+        def resolve(ref: str) -> str | None:
+            return self.resolve(ref)
+
+        return Principals(specs, target.default_principal(), login, resolve, self.secrets.add)
+
+    def auth_for(self, name: str | None = None, enabled: bool = True) -> httpx.Auth | None:
+        """The credentials of principal `name` (None: the target's default; `anonymous` or `enabled=False`:
+        none) as an httpx.Auth for `probes.http.request(..., auth=...)`. Its token is obtained on first use."""
+        return self.principals.get(name, enabled)
+
+    def principal_name(self, name: str | None = None, enabled: bool = True) -> str:
+        """Who a request runs as, for messages: the principal's name or `anonymous`."""
+        return self.principals.name_of(name, enabled)
+
+    def wants_auth(self, name: str | None = None, enabled: bool = True) -> bool:
+        """The request means to run authenticated (`auth` on, not `as: anonymous`), even when no principal is
+        configured: then a 401/403 says the credentials are missing, not that the behaviour was judged."""
+        return enabled and name != ANONYMOUS
+
+    def auth_headers(self, name: str | None = None) -> dict[str, str]:
+        """The headers of a principal's credential, obtained now (default: the target's default principal)."""
+        auth = self.principals.get(name)
+        if auth is None:
+            return {}
+        cred = auth.credential()
+        if cred.params:
+            raise AuthError(f"principal '{auth.name}' sends its key as a query parameter; this request takes "
+                            "headers only")
+        return dict(cred.headers)
 
     @cached_property
     def engine(self) -> Any:
@@ -410,6 +452,7 @@ class PhaseRun(Generic[P]):
             "base URL": self.base_url or "(none)",
             "database": mask_url(self.database_url) if self.database_url else "(none)",
             "auth token": "set (hidden)" if self.auth_token else "(none)",
+            "principals": ", ".join(sorted(self.params.target.principal_names())) or "(none)",
             "run folder": self.run_dir or "(interactive: not part of a run)",
             "run id": f"{self.run_id} (carried by every record this phase creates)",
         }
@@ -453,6 +496,11 @@ class PhaseRun(Generic[P]):
         if client is not None:
             with suppress(Exception):
                 client.close()
+        self.__dict__.pop("principals", None)  # rebuilt (and logged in again) on next use
+        login = self._cache.pop("principals.client", None)
+        if login is not None:
+            with suppress(Exception):
+                login.close()
         engine = self.__dict__.pop("engine", None)
         if engine is not None:
             with suppress(Exception):

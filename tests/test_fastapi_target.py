@@ -7,6 +7,7 @@ database of its own.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -15,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -28,6 +28,7 @@ from conftest import run
 from rehearsal_lib.config import load_params
 from rehearsal_lib.phase import PhaseRun
 from rehearsal_lib.phases.migrations import checks as migrations
+from rehearsal_lib.phases.security import checks as security
 from rehearsal_lib.probes.command import with_database
 
 pytestmark = pytest.mark.integration
@@ -49,10 +50,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+USERS = {"alice": ("alice-pw-0001", "user"), "bob": ("bob-pw-0002", "user"), "root": ("root-pw-0003", "admin")}
+TOKEN_PREFIX = base64.urlsafe_b64encode(b'{"sub": "').decode()[:11]  # every token the Notes API signs starts so
+
+
 class NotesApp:
     """A copy of the Notes API with its own database, at revision 0002 with two users, under uvicorn."""
 
-    def __init__(self, sandbox, base: Path):
+    def __init__(self, sandbox, base: Path, **extra_env: str):
         self.dir = base / "fastapi_app"
         shutil.copytree(TARGET, self.dir, ignore=shutil.ignore_patterns("__pycache__"))
         self.dbname = f"notes_{uuid.uuid4().hex[:8]}"
@@ -61,7 +66,7 @@ class NotesApp:
             conn.exec_driver_sql(f'CREATE DATABASE "{self.dbname}"')
         self.db_url = with_database(sandbox.admin_db_url, self.dbname)
         self.env = {"DATABASE_URL": self.db_url, "APP_SECRET": uuid.uuid4().hex, "ADMIN_API_KEY": uuid.uuid4().hex,
-                    "APP_FREEZE": "1", "PATH": "/usr/bin:/bin"}
+                    "APP_FREEZE": "1", "PATH": "/usr/bin:/bin", **extra_env}
         self.proc: subprocess.Popen | None = None
 
     def sh(self, *args: str) -> None:
@@ -70,7 +75,7 @@ class NotesApp:
 
     def start(self) -> None:
         self.sh("-m", "alembic", "upgrade", "0002")  # one release behind: 0003 is pending
-        self.sh("-m", "app.seed", "alice:alice-pw:user", "root:root-pw:admin")
+        self.sh("-m", "app.seed", *(f"{name}:{pw}:{role}" for name, (pw, role) in USERS.items()))
         self.url = f"http://127.0.0.1:{free_port()}"
         self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
                                       "--port", self.url.rsplit(":", 1)[1], "--log-level", "warning"],
@@ -86,11 +91,10 @@ class NotesApp:
                 time.sleep(0.2)
         raise AssertionError("the Notes app did not answer /health within 30 s")
 
-    def login(self, username: str, password: str) -> str:
-        """OAuth2 password grant, form-encoded, as the docs page's curl does."""
-        data = urllib.parse.urlencode({"username": username, "password": password}).encode()
-        with urllib.request.urlopen(urllib.request.Request(self.url + "/token", data=data), timeout=5) as res:
-            return json.loads(res.read())["access_token"]
+    def principal_env(self) -> dict[str, str]:
+        """The variables the docs page's principals read: passwords and the admin API key, no token."""
+        return {f"NOTES_{name.upper()}_PASSWORD": pw for name, (pw, _) in USERS.items()} | {
+            "NOTES_ADMIN_API_KEY": self.env["ADMIN_API_KEY"]}
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -125,13 +129,13 @@ def rehearse(app: NotesApp, params: dict, tmp_path: Path, python: str = sys.exec
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     env = {**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
            "NOTES_URL": app.url, "NOTES_DATABASE_URL": app.db_url, "NOTES_MIGRATE_URL": app.db_url,
-           "NOTES_TOKEN": app.login("alice", "alice-pw"), "NOTES_ALEMBIC_INI": str(app.dir / "alembic.ini"),
-           "NOTES_APP_PYTHON": python}
+           "NOTES_ALEMBIC_INI": str(app.dir / "alembic.ini"), "NOTES_APP_PYTHON": python, **app.principal_env()}
     out = tmp_path / "outputs"
     res = run([sys.executable, "-m", "rehearsal_lib.cli", "run", str(path), "--outputs", str(out)], 240,
               "rehearse run notes-staging", cwd=ROOT, env=env)
     results = sorted(out.rglob("results.json"))
     assert results, f"no results.json (exit {res.returncode}): {res.stdout[-2000:]} {res.stderr[-2000:]}"
+    app.run_dir = results[-1].parent
     return res.returncode, json.loads(results[-1].read_text())
 
 
@@ -155,12 +159,24 @@ def test_fastapi_alembic_service_rehearsed_end_to_end(notes_app, tmp_path):
     assert {statuses[f"migrations.post.{f}"] for f in ("tables", "columns", "indexes", "foreign_keys")} == {"pass"}
     assert statuses["integrity.zero_rows.notes_without_owner"] == "pass"
     assert statuses["integrity.zero_rows.users_with_unknown_role"] == "pass"
-    for step in ("whoami", "create_note", "read_note"):
+    for step in ("whoami", "create_note", "read_note", "admin_lists_users"):
         assert statuses[f"preflight.journey.{step}"] == "pass", checks[f"preflight.journey.{step}"]
     assert statuses["preflight.identity"] == "pass" and statuses["preflight.health"] == "pass"
     markup = checks["security.inputs.note_body_markup"]
     assert markup["status"] == "pass", markup  # FastAPI's 422 echoes the payload inside JSON: not a reflection
     assert "not reflected as markup" in markup["evidence"]["reflection"]
+    # principals: logged in by the run itself (no token fetched before it); roles, API key and BOLA refused
+    assert checks["preflight.journey.whoami"]["evidence"]["body"] == {"username": "alice", "role": "user"}
+    assert checks["preflight.journey.admin_lists_users"]["evidence"]["as"] == "root"
+    assert checks["security.auth.admin_stats"]["observed"] == (
+        "no credentials → HTTP 403, wrong API key in X-API-Key → HTTP 403")
+    assert checks["security.authz.admin_stats"]["observed"] == "ops → HTTP 200; alice → HTTP 403"
+    assert checks["security.authz.admin_users"]["observed"] == "root → HTTP 200; alice → HTTP 403, bob → HTTP 403"
+    assert checks["security.authz.note_of_another_user"]["observed"] == "alice → HTTP 200; bob → HTTP 404"
+    leaked = [str(f.relative_to(notes_app.run_dir)) for f in notes_app.run_dir.rglob("*") if f.is_file()
+              and any(s in f.read_bytes() for s in [TOKEN_PREFIX.encode(), notes_app.env["ADMIN_API_KEY"].encode(),
+                                                    *(pw.encode() for pw, _ in USERS.values())])]
+    assert leaked == []  # no token, key or password in any file of the run folder
     bad = {cid: s for cid, s in statuses.items() if s not in ("pass", "skip")}
     assert bad == {}, {cid: checks[cid]["observed"] for cid in bad}
     assert (code, results["decision"]) == (0, "GO"), results["reasons"]
@@ -173,7 +189,8 @@ RELEASE = {"name": "notes-api", "version": "2.1.0", "commit": "9f2c1ab", "change
 def shapes_params() -> dict:
     """The page's params with the generic shapes: a form login in the journey (its token saved from a JSON
     path and sent in a header), JSON path and header assertions, the version by JSON path, a freeze mapping,
-    unique constraint and primary key post-conditions, and what is being released."""
+    unique constraint and primary key post-conditions, and what is being released. Principals (target.auth)
+    stay (no token is fetched before the run): a step `as: bob` with assertions beside the form login."""
     params = doc_params()
     params["release"] = RELEASE
     pre = params["phases"]["preflight"]
@@ -183,12 +200,14 @@ def shapes_params() -> dict:
                      "expect": {"$.maintenance_freeze": True, "$.background_jobs": "paused"}}
     pre["journey"] = [
         {"name": "login", "title": "OAuth2 password login", "method": "POST", "path": "/token", "auth": False,
-         "form": {"username": "alice", "password": "${NOTES_PASSWORD}"},
+         "form": {"username": "alice", "password": "${NOTES_ALICE_PASSWORD}"},
          "expect": {"$.token_type": {"equals": "bearer"}, "$.access_token": {"type": "string"}},
          "save": {"access_token": "$.access_token"}},
         {"name": "whoami", "path": "/users/me/", "auth": False,
          "headers": {"Authorization": "Bearer {access_token}"},
          "expect": {"$.username": {"equals": "alice"}, "$.role": {"regex": "^(user|admin)$"}}},
+        {"name": "whoami_bob", "as": "bob", "path": "/users/me/",  # bob's credentials from target.auth
+         "expect": {"$.username": {"equals": "bob"}, "$.role": {"equals": "user"}}},
         *[{"name": f"create_note_{i}", "method": "POST", "path": "/notes/", "auth": False,
            "headers": {"Authorization": "Bearer {access_token}"}, "json": {"body": f"rehearsal {{run_id}} {i}"},
            "expect_status": 201, "expect": {"$.id": {"type": "integer"}, "$.body": {"regex": "^rehearsal "}},
@@ -208,22 +227,23 @@ def shapes_params() -> dict:
     return params
 
 
-def test_generic_shapes_and_release_on_the_fastapi_target(notes_app, tmp_path, monkeypatch):
+def test_generic_shapes_and_release_on_the_fastapi_target(notes_app, tmp_path):
     """Bodies and assertions, generic shapes and the release under test on a service nobody here shaped:
     every new check passes, the release is in results.json and the report header, GO."""
-    monkeypatch.setenv("NOTES_PASSWORD", "alice-pw")
     code, results = rehearse(notes_app, shapes_params(), tmp_path)
     checks = checks_of(results)
     statuses = {cid: c["status"] for cid, c in checks.items()}
     for cid in ("preflight.identity", "preflight.release.version", "preflight.freeze.maintenance_freeze",
                 "preflight.freeze.background_jobs", "preflight.journey.login", "preflight.journey.whoami",
+                "preflight.journey.whoami_bob",
                 "preflight.journey.create_note_1", "preflight.journey.create_note_2", "preflight.journey.list_notes",
                 "migrations.post.unique", "migrations.post.primary_keys"):
         assert statuses.get(cid) == "pass", (cid, checks.get(cid, {}).get("observed"))
     assert checks["preflight.identity"]["observed"] == "notes-api 2.1.0 (from $.version)"
     assert checks["preflight.release.version"]["observed"] == "the target runs 2.1.0, the declared release"
     assert checks["preflight.journey.login"]["evidence"]["saved"] == ["access_token"]
-    assert "alice-pw" not in json.dumps(results)
+    assert checks["preflight.journey.whoami_bob"]["evidence"]["as"] == "bob"
+    assert not any(pw in json.dumps(results) for pw, _ in USERS.values())
     assert results["release"] == {**RELEASE, "observed_version": "2.1.0"}
     assert results["project_commit"] and results["tool_versions"]
     run_dir = next((tmp_path / "outputs").rglob("results.json")).parent
@@ -236,6 +256,40 @@ def test_generic_shapes_and_release_on_the_fastapi_target(notes_app, tmp_path, m
     bad = {cid: s for cid, s in statuses.items() if s not in ("pass", "skip")}
     assert bad == {}, {cid: checks[cid]["observed"] for cid in bad}
     assert (code, results["decision"]) == (0, "GO"), results["reasons"]
+
+
+@pytest.fixture
+def bola_app(sandbox, tmp_path):
+    app = NotesApp(sandbox, tmp_path, APP_PLANTED_BOLA="1")
+    try:
+        app.start()
+        yield app
+    finally:
+        app.stop()
+
+
+def test_planted_bola_fails_authz_and_an_unknown_user_is_an_error(bola_app, tmp_path, monkeypatch):
+    """The Notes API with its planted BOLA (any user reads any note): security.authz.note_of_another_user
+    fails naming bob; the role and API-key refusals still pass; a principal whose login fails is `error`
+    naming it and the status."""
+    for key, value in {"NOTES_URL": bola_app.url, **bola_app.principal_env()}.items():
+        monkeypatch.setenv(key, value)
+    params = doc_params()
+    params["target"].pop("database_url")
+    params["phases"] = {"security": {"protected_endpoints": params["phases"]["security"]["protected_endpoints"]}}
+    path = tmp_path / "bola.yaml"
+    path.write_text(yaml.safe_dump(params))
+    ctx = PhaseRun("security", str(path), params=load_params(str(path)))
+    checks = {c.id: c for c in security.check_auth(ctx)}
+    bola = checks["security.authz.note_of_another_user"]
+    assert bola.status == "fail"
+    assert bola.observed == "not refused: bob got HTTP 200 (alice → HTTP 200; bob → HTTP 200)"
+    assert {checks[f"security.authz.{n}"].status for n in ("admin_stats", "admin_users")} == {"pass"}
+    monkeypatch.setenv("NOTES_BOB_PASSWORD", "not-bobs-password")
+    ctx = PhaseRun("security", str(path), params=load_params(str(path)))
+    check = {c.id: c for c in security.check_auth(ctx)}["security.authz.admin_users"]
+    assert check.status == "error"
+    assert check.observed.startswith("AuthError: principal 'bob': login POST /token answered HTTP 401, not 200")
 
 
 def test_a_failing_revision_fails_apply_and_gives_no_go(notes_app, tmp_path):

@@ -93,15 +93,18 @@ def _reason(exc: Exception) -> str:
 
 def request(client: httpx.Client, method: str, path: str, *, headers: dict[str, str] | None = None,
             json_body: Any = None, content: bytes | None = None,
-            follow_redirects: bool | None = None) -> HttpResult:
+            follow_redirects: bool | None = None, auth: httpx.Auth | None = None) -> HttpResult:
     """Send one request; never raises for network or protocol failures.
 
     A request that fails before any answer on what may be a stale keep-alive connection (the server closed
     it, e.g. after crashing on the previous request) is sent once more on a new connection; `retried` and
     the evidence say so, and a second failure is reported as the server's. `follow_redirects`: None keeps
-    the client's setting (`target.follow_redirects`)."""
+    the client's setting (`target.follow_redirects`). `auth`: a principal's credentials
+    (`PhaseRun.auth_for`); the URL shown in the result never carries a query-parameter key."""
     url = str(client.base_url.join(path)) if not path.startswith(("http://", "https://")) else path
     extra: dict[str, Any] = {} if follow_redirects is None else {"follow_redirects": follow_redirects}
+    if auth is not None:
+        extra["auth"] = auth
     retried: str | None = None
     t0 = time.perf_counter()
     while True:
@@ -134,7 +137,8 @@ def request(client: httpx.Client, method: str, path: str, *, headers: dict[str, 
 NOT_AUTHENTICATED = "not authenticated, the behaviour under test was not exercised"
 
 
-def reached_handler(res: HttpResult, authenticated: bool = True, expected: Iterable[int] = ()) -> str | None:
+def reached_handler(res: HttpResult, authenticated: bool = True, expected: Iterable[int] = (),
+                    principal: str | None = None) -> str | None:
     """Why a probe meant to exercise a handler did not reach it; None when it did.
 
     No response; a 3xx (its Location named: e.g. a missing trailing slash; `follow_redirects`
@@ -151,7 +155,9 @@ def reached_handler(res: HttpResult, authenticated: bool = True, expected: Itera
                 f"{res.method} {res.url}; the handler was not reached (set follow_redirects to follow it)")
     if authenticated and status in (401, 403):
         return (f"{NOT_AUTHENTICATED}: HTTP {status} to {res.method} {res.url}, a probe that runs authenticated; "
-                "the service did not accept the bearer token of target.auth_token (or none is set)")
+                + (f"the service did not accept the credentials of principal '{principal}'"
+                   if principal and principal != "anonymous" else
+                   "the service did not accept the bearer token of target.auth_token (or none is set)"))
     return None
 
 

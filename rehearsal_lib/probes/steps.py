@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from rehearsal_lib.auth_params import ANONYMOUS
 from rehearsal_lib.probes import assertions, http
 from rehearsal_lib.probes.bodies import body_spec, encode, shown_body
 from rehearsal_lib.probes.placeholders import expand_text
@@ -17,6 +18,7 @@ from rehearsal_lib.probes.placeholders import expand_text
 if TYPE_CHECKING:
     from rehearsal_lib.params_base import JourneyStep
     from rehearsal_lib.phase import Outcome
+    from rehearsal_lib.probes.auth import Principals
 
 SECRET_NAME = re.compile(r"token|secret|password|passwd|api_?key|cookie|credential", re.I)
 
@@ -37,11 +39,15 @@ def expected_text(step: JourneyStep, suffix: str = "") -> str:
     return "; ".join(parts)
 
 
-def run_step(client: httpx.Client, step: JourneyStep, saved: dict[str, Any], *, auth_headers: dict[str, str],
+def run_step(client: httpx.Client, step: JourneyStep, saved: dict[str, Any], *, principals: Principals | None,
              resolve: Callable[[str], str] | None = None, secret: Callable[..., Any] | None = None,
-             expected: str | None = None) -> tuple[Outcome, http.HttpResult]:
+             expected: str | None = None, default_as: str | None = None) -> tuple[Outcome, http.HttpResult]:
     """Send `step` and judge it: (outcome, the response). Saved values (`step.save`) are added to `saved`
     only when it passes.
+
+    The step runs as its principal (`as:`; unset: `default_as`, else the target's default; `auth: false`:
+    anonymously), whose credentials `principals` (probes/auth.py, `PhaseRun.principals`) builds; None: no
+    principals at all (every step anonymous).
 
     `resolve` resolves ${VAR} references in bodies and headers (registering them as secrets); `secret`
     registers a saved value that names a credential (token, password, key...) so every output masks it.
@@ -53,19 +59,23 @@ def run_step(client: httpx.Client, step: JourneyStep, saved: dict[str, Any], *, 
     path = expand_text(step.path, saved, "path")
     spec = body_spec(step)
     content, ctype = encode(spec, saved, resolve)
-    headers = dict(auth_headers) if step.auth else {}
+    as_name = step.principal or default_as
+    who = principals.name_of(as_name, step.auth) if principals is not None else ANONYMOUS
+    auth = principals.get(as_name, step.auth) if principals is not None else None
+    headers: dict[str, str] = {}
     for name, value in step.headers.items():
         text = expand_text(value, saved, f"headers.{name}")
         headers[name] = resolve(text) if resolve and "${" in text else text
     if ctype and not any(k.lower() == "content-type" for k in headers):
         headers["content-type"] = ctype
     res = http.request(client, step.method, path, headers=headers or None, content=content,
-                       follow_redirects=step.follow_redirects)
-    evidence = res.evidence()
+                       follow_redirects=step.follow_redirects, auth=auth)
+    evidence = {**res.evidence(), "as": who}
     if spec is not None:
         evidence["request_body"] = shown_body(spec, saved)
     metrics = {"elapsed_ms": round(res.elapsed_ms, 2)}
-    unreached = http.reached_handler(res, authenticated=step.auth, expected=want)
+    unreached = http.reached_handler(res, authenticated=step.auth and as_name != ANONYMOUS, expected=want,
+                                     principal=who)
     if unreached:
         return Outcome("error", unreached, expected, evidence, metrics), res
     if res.status not in want:

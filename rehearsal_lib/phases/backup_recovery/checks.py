@@ -320,7 +320,7 @@ def check_restart(ctx: PhaseRun[BackupRecoveryParams]) -> list[Check]:
                 return Outcome("skip", f"not tried: restart {checks[0].status}", expected)
             if broken:
                 return Outcome("skip", f"not tried: step {broken} failed", expected)
-            return steps_probe.run_step(ctx.http, step, saved, auth_headers=ctx.auth_headers(),
+            return steps_probe.run_step(ctx.http, step, saved, principals=ctx.principals,
                                         resolve=lambda text: ctx.resolve(text) or "", secret=ctx.secrets.add,
                                         expected=expected)[0]
 

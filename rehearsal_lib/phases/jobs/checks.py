@@ -64,8 +64,8 @@ class Jobs:
             except (IndexError, ValueError):
                 raise TriggerFailed(f"trigger command printed no JSON: {proc.stdout.strip()[-300:]!r}") from None
         else:
-            headers = self.ctx.auth_headers() if t.auth else {}
-            res = request(client or self.ctx.http, t.method, t.path or "/", headers=headers, json_body=job)
+            res = request(client or self.ctx.http, t.method, t.path or "/", json_body=job,
+                          auth=self.ctx.auth_for(t.principal, t.auth))
             if res.error:
                 raise TriggerFailed(f"trigger: {res.describe()}")
             if res.status not in t.expect_status:
@@ -277,14 +277,14 @@ def check_status(ctx: PhaseRun[JobsParams]) -> Check | None:
         except TriggerFailed as exc:
             return Outcome("error", str(exc), expected)
         path = expand_text(spec.path, {"job_id": str(job_id), "run_id": jobs.run_id}, "path")
-        headers = ctx.auth_headers() if jobs.s.trigger.auth else {}
+        auth = ctx.auth_for(jobs.s.trigger.principal, jobs.s.trigger.auth)
         seen: list[Any] = []
 
         def answered(res: HttpResult) -> bool:  # HTTP 200 with a JSON object: a state to read
             return not res.error and res.status == 200 and isinstance(res.body, dict)
 
         def fetch() -> HttpResult:
-            res = request(ctx.http, "GET", path, headers=headers)
+            res = request(ctx.http, "GET", path, auth=auth)
             if answered(res):
                 state = res.body.get(spec.status_field)
                 if not seen or seen[-1] != state:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from rehearsal_lib.params_base import (
     MAX_SECONDS,
     Cleanup,
     PhaseParams,
     Strict,
+    as_field,
 )
 
 
@@ -20,10 +21,13 @@ class JobTrigger(Strict):
     method: Literal["POST", "PUT", "GET"] = "POST"
     path: str | None = Field("/v1/jobs", description="Trigger endpoint; the body is the check's `job`.")
     auth: bool = True
+    principal: str | None = as_field()
     expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202])
     job_id_field: str = Field("id", description="Field of the JSON answer (or command output) with the job id.")
     command: list[str] | None = Field(None, description="argv instead of HTTP; '{job}' becomes the job as JSON.")
     command_timeout_s: float = Field(30, gt=0, le=MAX_SECONDS)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class JobRun(Strict):

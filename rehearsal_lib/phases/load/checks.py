@@ -107,7 +107,7 @@ def _fill_run_id(value: Any, run_id: str) -> Any:
 
 
 def _headers(ctx: PhaseRun[LoadParams], sc: LoadScenario) -> dict[str, str]:
-    out = dict(ctx.auth_headers()) if sc.auth else {}
+    out = dict(ctx.auth_headers(sc.principal)) if sc.auth else {}  # obtained once, before the load
     out.update({k: ctx.resolve(v) or "" for k, v in sc.headers.items()})
     return out
 
@@ -179,9 +179,11 @@ def _setup(ctx: PhaseRun[LoadParams], cfg: LoadParams, run_id: str, run: LoadRun
         kept: list[Any] = []
         for _ in range(step.count):
             path, headers, body = tpl.render()
-            headers = {**headers, **(ctx.auth_headers() if step.auth else {})}
-            res = http.request(ctx.http, step.method, path, headers=headers, content=body)
-            unreached = http.reached_handler(res, authenticated=step.auth, expected=_codes(step.expect_status))
+            who = ctx.principal_name(step.principal, step.auth)
+            res = http.request(ctx.http, step.method, path, headers=headers, content=body,
+                               auth=ctx.auth_for(step.principal, step.auth))
+            unreached = http.reached_handler(res, authenticated=ctx.wants_auth(step.principal, step.auth),
+                                             expected=_codes(step.expect_status), principal=who)
             if unreached or res.status not in _codes(step.expect_status):
                 raise RuntimeError(f"setup {step.name}: {unreached or res.describe()}")
             if not isinstance(res.body, dict) or step.field not in res.body:

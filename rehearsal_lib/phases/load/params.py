@@ -11,6 +11,7 @@ from rehearsal_lib.params_base import (
     RequestBody,
     Severity,
     Strict,
+    as_field,
 )
 
 
@@ -23,7 +24,8 @@ class LoadScenario(RequestBody):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
     path: str = Field(description="May use {uuid}, {seq}, {worker}, {randint:A:B}, {run_id} and setup values.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers; values may be ${VAR}.")
-    auth: bool = Field(True, description="Send the target's bearer token.")
+    auth: bool = Field(True, description="Send the principal's credentials (obtained once, before the load).")
+    principal: str | None = as_field()
     weight: float = Field(1.0, gt=0)
     expect_status: int | list[int] = 200
     p95_ms: float | None = Field(500, gt=0, description="p95 gate (blocker by default); null: not gated.")
@@ -57,6 +59,7 @@ class LoadSetup(Strict):
     path: str
     json_body: Any = Field(None, alias="json")
     auth: bool = True
+    principal: str | None = as_field()
     count: int = Field(20, ge=1, le=10_000)
     expect_status: int | list[int] = 201
     field: str = Field("id", description="Top-level field of the JSON response to keep.")

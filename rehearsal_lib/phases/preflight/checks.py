@@ -42,11 +42,12 @@ def check_identity(ctx: PhaseRun[PreflightParams]) -> Check | None:
     observed: dict[str, Any] = {}
 
     def probe() -> Outcome:
-        headers = ctx.auth_headers() if cfg is not None and cfg.auth else None
-        res = http.request(ctx.http, "GET", endpoint, headers=headers)
+        auth_on = cfg is not None and cfg.auth
+        res = http.request(ctx.http, "GET", endpoint, auth=ctx.auth_for(None, auth_on))
         what = "a JSON identity" if cfg is None else "its version"
         expected = f"{endpoint} returns {what}" + (f" with version {pinned}" if pinned else "")
-        unreached = http.reached_handler(res, authenticated=bool(headers))  # 3xx: no identity was read
+        unreached = http.reached_handler(res, authenticated=ctx.wants_auth(None, auth_on),  # 3xx: nothing read
+                                         principal=ctx.principal_name(None, auth_on))
         if unreached:
             return Outcome("error", unreached, expected, res.evidence())
         if not res.ok or (cfg is None and not isinstance(res.body, dict)):
@@ -112,9 +113,10 @@ def check_exam_mode(ctx: PhaseRun[PreflightParams]) -> Check | None:
         return None
 
     def probe() -> Outcome:
-        res = http.request(ctx.http, "GET", cfg.endpoint, headers=ctx.auth_headers() if cfg.auth else None)
+        who = ctx.principal_name(cfg.principal, cfg.auth)
+        res = http.request(ctx.http, "GET", cfg.endpoint, auth=ctx.auth_for(cfg.principal, cfg.auth))
         expected = f"{cfg.field} = {str(cfg.expected).lower()}"
-        unreached = http.reached_handler(res, authenticated=cfg.auth)
+        unreached = http.reached_handler(res, authenticated=ctx.wants_auth(cfg.principal, cfg.auth), principal=who)
         if unreached:
             return Outcome("error", unreached, expected, res.evidence())
         if not res.ok or not isinstance(res.body, dict) or cfg.field not in res.body:
@@ -139,7 +141,7 @@ def check_freeze(ctx: PhaseRun[PreflightParams]) -> list[Check]:
     def answer() -> http.HttpResult:
         if "res" not in res_cache:
             res_cache["res"] = http.request(ctx.http, "GET", cfg.endpoint,
-                                            headers=ctx.auth_headers() if cfg.auth else None)
+                                            auth=ctx.auth_for(cfg.principal, cfg.auth))
         return res_cache["res"]
 
     out = []
@@ -148,7 +150,8 @@ def check_freeze(ctx: PhaseRun[PreflightParams]) -> list[Check]:
 
         def probe(path: str = path, want: Any = want, expected: str = expected) -> Outcome:
             res = answer()
-            unreached = http.reached_handler(res, authenticated=cfg.auth)
+            unreached = http.reached_handler(res, authenticated=ctx.wants_auth(cfg.principal, cfg.auth),
+                                             principal=ctx.principal_name(cfg.principal, cfg.auth))
             if unreached:
                 return Outcome("error", unreached, expected, res.evidence())
             if not res.ok or res.body is None:
@@ -307,7 +310,7 @@ def check_journey(ctx: PhaseRun[PreflightParams]) -> list[Check]:
         def probe(step=step, broken=broken, expected=expected) -> Outcome:
             if broken:
                 return Outcome("skip", f"not tried: step {broken} failed", expected)
-            return steps_probe.run_step(ctx.http, step, saved, auth_headers=ctx.auth_headers(), resolve=_resolver(ctx),
+            return steps_probe.run_step(ctx.http, step, saved, principals=ctx.principals, resolve=_resolver(ctx),
                                         secret=ctx.secrets.add, expected=expected)[0]
 
         check = ctx.run(f"preflight.journey.{step.name}", step.title or f"{step.method} {step.path}", probe,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from rehearsal_lib.params_base import (
     JourneyStep,
@@ -13,6 +13,8 @@ from rehearsal_lib.params_base import (
     Severity,
     Strict,
     ZeroRowCheck,
+    as_field,
+    check_as,
 )
 
 
@@ -20,7 +22,10 @@ class ExamModeCheck(Strict):
     endpoint: str = "/v1/exam-mode"
     field: str = "exam_mode"
     expected: bool = True
-    auth: bool = Field(True, description="Send the target's bearer token; false: the flag is read unauthenticated.")
+    auth: bool = Field(True, description="Send the principal's credentials; false: the flag is read anonymously.")
+    principal: str | None = as_field()
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class VersionCheck(Strict):
@@ -56,8 +61,16 @@ class FreezeFlags(Strict):
 
     endpoint: str
     expect: dict[str, Any] = Field(min_length=1, description='e.g. {"$.maintenance_freeze": true}')
-    auth: bool = Field(True, description="Send the target's bearer token; false: read unauthenticated.")
+    auth: bool = Field(True, description="Send the principal's credentials; false: read anonymously.")
+    principal: str | None = as_field()
     severity: Severity = "blocker"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _as(self) -> FreezeFlags:
+        check_as(self.auth, self.principal)
+        return self
 
     @field_validator("expect")
     @classmethod

@@ -213,7 +213,7 @@ def check_export(ctx: PhaseRun[RetentionParams]) -> list[Check]:
 
     def request() -> Outcome:
         saved: dict[str, Any] = {"run_id": ctx.run_id}
-        out, res = steps_probe.run_step(ctx.http, step, saved, auth_headers=ctx.auth_headers(),
+        out, res = steps_probe.run_step(ctx.http, step, saved, principals=ctx.principals,
                                         resolve=lambda text: ctx.resolve(text) or "", secret=ctx.secrets.add,
                                         expected=expected)
         if out.status == "pass" and not isinstance(res.body, dict):

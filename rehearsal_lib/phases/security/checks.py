@@ -13,6 +13,9 @@ from rehearsal_lib.checks.wording import not_configured, pattern_text, plural, w
 from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.security.params import BadInput, HeaderRule, ProtectedEndpoint, SecurityParams
 from rehearsal_lib.probes import http, tls
+from rehearsal_lib.probes import steps as steps_probe
+from rehearsal_lib.probes.auth import AuthError, describe_wrong, wrong_auth
+from rehearsal_lib.probes.placeholders import PlaceholderError, expand_text
 from rehearsal_lib.probes.sql import query
 from rehearsal_lib.results import Check, StatusName
 
@@ -127,22 +130,65 @@ def _header_outcome(res: http.HttpResult, headers: dict[str, str], rule: HeaderR
 
 
 def check_auth(ctx: PhaseRun[SecurityParams]) -> list[Check]:
-    """Each protected endpoint refuses a request without credentials and one with a wrong token."""
+    """Each protected endpoint refuses anonymous callers and a wrong credential in its principal's scheme
+    (`security.auth.<name>`); with `refuse_as`, it refuses those principals while its own principal is
+    served (`security.authz.<name>`: roles, and one user's object requested as another, BOLA)."""
     specs = ctx.settings.protected_endpoints
     if not specs:
         ctx.note(not_configured("phases.security.protected_endpoints", "that each protected endpoint refuses a "
                                                                        "request without credentials and one with a "
-                                                                       "wrong token"))
-    return [ctx.run(f"security.auth.{s.name}", f"{s.method} {s.path} refuses missing and wrong credentials",
-                    partial(_auth_outcome, ctx, s), severity=s.severity) for s in specs]
+                                                                       "wrong credential in its principal's scheme"))
+    out = []
+    for s in specs:
+        setup = partial(_setup_values, ctx, s, {})
+        out.append(ctx.run(f"security.auth.{s.name}", f"{s.method} {s.path} refuses missing and wrong credentials",
+                           partial(_auth_outcome, ctx, s, setup), severity=s.severity, writes=bool(s.setup)))
+        if s.refuse_as:
+            who = ", ".join(s.refuse_as)
+            out.append(ctx.run(f"security.authz.{s.name}", f"{s.method} {s.path} refuses {who}",
+                               partial(_authz_outcome, ctx, s, setup), severity=s.severity, writes=bool(s.setup)))
+    return out
 
 
-def _auth_outcome(ctx: PhaseRun[SecurityParams], spec: ProtectedEndpoint) -> Outcome:
-    expected = f"HTTP {'/'.join(map(str, spec.refuse_status))} without credentials and with a wrong token"
-    tries = {"no credentials": {}, "wrong token": {"Authorization": f"Bearer {ctx.settings.wrong_token}"}}
+class SetupFailed(Exception):
+    """A protected endpoint's setup step did not answer as expected: its checks are `error`."""
+
+
+def _setup_values(ctx: PhaseRun[SecurityParams], spec: ProtectedEndpoint, memo: dict[str, Any]) -> dict[str, Any]:
+    """Run the endpoint's setup steps once (each as its own principal); the values they save."""
+    if "values" in memo:
+        return dict(memo["values"])
+    if "error" in memo:
+        raise SetupFailed(memo["error"])
+    saved: dict[str, Any] = {"run_id": ctx.run_id}
+    for step in spec.setup:
+        try:
+            out, _ = steps_probe.run_step(ctx.http, step, saved, principals=ctx.principals,
+                                          resolve=lambda text: ctx.resolve(text) or "", secret=ctx.secrets.add)
+        except (AuthError, PlaceholderError) as exc:
+            out = Outcome("error", str(exc))
+        if out.status != "pass":
+            memo["error"] = f"setup step {step.name} (as {ctx.principal_name(step.principal, step.auth)}): " \
+                            f"{out.observed}"
+            raise SetupFailed(memo["error"])
+    memo["values"] = saved
+    return dict(saved)
+
+
+def _auth_outcome(ctx: PhaseRun[SecurityParams], spec: ProtectedEndpoint, setup: Any) -> Outcome:
+    principal = ctx.principals.spec(spec.principal)
+    wrong_label = "wrong token" if principal is None or principal.scheme not in ("api_key", "basic") \
+        else describe_wrong(principal)
+    expected = f"HTTP {'/'.join(map(str, spec.refuse_status))} without credentials and with a {wrong_label}"
+    try:
+        path = expand_text(spec.path, setup(), "path")
+    except SetupFailed as exc:
+        return Outcome("error", str(exc), expected)
+    wrong = ctx.principals.wrong(spec.principal, ctx.settings.wrong_token) or wrong_auth(None, ctx.settings.wrong_token)
+    tries: dict[str, httpx.Auth | None] = {"no credentials": None, wrong_label: wrong}
     seen, ev, errors = {}, {}, []
-    for label, headers in tries.items():
-        res = http.request(ctx.http, spec.method, spec.path, headers=headers, json_body=spec.json_body)
+    for label, auth in tries.items():
+        res = http.request(ctx.http, spec.method, path, auth=auth, json_body=spec.json_body)
         ev[label] = res.evidence()
         if res.error:
             errors.append(f"{label}: {res.describe()}")
@@ -153,6 +199,48 @@ def _auth_outcome(ctx: PhaseRun[SecurityParams], spec: ProtectedEndpoint) -> Out
     accepted = [k for k, v in seen.items() if v not in spec.refuse_status]
     if accepted:
         return Outcome("fail", f"not refused with {' and '.join(accepted)} ({observed})", expected, ev)
+    return Outcome("pass", observed, expected, ev)
+
+
+def _authz_outcome(ctx: PhaseRun[SecurityParams], spec: ProtectedEndpoint, setup: Any) -> Outcome:
+    """The endpoint's own principal is served (the control), each of `refuse_as` refused by the handler."""
+    allowed = ctx.principal_name(spec.principal)
+    forbid = "/".join(map(str, spec.forbid_status))
+    expected = (f"HTTP {'/'.join(map(str, spec.allow_status))} as {allowed}; HTTP {forbid} as "
+                f"{', '.join(spec.refuse_as)}")
+    try:
+        path = expand_text(spec.path, setup(), "path")
+    except SetupFailed as exc:
+        return Outcome("error", str(exc), expected)
+    ev: dict[str, Any] = {}
+    control = http.request(ctx.http, spec.method, path, auth=ctx.auth_for(spec.principal), json_body=spec.json_body)
+    ev[f"as {allowed} (allowed)"] = control.evidence()
+    unreached = http.reached_handler(control, authenticated=allowed != "anonymous", expected=spec.allow_status,
+                                     principal=allowed)
+    if unreached or control.status not in spec.allow_status:
+        return Outcome("error", f"the allowed principal {allowed} was not served, so no refusal proves anything: "
+                                f"{unreached or control.describe()}", expected, ev)
+    seen: dict[str, int | None] = {}
+    leaks, broken = [], []
+    for who in spec.refuse_as:
+        res = http.request(ctx.http, spec.method, path, auth=ctx.auth_for(who), json_body=spec.json_body)
+        ev[f"as {who} (refused)"] = res.evidence()
+        seen[who] = res.status
+        if res.status in spec.forbid_status:
+            continue
+        if res.error or (res.status is not None and 300 <= res.status < 400):
+            broken.append(f"{who}: {http.reached_handler(res)}")
+        elif res.status == 401:
+            broken.append(f"{who}: HTTP 401, its credentials were not accepted (authentication, not authorisation; "
+                          f"add 401 to forbid_status if the service refuses this way)")
+        else:
+            leaks.append(f"{who} got HTTP {res.status}")
+    observed = f"{allowed} → HTTP {control.status}; " + ", ".join(
+        f"{k} → {f'HTTP {v}' if v is not None else 'no response'}" for k, v in seen.items())
+    if leaks:
+        return Outcome("fail", f"not refused: {'; '.join(leaks)} ({observed})", expected, ev)
+    if broken:
+        return Outcome("error", "; ".join(broken), expected, ev)
     return Outcome("pass", observed, expected, ev)
 
 
@@ -193,7 +281,8 @@ def _bad_input_outcome(ctx: PhaseRun[SecurityParams], spec: BadInput, codes: dic
     allowed = spec.expect_status
     expected = (f"HTTP {'/'.join(map(str, allowed))}" if allowed
                 else "HTTP 4xx (never 5xx), payload not reflected as markup")
-    headers = {"Content-Type": spec.content_type, **(ctx.auth_headers() if spec.auth else {})}
+    headers = {"Content-Type": spec.content_type}
+    who = ctx.principal_name(spec.principal, spec.auth)
     content: bytes | None = None
     if spec.oversize_bytes:
         content = json.dumps({"payload": "A" * spec.oversize_bytes}).encode()
@@ -202,10 +291,11 @@ def _bad_input_outcome(ctx: PhaseRun[SecurityParams], spec: BadInput, codes: dic
     elif spec.json_body is not None:
         content = json.dumps(spec.json_body).encode()
     res = http.request(ctx.http, spec.method, spec.path, headers=headers, content=content,
-                       follow_redirects=spec.follow_redirects)
+                       follow_redirects=spec.follow_redirects, auth=ctx.auth_for(spec.principal, spec.auth))
     ev = {**res.evidence(), "sent_bytes": len(content or b"")}
     codes[spec.name] = str(res.status) if res.status else "none"
-    unreached = http.reached_handler(res, authenticated=spec.auth, expected=allowed or ())
+    unreached = http.reached_handler(res, authenticated=ctx.wants_auth(spec.principal, spec.auth),
+                                     expected=allowed or (), principal=who)
     if unreached:
         return Outcome("error", unreached, expected, ev)
     assert res.status is not None

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from rehearsal_lib.params_base import (
+    JourneyStep,
     PhaseParams,
     Severity,
     Strict,
+    as_field,
+    check_as,
 )
+
+REFUSALS = {401, 403, 404}
 
 
 class TlsCheck(Strict):
@@ -42,14 +47,42 @@ class HeadersCheck(Strict):
 
 
 class ProtectedEndpoint(Strict):
+    """An endpoint that refuses anonymous callers and a wrong credential (`security.auth.<name>`) and, with
+    `refuse_as`, the principals not allowed to use it while its own principal is (`security.authz.<name>`)."""
+
     name: str = Field(pattern=r"^[a-z0-9_]+$")
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    path: str
-    json_body: Any = Field(None, alias="json", description="Body sent with the unauthenticated requests.")
+    path: str = Field(description="May use {run_id} and the values saved by `setup`.")
+    json_body: Any = Field(None, alias="json", description="Body sent with every request to the endpoint.")
+    principal: str | None = as_field()
     refuse_status: list[int] = Field(default_factory=lambda: [401, 403])
+    setup: list[JourneyStep] = Field(default_factory=list, description="Steps run first (each as its own `as`); "
+                                                                        "their saved values fill the path.")
+    refuse_as: list[str] = Field(default_factory=list, description="Principals that must be refused.")
+    forbid_status: list[int] = Field(default_factory=lambda: [403, 404],
+                                     description="What a refused principal must get (from 401, 403, 404).")
+    allow_status: list[int] = Field(default_factory=lambda: [200],
+                                    description="What the endpoint's own principal gets (the authz check's control).")
     severity: Severity = "blocker"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("forbid_status")
+    @classmethod
+    def _refusals(cls, value: list[int]) -> list[int]:
+        if not value or not set(value) <= REFUSALS:
+            raise ValueError("a refusal is 401, 403 or 404 (a redirect, a 5xx or a 2xx refuses nothing)")
+        return value
+
+    @model_validator(mode="after")
+    def _who(self) -> ProtectedEndpoint:
+        if self.principal in self.refuse_as:
+            raise ValueError(f"`as: {self.principal}` is the allowed principal; it cannot be in refuse_as too")
+        if "anonymous" in self.refuse_as:
+            raise ValueError("anonymous callers are always refused by security.auth.<name>; drop it from refuse_as")
+        if self.refuse_as and self.principal == "anonymous":
+            raise ValueError("refuse_as needs an allowed principal (`as:`), not anonymous")
+        return self
 
 
 class BadInput(Strict):
@@ -62,12 +95,18 @@ class BadInput(Strict):
     body: str | None = Field(None, description="A raw body sent as-is (e.g. malformed JSON).")
     oversize_bytes: int | None = Field(None, gt=0, description="Send a JSON string body of this many bytes.")
     content_type: str = "application/json"
-    auth: bool = Field(True, description="Send the target's bearer token (so the input, not auth, is tested).")
+    auth: bool = Field(True, description="Send the principal's credentials (so the input, not auth, is tested).")
+    principal: str | None = as_field()
     follow_redirects: bool | None = Field(None, description="Override target.follow_redirects for this probe.")
     expect_status: list[int] | None = Field(None, description="Accepted codes; default any 4xx.")
     severity: Severity = "major"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _as(self) -> BadInput:
+        check_as(self.auth, self.principal)
+        return self
 
 
 class SecurityParams(PhaseParams):
@@ -75,7 +114,8 @@ class SecurityParams(PhaseParams):
     tls: TlsCheck | None = None
     headers: HeadersCheck | None = None
     protected_endpoints: list[ProtectedEndpoint] = Field(default_factory=list)
-    wrong_token: str = Field("rehearsal-wrong-token", description="The bad bearer token the auth checks send.")
+    wrong_token: str = Field("rehearsal-wrong-token", description="The wrong credential the auth checks send, in "
+                                                                  "the scheme of the endpoint's principal.")
     bad_inputs: list[BadInput] = Field(default_factory=list)
     database_ssl: bool = Field(False, description="The database must have ssl=on and encrypt this connection.")
     rls_tables: list[str] = Field(default_factory=list, description="Tables that must have row-level security on.")

@@ -1,4 +1,6 @@
-"""The Notes API: OAuth2 password login, notes per user, an API-key admin endpoint, two roles."""
+"""The Notes API: OAuth2 password login, notes per user, an API-key admin endpoint, two roles.
+
+`APP_PLANTED_BOLA=1` plants a broken object-level authorisation: any user reads any user's note."""
 
 from __future__ import annotations
 
@@ -72,7 +74,9 @@ def login(form: Annotated[OAuth2PasswordRequestForm, Depends()], db: DB) -> dict
     user = db.exec(select(User).where(User.username == form.username)).first()
     if user is None or not verify_password(form.password, user.password_hash):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
-    return {"access_token": make_token(get_settings().secret, user.username), "token_type": "bearer"}
+    ttl = get_settings().token_ttl_s
+    return {"access_token": make_token(get_settings().secret, user.username, ttl), "token_type": "bearer",
+            "expires_in": ttl}
 
 
 @app.get("/users/me/")
@@ -97,7 +101,8 @@ def create_note(note: NoteIn, user: CurrentUser, db: DB) -> dict:
 @app.get("/notes/{note_id}/")
 def read_note(note_id: int, user: CurrentUser, db: DB) -> dict:
     row = db.get(Note, note_id)
-    if row is None or (row.owner_id != user.id and user.role != "admin"):
+    owner_only = not get_settings().planted_bola  # the planted defect: any user reads any note
+    if row is None or (owner_only and row.owner_id != user.id and user.role != "admin"):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such note")
     return {"id": row.id, "body": row.body}
 

@@ -14,6 +14,8 @@ class Settings:
     version: str = "2.1.0"
     commit: str = field(default_factory=lambda: os.environ.get("APP_COMMIT", "unknown"))
     freeze: bool = field(default_factory=lambda: os.environ.get("APP_FREEZE") == "1")
+    token_ttl_s: int = field(default_factory=lambda: int(os.environ.get("APP_TOKEN_TTL_S", "3600")))
+    planted_bola: bool = field(default_factory=lambda: os.environ.get("APP_PLANTED_BOLA") == "1")
 
 
 def get_settings() -> Settings:
