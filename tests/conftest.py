@@ -112,6 +112,30 @@ def _project_dir(monkeypatch: pytest.MonkeyPatch) -> None:
     os.environ.pop("REHEARSAL_OUTPUTS", None)
 
 
+ALONE_LOCK_ENV = "REHEARSAL_TESTS_ALONE_LOCK"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _alone_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under pytest-xdist (`-n 2 --dist loadfile`, the README's test command): a module marked ``alone``
+    (its verdicts depend on having the machine to itself: load generation, timeouts, rate-limit windows)
+    holds an exclusive lock for the whole module, every other module a shared one, so a marked module
+    never runs beside another. Autouse and module-scoped: it is taken before the module's own fixtures
+    (e.g. a whole rehearsal) run. Without xdist there is nothing to share the machine with."""
+    if not hasattr(request.config, "workerinput") or not os.environ.get(ALONE_LOCK_ENV):
+        yield
+        return
+    import fcntl
+
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(os.environ[ALONE_LOCK_ENV], "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory):
     """A real default sandbox in a temporary home, started once per test module and stopped after it.
@@ -130,7 +154,11 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory):
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """A base temporary directory of this session's own (see the module docstring), pruning the ones
-    of finished sessions but the two newest."""
+    of finished sessions but the two newest; under pytest-xdist, the lock file its workers share."""
+    if not hasattr(config, "workerinput") and not os.environ.get(ALONE_LOCK_ENV):
+        lock_parent = Path(tempfile.gettempdir()) / f"rehearsal-tests-{os.getuid()}"
+        lock_parent.mkdir(mode=0o711, exist_ok=True)
+        os.environ[ALONE_LOCK_ENV] = str(lock_parent / f"alone-{os.getpid()}.lock")  # workers inherit it
     if config.option.basetemp:
         return
     parent = Path(tempfile.gettempdir()) / f"rehearsal-tests-{os.getuid()}"

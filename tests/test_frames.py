@@ -22,6 +22,8 @@ from rehearsal_lib.probes.sql import MARKER, query_frame, read_only_engine
 from rehearsal_lib.results import Check
 from rehearsal_lib.runrecord import RunRecord, write_run_record
 
+pytestmark = pytest.mark.alone  # judged on a machine of its own under xdist (tests/conftest.py)
+
 
 def _check(cid: str, status: str, severity: str = "blocker") -> Check:
     return Check(id=cid, phase=cid.split(".")[0], title=f"title of {cid}", status=status, severity=severity,

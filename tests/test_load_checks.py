@@ -12,7 +12,8 @@ from rehearsal_lib.load.reference_server import reference_server
 from rehearsal_lib.phase import PhaseRun
 from rehearsal_lib.phases.load import checks as load
 
-pytestmark = pytest.mark.integration  # a reference server subprocess; one test uses the real sandbox
+# a reference server subprocess; one test uses the real sandbox
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 # The generator's self-check is loose here: these tests judge the server's answers, and on a machine with
 # both cores busy a 40 req/s loop lags by hundreds of ms. Saturation itself is tested at 50,000 req/s.

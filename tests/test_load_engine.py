@@ -7,7 +7,7 @@ import pytest
 from rehearsal_lib.load.engine import LoadSpec, Scenario, _Template, run_load, validate_templates
 from rehearsal_lib.load.reference_server import free_port, reference_server
 
-pytestmark = pytest.mark.integration  # reference servers in subprocesses
+pytestmark = [pytest.mark.integration, pytest.mark.alone]  # reference servers in subprocesses
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from rehearsal_lib.load.engine import LoadSpec, Scenario
 from rehearsal_lib.load.reference_server import reference_server
 
-pytestmark = [pytest.mark.integration,  # a reference server subprocess, locust in another
+pytestmark = [pytest.mark.integration, pytest.mark.alone,  # a reference server subprocess, locust in another
               pytest.mark.skipif(importlib.util.find_spec("locust") is None,
                                  reason="locust is not installed (pip install -e '.[bench]')")]
 

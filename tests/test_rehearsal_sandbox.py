@@ -26,7 +26,7 @@ from rehearsal_lib.evidence import verify_manifest
 from rehearsal_lib.results import checks_from_notebook
 from rehearsal_lib.sandbox import PLANTED_DEFECTS, sandbox_status
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "tok-" + secrets.token_hex(12)
 

@@ -239,6 +239,8 @@ SUITE = '''
 import base64, html, json, os, sys, urllib.parse
 import xml.etree.ElementTree as ET
 
+pytestmark = pytest.mark.alone  # judged on a machine of its own under xdist (tests/conftest.py)
+
 secret = os.environ["SMOKE_SECRET"]
 print("raw", secret)
 print("json", json.dumps(secret), json.dumps(secret, ensure_ascii=False))

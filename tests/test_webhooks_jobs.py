@@ -32,7 +32,8 @@ from rehearsal_lib.phases.webhooks.params import SignatureScheme
 from rehearsal_lib.sandbox import start_sandbox, stop_sandbox
 from rehearsal_lib.sandbox.manager import _pid_alive
 
-pytestmark = pytest.mark.integration  # a real HTTP server and the real sandbox (PostgreSQL, Redis, worker)
+# a real HTTP server and the real sandbox (PostgreSQL, Redis, worker); rate-limit windows and job timeouts
+pytestmark = [pytest.mark.integration, pytest.mark.alone]
 
 SECRET = "whsec-" + "s" * 24
 SANDBOX_PARAMS = Path(__file__).parent.parent / "rehearsal_lib" / "builtin_params" / "sandbox.yaml"
