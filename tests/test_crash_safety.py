@@ -41,8 +41,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # integrity waits for a file the test creates: killed while it waits; resumed once the file exists
 WAIT_FOR_GATE = """
 import os, time
-
-pytestmark = pytest.mark.alone  # judged on a machine of its own under xdist (tests/conftest.py)
 gate = os.environ["CRASH_TEST_GATE"]
 deadline = time.monotonic() + 300
 while not os.path.exists(gate) and time.monotonic() < deadline:

@@ -249,8 +249,6 @@ phases:
 
 HEALTH = """
 import httpx
-
-pytestmark = pytest.mark.alone  # judged on a machine of its own under xdist (tests/conftest.py)
 ph.run(f"{ph.name}.health", "Health answers", lambda: Outcome(
     "pass" if httpx.get(ph.base_url + "/health", timeout=2).status_code == 200 else "fail", "health"))
 """

@@ -29,6 +29,8 @@ from rehearsal_lib.results import Check
 from rehearsal_lib.runrecord import RunRecord, read_run_record, write_run_record
 from rehearsal_lib.secrets import MASK, SecretSet
 
+pytestmark = pytest.mark.alone  # judged on a machine of its own under xdist (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = "p\"a\\s&s<w'o>rd-ä€"
 SECRETS = [HOSTILE, "\"<'&>\\ start-with-quote ü", "tok3n Ω😀/+=?#%"]
@@ -238,8 +240,6 @@ SUITE = '''
 """A smoke suite that echoes its secret in every encoding and writes it into its JUnit file."""
 import base64, html, json, os, sys, urllib.parse
 import xml.etree.ElementTree as ET
-
-pytestmark = pytest.mark.alone  # judged on a machine of its own under xdist (tests/conftest.py)
 
 secret = os.environ["SMOKE_SECRET"]
 print("raw", secret)
