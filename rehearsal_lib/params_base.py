@@ -124,6 +124,14 @@ class OrderedBy(Strict):
     order: Literal["asc", "desc"] = "asc"
 
 
+
+def check_regex(pattern: str) -> None:
+    """A params regex must compile: ValueError naming why (pydantic reports it at its key)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"regex does not compile: {exc}") from None
+
 class JsonExpect(Strict):
     """What the value(s) at one JSON path must be; every key set is checked (probes/assertions.py)."""
 
@@ -143,10 +151,7 @@ class JsonExpect(Strict):
             raise ValueError("an expectation needs at least one of equals, exists, type, regex, length, "
                              "min_length, max_length, ordered")
         if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"regex does not compile: {exc}") from None
+            check_regex(self.regex)
         return self
 
 
@@ -162,10 +167,7 @@ class HeaderExpect(Strict):
         if self.equals is None and self.regex is None and self.exists is None:
             raise ValueError("a header expectation needs equals, regex or exists")
         if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"regex does not compile: {exc}") from None
+            check_regex(self.regex)
         return self
 
 

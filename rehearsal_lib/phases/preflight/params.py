@@ -15,6 +15,7 @@ from rehearsal_lib.params_base import (
     ZeroRowCheck,
     as_field,
     check_as,
+    check_regex,
 )
 
 
@@ -49,10 +50,7 @@ class VersionCheck(Strict):
 
             parse_path(self.json_path)
         if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"regex does not compile: {exc}") from None
+            check_regex(self.regex)
         return self
 
 
