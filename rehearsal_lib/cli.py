@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_USAGE
     d = summary.decision
-    print(f"\nDECISION: {d.decision}")
+    print(f"\nDECISION: {d.label}")
     for label, items in (("blocker", d.blockers), ("condition", d.conditions)):
         for item in items[:MAX_LISTED]:
             print(f"  {label}: {_one_line(item)}")
@@ -474,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expect", metavar="LINE", help="the run's 'ledger: ...' line from the CI log (or its entry "
                                                     "digest): the ledger's entry for the run must be that one")
     p.set_defaults(func=cmd_verify)
+
+    from rehearsal_lib.people_cli import add_commands as add_people_commands  # attest, signoff, status
+
+    add_people_commands(command)
 
     p = command("list", help="past runs of ENV and their decisions")
     p.add_argument("env", help="environment name (the folder under outputs/)")
