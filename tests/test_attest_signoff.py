@@ -227,6 +227,8 @@ def test_owner_and_timeline_in_the_overview_and_the_run_lists_what_awaits_people
                    for c in nb["cells"] for o in c.get("outputs", []))
     assert "awaiting attestation: attestation.frontend (blocker)" in text
     assert "sign-off DevOps Lead: awaiting" in text
+    assert "Decision from the phases before this one: CONDITIONAL GO — awaiting sign-off: Compliance Lead, " \
+           "DevOps Lead" in text
 
 
 @pytest.mark.integration  # one kernel

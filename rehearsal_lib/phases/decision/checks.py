@@ -51,19 +51,21 @@ def record_attestations(ctx: PhaseRun[DecisionParams]) -> list[Check]:
 
 def show_decision(summary: RunSummary, extra: list[Check]) -> None:
     """Decision banner with blockers and conditions, computed as the runner will."""
-    from rehearsal_lib.gate import apply_policy, decide
+    from rehearsal_lib.gate import apply_policy
+    from rehearsal_lib.people import decide_run, read_entries
     from rehearsal_lib.report import DECISION_COLORS
 
     gate = summary.record.gate_policy()
-    d = decide(summary.checks + apply_policy(extra, gate), gate)
+    d = decide_run(summary.checks + apply_policy(extra, gate), gate, summary.record, read_entries(summary.run_dir))
     items = "".join(f"<li><b>blocker</b> {html.escape(b)}</li>" for b in d.blockers)
     items += "".join(f"<li><b>condition</b> {html.escape(c)}</li>" for c in d.conditions)
     display_bundle({
         "text/html": f"<div style='background:{DECISION_COLORS[d.decision]};color:#fff;padding:12px 16px;"
                      f"border-radius:6px;font-family:system-ui,sans-serif'><div style='font-size:22px;"
-                     f"font-weight:700'>Decision from the phases before this one: {d.decision}</div><ul>{items}</ul>"
+                     f"font-weight:700'>Decision from the phases before this one: {html.escape(d.label)}</div>"
+                     f"<ul>{items}</ul>"
                      "</div>",
-        "text/plain": "\n".join([f"Decision from the phases before this one: {d.decision}", *d.blockers,
+        "text/plain": "\n".join([f"Decision from the phases before this one: {d.label}", *d.blockers,
                                  *d.conditions]),
     })
 
