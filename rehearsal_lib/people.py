@@ -122,7 +122,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _open_run(run_dir: Path) -> RunSummary:
+def open_run(run_dir: Path) -> RunSummary:
     """The run as it stands (a finished or crashed run; never one whose runner is still going)."""
     from rehearsal_lib.evidence import collect, crash_info
     from rehearsal_lib.runrecord import read_run_record
@@ -169,7 +169,7 @@ def attest(run_dir: Path, check: str, by: str, status: str, note: str = "",
     by = _text(by, "--by (who attests)", run_dir)
     if status not in ATTESTED:
         raise ConfigError(run_dir, f"--status must be pass or fail, not {status!r}")
-    summary = _open_run(run_dir)
+    summary = open_run(run_dir)
     known = attestable(summary)
     if check not in known:
         ids = {c.id: c for c in summary.checks}
@@ -188,7 +188,7 @@ def sign_off(run_dir: Path, role: str, by: str, approve: bool, note: str = "",
     """Record a required role's approval or rejection, derive the decision again and reseal the folder."""
     run_dir = run_dir.resolve()
     by = _text(by, "--by (who signs)", run_dir)
-    summary = _open_run(run_dir)
+    summary = open_run(run_dir)
     roles = summary.record.signoff_roles
     match = next((r for r in roles if r.casefold() == " ".join(role.split()).casefold()), None)
     if match is None:

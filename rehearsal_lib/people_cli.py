@@ -68,11 +68,11 @@ def cmd_signoff(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from rehearsal_lib.people import _open_run, status_lines
+    from rehearsal_lib.people import open_run, status_lines
     from rehearsal_lib.seal import verify_run
 
     run_dir = Path(args.run_dir).resolve()
-    summary = _open_run(run_dir)
+    summary = open_run(run_dir)
     for line in status_lines(summary):
         print(line)
     problems = verify_run(run_dir).problems
