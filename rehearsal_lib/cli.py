@@ -4,6 +4,7 @@ The project (params/, outputs/, optional notebooks/) is `--project DIR`, else `$
 else the nearest parent of the current directory holding params/, else the current directory.
 
 Exit codes: 0 GO, 1 NO-GO, 3 CONDITIONAL GO, 2 usage or configuration error, 130 interrupted.
+`rehearse status`: the decision's code, or 4 while a sign-off or an attestation is awaited.
 `rehearse verify`: 0 intact, 1 problems found (one line each), 2 usage error.
 """
 
@@ -64,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err(str(exc))
         return EXIT_USAGE
     d = summary.decision
-    print(f"\nDECISION: {d.decision}")
+    print(f"\nDECISION: {d.label}")
     for label, items in (("blocker", d.blockers), ("condition", d.conditions)):
         for item in items[:MAX_LISTED]:
             print(f"  {label}: {_one_line(item)}")
@@ -418,7 +419,7 @@ PROJECT_HELP = ("the project folder (its params/, outputs/, notebooks/); default
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rehearse", description="Release rehearsals as code.",
                                  epilog="exit codes: 0 GO, 1 NO-GO, 3 CONDITIONAL GO, 2 usage/config error, "
-                                        "130 interrupted")
+                                        "130 interrupted; rehearse status: 4 awaiting sign-off/attestation")
     ap.add_argument("--project", metavar="DIR", help=PROJECT_HELP)
     common = argparse.ArgumentParser(add_help=False)  # --project after the command too
     common.add_argument("--project", metavar="DIR", default=argparse.SUPPRESS, help=PROJECT_HELP)
@@ -474,6 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expect", metavar="LINE", help="the run's 'ledger: ...' line from the CI log (or its entry "
                                                     "digest): the ledger's entry for the run must be that one")
     p.set_defaults(func=cmd_verify)
+
+    from rehearsal_lib.people_cli import add_commands as add_people_commands  # attest, signoff, status
+
+    add_people_commands(command)
 
     p = command("list", help="past runs of ENV and their decisions")
     p.add_argument("env", help="environment name (the folder under outputs/)")

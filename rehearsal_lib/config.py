@@ -181,6 +181,23 @@ class Attestation(Strict):
     severity: Severity = "major"
 
 
+class Signoff(Strict):
+    """Who must sign the run off after it (`rehearse signoff`): until every required role approves, the decision
+    reads "GO — awaiting sign-off: ..."; one rejection makes it NO-GO."""
+
+    required_roles: list[str] = Field(min_length=1, description="Roles that must approve, e.g. DevOps Lead.")
+
+    @field_validator("required_roles")
+    @classmethod
+    def _distinct_roles(cls, roles: list[str]) -> list[str]:
+        cleaned = [" ".join(r.split()) for r in roles]
+        if any(not r for r in cleaned):
+            raise ValueError("a role must not be empty")
+        if len({r.casefold() for r in cleaned}) != len(cleaned):
+            raise ValueError("each role is named once")
+        return cleaned
+
+
 class Risk(Strict):
     """A known risk for the risk register (seed: Observed Weak Points)."""
 
@@ -243,6 +260,7 @@ class Params(Strict):
     phases: Phases = Field(default_factory=Phases)
     gate: Gate = Field(default_factory=Gate)
     attestations: list[Attestation] = Field(default_factory=list)
+    signoff: Signoff | None = Field(None, description="Roles that sign the run off after it (rehearse signoff).")
     risks: list[Risk] = Field(default_factory=list)
 
     @field_validator("name")

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rehearsal_lib.config import Gate
-from rehearsal_lib.gate import Decision, PhaseOutcome, apply_policy, decide, outcome_checks
+from rehearsal_lib.gate import Decision, PhaseOutcome, apply_policy, outcome_checks
+from rehearsal_lib.people import apply_attestations, decide_run, read_entries
 from rehearsal_lib.phases import BY_NAME, PHASES
 from rehearsal_lib.processes import pid_alive
 from rehearsal_lib.results import (
@@ -144,6 +145,7 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
     crashed = crash_info(record)
     gate = gate or record.gate_policy()
     recorded = {p.name: p for p in record.phases}
+    people = read_entries(run_dir)  # attestations and sign-offs given after the run
     names = list(recorded) or [p.stem.split("_", 1)[1] for p in sorted((run_dir / "notebooks").glob("*.ipynb"))]
     phases: list[PhaseOutcome] = []
     checks: list[Check] = []
@@ -176,12 +178,15 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
             err = notebook_error(nb)
             if err and outcome.outcome == "ok":
                 outcome.outcome, outcome.reason = "error", err
+            papermill = nb.get("metadata", {}).get("papermill", {}) if isinstance(nb.get("metadata"), dict) else {}
+            papermill = papermill if isinstance(papermill, dict) else {}
             if not outcome.duration_s:
-                papermill = nb.get("metadata", {}).get("papermill", {}) if isinstance(nb.get("metadata"), dict) else {}
                 outcome.duration_s = float(papermill.get("duration") or 0.0)
+            outcome.started_at = str(papermill.get("start_time") or "")
+            outcome.ended_at = str(papermill.get("end_time") or "")
         elif outcome.outcome == "ok":
             outcome.outcome, outcome.reason = "not_run", "no executed notebook in the run folder"
-        found = apply_policy(found + outcome_checks([outcome]), gate)
+        found = apply_policy(apply_attestations(found, people) + outcome_checks([outcome]), gate)
         per_phase[name] = found
         checks.extend(found)
         phases.append(outcome)
@@ -190,7 +195,7 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
         phases.append(PhaseOutcome("run", "Run folder", "ok"))
         per_phase["run"] = leaks
         checks.extend(leaks)
-    decision = decide(checks, gate)
+    decision = decide_run(checks, gate, record, people)
     if record.interrupted:
         decision.notes.insert(0, "the run was interrupted before it finished")
     if crashed:
@@ -253,6 +258,8 @@ def write_results_json(summary: RunSummary) -> Path:
         "phases": [{**asdict(p), "counts": summary.counts(p.name)} for p in summary.phases],
         "checks": [c.model_dump(mode="json") for c in summary.checks],
         "reseals": _reseals(summary.run_dir),
+        "status_code": summary.decision.status_code,
+        "people": read_entries(summary.run_dir),  # attestations and sign-offs after the run (attestations.jsonl)
     }
     path = summary.run_dir / "results.json"
     path.write_text(json.dumps(data, indent=2, default=str))

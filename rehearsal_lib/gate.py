@@ -19,6 +19,7 @@ from rehearsal_lib.results import FAILING, Check, Status
 
 GO, NO_GO, CONDITIONAL = "GO", "NO-GO", "CONDITIONAL GO"
 EXIT_CODES = {GO: 0, NO_GO: 1, CONDITIONAL: 3}
+EXIT_AWAITING = 4  # `rehearse status`: not NO-GO, but a sign-off or an attestation is still awaited
 
 
 @dataclass
@@ -31,6 +32,8 @@ class PhaseOutcome:
     reason: str = ""
     duration_s: float = 0.0
     notebook: str | None = None
+    started_at: str = ""  # the executed notebook's papermill start_time / end_time (UTC), when recorded
+    ended_at: str = ""
 
 
 @dataclass
@@ -39,14 +42,31 @@ class Decision:
     blockers: list[str] = field(default_factory=list)
     conditions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    awaiting_signoff: list[str] = field(default_factory=list)  # required roles that have not approved yet
+    pending_attestations: list[str] = field(default_factory=list)  # checks still `manual`
 
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.decision]
 
+    @property
+    def label(self) -> str:
+        """The decision as people read it: "GO — awaiting sign-off: DevOps Lead, Executive Sponsor"."""
+        if self.decision == NO_GO or not self.awaiting_signoff:
+            return self.decision
+        return f"{self.decision} — awaiting sign-off: {', '.join(self.awaiting_signoff)}"
+
+    @property
+    def status_code(self) -> int:
+        """`rehearse status`: 1 NO-GO; else 4 while a sign-off or an attestation is awaited; else exit_code."""
+        if self.decision != NO_GO and (self.awaiting_signoff or self.pending_attestations):
+            return EXIT_AWAITING
+        return self.exit_code
+
     def to_json(self) -> dict:
-        return {"decision": self.decision, "blockers": self.blockers, "conditions": self.conditions,
-                "notes": self.notes}
+        return {"decision": self.decision, "label": self.label, "blockers": self.blockers,
+                "conditions": self.conditions, "notes": self.notes, "awaiting_signoff": self.awaiting_signoff,
+                "pending_attestations": self.pending_attestations}
 
 
 def apply_policy(checks: list[Check], gate: Gate, today: dt.date | None = None) -> list[Check]:

@@ -43,9 +43,10 @@ class Strict(BaseModel):
 
 
 class PhaseParams(Strict):
-    """The block of one phase under `phases:`; every phase can be switched off."""
+    """The block of one phase under `phases:`; every phase can be switched off and can name its owner."""
 
     enabled: bool = True
+    owner: str | None = Field(None, description="Who owns this phase of the rehearsal (the timeline's owner).")
 
 
 class RehearsalMarker(Strict):

@@ -106,7 +106,7 @@ def combined_notebook(summary: RunSummary, show_code: bool = False,
                       view: SummaryView | None = None) -> tuple[nbformat.NotebookNode, bool]:
     """All executed phase notebooks as one notebook, each behind a heading cell (from the view model)."""
     merged = nbformat.v4.new_notebook()
-    merged.metadata["title"] = f"{summary.decision.decision} — rehearsal {summary.env} {summary.run_id}"
+    merged.metadata["title"] = f"{summary.decision.label} — rehearsal {summary.env} {summary.run_id}"
     merged.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     has_fig = False
     seen: set[str] = set()

@@ -43,6 +43,7 @@ from rehearsal_lib.evidence import (
     write_results_json,
     write_summary_md,
 )
+from rehearsal_lib.people import people_record
 from rehearsal_lib.phases import BY_NAME, notebook_for
 from rehearsal_lib.results import printable
 from rehearsal_lib.runrecord import (
@@ -444,6 +445,7 @@ class Runner:
                 release=self.params.release.model_dump(exclude_none=True) if self.params.release else None,
                 executed_by=executed_by(),
                 gate=self.params.gate.model_dump(mode="json"), phases=[], lock=lock, **runner,
+                **people_record(self.params),
             )
         else:  # --resume: the same run.json goes on, with what this attempt did recorded under `resumed`
             record = self.record = RunRecord.model_validate({**previous.model_dump(
@@ -689,15 +691,20 @@ def _kill_group(proc: subprocess.Popen, first: int = signal.SIGTERM, grace_s: fl
 
 
 def finalize(run_dir: Path, secrets: SecretSet | None = None, show_code: bool = False,
-             reseal_reason: str | None = None) -> RunSummary:
+             reseal_reason: str | None = None, purpose: str | None = None,
+             before_derive: Callable[[], object] | None = None) -> RunSummary:
     """Derive results.json, junit.xml, report.html from the executed notebooks, scrub the whole run
     folder of every secret, sweep it once more, then seal the folder.
 
     In a folder sealed before, nothing is rewritten unless it still verifies or `reseal_reason` is
-    given (seal.SealRefused otherwise); the rebuild is recorded in reseal.log either way."""
+    given (seal.SealRefused otherwise); the rebuild is recorded in reseal.log either way, with `purpose`
+    (e.g. "attestation: CHECK by NAME") as its reason. `before_derive` runs once the seal is opened and
+    before anything is derived (`rehearse attest` appends its answer there)."""
     from rehearsal_lib.seal import open_for_rebuild, seal
 
-    open_for_rebuild(run_dir, reseal_reason)
+    open_for_rebuild(run_dir, reseal_reason, purpose)
+    if before_derive is not None:
+        before_derive()
     secrets = secrets or SecretSet()
     secrets.scrub_tree(run_dir)
     summary = _derive(run_dir, secrets, show_code)

@@ -121,6 +121,8 @@ class RunRecord(_Record):
     resumed: list[Resumption] = Field(default_factory=list)
     secret_found_in: list[str] = Field(default_factory=list)  # files the final sweep found holding a secret
     restores: list[RestoreRecord] = Field(default_factory=list)  # run by the runner after a killed phase
+    signoff_roles: list[str] = Field(default_factory=list)  # params signoff.required_roles at the start
+    owners: dict[str, str] = Field(default_factory=dict)  # phase -> params phases.<phase>.owner at the start
 
     @property
     def recorded(self) -> bool:

@@ -38,6 +38,7 @@ from rehearsal_lib.evidence import (
     verify_manifest,
     write_manifest,
 )
+from rehearsal_lib.people import PEOPLE_LOG
 from rehearsal_lib.runrecord import RunRecord, read_run_record
 
 MANIFEST = "manifest.json"
@@ -262,13 +263,15 @@ def seal(run_dir: Path) -> SealRecord:
     return SealRecord(env, digest, ledger, entry, signed_by)
 
 
-def open_for_rebuild(run_dir: Path, reseal_reason: str | None = None) -> dict[str, Any] | None:
+def open_for_rebuild(run_dir: Path, reseal_reason: str | None = None,
+                     purpose: str | None = None) -> dict[str, Any] | None:
     """Before derived files are rebuilt in a sealed folder: refuse, or archive the seal and log why.
 
     A folder that was never sealed (no manifest, no reseal log, not in the ledger) returns None. A
     sealed folder that no longer verifies raises SealRefused unless `reseal_reason` is given. Otherwise
     manifest.json (and manifest.sig) are kept as manifest.N.json (.sig) and an entry with who, when,
-    why and the changed files is appended to reseal.log; the entry is returned.
+    why (`purpose`, then `reseal_reason`) and the changed files is appended to reseal.log; the entry is
+    returned. `purpose` alone never reseals a changed folder.
     """
     ledger = ledger_path(run_dir)
     _, run_id = _identity(run_dir)
@@ -290,8 +293,9 @@ def open_for_rebuild(run_dir: Path, reseal_reason: str | None = None) -> dict[st
         if (run_dir / SIGNATURE).is_file():
             os.replace(run_dir / SIGNATURE, run_dir / f"manifest.{n}.sig")
     (run_dir / SUMS).unlink(missing_ok=True)
+    why = "; ".join(filter(None, (purpose, reseal_reason))) or INTACT_REBUILD
     return append_chained(run_dir / RESEAL_LOG, {
-        "time": _now(), "who": executed_by(), "why": reseal_reason or INTACT_REBUILD,
+        "time": _now(), "who": executed_by(), "why": why,
         "kind": "reseal" if problems else "rebuild", "old_manifest": old_name, "old_manifest_sha256": old_digest,
         "changed": problems})
 
@@ -423,6 +427,8 @@ def verify_run(run_dir: Path, *, ledger: Path | None = None, check_ledger: bool 
         return v
     v.problems += _check_sums(run_dir, manifest)
     v.problems += _check_reseal_log(run_dir, manifest)
+    if (run_dir / PEOPLE_LOG).is_file():  # attestations and sign-offs: append-only, hash-chained
+        v.problems += read_chain(run_dir / PEOPLE_LOG, PEOPLE_LOG)[1]
     digest = sha256_file(run_dir / MANIFEST)
     if check_ledger:
         v.problems += _check_ledger(run_dir, ledger or ledger_path(run_dir), digest, v.notes, expect_entry)

@@ -109,6 +109,9 @@ class PhaseRow:
     notebook: str
     outcome_label: str | None  # ERROR, INTERRUPTED... when the notebook did not run to the end
     reason: str
+    owner: str = ""  # params phases.<phase>.owner (run.json `owners`)
+    start: str = ""  # UTC, from the executed notebook (papermill start_time / end_time)
+    end: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,22 @@ class WaiverRow:
     expires: str
     applies: bool
     original_status: str  # the check's status before the waiver made it warn ("" when expired)
+
+
+@dataclass(frozen=True)
+class SignoffRow:
+    """A line of the sign-off table: an attestation (a check a person answers) or a required role."""
+
+    item: str
+    anchor: str  # the check's badge; "" for a role
+    pill: Pill
+    by: str
+    when: str
+    note: str
+
+
+SIGNOFF_PILLS = {"approved": Pill("APPROVED", "#1a7f37"), "rejected": Pill("REJECTED", "#cf222e"),
+                 "awaiting": Pill("AWAITING", "#0969da")}
 
 
 @dataclass(frozen=True)
@@ -173,12 +192,13 @@ class SummaryView:
     notes: list[str]
     phases: list[PhaseRow]
     critical: list[CheckRow]
-    signoffs: list[CheckRow]
+    signoffs: list[SignoffRow]
     waivers: list[WaiverRow]
     checks: list[CheckRow]
     reseal_title: str = ""
     resealed: bool = False
     reseals: list[ResealRow] = field(default_factory=list)
+    decision_label: str = ""  # the decision as people read it: "GO — awaiting sign-off: ..."
 
     @property
     def all_gates_pass(self) -> bool:
@@ -284,6 +304,34 @@ def _reseal_rows(summary: RunSummary) -> list[ResealRow]:
     return rows
 
 
+def _short_time(stamp: str) -> str:
+    """'2026-12-02T02:03:51.99+00:00' -> '2026-12-02 02:03:51' (UTC)."""
+    return stamp[:19].replace("T", " ") if stamp else ""
+
+
+def _signoff_rows(summary: RunSummary) -> list[SignoffRow]:
+    """Attestations (who, when, status, note: from the params file or `rehearse attest`), then required roles."""
+    from rehearsal_lib.people import PEOPLE_LOG, read_entries, signoff_rows
+
+    rows = []
+    for c in summary.checks:
+        evidence = c.evidence if isinstance(c.evidence, dict) else {}
+        attested = evidence.get("recorded_in") == PEOPLE_LOG
+        if not (c.id.startswith("attestation.") or c.status == "manual" or attested):
+            continue
+        who = evidence.get("attested") if attested else evidence if c.id.startswith("attestation.") else {}
+        who = who if isinstance(who, dict) else {}
+        rows.append(SignoffRow(item=c.title, anchor=check_anchor(c.id), pill=Pill.of_status(c.status),
+                               by=printable(str(who.get("by") or "—")), when=printable(str(who.get("at") or "—")),
+                               note=printable(str(who.get("note") or ""))))
+    for r in signoff_rows(summary.record, read_entries(summary.run_dir)):
+        e = r.entry or {}
+        rows.append(SignoffRow(item=f"Sign-off: {printable(r.role)}", anchor="", pill=SIGNOFF_PILLS[r.state],
+                               by=printable(str(e.get("by") or "—")), when=printable(str(e.get("at") or "—")),
+                               note=printable(str(e.get("note") or ""))))
+    return rows
+
+
 def summary_view(summary: RunSummary, extra_notices: tuple[Notice, ...] = ()) -> SummaryView:
     """The view model of a run's summary (see the module docstring); `extra_notices` lead the banner
     (e.g. a report built from interactively executed notebooks, not from a run)."""
@@ -325,7 +373,8 @@ def summary_view(summary: RunSummary, extra_notices: tuple[Notice, ...] = ()) ->
             pill=_phase_pill(summary, p.name, p.outcome), passed=p.outcome == "ok" and not bad,
             is_decision=p.name == "decision" and p.outcome == "ok", duration=f"{p.duration_s:.1f} s",
             tally=summary.tally(p.name), note=note, notebook=p.notebook or "-",
-            outcome_label=OUTCOME_LABEL.get(p.outcome), reason=p.reason))
+            outcome_label=OUTCOME_LABEL.get(p.outcome), reason=p.reason,
+            owner=printable(run.owners.get(p.name, "")), start=_short_time(p.started_at), end=_short_time(p.ended_at)))
     for name in missing:
         phases.append(PhaseRow(
             name=name, title=BY_NAME[name].title, number=BY_NAME[name].number, covered=False, pill=None,
@@ -342,10 +391,10 @@ def summary_view(summary: RunSummary, extra_notices: tuple[Notice, ...] = ()) ->
         covered=len(PHASES) - len(missing), catalogue=len(PHASES),
         not_covered=", ".join(f"{BY_NAME[n].title} ({summary.not_covered_reason(n)})" for n in missing),
         notes=list(d.notes), phases=phases, critical=[_check_row(c) for c in summary.critical()],
-        signoffs=[_check_row(c) for c in summary.checks if c.id.startswith("attestation.")],
+        signoffs=_signoff_rows(summary),
         waivers=[_waiver_row(c) for c in summary.checks if c.waiver],
         checks=[_check_row(c) for c in summary.checks],
-        reseal_title=reseal_title, resealed=bool(resealed), reseals=reseals)
+        reseal_title=reseal_title, resealed=bool(resealed), reseals=reseals, decision_label=d.label)
 
 
 # -- rendering ---------------------------------------------------------------------------------------------

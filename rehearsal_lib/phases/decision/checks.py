@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import Any
 
 from rehearsal_lib.evidence import RunSummary, collect
 from rehearsal_lib.phase import Outcome, PhaseRun, display_bundle
@@ -50,19 +51,21 @@ def record_attestations(ctx: PhaseRun[DecisionParams]) -> list[Check]:
 
 def show_decision(summary: RunSummary, extra: list[Check]) -> None:
     """Decision banner with blockers and conditions, computed as the runner will."""
-    from rehearsal_lib.gate import apply_policy, decide
+    from rehearsal_lib.gate import apply_policy
+    from rehearsal_lib.people import decide_run, read_entries
     from rehearsal_lib.report import DECISION_COLORS
 
     gate = summary.record.gate_policy()
-    d = decide(summary.checks + apply_policy(extra, gate), gate)
+    d = decide_run(summary.checks + apply_policy(extra, gate), gate, summary.record, read_entries(summary.run_dir))
     items = "".join(f"<li><b>blocker</b> {html.escape(b)}</li>" for b in d.blockers)
     items += "".join(f"<li><b>condition</b> {html.escape(c)}</li>" for c in d.conditions)
     display_bundle({
         "text/html": f"<div style='background:{DECISION_COLORS[d.decision]};color:#fff;padding:12px 16px;"
                      f"border-radius:6px;font-family:system-ui,sans-serif'><div style='font-size:22px;"
-                     f"font-weight:700'>Decision from the phases before this one: {d.decision}</div><ul>{items}</ul>"
+                     f"font-weight:700'>Decision from the phases before this one: {html.escape(d.label)}</div>"
+                     f"<ul>{items}</ul>"
                      "</div>",
-        "text/plain": "\n".join([f"Decision from the phases before this one: {d.decision}", *d.blockers,
+        "text/plain": "\n".join([f"Decision from the phases before this one: {d.label}", *d.blockers,
                                  *d.conditions]),
     })
 
@@ -201,12 +204,69 @@ def show_waivers(ctx: PhaseRun[DecisionParams]) -> None:
               "text/plain": "\n".join(" | ".join(r) for r in rows)})
 
 
+def attestation_desk(ctx: PhaseRun[DecisionParams], answer: dict[str, Any] | None = None) -> None:
+    """The checks awaiting attestation and the sign-offs awaited; with `answer`, record it first.
+
+    Under `rehearse run` it lists what the run leaves to people. After the run (JupyterLab, `run_dir` set to the
+    finished run folder) an `answer` — {"check", "by", "status": "pass"|"fail", "note"} or {"role", "by",
+    "approve": true|false, "note"} — is recorded through `people.attest` / `people.sign_off`, exactly as
+    `rehearse attest` / `rehearse signoff` do (appended, decided again, resealed with the reason)."""
+    from rehearsal_lib import people
+
+    run_dir = Path(ctx.run_dir) if ctx.run_dir else latest_run_dir(ctx)
+    sealed = run_dir is not None and not ctx.under_run and (run_dir / "manifest.json").is_file()
+    if answer:
+        if not sealed or run_dir is None:
+            raise ValueError("an answer is recorded in a finished run folder: set run_dir to it (outputs/<env>/"
+                             "<run-id>) and run this notebook after the run, not under `rehearse run`")
+        note, reason = str(answer.get("note") or ""), answer.get("reseal_reason")
+        if "role" in answer:
+            approve = answer.get("approve")
+            if not isinstance(approve, bool):
+                raise ValueError('a sign-off answer needs "approve": true or false')
+            done = people.sign_off(run_dir, str(answer["role"]), str(answer.get("by") or ""), approve, note, reason)
+        else:
+            done = people.attest(run_dir, str(answer.get("check") or ""), str(answer.get("by") or ""),
+                                 str(answer.get("status") or ""), note, reason)
+        ctx.note(f"Recorded in {run_dir.name}/{people.PEOPLE_LOG} and resealed: {done.sealed.line()}")
+    if sealed and run_dir is not None:
+        summary = collect(run_dir)
+        pending = [c for c in summary.checks if c.id in summary.decision.pending_attestations]
+        rows = people.signoff_rows(summary.record, people.read_entries(run_dir))
+        label = summary.decision.label
+    else:  # under the run: the other phases so far, and this notebook's own attestations
+        so_far = collect(run_dir, ctx.params.gate, exclude=("decision",)) if run_dir is not None else None
+        pending = [c for c in [*(so_far.checks if so_far else []), *ctx.checks] if c.status == "manual"]
+        roles = ctx.params.signoff.required_roles if ctx.params.signoff else []
+        rows = [people.SignoffRow(role, None) for role in roles]
+        label = ""
+    where = str(run_dir) if run_dir is not None else "RUN_DIR"
+    table = _table(["Awaiting attestation", "Title", "Severity", "Recorded"],
+                   [[c.id, c.title, c.severity, c.observed] for c in pending]) if pending else \
+        "<p>No check awaits attestation.</p>"
+    signed = _table(["Sign-off role", "State", "By", "When", "Note"],
+                    [[r.role, r.state, (r.entry or {}).get("by", "—"), (r.entry or {}).get("at", "—"),
+                      (r.entry or {}).get("note", "")] for r in rows]) if rows else ""
+    how = (f"Record an answer: rehearse attest {where} CHECK --by NAME --status pass|fail --note TEXT; "
+           f"rehearse signoff {where} --role ROLE --by NAME --approve|--reject --note TEXT; or set `answer` in "
+           "the parameters cell and run this notebook with run_dir set to the finished run folder.")
+    head = f"<p><b>Decision now: {html.escape(label)}</b></p>" if label else ""
+    display_bundle({"text/html": head + table + signed + f"<p>{html.escape(how)}</p>",
+                    "text/plain": "\n".join(([f"Decision now: {label}"] if label else [])
+                                            + [f"awaiting attestation: {c.id} ({c.severity}): {c.title}"
+                                               for c in pending]
+                                            + [f"sign-off {r.role}: {r.state}" for r in rows] + [how])})
+
+
 def show_sign_off(ctx: PhaseRun[DecisionParams]) -> None:
-    """The sign-off block: each attestation with who, when and what they said."""
+    """The sign-off block: each attestation with who, when and what they said, then the required roles (signed
+    after the run with `rehearse signoff`; the report's summary shows who signed)."""
     rows = [[a.title, a.by or "—", a.at.isoformat() if a.at else "—",
              a.status if a.by and a.status != "manual" else "awaiting", a.note] for a in ctx.params.attestations]
+    rows += [[f"Sign-off: {role}", "—", "—", "awaiting (rehearse signoff)", ""]
+             for role in (ctx.params.signoff.required_roles if ctx.params.signoff else [])]
     if not rows:
-        ctx.note("No sign-offs configured (attestations: in the params file).")
+        ctx.note("No sign-offs configured (attestations: and signoff: in the params file).")
         return
     display_bundle({"text/html": _table(["Sign-off", "By", "When", "Status", "Note"], rows),
               "text/plain": "\n".join(" | ".join(r) for r in rows)})
