@@ -185,7 +185,10 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
         per_phase[name] = found
         checks.extend(found)
         phases.append(outcome)
-    leaks = secret_checks(record) + restore_checks(record)
+    from rehearsal_lib.attachments import attachment_checks
+
+    leaks = (secret_checks(record) + restore_checks(record)
+             + apply_policy(attachment_checks(record.attachments), gate))  # waivers, severity_overrides apply
     if leaks:
         phases.append(PhaseOutcome("run", "Run folder", "ok"))
         per_phase["run"] = leaks
@@ -253,6 +256,7 @@ def write_results_json(summary: RunSummary) -> Path:
         "phases": [{**asdict(p), "counts": summary.counts(p.name)} for p in summary.phases],
         "checks": [c.model_dump(mode="json") for c in summary.checks],
         "reseals": _reseals(summary.run_dir),
+        "attachments": raw.get("attachments", []),
     }
     path = summary.run_dir / "results.json"
     path.write_text(json.dumps(data, indent=2, default=str))

@@ -500,6 +500,7 @@ class Runner:
             signal.signal(signal.SIGTERM, previous_handler)
             for job in self.jobs:  # interrupted or broken off: what a killed phase left disrupted
                 self._run_restores(job.name)
+            self._collect_attachments()  # also after a crashed phase or a broken-off run; the target still up
             if sandbox_started:
                 self._stop_sandbox()
         for job in self.jobs:
@@ -518,6 +519,29 @@ class Runner:
         if previous is not None:
             reseal_reason = f"resumed run: phases {', '.join(self._resumed.phases) or '(none)'} ran again"
         return finalize(self.run_dir, self.secrets, show_code=self.show_code, reseal_reason=reseal_reason)
+
+    def _collect_attachments(self) -> None:
+        """params evidence.attach copied into attachments/ and recorded in run.json (attachments.py)."""
+        from rehearsal_lib.attachments import collect_attachments
+
+        if not self.params.evidence.attach:
+            return
+        self.progress("  evidence: collecting attachments")
+        try:
+            found = collect_attachments(self.run_dir, self.params.evidence, self.root, self.secrets)
+        except Exception as exc:  # noqa: BLE001 - a broken collector is recorded; the run is still reported
+            from rehearsal_lib.runrecord import AttachmentRecord
+
+            why = self.secrets.scrub(f"not collected: {type(exc).__name__}: {exc}")[:300]
+            found = [AttachmentRecord(name=a.name, title=a.title or a.name, kind=a.kind,
+                                      source=self.secrets.scrub(a.source), required=a.required, status="missing",
+                                      problem=why) for a in self.params.evidence.attach]
+        for r in found:
+            self.progress(f"      {'ok' if r.status == 'attached' else r.status:<8} evidence {r.name}"
+                          + (f": {r.problem}" if r.problem else ""))
+        with self._lock:
+            self.record.attachments = found
+            write_run_record(self.run_dir, self.record)
 
     def _note_identity(self, before: dict | None, now: dict) -> None:
         """On resume: record the first attempt's target identity and say when the target differs now."""

@@ -75,6 +75,27 @@ class RestoreRecord(_Record):
     at: str | None = None
 
 
+class AttachmentFile(_Record):
+    """One file of an evidence attachment as copied into the run folder (attachments.py)."""
+
+    path: str  # relative to the run folder
+    sha256: str
+    bytes: int
+
+
+class AttachmentRecord(_Record):
+    """One `evidence.attach` entry as the runner found it at the end of the run (attachments.py)."""
+
+    name: str
+    title: str = ""
+    kind: str = "path"  # path, glob, command
+    source: str = ""
+    required: bool = False
+    status: str = "attached"  # attached, missing, failed (a command that did not exit 0; its output is kept)
+    problem: str | None = None
+    files: list[AttachmentFile] = Field(default_factory=list)
+
+
 class Resumption(_Record):
     """One `rehearse run ENV --resume RUN_DIR` attempt on this folder."""
 
@@ -121,6 +142,7 @@ class RunRecord(_Record):
     resumed: list[Resumption] = Field(default_factory=list)
     secret_found_in: list[str] = Field(default_factory=list)  # files the final sweep found holding a secret
     restores: list[RestoreRecord] = Field(default_factory=list)  # run by the runner after a killed phase
+    attachments: list[AttachmentRecord] = Field(default_factory=list)  # params evidence.attach, at the end
 
     @property
     def recorded(self) -> bool:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
+from rehearsal_lib.attachments import attachment_rows
 from rehearsal_lib.evidence import crash_line, resumed_lines
 from rehearsal_lib.phases import BY_NAME, PHASES
 from rehearsal_lib.results import FAILING, STATUS_STYLE, WORST_FIRST, Check, check_anchor, printable
@@ -179,6 +180,7 @@ class SummaryView:
     reseal_title: str = ""
     resealed: bool = False
     reseals: list[ResealRow] = field(default_factory=list)
+    attachments: list[dict[str, Any]] = field(default_factory=list)  # attachments.attachment_rows()
 
     @property
     def all_gates_pass(self) -> bool:
@@ -345,7 +347,8 @@ def summary_view(summary: RunSummary, extra_notices: tuple[Notice, ...] = ()) ->
         signoffs=[_check_row(c) for c in summary.checks if c.id.startswith("attestation.")],
         waivers=[_waiver_row(c) for c in summary.checks if c.waiver],
         checks=[_check_row(c) for c in summary.checks],
-        reseal_title=reseal_title, resealed=bool(resealed), reseals=reseals)
+        reseal_title=reseal_title, resealed=bool(resealed), reseals=reseals,
+        attachments=attachment_rows(summary.run_dir, run.attachments))
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
