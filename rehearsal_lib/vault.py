@@ -137,9 +137,11 @@ def _unpack(archive: Path, into: Path, env_dir: str, run_name: str) -> list[str]
     prefix = f"{env_dir}/{run_name}/"
     with tarfile.open(archive, "r:gz") as tar:
         members = tar.getmembers()
+        folders = {env_dir, prefix.rstrip("/")}
         for m in members:
-            if not (m.isfile() or m.isdir()) or (m.name != allowed_ledger and not m.name.startswith(prefix)) \
-                    or ".." in Path(m.name).parts or m.name.startswith("/"):
+            name = m.name.rstrip("/")
+            inside = name == allowed_ledger or name.startswith(prefix) or (m.isdir() and name in folders)
+            if not (m.isfile() or m.isdir()) or not inside or ".." in Path(name).parts or name.startswith("/"):
                 problems.append(f"archive member {m.name!r}: not a file of {prefix}")
         if not problems:
             tar.extractall(into, members=members, filter="data")
@@ -236,15 +238,18 @@ def cmd_archive(args: argparse.Namespace) -> int:
         for p in res.problems:
             print(f"  {p}")
         return 1
-    verb = "already in the vault (not replaced)" if res.existed else "wrote"
-    print(f"{verb}: {res.url} ({res.bytes if not res.existed else '?'} bytes, sha256:{res.sha256})")
+    if res.existed:
+        print(f"already in the vault (not replaced): {res.url} (sha256:{res.sha256})")
+    else:
+        print(f"wrote: {res.url} ({res.bytes} bytes, sha256:{res.sha256})")
     if res.problems:
         print(f"read back from {args.dest}: {len(res.problems)} problem(s):")
         for p in res.problems:
             print(f"  {p}")
         return 1
-    print(f"verified: read back from {args.dest}, unpacked, {res.files if res.written else 'all'} files of "
-          f"{run_dir.parent.name}/{run_dir.name} intact; manifest sha256:{res.manifest_sha256}")
+    print(f"verified: read back from {args.dest}, unpacked, {run_dir.parent.name}/{run_dir.name} intact "
+          f"({res.files} files, ledger {'included' if not args.no_ledger else 'not archived'}); "
+          f"manifest sha256:{res.manifest_sha256}")
     for note in res.notes:
         print(f"  note: {note}")
     return 0
