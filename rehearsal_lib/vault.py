@@ -57,7 +57,7 @@ class _Dest:
             from rehearsal_lib import extras
 
             extras.require("vault", f"rehearse archive to {dest.split('://', 1)[0]}://")
-            import fsspec
+            import fsspec  # type: ignore[import-untyped]  # no stubs, no py.typed
 
             try:
                 self.fs, self.root = fsspec.core.url_to_fs(dest)
