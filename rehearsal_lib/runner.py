@@ -158,6 +158,7 @@ class Runner:
         self._lock = threading.Lock()
         self._stop_heartbeat = threading.Event()
         self._progress_tmp: str | None = None
+        self._attachments_done = False  # params evidence.attach collected (before the decision phase)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _make_run_dir(self) -> Path:
@@ -500,7 +501,8 @@ class Runner:
             signal.signal(signal.SIGTERM, previous_handler)
             for job in self.jobs:  # interrupted or broken off: what a killed phase left disrupted
                 self._run_restores(job.name)
-            self._collect_attachments()  # also after a crashed phase or a broken-off run; the target still up
+            if not self._attachments_done:  # the run broke off before the decision phase: collected now
+                self._collect_attachments()
             if sandbox_started:
                 self._stop_sandbox()
         for job in self.jobs:
@@ -521,9 +523,11 @@ class Runner:
         return finalize(self.run_dir, self.secrets, show_code=self.show_code, reseal_reason=reseal_reason)
 
     def _collect_attachments(self) -> None:
-        """params evidence.attach copied into attachments/ and recorded in run.json (attachments.py)."""
+        """params evidence.attach copied into attachments/ and recorded in run.json (attachments.py): after the
+        other phases (crashed ones too), before the decision phase, or at the end when the run broke off first."""
         from rehearsal_lib.attachments import collect_attachments
 
+        self._attachments_done = True
         if not self.params.evidence.attach:
             return
         self.progress("  evidence: collecting attachments")
@@ -667,6 +671,7 @@ class Runner:
                         f.cancel()
                     self._stop_for_interrupt()  # before the pool waits for its threads
                     raise
+        self._collect_attachments()  # before the decision phase, so that its notebook judges them too
         for job in last:
             self._execute(job)
 

@@ -177,7 +177,8 @@ def verify_archive(fh: IO[bytes], expected_sha256: str | None, env_dir: str, run
         if got != manifest_sha256:
             problems.append(f"the unpacked manifest.json (sha256:{got[:16]}…) is not the archived run's "
                             f"(sha256:{manifest_sha256[:16]}…)")
-        return problems, v.notes, digest
+        inside = str(Path(tmp) / "x")  # the temporary folder means nothing once it is gone
+        return problems, [n.replace(inside, "archive:") for n in v.notes], digest
 
 
 def archive_run(run_dir: Path, dest: str, *, ledger: Path | None = None, check_ledger: bool = True) -> ArchiveResult:

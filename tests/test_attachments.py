@@ -186,3 +186,43 @@ def test_attachments_are_collected_when_the_run_breaks_off(tmp_path, monkeypatch
     assert (summary.run_dir / "attachments" / "ci_artefact" / "junit.xml").is_file()
     assert "attachments/ci_artefact/junit.xml" in json.loads((summary.run_dir / "manifest.json").read_text())["files"]
     assert verify_run(summary.run_dir).intact
+
+
+RECORD = """
+from rehearsal_lib.phase import open_phase, Outcome
+ph = open_phase("preflight", env, run_dir)
+ph.run("preflight.first", "First check", lambda: Outcome("pass", "fine"))
+raise ValueError("boom in cell")
+"""
+
+
+@pytest.mark.integration  # real kernels: a crashing phase, then the decision phase
+def test_attachments_are_collected_after_a_crashed_phase_and_judged_by_the_decision_phase(tmp_path, monkeypatch):
+    root = tmp_path / "project"
+    (root / "params").mkdir(parents=True)
+    (root / "notebooks").mkdir()
+    (root / "build").mkdir()
+    (root / "build" / "junit.xml").write_text("<testsuite tests='1'/>\n")
+    (root / "params" / "scratch.yaml").write_text(
+        "name: scratch\ntarget: {base_url: 'http://127.0.0.1:9', timeout_s: 1}\n"
+        "run: {cell_timeout_s: 600, phase_timeout_s: 900}\n"
+        "phases: {preflight: {enabled: true}, integrity: {enabled: false}}\n"
+        "evidence:\n  attach:\n    - {name: ci_artefact, path: build/junit.xml, required: true}\n"
+        "    - {name: plan, command: \"{python} -c \\\"import sys; sys.exit('no plan.out')\\\"\", required: true}\n")
+    params = new_code_cell('env = "scratch"\nrun_dir = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[params, new_code_cell(RECORD)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(root / "notebooks" / "01_preflight.ipynb"))
+    monkeypatch.setenv("REHEARSAL_PROJECT_DIR", str(root))
+    monkeypatch.setenv("REHEARSAL_LOCK_DIR", str(tmp_path / "locks"))
+    summary = Runner("scratch", root=root, outputs=tmp_path / "outputs", progress=lambda s: None).run()
+    outcomes = {p.name: p.outcome for p in summary.phases}
+    assert outcomes["preflight"] == "error" and outcomes["decision"] == "ok"
+    by_id = {c.id: c for c in summary.checks}
+    assert by_id["run.evidence.ci_artefact"].status == "pass" and by_id["run.evidence.plan"].status == "fail"
+    assert (summary.run_dir / "attachments" / "ci_artefact" / "junit.xml").is_file()
+    # collected before the decision phase: its notebook names the failing attachment too
+    decision = (summary.run_dir / "notebooks" / "13_decision.ipynb").read_text()
+    assert "run.evidence.plan" in decision and "no plan.out" in decision
+    assert verify_run(summary.run_dir).intact
