@@ -167,6 +167,8 @@ def _run_command(a: Attachment, root: Path, dest: Path, secrets: SecretSet) -> t
         stdout, stderr, code = exc.stdout or b"", exc.stderr or b"", None
         problem = f"timed out after {a.timeout_s:g} s"
     detail.update(exit_code=code, duration_s=round(time.perf_counter() - t0, 3))
+    if len(stdout) + len(stderr) > a.max_mb * 1e6:
+        return [], f"output of {(len(stdout) + len(stderr)) / 1e6:.1f} MB: more than max_mb {a.max_mb:g}", detail
     written = []
     ran = code is not None  # a command that ran keeps its output, empty or not; a timed-out one what it wrote
     for data, name in ((stdout, out_name), (stderr, f"{out_name}.stderr.txt")):
@@ -249,9 +251,11 @@ def attachment_checks(records: list[AttachmentRecord]) -> list[Any]:
     return out
 
 
-def attachment_rows(run_dir: Path, records: list[AttachmentRecord], max_inline: int = 2_000_000) -> list[dict]:
+def attachment_rows(run_dir: Path, records: list[AttachmentRecord], max_inline: int = 2_000_000,
+                    budget: int = 10_000_000) -> list[dict]:
     """The report's rows: one per file (or one per attachment with no file), images with a data: URI thumbnail
-    when the copy in the folder still has the recorded digest and is at most `max_inline` bytes."""
+    when the copy in the folder still has the recorded digest and is at most `max_inline` bytes, until `budget`
+    bytes of images are inlined (the others are linked only)."""
     import base64
 
     rows: list[dict] = []
@@ -264,9 +268,10 @@ def attachment_rows(run_dir: Path, records: list[AttachmentRecord], max_inline: 
             thumb = ""
             mime = IMAGE_SUFFIXES.get(Path(f.path).suffix.lower())
             p = run_dir / f.path
-            if mime and f.bytes <= max_inline and p.is_file():
+            if mime and f.bytes <= min(max_inline, budget) and p.is_file():
                 data = p.read_bytes()
                 if hashlib.sha256(data).hexdigest() == f.sha256:  # only what the record vouches for is shown
                     thumb = f"data:{mime};base64," + base64.b64encode(data).decode()
+                    budget -= len(data)
             rows.append({**base, "path": f.path, "bytes": f"{f.bytes:,}", "sha256": f.sha256, "thumb": thumb})
     return rows

@@ -115,6 +115,8 @@ def test_attachments_are_copied_hashed_into_the_manifest_scrubbed_and_shown_in_t
     assert recorded["attachments/plan/plan.json"].sha256 in report
     assert len(re.findall(r"<img [^>]*src=.data:image/png;base64,", report)) == 2  # images inline as thumbnails
     assert f"{len(png()):,}" in report  # with their size
+    summary_md = (run / "summary.md").read_text()
+    assert "## Evidence attachments" in summary_md and "`attachments/plan/plan.json`" in summary_md
 
 
 def test_a_missing_required_attachment_is_a_failing_blocker_and_a_missing_optional_one_is_recorded(project, tmp_path):
