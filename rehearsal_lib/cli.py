@@ -485,6 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outputs", metavar="DIR", help="folder holding run folders (default: outputs/)")
     p.set_defaults(func=cmd_list)
 
+    from rehearsal_lib import trend, vault  # evidence across runs: the release vault and the trend page
+
+    vault.add_arguments(command("archive", help="write a sealed run folder as one tar.gz named with its manifest "
+                                                "digest to a folder or fsspec URL, read it back and verify it"))
+    trend.add_arguments(command("trend", help="an offline HTML page of ENV's key figures across its runs"))
+
     p = command("sandbox", help="start, stop or inspect the embedded sandbox target")
     p.add_argument("action", choices=["up", "down", "status"],
                    help="up: start (no-op when running); down: stop; status: exit 0 when running, 1 when not")

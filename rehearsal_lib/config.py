@@ -29,6 +29,7 @@ from pydantic_core import ErrorDetails
 
 from rehearsal_lib import extras
 from rehearsal_lib import phases as phase_registry
+from rehearsal_lib.attachments import EvidenceBlock
 from rehearsal_lib.auth_params import ANONYMOUS, AuthBlock
 from rehearsal_lib.params_base import (  # noqa: F401 - re-exported: the params vocabulary lives in params_base
     MAX_PARALLEL,
@@ -262,6 +263,8 @@ class Params(Strict):
     attestations: list[Attestation] = Field(default_factory=list)
     signoff: Signoff | None = Field(None, description="Roles that sign the run off after it (rehearse signoff).")
     risks: list[Risk] = Field(default_factory=list)
+    evidence: EvidenceBlock = Field(default_factory=EvidenceBlock, description="Files, globs and command outputs "
+                                    "kept in the run folder (docs/params.md, evidence.attach).")
 
     @field_validator("name")
     @classmethod

@@ -190,7 +190,10 @@ def collect(run_dir: Path, gate: Gate | None = None, exclude: tuple[str, ...] = 
         per_phase[name] = found
         checks.extend(found)
         phases.append(outcome)
-    leaks = secret_checks(record) + restore_checks(record)
+    from rehearsal_lib.attachments import attachment_checks
+
+    leaks = (secret_checks(record) + restore_checks(record)
+             + apply_policy(attachment_checks(record.attachments), gate))  # waivers, severity_overrides apply
     if leaks:
         phases.append(PhaseOutcome("run", "Run folder", "ok"))
         per_phase["run"] = leaks
@@ -260,6 +263,7 @@ def write_results_json(summary: RunSummary) -> Path:
         "reseals": _reseals(summary.run_dir),
         "status_code": summary.decision.status_code,
         "people": read_entries(summary.run_dir),  # attestations and sign-offs after the run (attestations.jsonl)
+        "attachments": raw.get("attachments", []),
     }
     path = summary.run_dir / "results.json"
     path.write_text(json.dumps(data, indent=2, default=str))

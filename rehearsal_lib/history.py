@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLUMNS = ["run_id", "started_at", "decision", "phase", "check_id", "title", "status", "severity", "duration_s",
-           "observed", "run_dir", "problem"]
+           "observed", "metrics", "run_dir", "problem"]
 
 
 def _run_rows(run: Path) -> list[dict[str, Any]]:
@@ -43,7 +43,7 @@ def _run_rows(run: Path) -> list[dict[str, Any]]:
         return [{**head, "problem": "no checks recorded"}]
     return [{**head, "phase": c.get("phase"), "check_id": c.get("id"), "title": c.get("title"),
              "status": c.get("status"), "severity": c.get("severity"), "duration_s": c.get("duration_s"),
-             "observed": c.get("observed")} for c in checks]
+             "observed": c.get("observed"), "metrics": c.get("metrics") or {}} for c in checks]
 
 
 def load_runs(env: str, outputs: Path | str | None = None) -> pd.DataFrame:

@@ -54,6 +54,8 @@ CSS = """
 details.rh-versions summary{cursor:pointer}
 .rh-reseal{border:3px solid #cf222e;border-radius:6px;padding:4px 14px 10px;margin:12px 0;background:#fff8f8}
 .rh-reseal.rh-rebuilt{border-color:#9a6700;background:#fffbf0}
+.rh-thumb{max-width:240px;max-height:160px;min-width:48px;border:1px solid #d0d7de;margin-top:4px}
+.rh-sha{word-break:break-all;font-size:11px}
 """
 
 

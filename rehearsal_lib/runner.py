@@ -159,6 +159,7 @@ class Runner:
         self._lock = threading.Lock()
         self._stop_heartbeat = threading.Event()
         self._progress_tmp: str | None = None
+        self._attachments_done = False  # params evidence.attach collected (before the decision phase)
 
     # -- set-up ---------------------------------------------------------------------------------
     def _make_run_dir(self) -> Path:
@@ -502,6 +503,8 @@ class Runner:
             signal.signal(signal.SIGTERM, previous_handler)
             for job in self.jobs:  # interrupted or broken off: what a killed phase left disrupted
                 self._run_restores(job.name)
+            if not self._attachments_done:  # the run broke off before the decision phase: collected now
+                self._collect_attachments()
             if sandbox_started:
                 self._stop_sandbox()
         for job in self.jobs:
@@ -520,6 +523,31 @@ class Runner:
         if previous is not None:
             reseal_reason = f"resumed run: phases {', '.join(self._resumed.phases) or '(none)'} ran again"
         return finalize(self.run_dir, self.secrets, show_code=self.show_code, reseal_reason=reseal_reason)
+
+    def _collect_attachments(self) -> None:
+        """params evidence.attach copied into attachments/ and recorded in run.json (attachments.py): after the
+        other phases (crashed ones too), before the decision phase, or at the end when the run broke off first."""
+        from rehearsal_lib.attachments import collect_attachments
+
+        self._attachments_done = True
+        if not self.params.evidence.attach:
+            return
+        self.progress("  evidence: collecting attachments")
+        try:
+            found = collect_attachments(self.run_dir, self.params.evidence, self.root, self.secrets)
+        except Exception as exc:  # noqa: BLE001 - a broken collector is recorded; the run is still reported
+            from rehearsal_lib.runrecord import AttachmentRecord
+
+            why = self.secrets.scrub(f"not collected: {type(exc).__name__}: {exc}")[:300]
+            found = [AttachmentRecord(name=a.name, title=a.title or a.name, kind=a.kind,
+                                      source=self.secrets.scrub(a.source), required=a.required, status="missing",
+                                      problem=why) for a in self.params.evidence.attach]
+        for r in found:
+            self.progress(f"      {'ok' if r.status == 'attached' else r.status:<8} evidence {r.name}"
+                          + (f": {r.problem}" if r.problem else ""))
+        with self._lock:
+            self.record.attachments = found
+            write_run_record(self.run_dir, self.record)
 
     def _note_identity(self, before: dict | None, now: dict) -> None:
         """On resume: record the first attempt's target identity and say when the target differs now."""
@@ -645,6 +673,7 @@ class Runner:
                         f.cancel()
                     self._stop_for_interrupt()  # before the pool waits for its threads
                     raise
+        self._collect_attachments()  # before the decision phase, so that its notebook judges them too
         for job in last:
             self._execute(job)
 

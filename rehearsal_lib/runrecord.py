@@ -75,6 +75,27 @@ class RestoreRecord(_Record):
     at: str | None = None
 
 
+class AttachmentFile(_Record):
+    """One file of an evidence attachment as copied into the run folder (attachments.py)."""
+
+    path: str  # relative to the run folder
+    sha256: str
+    bytes: int
+
+
+class AttachmentRecord(_Record):
+    """One `evidence.attach` entry as the runner found it at the end of the run (attachments.py)."""
+
+    name: str
+    title: str = ""
+    kind: str = "path"  # path, glob, command
+    source: str = ""
+    required: bool = False
+    status: str = "attached"  # attached, missing, failed (a command that did not exit 0; its output is kept)
+    problem: str | None = None
+    files: list[AttachmentFile] = Field(default_factory=list)
+
+
 class Resumption(_Record):
     """One `rehearse run ENV --resume RUN_DIR` attempt on this folder."""
 
@@ -123,6 +144,7 @@ class RunRecord(_Record):
     restores: list[RestoreRecord] = Field(default_factory=list)  # run by the runner after a killed phase
     signoff_roles: list[str] = Field(default_factory=list)  # params signoff.required_roles at the start
     owners: dict[str, str] = Field(default_factory=dict)  # phase -> params phases.<phase>.owner at the start
+    attachments: list[AttachmentRecord] = Field(default_factory=list)  # params evidence.attach, at the end
 
     @property
     def recorded(self) -> bool:

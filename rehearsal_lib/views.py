@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from markupsafe import Markup
 
+from rehearsal_lib.attachments import attachment_rows
 from rehearsal_lib.evidence import crash_line, resumed_lines
 from rehearsal_lib.phases import BY_NAME, PHASES
 from rehearsal_lib.results import FAILING, STATUS_STYLE, WORST_FIRST, Check, check_anchor, printable
@@ -199,6 +200,7 @@ class SummaryView:
     resealed: bool = False
     reseals: list[ResealRow] = field(default_factory=list)
     decision_label: str = ""  # the decision as people read it: "GO — awaiting sign-off: ..."
+    attachments: list[dict[str, Any]] = field(default_factory=list)  # attachments.attachment_rows()
 
     @property
     def all_gates_pass(self) -> bool:
@@ -394,7 +396,8 @@ def summary_view(summary: RunSummary, extra_notices: tuple[Notice, ...] = ()) ->
         signoffs=_signoff_rows(summary),
         waivers=[_waiver_row(c) for c in summary.checks if c.waiver],
         checks=[_check_row(c) for c in summary.checks],
-        reseal_title=reseal_title, resealed=bool(resealed), reseals=reseals, decision_label=d.label)
+        reseal_title=reseal_title, resealed=bool(resealed), reseals=reseals, decision_label=d.label,
+        attachments=attachment_rows(summary.run_dir, run.attachments))
 
 
 # -- rendering ---------------------------------------------------------------------------------------------

