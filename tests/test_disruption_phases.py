@@ -13,6 +13,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -423,3 +424,88 @@ def test_plan_drift_fails_and_keeps_the_output(tmp_path):
     assert check.status == "fail" and "drift" in check.observed and "1 to change" in check.evidence["output_tail"]
     ok = make_phase(tmp_path, "deploy", {"plan": {"command": "{python} -c pass"}}, "http://127.0.0.1:9")
     assert deploy.check_plan(ok).status == "pass"
+
+
+# ------------------------------------------------------------------------------------------ injectors
+
+
+def test_process_injector_stops_and_continues_a_real_process(tmp_path):
+    import subprocess
+
+    from rehearsal_lib.disruption.injectors import ProcessFault
+    from rehearsal_lib.disruption.params import ProcessInjector
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / "w.pid").write_text(str(proc.pid))
+        fault = ProcessFault(ProcessInjector(type="process", pid_file=str(tmp_path / "w.pid")), str)
+        restore = fault.restore()
+        fault.inject()
+        state = lambda: Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]  # noqa: E731
+        deadline = time.monotonic() + 5
+        while state() != "T" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert state() == "T"  # stopped
+        ok, what = perform(restore, base_url="http://127.0.0.1:9", auth_token=None)
+        assert ok and what.startswith("`kill` exited 0") and state() in ("S", "R")  # running again
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_killed_process_restore_waits_for_a_live_replacement_and_fails_without_one(tmp_path):
+    import subprocess
+
+    from rehearsal_lib.disruption.injectors import ProcessFault
+    from rehearsal_lib.disruption.params import ProcessInjector
+
+    pid_file = tmp_path / "w.pid"
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    pid_file.write_text(str(victim.pid))
+    start = (f"{{python}} -c \"import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', "
+             f"'import time; time.sleep(30)'], start_new_session=True); open('{pid_file}', 'w').write(str(p.pid))\"")
+    fault = ProcessFault(ProcessInjector(type="process", pid_file=str(pid_file), signal="SIGKILL",
+                                         start_command=start, back_within_s=5), str)
+    restore = fault.restore()
+    fault.inject()
+    victim.wait(5)
+    ok, what = perform(restore, base_url="http://127.0.0.1:9", auth_token=None)
+    new = int(pid_file.read_text())
+    try:
+        assert ok and new != victim.pid, what
+    finally:
+        import os
+        import signal
+
+        os.kill(new, signal.SIGKILL)
+    # nobody restarts it: the restore fails with the reason (the runner records run.restore.N as fail)
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    pid_file.write_text(str(victim.pid))
+    fault = ProcessFault(ProcessInjector(type="process", pid_file=str(pid_file), signal="SIGKILL",
+                                         back_within_s=0.5), str)
+    restore = fault.restore()
+    fault.inject()
+    victim.wait(5)
+    ok, what = perform(restore, base_url="http://127.0.0.1:9", auth_token=None)
+    assert not ok and "exited 1" in what and f"no live process other than {victim.pid}" in what
+
+
+def test_pg_terminate_injector_terminates_the_named_backends_only(pg):
+    from rehearsal_lib.disruption.injectors import PgTerminateFault
+    from rehearsal_lib.disruption.params import PgTerminateInjector
+
+    cfg = PgTerminateInjector(type="pg_terminate", database_url="${ADMIN}", application_name="faults-probe")
+    fault = PgTerminateFault(cfg, lambda v: pg["admin"])
+    assert fault.restore() is None  # nothing to undo: the service must reconnect
+    with pytest.raises(RuntimeError, match="nothing to terminate"):
+        fault.inject()
+    app = psycopg.connect(pg["admin"], application_name="faults-probe", autocommit=True)
+    other = psycopg.connect(pg["admin"], application_name="someone-else", autocommit=True)
+    try:
+        assert "terminated 1 of 1" in fault.inject()
+        with pytest.raises(psycopg.OperationalError):
+            app.execute("SELECT 1")
+        assert other.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        app.close()
+        other.close()

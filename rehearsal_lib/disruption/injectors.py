@@ -7,7 +7,7 @@ the service must reconnect by itself, which is what the scenario checks).
 
 - `command`: the team's inject and restore commands.
 - `process`: SIGSTOP (restore SIGCONT) or SIGKILL/SIGTERM (restore: optional start command, then wait until
-  the pid file names a live process again: `python -m rehearsal_lib.disruption.injectors wait-pid`).
+  the pid file names a live process again: `python -m rehearsal_lib.disruption.waitpid`).
 - `pg_terminate`: pg_terminate_backend of the backends with an application_name, through an admin URL.
 - `proxy`: a Toxiproxy-API proxy (ours, `rehearsal_lib.faultproxy`, or a team's Toxiproxy): disable/enable
   a proxy, or add/remove a toxic.
@@ -15,16 +15,15 @@ the service must reconnect by itself, which is what the scenario checks).
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import signal
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 from rehearsal_lib.disruption.params import CommandInjector, PgTerminateInjector, ProcessInjector, ProxyInjector
+from rehearsal_lib.disruption.waitpid import alive, read_pid
 from rehearsal_lib.probes import command as cmd
 from rehearsal_lib.restores import Restore
 
@@ -60,27 +59,6 @@ class CommandFault(Injector):
         return res.describe()
 
 
-def read_pid(path: str) -> int:
-    try:
-        return int(open(path, encoding="utf-8").read().strip())
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"cannot read a pid from {path}: {exc}") from None
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not serving
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 class ProcessFault(Injector):
     def __init__(self, cfg: ProcessInjector, resolve: Resolve):
         self.cfg, self.resolve = cfg, resolve
@@ -94,36 +72,17 @@ class ProcessFault(Injector):
         if self.cfg.signal == "SIGSTOP":
             return Restore(f"SIGCONT to pid {self.pid}", kind="command", command=f"kill -CONT {self.pid}",
                            timeout_s=10)
-        parts = [sys.executable, "-m", "rehearsal_lib.disruption.injectors", "wait-pid", "--pid-file",
+        parts = [sys.executable, "-m", "rehearsal_lib.disruption.waitpid", "--pid-file",
                  self.cfg.pid_file, "--not-pid", str(self.pid), "--within-s", f"{self.cfg.back_within_s:g}"]
         if self.cfg.start_command:
             parts += ["--start", shlex.join(cmd.split(self.cfg.start_command))]
-        # the pid file path may be a ${VAR} reference: left for the shell-less resolution in `perform`
+        # the pid file path may be a ${VAR} reference: `perform` resolves it when the restore runs
         return Restore(f"a live process in {os.path.basename(self.pid_file)} again", kind="command",
                        command=shlex.join(parts), timeout_s=self.cfg.back_within_s + 30)
 
     def inject(self) -> str:
         os.kill(self.pid, getattr(signal, self.cfg.signal))
         return f"sent {self.description}"
-
-
-def wait_pid(pid_file: str, not_pid: int, within_s: float, start: str | None = None) -> tuple[bool, str]:
-    """Start the process (when a command is given), then wait until the pid file names a live process other
-    than `not_pid`."""
-    if start:
-        res = cmd.run(start, timeout_s=within_s)
-        if not res.ok:
-            return False, f"start command failed: {res.describe()}"
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            pid = read_pid(pid_file)
-        except RuntimeError:
-            pid = 0
-        if pid and pid != not_pid and alive(pid):
-            return True, f"pid {pid} is live"
-        time.sleep(0.1)
-    return False, f"no live process other than {not_pid} in {pid_file} within {within_s:g} s"
 
 
 class PgTerminateFault(Injector):
@@ -195,25 +154,3 @@ def make(cfg: Any, resolve: Resolve) -> Injector:
     kinds: dict[str, type[Injector]] = {"command": CommandFault, "process": ProcessFault,
                                         "pg_terminate": PgTerminateFault, "proxy": ProxyFault}
     return kinds[cfg.type](cfg, resolve)  # type: ignore[call-arg]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`wait-pid`: the restore of a killed process (a command the runner can run after a killed kernel)."""
-    parser = argparse.ArgumentParser(prog="python -m rehearsal_lib.disruption.injectors")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("wait-pid")
-    p.add_argument("--pid-file", required=True)
-    p.add_argument("--not-pid", type=int, default=0)
-    p.add_argument("--within-s", type=float, default=30)
-    p.add_argument("--start", default=None)
-    args = parser.parse_args(argv)
-    from rehearsal_lib.config import resolve_reference
-
-    ok, what = wait_pid(resolve_reference(args.pid_file), args.not_pid, args.within_s,
-                        resolve_reference(args.start) if args.start else None)
-    print(what)
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
