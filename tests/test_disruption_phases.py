@@ -373,15 +373,17 @@ def test_url_restore_reaches_a_toxiproxy_api_and_survives_a_killed_kernel(tmp_pa
 
 
 def cutover_block(url: str, good: bool) -> dict:
-    gap = "" if good else "import time; " + switch_code(url, "down=1") + "; time.sleep(1.6); "
+    gap = "" if good else "import time; " + switch_code(url, "down=1") + "; time.sleep(1.2); "
     return {"traffic": TRAFFIC | {"scenarios": TRAFFIC["scenarios"][:2]},
             "cutover": {"command": f"{{python}} -c \"{gap}{switch_code(url, 'serve=green')}\"", "timeout_s": 10,
                         "before_s": 0.5, "after_s": 0.3, "max_gap_s": 0.6,
                         "readiness": {"path": "/ready", "consecutive": 2, "interval_s": 0.1, "within_s": 2},
-                        "version_within_s": 2},
+                        "version_within_s": 1},
+            "version": {"interval_s": 0.1},
+            # the deploy switches to green at once (python starts in well under abort_after_s), the abort follows
             "abort_drill": {"command": f"{{python}} -c \"import time; {switch_code(url, 'serve=green')}; "
-                                       "time.sleep(0.5)\"",
-                            "abort_after_s": 0.3, "abort_command": switch(url, "serve=blue" if good else "noop=1"),
+                                       "time.sleep(1.5)\"",
+                            "abort_after_s": 1.2, "abort_command": switch(url, "serve=blue" if good else "noop=1"),
                             "before_s": 0.4, "after_s": 0.2, "rollback_within_s": 1.0, "consecutive": 2}}
 
 
@@ -407,7 +409,7 @@ def test_deploy_fails_on_a_gap_and_an_abort_that_leaves_the_new_version(tmp_path
     service.reset()
     ctx = make_phase(tmp_path, "deploy", cutover_block(service.url, good=False), service.url, release="2.0.0")
     got = by_id(deploy.check_cutover(ctx))
-    assert got["deploy.cutover.gap"].status == "fail" and got["deploy.cutover.gap"].metrics["gap_s"] > 1.0
+    assert got["deploy.cutover.gap"].status == "fail" and got["deploy.cutover.gap"].metrics["gap_s"] > 0.8
     assert got["deploy.cutover.errors"].status == "fail" and "5xx >" in got["deploy.cutover.errors"].observed
     assert got["deploy.cutover.version"].status == "fail" and "1.5.0" in got["deploy.cutover.version"].observed
     assert got["deploy.cutover.readiness"].status == "pass"

@@ -18,9 +18,9 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -147,10 +147,10 @@ def window(reqs: list[Req], start: float, end: float | None) -> list[Req]:
 
 @dataclass
 class Verdict:
-    status: str  # pass / fail / error
+    status: Literal["pass", "fail", "error"]
     observed: str
     evidence: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float | int | None] = field(default_factory=dict)
+    metrics: Mapping[str, float | int | None] = field(default_factory=dict)
 
 
 def mix(reqs: list[Req]) -> dict[str, int]:

@@ -125,7 +125,9 @@ class ProxyFault(Injector):
         self.description = f"proxy {cfg.proxy}: {what}"
 
     def _client(self) -> Any:
-        from rehearsal_lib.probes.toxiproxy import ToxiproxyClient  # lazily: the sandbox branch ships it
+        from rehearsal_lib.probes.toxiproxy import (  # type: ignore[import-not-found, unused-ignore]  # lazily
+            ToxiproxyClient,
+        )
 
         return ToxiproxyClient(self.api_url)
 

@@ -99,8 +99,8 @@ def run_fault(ctx: Any, title: str, traffic: Traffic, inject: Any, before_s: flo
             run.injected = injector.inject()
         except Exception as exc:  # noqa: BLE001 - the checks say the fault was not made
             run.error = f"injection failed: {type(exc).__name__}: {exc}"[:500]
-        if run.log is not None and run.error is None:
-            log_thread = threading.Thread(target=run.log.watch, args=(run.clock, t_inject + logged.within_s),  # type: ignore[union-attr]
+        if run.log is not None and logged is not None and run.error is None:
+            log_thread = threading.Thread(target=run.log.watch, args=(run.clock, t_inject + logged.within_s),
                                           daemon=True)
             log_thread.start()
         if run.error is None:

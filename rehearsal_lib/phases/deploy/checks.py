@@ -16,7 +16,7 @@ from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.deploy.params import DeployParams
 from rehearsal_lib.probes import command as cmd
 from rehearsal_lib.probes import http
-from rehearsal_lib.results import Check
+from rehearsal_lib.results import Check, StatusName
 
 
 def _version_is(field: str, version: str) -> Any:
@@ -28,7 +28,8 @@ def _version_is(field: str, version: str) -> Any:
 
 def _expected_version(ctx: PhaseRun[DeployParams]) -> str | None:
     cut = ctx.settings.cutover
-    return (cut.expected_version if cut and cut.expected_version else None) or ctx.params.release.version
+    release = ctx.params.release.version if ctx.params.release else None
+    return (cut.expected_version if cut and cut.expected_version else None) or release
 
 
 def _once(ctx: PhaseRun[DeployParams], key: str, make: Any) -> DisruptionRun:
@@ -59,7 +60,8 @@ def _cutover(ctx: PhaseRun[DeployParams]) -> DisruptionRun:
 
     def make() -> DisruptionRun:
         with ctx.progress("cutover under traffic", total_s=cfg.before_s + cfg.after_s):
-            return run_command_under_traffic(ctx, "cutover", s.traffic, cfg.command, cfg.timeout_s,  # type: ignore[arg-type]
+            assert s.traffic is not None  # the params validation makes sure
+            return run_command_under_traffic(ctx, "cutover", s.traffic, cfg.command, cfg.timeout_s,
                                              cfg.before_s, cfg.after_s, s.version.path, s.version.field, probes)
 
     return _once(ctx, "deploy.cutover", make)
@@ -98,7 +100,7 @@ def check_cutover(ctx: PhaseRun[DeployParams]) -> list[Check]:
         length, a, b = longest_gap(run.requests, start, end)
         ev = {"window": [start, end], "longest gap": {"from": a, "to": b}, "markers": run.markers,
               "command": run.extra.get("command")}
-        status = "fail" if length > cfg.max_gap_s else "pass"
+        status: StatusName = "fail" if length > cfg.max_gap_s else "pass"
         return Outcome(status, f"longest gap without a successful answer {length:.2f} s (from {a:.2f} s to "
                                f"{b:.2f} s)", gap_expected, ev, {"gap_s": length})
 
@@ -125,7 +127,7 @@ def check_cutover(ctx: PhaseRun[DeployParams]) -> list[Check]:
         rec: Recovery = run.extra["version"]
         v = rec.verdict(rec_probe(cfg.version_within_s, cfg.readiness.consecutive), f"serving {want}")
         seen = sorted({x for _, x in run.versions if x})
-        return Outcome(v.status, v.observed + f"; versions seen: {', '.join(seen) or 'none'}",  # type: ignore[arg-type]
+        return Outcome(v.status, v.observed + f"; versions seen: {', '.join(seen) or 'none'}",
                        ver_expected, {**v.evidence, "command": run.extra.get("command")}, v.metrics)
 
     r = cfg.readiness
@@ -134,7 +136,7 @@ def check_cutover(ctx: PhaseRun[DeployParams]) -> list[Check]:
     def readiness() -> Outcome:
         run = _cutover(ctx)
         v = run.extra["readiness"].verdict(r, "settled")
-        return Outcome(v.status, v.observed, ready_expected, v.evidence, v.metrics)  # type: ignore[arg-type]
+        return Outcome(v.status, v.observed, ready_expected, v.evidence, v.metrics)
 
     out = [ctx.run("deploy.cutover.gap", "Cutover: no gap without answers", gap, severity="blocker",
                    expected=gap_expected, writes=True),
@@ -171,7 +173,8 @@ def check_abort_drill(ctx: PhaseRun[DeployParams]) -> Check | None:
                 raise RuntimeError(f"cannot read the served version from {s.version.path} before the drill")
             rollback = Probe(path=s.version.path, consecutive=cfg.consecutive, within_s=cfg.rollback_within_s)
             with ctx.progress("abort drill under traffic", total_s=cfg.before_s + cfg.abort_after_s + cfg.after_s):
-                run = run_command_under_traffic(ctx, "abort drill", s.traffic, cfg.command, cfg.timeout_s,  # type: ignore[arg-type]
+                assert s.traffic is not None  # the params validation makes sure
+                run = run_command_under_traffic(ctx, "abort drill", s.traffic, cfg.command, cfg.timeout_s,
                                                 cfg.before_s, cfg.after_s, s.version.path, s.version.field,
                                                 [("rollback", rollback, _version_is(s.version.field, old))],
                                                 abort=(cfg.abort_after_s, cfg.abort_command))
@@ -189,10 +192,10 @@ def check_abort_drill(ctx: PhaseRun[DeployParams]) -> Check | None:
         seen = sorted({x for _, x in run.versions if x})
         ev.update({"old version": old, "versions seen": seen, "markers": run.markers, "rollback": v.evidence,
                    "command": run.extra.get("command"), "abort command": run.extra.get("abort_command")})
-        status = "fail" if v.status == "fail" or problems else "pass"
+        status: StatusName = "fail" if v.status == "fail" or problems else "pass"
         observed = v.observed + (": " + "; ".join(problems) if problems else
                                  f"; {metrics['errors']} errors, {metrics['responses_5xx']} 5xx")
-        return Outcome(status, observed, expected, ev, {**metrics, **v.metrics})  # type: ignore[arg-type]
+        return Outcome(status, observed, expected, ev, {**metrics, **v.metrics})
 
     check = ctx.run("deploy.abort_drill.rollback", "Abort drill: the old version is back", probe, severity="blocker",
                     expected=expected, writes=True)

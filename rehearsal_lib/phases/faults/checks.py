@@ -61,7 +61,7 @@ def check_during(ctx: PhaseRun[FaultsParams], sc: FaultScenario) -> Check:
     def probe() -> Outcome:
         run = _disruption(ctx, sc)
         v = judge_during(window(run.requests, *_window(run)), d)
-        return Outcome(v.status, f"{run.injected}: {v.observed}", expected,  # type: ignore[arg-type]
+        return Outcome(v.status, f"{run.injected}: {v.observed}", expected,
                        {**v.evidence, "markers": run.markers}, v.metrics)
 
     return ctx.run(f"faults.{sc.name}.during", f"{sc.title or sc.name}: service during the fault", probe,
@@ -80,7 +80,7 @@ def check_recovery(ctx: PhaseRun[FaultsParams], sc: FaultScenario) -> Check:
             return Outcome("fail", f"the restore failed: {run.restore[1]}", expected, {"markers": run.markers})
         assert run.recovery is not None
         v = run.recovery.verdict(r)
-        return Outcome(v.status, v.observed, expected,  # type: ignore[arg-type]
+        return Outcome(v.status, v.observed, expected,
                        {**v.evidence, "restore": run.restore[1], "markers": run.markers}, v.metrics)
 
     return ctx.run(f"faults.{sc.name}.recovery", f"{sc.title or sc.name}: recovery after the restore", probe,
@@ -109,7 +109,7 @@ def check_nothing_lost(ctx: PhaseRun[FaultsParams], sc: FaultScenario) -> Check:
         counts = lookup_ids(ctx.engine, cfg, [r.acked for r in acked])
         v = judge_lost(acked, counts, cfg)
         v.evidence["acknowledged during the fault"] = len(during)
-        return Outcome(v.status, v.observed, expected, v.evidence, v.metrics)  # type: ignore[arg-type]
+        return Outcome(v.status, v.observed, expected, v.evidence, v.metrics)
 
     return ctx.run(f"faults.{sc.name}.nothing_lost", f"{sc.title or sc.name}: no acknowledged write lost", probe,
                    severity="blocker", expected=expected, writes=True)
