@@ -82,6 +82,8 @@ def run_fault(ctx: Any, title: str, traffic: Traffic, inject: Any, before_s: flo
               recovery: Probe, logged: LogExpect | None = None) -> DisruptionRun:
     """Traffic; at before_s inject (restore registered first); at +during_s restore; probe recovery; after_s more."""
     resolve = lambda v: ctx.resolve(v, secret=False) or ""  # noqa: E731
+    if getattr(inject, "database_url", None):
+        ctx.resolve(inject.database_url)  # an admin URL: masked in every output
     injector = injectors.make(inject, resolve)
     run = DisruptionRun(title, Clock())
     restore = injector.restore()
