@@ -27,10 +27,11 @@ MAX_OBSERVED = 300
 
 @dataclass(frozen=True)
 class Restore:
-    """One way back to a healthy target: an HTTP request to the target, or a shell command."""
+    """One way back to a healthy target: an HTTP request to the target, a request to an absolute URL (`url`:
+    e.g. a fault proxy's control API; never sent with the target's token), or a shell command."""
 
     description: str
-    kind: Literal["http", "command"] = "http"
+    kind: Literal["http", "command", "url"] = "http"
     method: str = "PUT"
     path: str = ""
     json_body: Any = None
@@ -38,8 +39,11 @@ class Restore:
     command: str = ""
     timeout_s: float = 30.0
     id: str = field(default_factory=lambda: secrets.token_hex(4))
+    url: str = ""  # kind "url": the absolute URL (may hold ${VAR} references)
 
     def __post_init__(self) -> None:
+        if self.kind == "url" and not self.url.startswith(("http://", "https://", "${")):
+            raise ValueError("a url restore needs an absolute http(s) URL")
         if self.kind == "http" and not self.path:
             raise ValueError("an http restore needs a path")
         if self.kind == "command" and not self.command.strip():
@@ -107,8 +111,14 @@ def perform(restore: Restore, *, base_url: str, auth_token: str | None, verify: 
             return proc.returncode == 0, (what + (f": {tail[0]}" if tail[0] else ""))[:MAX_OBSERVED]
         import httpx
 
-        path = resolve_reference(restore.path)
         body = json.loads(resolve_reference(json.dumps(restore.json_body))) if restore.json_body is not None else None
+        if restore.kind == "url":  # an absolute URL (a fault proxy's API): no target token
+            url = resolve_reference(restore.url)
+            with httpx.Client(timeout=timeout_s) as client:
+                res = client.request(restore.method, url, json=body)
+            gone = restore.method == "DELETE" and res.status_code == 404  # removed already (e.g. a toxic)
+            return 200 <= res.status_code < 300 or gone, f"{restore.method} {url} answered HTTP {res.status_code}"
+        path = resolve_reference(restore.path)
         headers = {"Authorization": f"Bearer {auth_token}"} if restore.auth and auth_token else {}
         with httpx.Client(base_url=base_url, timeout=timeout_s, verify=verify) as client:
             res = client.request(restore.method, path, json=body, headers=headers)

@@ -70,6 +70,7 @@ class Scenario:
     headers: dict[str, str] = field(default_factory=dict)
     expect_status: list[int] = field(default_factory=lambda: [200, 201])
     body: dict[str, Any] | None = None  # a form / multipart / raw body (probes.bodies.body_spec), instead of json
+    ack_field: str | None = None  # a write: keep this top-level field of a 2xx JSON answer (Samples.acked)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class LoadSpec:
     # auto: httpx's API over aiohttp (httpx-aiohttp) when installed, ~2x fewer CPU µs per request than
     # httpcore here (benchmarks/results/load.json); httpcore: a free list of single-connection clients
     transport: Literal["auto", "httpcore", "aiohttp"] = "auto"
+    stop: Any = None  # in-process open model: a threading.Event that ends the arrivals before duration_s
 
 
 @dataclass
@@ -105,11 +107,16 @@ class Samples:
     status: array = field(default_factory=lambda: array("h"))
     lag_ms: array = field(default_factory=lambda: array("d"))  # open model: start - intended, per request
     errors: Counter = field(default_factory=Counter)  # (scenario, reason) -> count for requests with no response
+    acked: dict[int, Any] = field(default_factory=dict)  # sample index -> the id a 2xx answer acknowledged (ack_field)
+    t0: float = 0.0  # time.perf_counter() at the run's start (offset_s counts from it; in-process runs)
 
     def extend(self, other: Samples) -> None:
+        base = len(self.status)
         for name in ("scenario", "offset_s", "latency_ms", "status", "lag_ms"):
             getattr(self, name).extend(getattr(other, name))
         self.errors.update(other.errors)
+        self.acked.update({base + i: v for i, v in other.acked.items()})
+        self.t0 = self.t0 or other.t0
 
 
 @dataclass
@@ -243,6 +250,15 @@ async def _report_live(spec: LoadSpec, samples: Samples, conn: Any, every_s: flo
 # ------------------------------------------------------------------------------------------ one process
 
 
+def _acked(resp: httpx.Response, name: str) -> Any:
+    """The `name` field of a JSON object answer (None when the body is not one or lacks it)."""
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    return body.get(name) if isinstance(body, dict) else None
+
+
 def resolve_transport(name: str) -> str:
     """`auto` becomes `aiohttp` when httpx-aiohttp is installed, else `httpcore`."""
     if name != "auto":
@@ -356,6 +372,11 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
             resp = await client.send(req)
             await resp.aread()
             code = resp.status_code
+            ack = spec.scenarios[k].ack_field
+            if ack and 200 <= code < 300:
+                acked = _acked(resp, ack)
+                if acked is not None:
+                    samples.acked[len(samples.status)] = acked  # the index this request's sample gets below
         except (httpx.HTTPError, OSError) as exc:
             # httpx-aiohttp maps every aiohttp connection error (refused too) to ConnectTimeout: judge the cause
             cause = exc.__cause__
@@ -383,6 +404,7 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
     # wait for the shared start instant (processes start at different moments)
     await asyncio.sleep(max(0.0, start_at - time.time()))
     t0 = time.perf_counter()
+    samples.t0 = t0
     cpu0 = time.process_time()
     end = t0 + spec.duration_s
     pending: set[asyncio.Task] = set()
@@ -406,7 +428,7 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
         phase = worker / workers  # interleave the processes' arrivals
         while True:
             intended = t0 + _arrival_offset(i, share, spec.ramp_s) + phase / max(spec.rate, 1e-9)
-            if intended >= end:
+            if intended >= end or (spec.stop is not None and spec.stop.is_set()):
                 break
             i += 1
             report.scheduled += 1

@@ -21,8 +21,8 @@ from pathlib import Path
 from rehearsal_lib.phases.spec import PhaseSpec
 
 ENTRY_POINT_GROUP = "rehearsal.phases"
-BUILTIN = ("preflight", "migrations", "webhooks", "jobs", "retention", "load", "faults", "integrity", "security",
-           "observability", "backup_recovery", "smoke", "decision")
+BUILTIN = ("preflight", "migrations", "deploy", "webhooks", "jobs", "retention", "load", "faults", "integrity",
+           "security", "observability", "backup_recovery", "smoke", "decision")
 LAST = "decision"  # reads every other phase's results: always runs last
 
 
