@@ -30,7 +30,7 @@ TOXIC_TYPES = {"latency": ("latency", "jitter"), "bandwidth": ("rate",), "timeou
 STREAMS = ("upstream", "downstream")
 CHUNK = 32 * 1024
 DRAIN_MAX_S = 2.0  # an upstream switch closes an existing connection once it is quiet, at the latest after this
-QUIET_S = 0.05
+QUIET_S = 0.01
 
 
 class ApiError(Exception):
@@ -226,7 +226,9 @@ class Proxy:
             if toxic.type == "reset_peer":
                 self._schedule_reset(link, toxic)
         try:
-            await asyncio.gather(*link.tasks[:2], return_exceptions=True)
+            # the server's side ending ends the link (the client sees EOF at once, not a half-open
+            # connection); the client's side ending is passed on as EOF and the server's reply still flows
+            await asyncio.gather(link.tasks[1], return_exceptions=True)
         finally:
             link.close()
             self.links.discard(link)

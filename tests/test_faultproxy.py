@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from rehearsal_lib.probes.toxiproxy import ToxiproxyClient, ToxiproxyError
-from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 
