@@ -252,7 +252,7 @@ def test_backends_terminated(sandboxes: dict[str, SandboxState], variant: str) -
         def healthy_run() -> bool:
             return all(c.get("/v1/exam-mode").status_code == 200 for _ in range(6))
 
-        deadline = time.monotonic() + 8
+        deadline = time.monotonic() + 5
         recovered = False
         while time.monotonic() < deadline and not recovered:
             recovered = healthy_run()
@@ -260,8 +260,7 @@ def test_backends_terminated(sandboxes: dict[str, SandboxState], variant: str) -
     if variant == "default":
         assert recovered  # the pool pre-pings: reconnects
     else:
-        assert not recovered  # no_db_reconnect
-        assert _ops(st, "restart").returncode == 0  # fresh processes for the next tests
+        assert not recovered  # no_db_reconnect (the faulty abort drill below starts fresh processes anyway)
 
 
 # --------------------------------------------------------------------------------------- blue/green

@@ -324,11 +324,11 @@ class ApiRateLimitMiddleware:
 # ------------------------------------------------------------------------------------------ app
 
 
-def create_app(db_url: str, token: str, variant: str = "default", pool_size: int = 2,
-               max_overflow: int = 2) -> Starlette:
+def create_app(db_url: str, token: str, variant: str = "default", pool_size: int = 4,
+               max_overflow: int = 4) -> Starlette:
     """Build the exam API against ``db_url``; the exam endpoints require ``Authorization: Bearer <token>``.
 
-    The pool is per worker process (two workers: 2 x (2 + 2) = 8 connections at most, the sandbox
+    The pool is per worker process (two workers: 2 x (4 + 4) = 16 connections at most, the sandbox
     params' ``db_connections.pool_size``)."""
     faulty = variant == "faulty"
     engine: Engine = create_engine(
