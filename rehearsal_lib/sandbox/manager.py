@@ -803,7 +803,8 @@ def _bound_socket() -> socket.socket:
 
 def _start_fault_proxy(vdir: Path, upstreams: dict[str, str]) -> tuple[int, str, dict[str, int]]:
     """The fault proxy (``python -m rehearsal_lib.faultproxy``) with one proxy per ``upstreams`` entry, on
-    sockets bound here; returns (pid, control URL, {proxy: port})."""
+    sockets bound here; returns (pid, control URL, {proxy: port}) at once: the sockets listen already (a
+    client that connects before the proxy runs waits in the backlog), :func:`_wait_fault_proxy` waits."""
     socks = {name: _bound_socket() for name in ("control", *upstreams)}
     ready = vdir / "faultproxy.ready"
     ready.unlink(missing_ok=True)
@@ -824,6 +825,14 @@ def _start_fault_proxy(vdir: Path, upstreams: dict[str, str]) -> tuple[int, str,
             sock.close()
     _CHILDREN[proc.pid] = proc
     (vdir / "faultproxy.pid").write_text(f"{proc.pid}\n")
+    control = ports.pop("control")
+    return proc.pid, f"http://127.0.0.1:{control}", ports
+
+
+def _wait_fault_proxy(vdir: Path, pid: int) -> None:
+    """Return once the fault proxy wrote its ready file; raise with its log if it died or took too long."""
+    ready = vdir / "faultproxy.ready"
+    proc = _CHILDREN[pid]
     deadline = time.monotonic() + HEALTH_TIMEOUT_S
     while not ready.exists():
         if proc.poll() is not None:
@@ -831,8 +840,6 @@ def _start_fault_proxy(vdir: Path, upstreams: dict[str, str]) -> tuple[int, str,
         if time.monotonic() > deadline:
             raise RuntimeError(f"fault proxy did not start within {HEALTH_TIMEOUT_S:.0f}s")
         time.sleep(0.02)
-    control = ports.pop("control")
-    return proc.pid, f"http://127.0.0.1:{control}", ports
 
 
 def _pids_in(vdir: Path, pattern: str) -> list[int]:
@@ -919,7 +926,12 @@ def _start_unlocked(vdir: Path, variant: str, token: str, release_pending: bool 
                              webhook_secret=extras.webhook_secret, redis_url=extras.redis_url,
                              fault_proxy_url=proxy_url, fault_proxy_pid=proxy_pid, app_db_url=app_db_url,
                              app_redis_url=f"redis://127.0.0.1:{proxy_ports['redis']}/0")
-        proc = spawn_colour(vdir, state, "blue", APP_VERSION, listeners=listeners, truncate_log=True)
+        # the app imports while the proxy starts (both take a moment): start both, then wait for both
+        proc, _, _ = _spawn_app(vdir, variant, app_db_url, token, app_env(state), colour="blue",
+                                version=APP_VERSION, listeners=listeners, truncate_log=True)
+        state.colours["blue"] = {"pid": proc.pid, "port": blue_port, "https_port": blue_https,
+                                 "version": APP_VERSION}
+        _wait_fault_proxy(vdir, proxy_pid)
         _wait_healthy(proc, base_url, vdir / "app.log", HEALTH_TIMEOUT_S)  # through `front`
         _wait_worker_started(vdir, extras.worker_pid, HEALTH_TIMEOUT_S)
         worker_pid_file = point_worker_pid_file(vdir, "blue")
