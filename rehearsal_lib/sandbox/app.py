@@ -3,16 +3,25 @@
 Configuration: ``REHEARSAL_SANDBOX_DB_URL`` and ``REHEARSAL_SANDBOX_TOKEN`` (environment only: they are
 secrets), ``REHEARSAL_SANDBOX_VARIANT`` / ``--variant``, ``REHEARSAL_SANDBOX_PORT`` / ``--port`` and
 ``--listen-fd`` (an already bound listening socket inherited from the parent). Binds 127.0.0.1 only.
+``REHEARSAL_SANDBOX_APP_VERSION`` overrides the version (blue/green deploys). With ``--workers N`` a
+supervisor forks N workers that accept on the inherited sockets and replaces any that dies
+(``--worker-pid-file``: the pid of worker 0, rewritten when it is replaced).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import ctypes
+import hashlib
 import hmac
 import json
 import logging
+import mmap
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -37,6 +46,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
@@ -53,12 +63,19 @@ from rehearsal_lib.sandbox.seed import SCORE_SQL
 from rehearsal_lib.sandbox.webhooks import RATE_LIMIT_COUNT, RATE_LIMIT_WINDOW_S, RateLimiter, webhook_routes
 
 SERVICE = "exam-api"
-VERSION = "1.4.2"
+VERSION = os.environ.get("REHEARSAL_SANDBOX_APP_VERSION") or "1.4.2"
 COMMIT = "5e1d2c9a4b7f"
 ENVIRONMENT = "sandbox"
 MAX_BODY = 64 * 1024
 INT4_MAX = 2**31 - 1
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# the API rate limit (per bearer token, counted in Redis) on the exam endpoints; generous: a guard, never hit
+# by a rehearsal's load. Redis unreachable: ``default`` lets requests through with a warning, ``faulty`` 503s.
+API_RATE_LIMIT_PREFIXES = ("/v1/sessions", "/v1/exams")
+API_RATE_LIMIT_COUNT, API_RATE_LIMIT_WINDOW_S = 5000, 10
+FAULTY_COMMIT_DELAY_S = 0.3  # faulty: an answer is committed this long after its 201 (answer_acked_before_commit)
+# the health toggle shared by the workers of one supervisor (an anonymous shared mapping made before fork)
+_SHARED_TOGGLE: mmap.mmap | None = None
 
 access_log = logging.getLogger("exam_api.access")
 log = logging.getLogger("exam_api")
@@ -194,14 +211,22 @@ class Metrics:
 
     def __init__(self, duration_name: str = "http_request_duration_seconds") -> None:
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
+        # several workers: prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by the launcher)
+        # sums their counters and histograms, and the gauges show the value set last by any worker
+        multi = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        reg: CollectorRegistry | None = None if multi else self.registry
+        if multi:
+            from prometheus_client import multiprocess
+
+            multiprocess.MultiProcessCollector(self.registry)
+        else:
+            ProcessCollector(registry=self.registry)
         labels = ["method", "route", "status"]
-        self.duration = Histogram(
-            duration_name, "HTTP request duration in seconds.", labels, registry=self.registry
-        )
-        self.requests = Counter("http_requests_total", "HTTP requests handled.", labels, registry=self.registry)
-        self.ready = Gauge("app_ready", "1 if the app can reach its database, else 0.", registry=self.registry)
-        self.exam_mode = Gauge("app_exam_mode", "1 if exam mode (the exam freeze flag) is on.", registry=self.registry)
+        self.duration = Histogram(duration_name, "HTTP request duration in seconds.", labels, registry=reg)
+        self.requests = Counter("http_requests_total", "HTTP requests handled.", labels, registry=reg)
+        gauge_kw: dict[str, Any] = {"registry": reg, "multiprocess_mode": "mostrecent"}
+        self.ready = Gauge("app_ready", "1 if the app can reach its database, else 0.", **gauge_kw)
+        self.exam_mode = Gauge("app_exam_mode", "1 if exam mode (the exam freeze flag) is on.", **gauge_kw)
 
 
 class RequestContextMiddleware:
@@ -256,24 +281,70 @@ class RequestContextMiddleware:
             )
 
 
+class ApiRateLimitMiddleware:
+    """Per-token fixed-window rate limit on the exam endpoints, counted in Redis.
+
+    Redis unreachable: ``default`` lets the request through and logs a WARNING (``rate limiter
+    bypassed``, at most once a second per worker); ``faulty`` (redis_down_5xx) answers 503."""
+
+    def __init__(self, app: ASGIApp, variant: str, token: str) -> None:
+        self.app, self.faulty = app, variant == "faulty"
+        self.limiter = RateLimiter(os.environ.get("REHEARSAL_SANDBOX_REDIS_URL"), API_RATE_LIMIT_COUNT,
+                                   API_RATE_LIMIT_WINDOW_S, prefix="api", timeout_s=0.5)
+        self._warned_at = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.limiter.client is None or not scope["path"].startswith(
+                API_RATE_LIMIT_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        auth = dict(scope.get("headers") or []).get(b"authorization", b"")
+        key = hashlib.sha256(auth).hexdigest()[:16]
+        try:
+            allowed, reset = await self.limiter.hit(key)
+        except Exception as exc:  # noqa: BLE001 - Redis unreachable, in whatever way
+            if self.faulty:
+                log.error("rate limiter unavailable", extra={"fields": {"error": type(exc).__name__}})
+                await _error(503, "rate_limiter_unavailable", "the rate limiter is not reachable")(scope, receive, send)
+                return
+            now = time.monotonic()
+            if now - self._warned_at >= 1.0:
+                self._warned_at = now
+                log.warning("rate limiter bypassed: Redis unreachable",
+                            extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:200]}})
+            await self.app(scope, receive, send)
+            return
+        if not allowed:
+            await _error(429, "rate_limited", f"more than {API_RATE_LIMIT_COUNT} requests in "
+                         f"{API_RATE_LIMIT_WINDOW_S}s", headers={"Retry-After": str(reset)})(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 # ------------------------------------------------------------------------------------------ app
 
 
-def create_app(db_url: str, token: str, variant: str = "default", pool_size: int = 4) -> Starlette:
-    """Build the exam API against ``db_url``; the exam endpoints require ``Authorization: Bearer <token>``."""
+def create_app(db_url: str, token: str, variant: str = "default", pool_size: int = 4,
+               max_overflow: int = 4) -> Starlette:
+    """Build the exam API against ``db_url``; the exam endpoints require ``Authorization: Bearer <token>``.
+
+    The pool is per worker process (two workers: 2 x (4 + 4) = 16 connections at most, the sandbox
+    params' ``db_connections.pool_size``)."""
+    faulty = variant == "faulty"
     engine: Engine = create_engine(
         db_url,
         pool_size=pool_size,
-        max_overflow=4,
+        max_overflow=max_overflow,
         pool_timeout=5,
-        pool_pre_ping=True,
+        pool_pre_ping=not faulty,  # faulty (no_db_reconnect): no pre-ping, and the first disconnect latches
         pool_recycle=300,
         connect_args={"connect_timeout": 3, "application_name": SERVICE},
     )
     metrics = Metrics(hardening.duration_metric_name(variant))
-    health_toggle = hardening.HealthToggle(variant)
+    health_toggle = hardening.HealthToggle(variant, _SHARED_TOGGLE)
     hardening.apply_variant(variant)
     expected = token.encode()
+    db_latched: list[str] = []  # faulty: the first lost connection "breaks" the database for good
 
     def require_token(request: Request) -> None:
         scheme, _, cred = request.headers.get("authorization", "").partition(" ")
@@ -282,13 +353,24 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
             raise ApiError(401, "unauthorized", "missing or invalid bearer token")
 
     async def in_tx(fn: Callable[[Connection], Any]) -> Any:
-        """Run ``fn(conn)`` in one transaction in the threadpool."""
+        """Run ``fn(conn)`` in one transaction in the threadpool.
+
+        ``default`` reconnects after its backends were terminated (the pool pre-pings). ``faulty``
+        (no_db_reconnect) latches the first lost connection: every later call answers 503, forever."""
+        if db_latched:
+            raise OperationalError("in_tx", None, Exception(db_latched[0]))
 
         def call() -> Any:
             with engine.begin() as conn:
                 return fn(conn)
 
-        return await run_in_threadpool(call)
+        try:
+            return await run_in_threadpool(call)
+        except OperationalError as err:
+            if faulty and err.connection_invalidated and not db_latched:
+                db_latched.append(f"database connection lost earlier ({type(err.orig).__name__}); not retried")
+                log.error("database connection lost; not reconnecting", extra={"fields": {"error": str(err.orig)}})
+            raise
 
     def read_exam_mode(conn: Connection) -> bool:
         value = conn.execute(text("SELECT value FROM settings WHERE key = 'exam_mode'")).scalar()
@@ -306,6 +388,8 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
         except (DBAPIError, PoolTimeoutError) as err:
             metrics.ready.set(0)
             cause = err.orig if isinstance(err, DBAPIError) and err.orig is not None else err
+            if isinstance(err, DBAPIError) and err.orig is None:
+                cause = err
             first_line = (str(cause).strip().splitlines() or [""])[0][:200]
             reason = f"{type(cause).__name__}: {first_line}"
             return JSONResponse({"ready": False, "checks": {"database": reason}}, status_code=503)
@@ -407,7 +491,32 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
                 "answered_at": _iso(ans.answered_at),
             }
 
-        return JSONResponse(await in_tx(upsert), status_code=201)
+        if not faulty:
+            return JSONResponse(await in_tx(upsert), status_code=201)  # acknowledged after the commit
+        # faulty (answer_acked_before_commit): the 201 goes out first, the commit follows a moment later,
+        # so an answer acknowledged just before its worker dies is lost
+        if db_latched:
+            raise OperationalError("in_tx", None, Exception(db_latched[0]))
+        conn = await run_in_threadpool(engine.connect)
+        try:
+            await run_in_threadpool(conn.begin)
+            result = await run_in_threadpool(upsert, conn)
+        except BaseException:
+            await run_in_threadpool(conn.close)
+            raise
+
+        async def commit_later() -> None:
+            await asyncio.sleep(FAULTY_COMMIT_DELAY_S)
+
+            def commit() -> None:
+                try:
+                    conn.commit()
+                finally:
+                    conn.close()
+
+            await run_in_threadpool(commit)
+
+        return JSONResponse(result, status_code=201, background=BackgroundTask(commit_later))
 
     async def submit(request: Request) -> Response:
         require_token(request)
@@ -528,6 +637,7 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
             PoolTimeoutError: _db_error,
         },
     )
+    app.add_middleware(ApiRateLimitMiddleware, variant=variant, token=token)
     app.add_middleware(hardening.HardeningMiddleware, variant=variant)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.state.engine = engine
@@ -543,21 +653,8 @@ def _allowed(require_token: Callable[[Request], None], request: Request) -> bool
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Serve the API on 127.0.0.1 until SIGTERM/SIGINT."""
-    p = argparse.ArgumentParser(prog="python -m rehearsal_lib.sandbox.app", description=__doc__.split("\n")[0])
-    p.add_argument("--variant", default=os.environ.get("REHEARSAL_SANDBOX_VARIANT", "default"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("REHEARSAL_SANDBOX_PORT", "8080")))
-    p.add_argument("--listen-fd", type=int, default=None, help="inherited listening socket to serve on")
-    p.add_argument("--tls-listen-fd", type=int, default=None,
-                   help="inherited socket to serve HTTPS on (REHEARSAL_SANDBOX_TLS_CERT / _KEY)")
-    args = p.parse_args(argv)
-    db_url = os.environ.get("REHEARSAL_SANDBOX_DB_URL")
-    if not db_url:
-        print("REHEARSAL_SANDBOX_DB_URL is not set", file=sys.stderr)
-        return 2
-    token = os.environ.get("REHEARSAL_SANDBOX_TOKEN") or DEFAULT_TOKEN
-    configure_logging()
+def _serve_worker(args: argparse.Namespace, db_url: str, token: str) -> None:
+    """One worker: the app under uvicorn on the inherited socket(s) (or its own port without one)."""
     app = create_app(db_url, token, args.variant)
     config = uvicorn.Config(
         app,
@@ -576,6 +673,122 @@ def main(argv: list[str] | None = None) -> int:
         server.run(sockets=[socket.socket(fileno=args.listen_fd)])
     else:
         server.run()
+
+
+def _write_pid_file(path: str, pid: int) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(f"{pid}\n")
+    os.replace(tmp, path)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its supervisor dies (no orphan workers)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def supervise(args: argparse.Namespace, db_url: str, token: str) -> int:
+    """Fork ``args.workers`` workers (after the imports: a fork starts in milliseconds), replace any that
+    exits, stop them all on SIGTERM/SIGINT. Worker 0's pid goes to ``args.worker_pid_file``."""
+    global _SHARED_TOGGLE
+    import redis.asyncio  # noqa: F401 - loaded once here, before the forks, not in every worker
+
+    create_engine(db_url).dispose()  # loads the dialect and the driver; no connection is made
+    _SHARED_TOGGLE = mmap.mmap(-1, 1)
+    _SHARED_TOGGLE[0] = 1
+    me = os.getpid()
+    slots: dict[int, int] = {}  # pid -> slot
+    stopping: list[int] = []
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                _die_with_parent()
+                if os.getppid() != me:
+                    os._exit(0)
+                _serve_worker(args, db_url, token)
+            except BaseException:  # noqa: BLE001 - a worker reports and exits; the supervisor replaces it
+                log.exception("worker crashed")
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        slots[pid] = slot
+        if slot == 0 and args.worker_pid_file:
+            _write_pid_file(args.worker_pid_file, pid)
+        log.info("worker started", extra={"fields": {"worker_pid": pid, "slot": slot}})
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for slot in range(args.workers):
+        spawn(slot)
+    last_spawn: dict[int, float] = {}
+    while not stopping:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = 0, 0
+        if pid and pid in slots:
+            slot = slots.pop(pid)
+            log.warning("worker exited; replacing it", extra={"fields": {
+                "worker_pid": pid, "slot": slot, "status": os.waitstatus_to_exitcode(status)}})
+            if time.monotonic() - last_spawn.get(slot, 0.0) < 1.0:
+                time.sleep(0.5)  # a worker that dies at once: do not spin
+            last_spawn[slot] = time.monotonic()
+            if not stopping:
+                spawn(slot)
+            continue
+        time.sleep(0.02)
+    for pid in slots:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 6
+    while slots and time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid:
+            slots.pop(pid, None)
+        else:
+            time.sleep(0.02)
+    for pid in slots:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    log.info("exam-api supervisor stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the API on 127.0.0.1 until SIGTERM/SIGINT."""
+    p = argparse.ArgumentParser(prog="python -m rehearsal_lib.sandbox.app", description=__doc__.split("\n")[0])
+    p.add_argument("--variant", default=os.environ.get("REHEARSAL_SANDBOX_VARIANT", "default"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("REHEARSAL_SANDBOX_PORT", "8080")))
+    p.add_argument("--listen-fd", type=int, default=None, help="inherited listening socket to serve on")
+    p.add_argument("--tls-listen-fd", type=int, default=None,
+                   help="inherited socket to serve HTTPS on (REHEARSAL_SANDBOX_TLS_CERT / _KEY)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (>1: a supervisor forks them)")
+    p.add_argument("--worker-pid-file", default=None, help="with --workers: worker 0's pid, kept current")
+    args = p.parse_args(argv)
+    db_url = os.environ.get("REHEARSAL_SANDBOX_DB_URL")
+    if not db_url:
+        print("REHEARSAL_SANDBOX_DB_URL is not set", file=sys.stderr)
+        return 2
+    token = os.environ.get("REHEARSAL_SANDBOX_TOKEN") or DEFAULT_TOKEN
+    configure_logging()
+    if args.workers > 1 or args.worker_pid_file:
+        return supervise(args, db_url, token)
+    _serve_worker(args, db_url, token)
     return 0
 
 

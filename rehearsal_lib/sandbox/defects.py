@@ -178,3 +178,36 @@ PLANTED_DEFECTS: list[PlantedDefect] = [
         check_id="backup_recovery.restore.row_counts",
     ),
 ]
+
+# Disruption (issue #13): planted in the faulty variant (app-level in sandbox/app.py, deploy-level in
+# sandbox/bluegreen.py) and proven by tests/test_sandbox_disruption.py. Their checks belong to the faults and
+# deploy phases, which the sandbox rehearsal does not run yet: when those phases are enabled in
+# builtin_params/sandbox.yaml, append this list to PLANTED_DEFECTS (the e2e test then asserts them too).
+DISRUPTION_DEFECTS: list[PlantedDefect] = [
+    PlantedDefect(
+        id="redis_down_5xx",
+        description="While Redis is unreachable the API rate limiter answers 503 instead of letting requests through.",
+        check_id="faults.redis_down.during",
+    ),
+    PlantedDefect(
+        id="answer_acked_before_commit",
+        description="An answer is acknowledged (201) 0.3 s before its commit: it is lost when its worker is killed.",
+        check_id="faults.worker_killed.nothing_lost",
+    ),
+    PlantedDefect(
+        id="no_db_reconnect",
+        description="No pool pre-ping, and the first lost database connection latches: after its backends are "
+                    "terminated the app answers 503 until restarted.",
+        check_id="faults.db_backends_terminated.recovery",
+    ),
+    PlantedDefect(
+        id="cutover_drops_requests",
+        description="The deploy stops the old colour before the new one serves: requests fail during the gap.",
+        check_id="deploy.cutover.gap",
+    ),
+    PlantedDefect(
+        id="abort_leaves_new_version",
+        description="An aborted deploy's automatic rollback leaves the new version serving.",
+        check_id="deploy.abort_drill.rollback",
+    ),
+]

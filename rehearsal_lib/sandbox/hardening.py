@@ -44,9 +44,18 @@ def duration_metric_name(variant: str) -> str:
 class HealthToggle:
     """The app's health state as set by ``PUT /admin/health``; ``faulty`` readiness ignores it."""
 
-    def __init__(self, variant: str) -> None:
+    def __init__(self, variant: str, shared: Any = None) -> None:
         self.variant = variant
-        self.toggled_healthy = True
+        # one byte, shared by the workers of one app when ``shared`` is a shared mapping (app.supervise)
+        self._state = shared if shared is not None else bytearray(b"\x01")
+
+    @property
+    def toggled_healthy(self) -> bool:
+        return bool(self._state[0])
+
+    @toggled_healthy.setter
+    def toggled_healthy(self, value: bool) -> None:
+        self._state[0] = 1 if value else 0
 
     @property
     def healthy(self) -> bool:

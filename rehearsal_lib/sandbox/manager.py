@@ -45,6 +45,8 @@ DEFAULT_TOKEN = "sandbox-dev-token"
 PG_SYSTEM_USER = "embedded_postgres"
 PG_SUPERUSER = "postgres"
 APP_MODULE = "rehearsal_lib.sandbox.app"
+APP_VERSION = "1.4.2"  # the release the sandbox starts with (blue); `ops deploy --version V` brings another
+FAULT_PROXY_MODULE = "rehearsal_lib.faultproxy"
 HEALTH_TIMEOUT_S = 20.0
 _PKG_ROOT = Path(__file__).resolve().parents[2]  # the directory holding rehearsal_lib/
 
@@ -82,6 +84,17 @@ class SandboxState:
     # the run that started it ({run_id, pid, host}); empty when `rehearse sandbox up` did (never an orphan)
     owner: dict[str, Any] = field(default_factory=dict)
     replaced: str = ""  # the note when this start stopped an orphan (or the leftovers) of an earlier one
+    # issue #13: the fault proxy in front of Redis, PostgreSQL and the app (proxies redis, postgres, front,
+    # front_tls); the app's own URLs go through it. Blue/green: colours {colour: {pid, port, https_port,
+    # version}}, the one behind `front` is `serving` (app_pid is its supervisor), `previous` the one before.
+    fault_proxy_url: str = ""
+    fault_proxy_pid: int = 0
+    app_db_url: str = ""
+    app_redis_url: str = ""
+    worker_pid_file: str = ""
+    serving: str = "blue"
+    previous: str = ""
+    colours: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def env_vars(self) -> dict[str, str]:
         """The environment variables a rehearsal of this sandbox gets (config.SANDBOX_PROVIDED_VARS).
@@ -100,7 +113,7 @@ class SandboxState:
 
     def secret_values(self) -> list[str]:
         """Values that must never appear in outputs."""
-        return [self.db_url, self.admin_db_url, self.token, self.webhook_secret]
+        return [v for v in (self.db_url, self.admin_db_url, self.app_db_url, self.token, self.webhook_secret) if v]
 
     def to_json(self) -> dict[str, Any]:
         """JSON-serialisable dict (``home`` as a string)."""
@@ -472,6 +485,9 @@ def extra_env_vars(state: SandboxState) -> dict[str, str]:
         "REHEARSAL_SANDBOX_BACKUP_DIR": str(backups.backup_dir(state.home)),
         "REHEARSAL_SANDBOX_MIGRATIONS_DIR": str(database.MIGRATIONS_DIR),
         "REHEARSAL_SANDBOX_VARIANT": state.variant,
+        # issue #13: the fault proxy's control API (proxies redis, postgres, front) and a worker's pid file
+        "REHEARSAL_SANDBOX_FAULT_PROXY_URL": state.fault_proxy_url,
+        "REHEARSAL_SANDBOX_WORKER_PID_FILE": state.worker_pid_file,
     }
 
 
@@ -486,15 +502,51 @@ def restart_app(variant: str = "default", home: Path | None = None) -> SandboxSt
         st = _read_state(vdir)
         if st is None:
             raise RuntimeError(f"sandbox {variant} is not running (no state in {vdir})")
+        colour = st.colours.get(st.serving) or {}
         if _is_app_process(st.app_pid):
             _terminate(st.app_pid)
-        app_env = {"REHEARSAL_SANDBOX_WEBHOOK_SECRET": st.webhook_secret, "REHEARSAL_SANDBOX_REDIS_URL": st.redis_url}
-        https_port = int(st.https_url.rsplit(":", 1)[1]) if st.https_url else 0
-        proc, _, _ = _spawn_app(vdir, variant, st.db_url, st.token, app_env, port=st.app_port, https_port=https_port)
-        _wait_healthy(proc, st.base_url, vdir / "app.log", HEALTH_TIMEOUT_S)
+        proc = spawn_colour(vdir, st, st.serving, colour.get("version", ""), colour.get("port", 0),
+                            colour.get("https_port", 0))
         st.app_pid = proc.pid
         _write_private(vdir / "state.json", json.dumps(st.to_json(), indent=2) + "\n")
         return st
+
+
+APP_WORKERS = 2  # worker processes per colour
+
+
+def app_env(st: SandboxState) -> dict[str, str]:
+    """What the app gets besides DB URL and token: webhook secret and Redis through the fault proxy."""
+    return {"REHEARSAL_SANDBOX_WEBHOOK_SECRET": st.webhook_secret,
+            "REHEARSAL_SANDBOX_REDIS_URL": st.app_redis_url or st.redis_url}
+
+
+def spawn_colour(vdir: Path, st: SandboxState, colour: str, version: str = "", port: int = 0, https_port: int = 0,
+                 listeners: tuple[socket.socket, socket.socket, dict[str, str]] | None = None,
+                 truncate_log: bool = False) -> subprocess.Popen[bytes]:
+    """Start colour ``colour`` of the app (two workers) and wait for its /health; records it in ``st.colours``."""
+    proc, port, https_port = _spawn_app(vdir, st.variant, st.app_db_url or st.db_url, st.token, app_env(st), port,
+                                        https_port, colour=colour, version=version, listeners=listeners,
+                                        truncate_log=truncate_log)
+    _wait_healthy(proc, f"http://127.0.0.1:{port}", vdir / "app.log", HEALTH_TIMEOUT_S)
+    st.colours[colour] = {"pid": proc.pid, "port": port, "https_port": https_port,
+                          "version": version or APP_VERSION}
+    return proc
+
+
+def colour_pid_file(vdir: Path, colour: str) -> Path:
+    """The pid file of worker 0 of ``colour`` (its supervisor rewrites it when the worker is replaced)."""
+    return vdir / f"app-{colour}-worker.pid"
+
+
+def point_worker_pid_file(vdir: Path, colour: str) -> Path:
+    """Make ``app-worker.pid`` (REHEARSAL_SANDBOX_WORKER_PID_FILE) a symlink to the serving colour's file."""
+    link = vdir / "app-worker.pid"
+    tmp = vdir / "app-worker.pid.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(colour_pid_file(vdir, colour).name)
+    os.replace(tmp, link)
+    return link
 
 
 # -------------------------------------------------------------------------------------------- app
@@ -533,30 +585,46 @@ def _tls_listener(vdir: Path, variant: str, port: int = 0) -> tuple[socket.socke
     return listener, int(listener.getsockname()[1]), env
 
 
-def _spawn_app(vdir: Path, variant: str, db_url: str, token: str, extra_env: dict[str, str] | None = None,
-               port: int = 0, https_port: int = 0) -> tuple[subprocess.Popen[bytes], int, int]:
-    """Start the app detached, listening on sockets bound here (no port race); returns (proc, port, https port).
-
-    ``port``/``https_port`` 0 pick free ports; a restart passes the app's own (and appends to its log)."""
-    restart = port != 0
-    tls_listener, tls_port, tls_env = _tls_listener(vdir, variant, https_port)
+def _app_listeners(vdir: Path, variant: str, port: int = 0,
+                   https_port: int = 0) -> tuple[socket.socket, socket.socket, dict[str, str]]:
+    """The app's HTTP and HTTPS listening sockets (0: free ports) and the TLS files' env."""
+    tls_listener, _, tls_env = _tls_listener(vdir, variant, https_port)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(128)
+    return listener, tls_listener, tls_env
+
+
+def _spawn_app(vdir: Path, variant: str, db_url: str, token: str, extra_env: dict[str, str] | None = None,
+               port: int = 0, https_port: int = 0, colour: str = "blue", version: str = "",
+               listeners: tuple[socket.socket, socket.socket, dict[str, str]] | None = None,
+               truncate_log: bool = False) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start one colour of the app detached (a supervisor and APP_WORKERS workers), listening on sockets bound
+    here (no port race); returns (supervisor proc, port, https port).
+
+    ``port``/``https_port`` 0 pick free ports; ``listeners`` are sockets bound already (closed here)."""
+    listener, tls_listener, tls_env = listeners or _app_listeners(vdir, variant, port, https_port)
+    prom_dir = vdir / "prom" / colour  # prometheus_client multiprocess files of this colour's workers
     try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))
-        listener.listen(128)
-        port = int(listener.getsockname()[1])
+        port, https_port = int(listener.getsockname()[1]), int(tls_listener.getsockname()[1])
+        shutil.rmtree(prom_dir, ignore_errors=True)
+        prom_dir.mkdir(parents=True, mode=0o700)
         env = {k: v for k, v in os.environ.items() if not k.startswith("REHEARSAL_SANDBOX_")}
         env.update(
             REHEARSAL_SANDBOX_DB_URL=db_url,  # secrets go through the environment, never argv
             REHEARSAL_SANDBOX_TOKEN=token,
             REHEARSAL_SANDBOX_VARIANT=variant,
             REHEARSAL_SANDBOX_PORT=str(port),
+            REHEARSAL_SANDBOX_APP_VERSION=version or APP_VERSION,
+            PROMETHEUS_MULTIPROC_DIR=str(prom_dir),
             **tls_env,
             PYTHONUNBUFFERED="1",
             PYTHONPATH=os.pathsep.join(p for p in (str(_PKG_ROOT), env.get("PYTHONPATH")) if p),
         )
         env.update(extra_env or {})
+        worker_pid_file = colour_pid_file(vdir, colour)
+        worker_pid_file.unlink(missing_ok=True)
         cmd = [
             sys.executable,
             "-m",
@@ -569,8 +637,12 @@ def _spawn_app(vdir: Path, variant: str, db_url: str, token: str, extra_env: dic
             str(listener.fileno()),
             "--tls-listen-fd",
             str(tls_listener.fileno()),
+            "--workers",
+            str(APP_WORKERS),
+            "--worker-pid-file",
+            str(worker_pid_file),
         ]
-        with open(vdir / "app.log", "ab" if restart else "wb") as log:
+        with open(vdir / "app.log", "wb" if truncate_log else "ab") as log:
             proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
@@ -585,8 +657,8 @@ def _spawn_app(vdir: Path, variant: str, db_url: str, token: str, extra_env: dic
         listener.close()
         tls_listener.close()
     _CHILDREN[proc.pid] = proc
-    (vdir / "app.pid").write_text(f"{proc.pid}\n")
-    return proc, port, tls_port
+    (vdir / f"app-{colour}.pid").write_text(f"{proc.pid}\n")
+    return proc, port, https_port
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], base_url: str, log: Path, timeout: float) -> None:
@@ -718,12 +790,74 @@ def _stop_extras(vdir: Path) -> bool:
     return stopped
 
 
+# ------------------------------------------------------------------------- the fault proxy (issue #13)
+
+
+def _bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    return sock
+
+
+def _start_fault_proxy(vdir: Path, upstreams: dict[str, str]) -> tuple[int, str, dict[str, int]]:
+    """The fault proxy (``python -m rehearsal_lib.faultproxy``) with one proxy per ``upstreams`` entry, on
+    sockets bound here; returns (pid, control URL, {proxy: port}) at once: the sockets listen already (a
+    client that connects before the proxy runs waits in the backlog), :func:`_wait_fault_proxy` waits."""
+    socks = {name: _bound_socket() for name in ("control", *upstreams)}
+    ready = vdir / "faultproxy.ready"
+    ready.unlink(missing_ok=True)
+    try:
+        cmd = [sys.executable, "-m", FAULT_PROXY_MODULE, "--control", f"fd:{socks['control'].fileno()}",
+               "--ready-file", str(ready)]
+        for name, upstream in upstreams.items():
+            cmd += ["--proxy", f"{name}=fd:{socks[name].fileno()}={upstream}"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REHEARSAL_SANDBOX_")}
+        env.update(PYTHONUNBUFFERED="1",
+                   PYTHONPATH=os.pathsep.join(p for p in (str(_PKG_ROOT), env.get("PYTHONPATH")) if p))
+        with open(vdir / "faultproxy.log", "wb") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=vdir,
+                                    env=env, start_new_session=True, pass_fds=[s.fileno() for s in socks.values()])
+        ports = {name: int(sock.getsockname()[1]) for name, sock in socks.items()}
+    finally:
+        for sock in socks.values():
+            sock.close()
+    _CHILDREN[proc.pid] = proc
+    (vdir / "faultproxy.pid").write_text(f"{proc.pid}\n")
+    control = ports.pop("control")
+    return proc.pid, f"http://127.0.0.1:{control}", ports
+
+
+def _wait_fault_proxy(vdir: Path, pid: int) -> None:
+    """Return once the fault proxy wrote its ready file; raise with its log if it died or took too long."""
+    ready = vdir / "faultproxy.ready"
+    proc = _CHILDREN[pid]
+    deadline = time.monotonic() + HEALTH_TIMEOUT_S
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"fault proxy exited with code {proc.returncode}:\n{_tail(vdir / 'faultproxy.log')}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fault proxy did not start within {HEALTH_TIMEOUT_S:.0f}s")
+        time.sleep(0.02)
+
+
+def _pids_in(vdir: Path, pattern: str) -> list[int]:
+    out = []
+    for f in vdir.glob(pattern):
+        with contextlib.suppress(OSError, ValueError):
+            out.append(int(f.read_text()))
+    return out
+
+
 # ------------------------------------------------------------------------------------- lifecycle
 
 
 def _status_unlocked(vdir: Path) -> SandboxState | None:
     st = _read_state(vdir)
     if st is None or not _is_app_process(st.app_pid) or not _extras_alive(st):
+        return None
+    if not _runs(st.fault_proxy_pid, FAULT_PROXY_MODULE.encode()):
         return None
     pm = _postmaster(vdir)
     if pm is None or pm[1] != st.pg_port:
@@ -735,17 +869,25 @@ def _stop_unlocked(vdir: Path) -> bool:
     stopped = False
     st = _read_state(vdir)
     pids = {st.app_pid} if st else set()
-    with contextlib.suppress(OSError, ValueError):
-        pids.add(int((vdir / "app.pid").read_text()))
-    for pid in pids:
-        if _is_app_process(pid):
+    pids |= {int(c.get("pid", 0)) for c in (st.colours.values() if st else ())}
+    pids.update(_pids_in(vdir, "app-*.pid"))  # supervisors of every colour, then any worker left behind
+    pids.update(_pids_in(vdir, "app.pid"))
+    for pid in sorted(pids, key=lambda p: p not in _pids_in(vdir, "app-*-worker.pid"), reverse=True):
+        if pid and _is_app_process(pid):
+            _terminate(pid)
+            stopped = True
+    for pid in _pids_in(vdir, "faultproxy.pid"):
+        if _runs(pid, FAULT_PROXY_MODULE.encode()):
             _terminate(pid)
             stopped = True
     stopped = _stop_extras(vdir) or stopped
     if (vdir / "pgdata" / "postmaster.pid").exists() and _postmaster(vdir) is not None:
         stopped = _pg_stop(vdir, _PgRunner()) or stopped
-    for name in ("state.json", "app.pid", "worker.pid", "redis.pid"):
+    for name in ("state.json", "app.pid", "worker.pid", "redis.pid", "faultproxy.pid", "faultproxy.ready",
+                 "app-worker.pid", "deploy.json"):
         (vdir / name).unlink(missing_ok=True)
+    for f in vdir.glob("app-*.pid"):
+        f.unlink(missing_ok=True)
     return stopped
 
 
@@ -767,10 +909,33 @@ def _start_unlocked(vdir: Path, variant: str, token: str, release_pending: bool 
             f"postgresql+psycopg://{PG_SUPERUSER}:{quote(su_pw, safe='')}@127.0.0.1:{pg_port}/{database.DB_NAME}"
         )
         extras = _start_extras(vdir, variant, db_url)
-        proc, app_port, https_port = _spawn_app(vdir, variant, db_url, token, extras.app_env())
+        # the app (blue) behind the fault proxy: its sockets are bound first, so `front` knows its upstream
+        listeners = _app_listeners(vdir, variant)
+        blue_port, blue_https = (int(s.getsockname()[1]) for s in listeners[:2])
+        proxy_pid, proxy_url, proxy_ports = _start_fault_proxy(vdir, {
+            "redis": f"unix:{extras.redis_url.removeprefix('unix://')}",
+            "postgres": f"127.0.0.1:{pg_port}",
+            "front": f"127.0.0.1:{blue_port}",
+            "front_tls": f"127.0.0.1:{blue_https}",
+        })
+        app_db_url = db_url.replace(f"@127.0.0.1:{pg_port}/", f"@127.0.0.1:{proxy_ports['postgres']}/")
+        app_port, https_port = proxy_ports["front"], proxy_ports["front_tls"]
         base_url = f"http://127.0.0.1:{app_port}"
-        _wait_healthy(proc, base_url, vdir / "app.log", HEALTH_TIMEOUT_S)
+        state = SandboxState(variant=variant, home=vdir, base_url=base_url, db_url=db_url, admin_db_url="",
+                             app_pid=0, pg_port=pg_port, app_port=app_port, token=token, started_at="",
+                             webhook_secret=extras.webhook_secret, redis_url=extras.redis_url,
+                             fault_proxy_url=proxy_url, fault_proxy_pid=proxy_pid, app_db_url=app_db_url,
+                             app_redis_url=f"redis://127.0.0.1:{proxy_ports['redis']}/0")
+        # the app imports while the proxy starts (both take a moment): start both, then wait for both
+        proc, _, _ = _spawn_app(vdir, variant, app_db_url, token, app_env(state), colour="blue",
+                                version=APP_VERSION, listeners=listeners, truncate_log=True)
+        state.colours["blue"] = {"pid": proc.pid, "port": blue_port, "https_port": blue_https,
+                                 "version": APP_VERSION}
+        _wait_fault_proxy(vdir, proxy_pid)
+        _wait_healthy(proc, base_url, vdir / "app.log", HEALTH_TIMEOUT_S)  # through `front`
         _wait_worker_started(vdir, extras.worker_pid, HEALTH_TIMEOUT_S)
+        worker_pid_file = point_worker_pid_file(vdir, "blue")
+        (vdir / "app.pid").write_text(f"{proc.pid}\n")
     except BaseException:
         _stop_unlocked(vdir)
         raise
@@ -796,6 +961,13 @@ def _start_unlocked(vdir: Path, variant: str, token: str, release_pending: bool 
         instance_id=secrets.token_hex(8),
         owner=dict(owner or {}),
         replaced=replaced,
+        fault_proxy_url=proxy_url,
+        fault_proxy_pid=proxy_pid,
+        app_db_url=app_db_url,
+        app_redis_url=state.app_redis_url,
+        worker_pid_file=str(worker_pid_file),
+        serving="blue",
+        colours=state.colours,
     )
     _write_private(vdir / "state.json", json.dumps(state.to_json(), indent=2) + "\n")
     return state

@@ -59,20 +59,25 @@ def _reject(status: int, code: str, detail: str, headers: dict[str, str] | None 
 class RateLimiter:
     """Fixed-window counter in Redis: ``INCR`` + ``EXPIRE`` on ``ratelimit:webhooks:<source>:<window>``."""
 
-    def __init__(self, redis_url: str | None, count: int, window_s: int) -> None:
-        self.count, self.window_s = count, window_s
+    def __init__(self, redis_url: str | None, count: int, window_s: int, prefix: str = "webhooks",
+                 timeout_s: float = 2) -> None:
+        self.count, self.window_s, self.prefix = count, window_s, prefix
         self.client: Any = None
         if redis_url:
             import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
 
-            self.client = aioredis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+            # no retries: Redis unreachable is an answer now (the callers decide what it means)
+            self.client = aioredis.from_url(redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                            retry=Retry(NoBackoff(), 0))
 
     async def hit(self, source: str) -> tuple[bool, int]:
         """Count one request of ``source``; (allowed, seconds until the window resets)."""
         if self.client is None:
             raise RuntimeError("no Redis configured for the rate limiter")
         window = int(time.time()) // self.window_s
-        key = f"ratelimit:webhooks:{source}:{window}"
+        key = f"ratelimit:{self.prefix}:{source}:{window}"
         pipe = self.client.pipeline()
         pipe.incr(key)
         pipe.expire(key, self.window_s + 1)
