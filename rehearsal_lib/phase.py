@@ -18,6 +18,7 @@ real result of the same check (it is shown, with its reason, beside the kept res
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -211,7 +212,7 @@ class PhaseRun(Generic[P]):
         from pathlib import Path
 
         from rehearsal_lib.runrecord import read_run_record
-        from rehearsal_lib.target import TargetChanged, compare, read_identity, unreadable
+        from rehearsal_lib.target import TargetChanged, compare, expected_identity, read_identity, unreadable
 
         differences: list[str] = []
 
@@ -224,10 +225,14 @@ class PhaseRun(Generic[P]):
                 return Outcome("error", f"cannot read the run's recorded identity: {exc}", expected)
             if not start:
                 return Outcome("error", "the run recorded no identity of the target at its start", expected)
+            start, update = expected_identity(Path(self.run_dir), start)
+            if update is not None:
+                expected = (f"the target answers as the {update['phase']} phase left it ({update['reason']}; "
+                            "same base URL, database server and sandbox instance)")
             now = json.loads(self.secrets.scrub(json.dumps(
                 read_identity(self.params, self.base_url, self.database_url, self.sandbox_state))))
             diffs, same = compare(start, now)
-            evidence = {"at_start": start, "now": now}
+            evidence = {"at_start": start, "now": now, **({"changed_by": update} if update else {})}
             if diffs:
                 differences.extend(diffs)
                 return Outcome("error", "not the target this run started with: " + "; ".join(diffs), expected,
@@ -241,6 +246,19 @@ class PhaseRun(Generic[P]):
                          severity="blocker")
         if differences:
             raise TargetChanged(f"{self.name} did not run its checks: {check.observed}")
+
+    def accept_target_change(self, reason: str) -> dict[str, Any] | None:
+        """Record the identity this phase leaves the target in (a deploy changes the version it serves on
+        purpose), so later phases compare against it and say which phase changed it. Only under a run."""
+        if not self.under_run:
+            return None
+        from pathlib import Path
+
+        from rehearsal_lib.target import read_identity, record_update
+
+        now = json.loads(self.secrets.scrub(json.dumps(
+            read_identity(self.params, self.base_url, self.database_url, self.sandbox_state))))
+        return record_update(Path(self.run_dir), self.name, now, self.secrets.scrub(reason))
 
     def resolve(self, value: str | None, secret: bool = True) -> str | None:
         """A params value with its `${VAR}` references resolved from this kernel's environment; the result

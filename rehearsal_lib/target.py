@@ -15,6 +15,11 @@ runner records in run.json (`target_identity`), before the first phase:
 
 Each phase reads the same things again (`check_identity`): a part that answered at the start and now
 differs, or no longer answers, means a dead or different target, and the phase stops there.
+
+A phase whose purpose is to change what the target serves (the deploy phase's cutover) records the
+identity it leaves the target in (`record_update`, `<run>/identity-updates.jsonl`: phase, time, reason,
+identity); later phases compare against the newest such record (`expected_identity`), and their evidence
+names the phase that changed it.
 """
 
 from __future__ import annotations
@@ -173,3 +178,40 @@ def unreadable(ident: dict[str, Any]) -> str:
     """Why the parts of `ident` could not be read, joined."""
     return "; ".join(f"{PARTS[k]}: {ident[k]['error']}" for k in PARTS if isinstance(ident.get(k), dict)
                      and "error" in ident[k]) or "no version endpoint, database or sandbox configured"
+
+
+IDENTITY_UPDATES = "identity-updates.jsonl"
+
+
+def record_update(run_dir: Any, phase: str, identity: dict[str, Any], reason: str) -> dict[str, Any]:
+    """Append the identity `phase` left the target in (fsynced; read by every later phase)."""
+    import json
+    import os
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    entry = {"phase": phase, "time": datetime.now(UTC).isoformat(timespec="seconds"), "reason": reason,
+             "identity": identity}
+    with (Path(run_dir) / IDENTITY_UPDATES).open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return entry
+
+
+def expected_identity(run_dir: Any, start: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the identity a phase must find now, the update that set it or None for the run's start)."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir) / IDENTITY_UPDATES
+    latest: dict[str, Any] | None = None
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a torn last line of a killed kernel: the earlier records stand
+            if isinstance(entry, dict) and isinstance(entry.get("identity"), dict):
+                latest = entry
+    return (latest["identity"], latest) if latest else (start, None)

@@ -273,7 +273,8 @@ def test_production_refuses_writes_without_flag_conditional_go_exit_3(env, tmp_p
     lean = tmp_path / "prod-like-lean.yaml"
     lean.write_text(f"extends: {params}\nname: prod-like-lean\nphases:\n" + "".join(
         f"  {name}: {{enabled: false}}\n" for name in
-        ("webhooks", "jobs", "retention", "load", "security", "observability", "backup_recovery", "smoke")))
+        ("deploy", "webhooks", "jobs", "retention", "load", "faults", "security", "observability", "backup_recovery",
+         "smoke")))
     allowed = rehearse(["run", str(lean), "--outputs", str(out), "--allow-destructive"], env)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     allowed_checks = json.loads((run_folder(out, "prod-like-lean") / "results.json").read_text())["checks"]

@@ -181,8 +181,8 @@ PLANTED_DEFECTS: list[PlantedDefect] = [
 
 # Disruption (issue #13): planted in the faulty variant (app-level in sandbox/app.py, deploy-level in
 # sandbox/bluegreen.py) and proven by tests/test_sandbox_disruption.py. Their checks belong to the faults and
-# deploy phases, which the sandbox rehearsal does not run yet: when those phases are enabled in
-# builtin_params/sandbox.yaml, append this list to PLANTED_DEFECTS (the e2e test then asserts them too).
+# deploy phases, which builtin_params/sandbox.yaml enables: the list is part of PLANTED_DEFECTS (below), so the
+# e2e test asserts them too.
 DISRUPTION_DEFECTS: list[PlantedDefect] = [
     PlantedDefect(
         id="redis_down_5xx",
@@ -211,3 +211,5 @@ DISRUPTION_DEFECTS: list[PlantedDefect] = [
         check_id="deploy.abort_drill.rollback",
     ),
 ]
+
+PLANTED_DEFECTS += DISRUPTION_DEFECTS

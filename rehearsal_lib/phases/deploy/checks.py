@@ -234,3 +234,19 @@ def show(ctx: PhaseRun[DeployParams], run: DisruptionRun, names: dict[str, str],
     shade = (rec.start, rec.start + rec.recovered_s) if rec is not None and rec.recovered_s is not None else None
     ctx.figure(timeline_figure(f"{run.title}: requests/s by status, version served", run.requests, markers, shade,
                                run.versions))
+
+
+def record_served_version(ctx: PhaseRun[DeployParams]) -> None:
+    """After the cutover and the abort drill: the target now serves another version on purpose. Record the
+    identity the phase leaves it in, so later phases check that target (and name this phase) instead of
+    reporting a changed target. Nothing is recorded when no deploy command ran."""
+    if not any(key in ctx._cache for key in ("deploy.cutover", "deploy.abort_drill")):
+        return
+    s = ctx.settings
+    try:
+        served = read_version(ctx.base_url, s.version.path, s.version.field, verify=ctx.params.target.verify_tls)
+    except Exception as exc:  # noqa: BLE001 - said in the reason; the next phase's identity check judges it
+        served = f"unreadable ({type(exc).__name__})"
+    entry = ctx.accept_target_change(f"deploy phase left version {served} serving")
+    if entry is not None:
+        ctx.note(f"The deploy phase leaves version **{served}** serving; later phases check that target.")

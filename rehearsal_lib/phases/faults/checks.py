@@ -50,7 +50,22 @@ def check_scenario(ctx: PhaseRun[FaultsParams], sc: FaultScenario) -> list[Check
     got = ctx._cache.get(f"faults.{sc.name}", {})
     if "run" in got:
         show(ctx, got["run"])
+    if sc.reset and "run" in got:
+        reset_after(ctx, sc)
     return out
+
+
+def reset_after(ctx: PhaseRun[FaultsParams], sc: FaultScenario) -> None:
+    """Run the scenario's `reset` command once it is judged: what the scenario left behind (a service that
+    did not recover) must not be blamed on the phases after it. Shown as a note, never a verdict."""
+    from rehearsal_lib.probes import command
+
+    res = command.run(ctx.resolve(sc.reset, secret=False) or "", sc.reset_timeout_s)
+    ok = res.error is None and res.returncode == 0
+    tail = ctx.secrets.scrub(res.output.strip()[-300:])
+    outcome = "done" if ok else "FAILED: " + (res.error or f"exit {res.returncode}")
+    ctx.note(f"**{sc.name}**: reset after the scenario ({outcome}, {res.duration_s:.1f} s)"
+             + (f": `{tail.splitlines()[-1]}`" if tail else ""))
 
 
 def check_during(ctx: PhaseRun[FaultsParams], sc: FaultScenario) -> Check:

@@ -22,6 +22,10 @@ class FaultScenario(Strict):
     logged: LogExpect | None = Field(None, description="A log line the fault must produce (e.g. a warning).")
     nothing_lost: NothingLost | None = Field(None, description="Acknowledged writes looked up by id afterwards.")
     traffic: Traffic | None = Field(None, description="This scenario's own traffic (default: the phase's).")
+    reset: str | None = Field(None, description="A command run after the scenario is judged, whatever its outcome, "
+                                                "to leave the target as later phases expect (e.g. restart a service "
+                                                "that did not recover); its result is shown, never judged.")
+    reset_timeout_s: float = Field(60, gt=0, le=3600)
 
 
 class FaultsParams(PhaseParams):
