@@ -12,6 +12,13 @@ class PlantedDefect:
     id: str
     description: str
     check_id: str
+    # other checks the same defect fails as a consequence (e.g. no warning is logged by a service that
+    # answers 503 instead of bypassing Redis); the e2e test expects exactly check_id + also to fail
+    also: tuple[str, ...] = ()
+
+    @property
+    def check_ids(self) -> tuple[str, ...]:
+        return (self.check_id, *self.also)
 
 
 PLANTED_DEFECTS: list[PlantedDefect] = [
@@ -188,6 +195,7 @@ DISRUPTION_DEFECTS: list[PlantedDefect] = [
         id="redis_down_5xx",
         description="While Redis is unreachable the API rate limiter answers 503 instead of letting requests through.",
         check_id="faults.redis_down.during",
+        also=("faults.redis_down.logged",),
     ),
     PlantedDefect(
         id="answer_acked_before_commit",
@@ -199,11 +207,13 @@ DISRUPTION_DEFECTS: list[PlantedDefect] = [
         description="No pool pre-ping, and the first lost database connection latches: after its backends are "
                     "terminated the app answers 503 until restarted.",
         check_id="faults.db_backends_terminated.recovery",
+        also=("faults.db_backends_terminated.during", "faults.db_backends_terminated.nothing_lost"),
     ),
     PlantedDefect(
         id="cutover_drops_requests",
         description="The deploy stops the old colour before the new one serves: requests fail during the gap.",
         check_id="deploy.cutover.gap",
+        also=("deploy.cutover.errors",),
     ),
     PlantedDefect(
         id="abort_leaves_new_version",

@@ -642,7 +642,11 @@ def _spawn_app(vdir: Path, variant: str, db_url: str, token: str, extra_env: dic
             "--worker-pid-file",
             str(worker_pid_file),
         ]
-        with open(vdir / "app.log", "wb" if truncate_log else "ab") as log:
+        if truncate_log:
+            (vdir / "app.log").write_bytes(b"")
+        # always O_APPEND: processes of an old and a new colour (or a restart) write at once, and an fd
+        # with its own offset would overwrite the other's lines (a torn JSON line in the log)
+        with open(vdir / "app.log", "ab") as log:
             proc = subprocess.Popen(
                 cmd,
                 stdin=subprocess.DEVNULL,
