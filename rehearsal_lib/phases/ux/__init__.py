@@ -11,5 +11,5 @@ SPEC = PhaseSpec(
     seed="Exam-Day Rehearsal · Phase 5: User Experience Validation",
     params=UxParams,
     default_params=lambda: UxParams(enabled=False),
-    notebook="125_ux.ipynb",
+    notebook="12_ux.ipynb",
 )
