@@ -238,6 +238,9 @@ def run_journey(browser: Any, plan: JourneyPlan) -> JourneyResult:
                 res.error = _clip(str(exc))
             except PlaywrightError as exc:
                 res.error = _clip(_playwright_message(exc))
+                if page.is_closed() or not browser.is_connected():  # the browser, not the page, failed
+                    result.error = f"the browser closed during step {n} ({label}): {res.error}"
+                    break
             res.duration_s = round(time.perf_counter() - t0, 3)
             if journey.spinner is not None:
                 res.spinner_s, res.spinner_stuck = _spinner(page, journey.spinner.selector, journey.spinner.max_s)

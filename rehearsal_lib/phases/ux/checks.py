@@ -16,7 +16,7 @@ from typing import Any
 from rehearsal_lib import extras
 from rehearsal_lib.checks.wording import not_configured
 from rehearsal_lib.params_base import REF_RE
-from rehearsal_lib.phase import Outcome, PhaseRun
+from rehearsal_lib.phase import Outcome, PhaseRun, describe_exception
 from rehearsal_lib.phases.ux.browser import (
     BrowserSession,
     BrowserUnavailable,
@@ -54,6 +54,8 @@ class _Browser:
         except BrowserUnavailable as exc:
             self.unavailable = str(exc)
             return self.unavailable
+        except Exception as exc:  # noqa: BLE001 - the journey did not run (e.g. no context): its checks' error
+            return f"the journey did not run: {describe_exception(exc)}"
 
     def close(self) -> None:
         if self.session is not None:
@@ -91,7 +93,8 @@ def _plan(ctx: PhaseRun[UxParams], journey: Journey) -> JourneyPlan:
             if REF_RE.search(raw):
                 secret.add(i)
             values[i] = ctx.resolve(raw, secret=i in secret) or ""
-    root = Path(ctx.run_dir) if ctx.run_dir else Path(tempfile.mkdtemp(prefix="rehearsal-ux-"))
+    root = Path(ctx.run_dir) if ctx.run_dir else Path(ctx.cached("ux.folder", lambda: tempfile.mkdtemp(
+        prefix="rehearsal-ux-")))
     out = root / "ux" / journey.name
     if out.is_dir():
         shutil.rmtree(out)  # a re-run's screenshots must not sit beside an earlier run's
@@ -123,6 +126,8 @@ def _journey(ctx: PhaseRun[UxParams], browser: _Browser, journey: Journey) -> li
         r = result()
         if isinstance(r, str):
             return Outcome("error", r, expected)
+        if r.error:
+            return Outcome("error", r.error, expected, {"steps": [_step_evidence(s) for s in r.steps]})
         evidence = {"steps": [_step_evidence(s) for s in r.steps], "failed_requests": r.failed_requests[:20]}
         metrics = {"steps_ok": sum(s.ok for s in r.steps), "duration_s": r.duration_s}
         if r.launch_s is not None:
@@ -151,8 +156,8 @@ def _journey(ctx: PhaseRun[UxParams], browser: _Browser, journey: Journey) -> li
             stuck = [s for s in watched if s.spinner_stuck]
             if stuck:
                 s = stuck[0]
-                return Outcome("fail", f"{spinner.selector} still visible {s.spinner_s:.1f} s after step {s.n} "
-                                       f"({s.label}), allowed {spinner.max_s:g} s"
+                return Outcome("fail", f"{spinner.selector} still visible after step {s.n} ({s.label}): not "
+                                       f"hidden within {spinner.max_s:g} s"
                                        + (f"; also after {len(stuck) - 1} more step(s)" if len(stuck) > 1 else ""),
                                sp_expected, evidence, metrics)
             if not r.observed_all:
