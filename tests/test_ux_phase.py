@@ -196,9 +196,12 @@ def test_a_healthy_page_passes_every_step_with_a_screenshot_each(journeys):
     assert shots[:4] == ["01-goto.png", "02-fill.png", "03-password.png", "04-click.png"] and len(shots) == 11
     assert [s["screenshot"] for s in done.evidence["steps"]][0] == "ux/healthy/01-goto.png"
     assert (run_dir / "ux" / "healthy" / "01-goto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the report's copy: downscaled JPEGs, a sane size
-    html = next(b["text/html"] for b in shown if "<code>healthy</code>" in b["text/html"])
-    assert html.count("data:image/jpeg;base64,") == 11 and len(html) < 400_000, len(html)
+    # the notebook's and the report's copy: one JPEG of the downscaled screenshots with their captions, a sane size
+    head = next(i for i, b in enumerate(shown) if b["text/plain"].startswith("Journey healthy: 11 of 11 steps ok"))
+    sheet = shown[head + 1]
+    jpeg = base64.b64decode(sheet["image/jpeg"])
+    assert jpeg[:3] == b"\xff\xd8\xff" and 20_000 < len(jpeg) < 400_000, len(jpeg)
+    assert sheet["text/plain"].splitlines()[0] == "1. goto /ok: ok (ux/healthy/01-goto.png)"
     # the principal's token reached the target's API (the page says "me: ok"), never the other origin
     assert _Other.seen and all(h is None for h in _Other.seen), _Other.seen
 

@@ -9,6 +9,7 @@ browser there on first use and runs every journey in it; the caller waits for ea
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -71,6 +72,7 @@ class JourneyResult:
     error: str = ""  # the journey could not be run at all (browser, context): every check is `error`
     duration_s: float = 0.0
     launch_s: float | None = None  # the browser's start-up, on the journey that started it
+    sheet: str = ""  # base64 JPEG: every step's screenshot with its caption, for the notebook and the report
 
     @property
     def completed(self) -> bool:
@@ -247,10 +249,46 @@ def run_journey(browser: Any, plan: JourneyPlan) -> JourneyResult:
             _screenshot(page, cdp, res, plan)
             if not res.ok:
                 break
-    finally:
         result.duration_s = round(time.perf_counter() - t_start, 3)
+        result.sheet = contact_sheet(context, result, max(100, round(plan.viewport[0] * plan.thumbnail_scale)))
+    finally:
+        result.duration_s = result.duration_s or round(time.perf_counter() - t_start, 3)
         context.close()
     return result
+
+
+SHEET_CSS = ("body{margin:8px;font:13px system-ui,sans-serif;color:#1f2328;background:#fff}"
+             "figure{display:inline-block;vertical-align:top;margin:4px;width:%dpx}"
+             "img{width:100%%;border:1px solid #d0d7de;display:block}figcaption{margin-top:3px}"
+             ".bad{color:#cf222e;font-weight:600}code{font-size:12px}")
+
+
+def contact_sheet(context: Any, result: JourneyResult, width: int) -> str:
+    """Every step's downscaled screenshot with its caption, rendered by the browser itself as one JPEG (base64;
+    "" when it cannot be made): an image output shows in any notebook viewer, trusted or not, and in the report."""
+    import html as _html
+
+    if not any(s.thumbnail for s in result.steps):
+        return ""
+    columns = max(1, 1100 // (width + 8))  # a page about 1100 px wide
+    figures = []
+    for s in result.steps:
+        state = "ok" if s.ok else f"<span class='bad'>FAILED</span>: {_html.escape(s.error)}"
+        spin = f" · spinner {s.spinner_s:.1f} s" if s.spinner_s else ""
+        img = f"<img src='data:image/jpeg;base64,{s.thumbnail}'>" if s.thumbnail else "<i>(no screenshot)</i>"
+        figures.append(f"<figure>{img}<figcaption><b>{s.n}</b> · <code>{_html.escape(s.label)}</code> — {state} "
+                       f"({s.duration_s:.2f} s{spin})</figcaption></figure>")
+    page = None
+    try:
+        page = context.new_page()
+        page.set_viewport_size({"width": columns * (width + 8) + 16, "height": 200})
+        page.set_content(f"<style>{SHEET_CSS % width}</style>{''.join(figures)}", timeout=10_000)
+        return base64.b64encode(page.screenshot(type="jpeg", quality=70, full_page=True, timeout=10_000)).decode()
+    except Exception:  # noqa: BLE001 - the sheet is a view of the evidence, not evidence: its absence is shown
+        return ""
+    finally:
+        if page is not None:
+            page.close()
 
 
 def _playwright_message(exc: Exception) -> str:

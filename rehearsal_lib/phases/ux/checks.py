@@ -211,24 +211,23 @@ def _step_evidence(s: Any) -> dict[str, Any]:
 
 
 def _show(ctx: PhaseRun[UxParams], journey: Journey, r: JourneyResult) -> None:
-    """The journey's steps with their screenshots (downscaled JPEGs; the PNGs stay in the run folder)."""
+    """The journey's steps as one image (each step's downscaled screenshot and caption, made by the browser; the
+    PNGs stay in the run folder), then its console errors and failed requests."""
     esc = html.escape
     ok = sum(s.ok for s in r.steps)
-    figures = []
-    for s in r.steps:
-        state = "ok" if s.ok else f"FAILED: {s.error}"
-        spin = f" · spinner {s.spinner_s:.1f} s" if s.spinner_s else ""
-        img = (f"<img src='data:image/jpeg;base64,{s.thumbnail}' alt='{esc(s.file_stem)}' "
-               "style='width:256px;border:1px solid #d0d7de'>" if s.thumbnail else "<i>(no screenshot)</i>")
-        figures.append(f"<figure style='margin:4px;width:260px;display:inline-block;vertical-align:top'>{img}"
-                       f"<figcaption style='font-size:12px'>{s.n} · <code>{esc(s.label)}</code> — {esc(state)}"
-                       f" ({s.duration_s:.2f} s{spin})</figcaption></figure>")
+    head = f"Journey {journey.name}: {ok} of {r.total_steps} steps ok in {r.duration_s:.1f} s"
+    ctx.display({"text/html": f"<p><b>{esc(head)}</b></p>", "text/plain": head})
+    steps = "\n".join(f"{s.n}. {s.label}: {'ok' if s.ok else s.error} ({s.screenshot})" for s in r.steps)
+    if r.sheet:
+        ctx.display({"image/jpeg": r.sheet, "text/plain": steps})
+    else:
+        ctx.display({"text/plain": steps + "\n(the screenshots could not be put together: see the run folder)"})
     console = "".join(f"<li><code>{esc(e['kind'])}</code> {esc(e['text'])}</li>" for e in r.console_errors[:20])
     requests = "".join(f"<li>{esc(str(q.get('status') or q.get('failure')))} {esc(q['method'])} {esc(q['url'])}</li>"
                        for q in r.failed_requests[:20])
-    extra = (f"<p>Console errors:</p><ul>{console}</ul>" if console else "") + (
-        f"<p>Failed requests:</p><ul>{requests}</ul>" if requests else "")
-    head = f"Journey <code>{esc(journey.name)}</code>: {ok} of {r.total_steps} steps ok in {r.duration_s:.1f} s"
-    ctx.display({"text/html": f"<p><b>{head}</b></p><div>{''.join(figures)}</div>{extra}",
-                 "text/plain": "\n".join([re.sub(r"<[^>]+>", "", head)] + [
-                     f"{s.n}. {s.label}: {'ok' if s.ok else s.error} ({s.screenshot})" for s in r.steps])})
+    if console or requests:
+        text = [f"console {e['kind']}: {e['text']}" for e in r.console_errors[:20]] + [
+            f"request {q['method']} {q['url']}: {q.get('status') or q.get('failure')}" for q in r.failed_requests[:20]]
+        ctx.display({"text/html": (f"<p>Console errors:</p><ul>{console}</ul>" if console else "")
+                     + (f"<p>Failed requests:</p><ul>{requests}</ul>" if requests else ""),
+                     "text/plain": "\n".join(text)})
