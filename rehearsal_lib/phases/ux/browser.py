@@ -141,6 +141,7 @@ class JourneyPlan:
     viewport: tuple[int, int]
     thumbnail_scale: float
     run_id: str = ""
+    verify_tls: bool = True  # target.verify_tls: false accepts the target's certificate unchecked
 
 
 class BrowserSession:
@@ -214,7 +215,7 @@ def run_journey(browser: Any, plan: JourneyPlan) -> JourneyResult:
     result = JourneyResult(journey.name, len(journey.steps))
     t_start = time.perf_counter()
     width, height = plan.viewport
-    context = browser.new_context(viewport={"width": width, "height": height}, ignore_https_errors=False)
+    context = browser.new_context(viewport={"width": width, "height": height}, ignore_https_errors=not plan.verify_tls)
     try:
         origin = _origin(plan.base_url)
         if plan.headers:

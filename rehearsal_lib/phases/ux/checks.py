@@ -99,13 +99,16 @@ def _plan(ctx: PhaseRun[UxParams], journey: Journey) -> JourneyPlan:
     if out.is_dir():
         shutil.rmtree(out)  # a re-run's screenshots must not sit beside an earlier run's
     return JourneyPlan(journey, ctx.base_url, headers, values, secret, out, root if ctx.run_dir else None,
-                       (cfg.viewport.width, cfg.viewport.height), cfg.thumbnail_scale, ctx.run_id)
+                       (cfg.viewport.width, cfg.viewport.height), cfg.thumbnail_scale, ctx.run_id,
+                       ctx.params.target.verify_tls)
 
 
 def _journey(ctx: PhaseRun[UxParams], browser: _Browser, journey: Journey) -> list[Check]:
     got: dict[str, JourneyResult | str] = {}
 
     def result() -> JourneyResult | str:
+        if "r" not in got and browser.unavailable:  # no login, no folder: nothing will run
+            got["r"] = browser.unavailable
         if "r" not in got:
             try:
                 plan = _plan(ctx, journey)
