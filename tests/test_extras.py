@@ -42,6 +42,19 @@ class _NotInstalled:
 
 
 sys.meta_path.insert(0, _NotInstalled())
+
+import importlib.util
+
+_find_spec = importlib.util.find_spec
+
+
+def _not_found(name, package=None):  # a missing package's spec is None, not an error (nbconvert asks for playwright)
+    if name.split(".")[0] in HIDDEN:
+        return None
+    return _find_spec(name, package)
+
+
+importlib.util.find_spec = _not_found
 """
 
 
