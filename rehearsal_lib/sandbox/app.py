@@ -56,6 +56,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rehearsal_lib.sandbox import hardening, retention
+from rehearsal_lib.sandbox.exam_page import exam_page_routes
 from rehearsal_lib.sandbox.exam_paper import exam_paper_endpoint
 from rehearsal_lib.sandbox.jobs import job_routes
 from rehearsal_lib.sandbox.manager import DEFAULT_TOKEN
@@ -627,6 +628,7 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
     limiter = RateLimiter(os.environ.get("REHEARSAL_SANDBOX_REDIS_URL"), RATE_LIMIT_COUNT, RATE_LIMIT_WINDOW_S)
     routes += webhook_routes(engine, variant, os.environ.get("REHEARSAL_SANDBOX_WEBHOOK_SECRET"), limiter)
     routes += job_routes(engine, variant, lambda request: _allowed(require_token, request))
+    routes += exam_page_routes(variant)  # GET /exam: the candidate's page (the ux phase's journeys)
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -184,6 +184,17 @@ PLANTED_DEFECTS: list[PlantedDefect] = [
         description="The backup was dumped without the rows of events: the restored copy misses them.",
         check_id="backup_recovery.restore.row_counts",
     ),
+    # ux (phase 12.5): the exam page's script (sandbox/static/exam.js, served at GET /exam)
+    PlantedDefect(
+        id="spinner_never_ends",
+        description="After a successful save the exam page never hides its spinner.",
+        check_id="ux.exam_flow.spinner",
+    ),
+    PlantedDefect(
+        id="resume_loses_answer",
+        description="The exam page keeps the saved answer in memory only: a reload resumes the session without it.",
+        check_id="ux.resume_after_reload.completes",
+    ),
 ]
 
 # Disruption (issue #13): planted in the faulty variant (app-level in sandbox/app.py, deploy-level in
