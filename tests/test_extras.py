@@ -79,12 +79,13 @@ def test_core_dependencies_leave_out_the_sandbox_and_lab_packages():
 
 
 def test_readme_commands_install_the_extras_they_need():
-    """The run command installs the sandbox extra, the test command dev; .ci/run is the test command."""
+    """The run command installs the sandbox and ux extras (and the browser), the test command dev; .ci/run is the
+    test command."""
     readme = (ROOT / "README.md").read_text()
     run = next(line for line in readme.splitlines() if line.endswith("rehearse run sandbox") and "pip install" in line)
     test = next(line for line in readme.splitlines() if "pytest" in line and "pip install" in line
                 and "python3 -m venv" in line)  # after the browser install step
-    assert "-e '.[sandbox]'" in run
+    assert "-e '.[sandbox,ux]'" in run and "apt-get install -y -qq chromium" in run
     assert "-e '.[dev]'" in test
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "python3 -m venv" in line]
     assert ci == [test]

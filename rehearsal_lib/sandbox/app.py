@@ -74,7 +74,7 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # by a rehearsal's load. Redis unreachable: ``default`` lets requests through with a warning, ``faulty`` 503s.
 API_RATE_LIMIT_PREFIXES = ("/v1/sessions", "/v1/exams")
 API_RATE_LIMIT_COUNT, API_RATE_LIMIT_WINDOW_S = 5000, 10
-FAULTY_COMMIT_DELAY_S = 0.3  # faulty: an answer is committed this long after its 201 (answer_acked_before_commit)
+FAULTY_COMMIT_DELAY_S = 0.1  # faulty: an answer is committed this long after its 201 (answer_acked_before_commit)
 # the health toggle shared by the workers of one supervisor (an anonymous shared mapping made before fork)
 _SHARED_TOGGLE: mmap.mmap | None = None
 

@@ -210,8 +210,11 @@ DISRUPTION_DEFECTS: list[PlantedDefect] = [
     ),
     PlantedDefect(
         id="answer_acked_before_commit",
-        description="An answer is acknowledged (201) 0.3 s before its commit: it is lost when its worker is killed.",
+        description="An answer is acknowledged (201) 0.1 s before its commit: it is lost when its worker is killed.",
         check_id="faults.worker_killed.nothing_lost",
+        # the connection held until the late commit may be cut by the kill (a 5xx), and terminated backends
+        # lose the commits pending then too
+        also=("faults.worker_killed.during", "faults.db_backends_terminated.nothing_lost"),
     ),
     PlantedDefect(
         id="no_db_reconnect",
