@@ -30,6 +30,9 @@ VERSION_RE = re.compile(r"(^|/)(version|build|info)/?$", re.I)
 CREDENTIAL_PARAM_RE = re.compile(r"api[-_]?key|token|authorization|secret|session", re.I)
 READY_GAUGE_RE = re.compile(r"(ready|readiness|healthy|up)$", re.I)
 SKIP_METRIC_PREFIXES = ("python_", "process_", "go_", "promhttp_")
+# probed (GET) when the OpenAPI document does not list health, ready or version operations
+CANDIDATES = ("/health", "/healthz", "/livez", "/ready", "/readyz", "/v1/ready", "/api/ready", "/version",
+              "/v1/version", "/api/version")
 MAX_JOURNEY = 5
 MAX_SERIES = 8
 MAX_TABLES = 40
@@ -226,7 +229,9 @@ def probe_endpoints(client: ReadOnlyClient, ops: list[Operation], report: Report
     found: dict[str, Any] = {}
     plain = [o for o in ops if o.method == "GET" and o.concrete_path() == o.path]
     for kind, rx in (("health", HEALTH_RE), ("ready", READY_RE), ("version", VERSION_RE)):
-        for o in sorted((o for o in plain if rx.search(o.path)), key=lambda o: len(o.path)):
+        listed = sorted((o for o in plain if rx.search(o.path)), key=lambda o: len(o.path))
+        guessed = [Operation("GET", c, {}, []) for c in CANDIDATES if rx.search(c)]
+        for o in listed or guessed:  # the document's own, else the usual paths
             res = client.get(o.path)
             if res is None or not 200 <= res.status_code < 300:
                 continue
@@ -244,7 +249,8 @@ def probe_endpoints(client: ReadOnlyClient, ops: list[Operation], report: Report
             report.found.append(f"{kind} endpoint {o.path} (HTTP {res.status_code})")
             break
         else:
-            report.undecided.append(f"no {kind} endpoint answering 2xx among the document's GET operations")
+            where = "among the document's GET operations" if listed else f"at {', '.join(o.path for o in guessed)}"
+            report.undecided.append(f"no {kind} endpoint answering 2xx {where}")
     return found
 
 
@@ -433,7 +439,7 @@ def build(name: str, base_url: str, openapi: str | None, database_url_env: str |
         if doc:
             report.found.append(f"OpenAPI {doc_where}: {len(ops)} operations "
                                 f"({sum(o.method == 'GET' for o in ops)} GET)")
-        eps = probe_endpoints(client, ops, report) if ops else {}
+        eps = probe_endpoints(client, ops, report)
         families = read_metrics(client, metrics or "/metrics", metrics is not None, report)
     finally:
         client.close()
@@ -513,7 +519,8 @@ def render(name: str, base_url: str, openapi: str | None, ops: list[Operation], 
             w(3, f"- {flow(pe)}")
     if cat and cat.rls:
         w(2, f"rls_tables: {q(cat.rls)}")
-    fuzz_ops = [o.label for o in ops if o.method == "GET" and not (HEALTH_RE.search(o.path) or READY_RE.search(o.path))]
+    fuzz_ops = [o.label for o in ops if o.method == "GET" and not o.credential_params()
+                and not (HEALTH_RE.search(o.path) or READY_RE.search(o.path))]
     if openapi and fuzz_ops:
         fuzz = {"openapi": openapi, "operations": fuzz_ops[:10], "max_examples": 10, "time_budget_s": 20,
                 "max_response_ms": 2000}
@@ -635,7 +642,8 @@ def render_integrity(w: Writer, cat: Catalogue, report: Report) -> None:
 
 def render_observability(w: Writer, families: list[tuple[str, str, float]], path: str, eps: dict[str, Any],
                          report: Report) -> None:
-    own = [f for f in families if not f[0].startswith(SKIP_METRIC_PREFIXES)] or families
+    own = [f for f in families if not f[0].startswith(SKIP_METRIC_PREFIXES) and not f[0].endswith("_created")] \
+        or families
     w(1, "observability:")
     w(2, "metrics:")
     w(3, f"url: {q(path)}")

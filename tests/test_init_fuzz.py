@@ -180,3 +180,39 @@ def test_fuzz_with_a_principal_the_service_refuses_is_an_error(clean, tmp_path, 
     checks = fuzz.check_fuzz(PhaseRun("security", str(path), params=load_params(str(path))))
     assert {c.status for c in checks} == {"error"}
     assert "no generated request reached a handler" in checks[0].observed and "401/403" in checks[0].observed
+
+
+def test_init_against_the_sandbox_validates_and_its_checks_pass(sandbox, tmp_path, monkeypatch):
+    """The sandbox serves no OpenAPI: init still finds health, ready and version by their usual paths, the
+    catalogue (tables, keys, checks, indexes, RLS, the function, schema_migrations -> sql_dir) and /metrics
+    with its readiness gauge. The file validates; its integrity and observability checks pass in-process
+    (a whole `rehearse run` of it, measured by hand, is GO with 42 checks: README)."""
+    from rehearsal_lib.phases.integrity import checks as integrity
+    from rehearsal_lib.phases.observability import checks as observability
+
+    env = {**os.environ, "SBX_DB": sandbox.db_url}
+    res = cli("init", "sbx", "--base-url", sandbox.base_url, "--database-url-env", "SBX_DB", cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "no OpenAPI document at /openapi.json (HTTP 404)" in res.stdout
+    assert "migration tool: a schema_migrations table (sql_dir)" in res.stdout
+    path = tmp_path / "params" / "sbx.yaml"
+    doc = yaml.safe_load(path.read_text())
+    assert sandbox.db_url not in path.read_text()
+    pre = doc["phases"]["preflight"]
+    assert (pre["health_endpoint"], pre["ready_endpoint"]) == ("/health", "/v1/ready")
+    assert pre["version"] == {"endpoint": "/v1/version", "json_path": "$.version"}
+    post = doc["phases"]["migrations"]["postconditions"]
+    assert {"table": "answers", "columns": ["session_id", "question_id"]} in post["unique"]
+    assert {"table": "sessions"} in post["rls"] and post["functions"] == ["retention_purge"]
+    assert doc["phases"]["migrations"]["driver"] == "sql_dir"
+    assert doc["phases"]["observability"]["readiness_gauge"] == {"endpoint": "/v1/ready", "gauge": "app_ready"}
+    val = cli("validate", "sbx", cwd=tmp_path, env=env, timeout=120)
+    assert val.returncode == 0 and "phases: preflight, integrity, security, observability" in val.stdout, val
+    monkeypatch.setenv("SBX_DB", sandbox.db_url)
+    params = load_params(str(path))
+    ran = [*integrity.check_critical_tables(PhaseRun("integrity", str(path), params=params)),
+           *integrity.check_expected_indexes(PhaseRun("integrity", str(path), params=params))]
+    obs = PhaseRun("observability", str(path), params=params)
+    ran += [*observability.check_metrics(obs), observability.check_readiness_gauge(obs)]
+    assert len(ran) >= 25 and {c.status for c in ran} == {"pass"}, [(c.id, c.observed) for c in ran
+                                                                     if c.status != "pass"]
