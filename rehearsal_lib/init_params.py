@@ -534,7 +534,7 @@ def render(name: str, base_url: str, openapi: str | None, ops: list[Operation], 
                                     "is commented out")
         else:
             w(2, f"fuzz: {flow(fuzz)}", "schema-driven hostile inputs, safe methods only")
-            report.found.append(f"fuzzing of {len(fuzz['operations'])} GET operations (security.fuzz.*)")
+            report.found.append(f"fuzzing of {len(fuzz_ops[:10])} GET operations (security.fuzz.*)")
     # --- observability
     if families:
         render_observability(w, families, metrics_path, eps, report)
