@@ -472,6 +472,9 @@ def render(name: str, base_url: str, openapi: str | None, ops: list[Operation], 
         report.variables[db_env] = "the database URL (read-only role)"
     if principals:
         w(1, "auth:")
+        first = next(iter(principals))
+        w(2, f"default: {first}", "what a request runs as when it names no principal (the fuzzing too)"
+          if len(principals) > 1 else "")
         w(2, "principals:")
         for pname, p in principals.items():
             w(3, f"{pname}: {flow(p)}", p.get("#", f"from security scheme {p['_scheme']!r}"))

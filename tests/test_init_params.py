@@ -85,6 +85,7 @@ def test_init_reads_with_gets_only_and_writes_a_valid_file(shop, tmp_path, monke
     assert seen and {s.split()[0] for s in seen} == {"GET"}, seen  # never the POST or DELETE operations
     assert len(report.requests) == len(seen)
     doc = yaml.safe_load(path.read_text())
+    assert doc["target"]["auth"]["default"] == "bearer"
     principals = doc["target"]["auth"]["principals"]
     assert principals == {
         "bearer": {"scheme": "bearer", "token": "${SHOP_BEARER_TOKEN}"},

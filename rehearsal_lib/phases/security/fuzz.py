@@ -194,6 +194,7 @@ def _outcome(ctx: PhaseRun[SecurityParams], cfg: FuzzParams, memo: dict[str, Fuz
     who = ctx.principal_name(cfg.principal, cfg.auth)
     ev: dict[str, Any] = {"openapi": cfg.openapi, "as": who, "operations": run.operations,
                           "requests sent": run.sent, "answered by a handler": run.answered,
+                          "answered 401/403 (not exercised)": run.unauthenticated,
                           "max_examples per operation": cfg.max_examples, "time_budget_s": cfg.time_budget_s}
     if run.left_out:
         ev["not fuzzed (writes; allow_writes is false)"] = run.left_out
