@@ -326,9 +326,10 @@ def read_catalogue(url: str, report: Report, timeout_ms: int = 5000) -> Catalogu
     """The catalogue through a read-only session with a statement timeout; None when it cannot connect."""
     import sqlalchemy as sa
 
+    from rehearsal_lib.probes.sql import read_only_engine
+
     cat = Catalogue()
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args={
-        "connect_timeout": 5, "options": f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}"})
+    engine = read_only_engine(url, timeout_ms)  # the checks' own: READ ONLY sessions, statement timeout
     try:
         with engine.connect() as conn:
             rows = conn.execute(sa.text(TABLES_SQL)).all()[:MAX_TABLES * 4]
@@ -642,7 +643,8 @@ def render_integrity(w: Writer, cat: Catalogue, report: Report) -> None:
             parent = str(parent_)
             sql = (f"SELECT c.{col} FROM {table} c WHERE c.{col} IS NOT NULL AND NOT EXISTS "
                    f"(SELECT 1 FROM {parent} p WHERE p.id = c.{col})")
-            w(3, f"- {{name: {q(slug(f'{table}_{col}_orphans'))}, sql: {q(sql)}}}",
+            title = f"every {table}.{col} has its row in {parent}"
+            w(3, f"- {{name: {q(slug(f'{table}_{col}_orphans'))}, title: {q(title)}, sql: {q(sql)}}}",
               f"TODO: confirm {parent}.id is the parent of {table}.{col}")
     for table, col, guessed in cat.orphans:
         if not guessed:

@@ -221,3 +221,41 @@ def test_init_against_the_sandbox_validates_and_its_checks_pass(sandbox, tmp_pat
     ran += [*observability.check_metrics(obs), observability.check_readiness_gauge(obs)]
     assert len(ran) >= 25 and {c.status for c in ran} == {"pass"}, [(c.id, c.observed) for c in ran
                                                                      if c.status != "pass"]
+
+
+def test_init_orphan_check_finds_the_orphan_row(sandbox, tmp_path, monkeypatch):
+    """A `*_id` column without a foreign key, one row pointing at no parent: init writes the zero-row check
+    (with the TODO) and that check, run as written, fails counting the orphan."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    from rehearsal_lib.phases.integrity import checks as integrity
+    from rehearsal_lib.probes.command import with_database
+
+    name = f"orphans_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(sandbox.admin_db_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = with_database(sandbox.admin_db_url, name)
+    try:
+        db = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with db.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE customers (id int PRIMARY KEY)")
+            conn.exec_driver_sql("CREATE TABLE orders (id int PRIMARY KEY, customer_id int)")
+            conn.exec_driver_sql("INSERT INTO customers VALUES (1); INSERT INTO orders VALUES (1, 1), (2, 99)")
+        env = {**os.environ, "ORPHAN_DB": url}
+        res = cli("init", "orph", "--base-url", sandbox.base_url, "--database-url-env", "ORPHAN_DB", cwd=tmp_path,
+                  env=env)
+        assert res.returncode == 0, res.stderr
+        path = tmp_path / "params" / "orph.yaml"
+        assert "TODO: confirm customers.id is the parent of orders.customer_id" in path.read_text()
+        monkeypatch.setenv("ORPHAN_DB", url)
+        params = load_params(str(path))
+        [check] = integrity.check_all_zero_rows(PhaseRun("integrity", str(path), params=params))
+        assert check.id == "integrity.zero_rows.orders_customer_id_orphans"
+        assert check.status == "fail" and check.observed.startswith("1 row"), check.observed
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

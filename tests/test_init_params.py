@@ -139,3 +139,27 @@ def test_fuzz_with_writes_is_skipped_in_production_without_the_flag(tmp_path, mo
     assert [c.id for c in checks] == ["security.fuzz.server_errors", "security.fuzz.schema", "security.fuzz.latency"]
     assert {c.status for c in checks} == {"skip"}
     assert "writes refused in a production environment" in checks[0].observed
+
+
+def test_orphan_checks_for_id_columns_without_a_foreign_key_name_the_guessed_parent(tmp_path):
+    """`*_id` without a foreign key: a zero-row check against the guessed parent, with a TODO to confirm it;
+    no parent found: said, no check. The file validates."""
+    from rehearsal_lib.init_params import Catalogue, Report, Writer, guess_parent, render_integrity
+
+    names = [("public", t, t) for t in ("orders", "customers", "category")]
+    cat = Catalogue(tables={"orders": 3, "customers": 2, "category": 1})
+    assert guess_parent("customer", cat, names) == "customers" and guess_parent("category", cat, names) == "category"
+    cat.orphans = [("orders", "customer_id", "customers"), ("orders", "tenant_id", None)]
+    w, report = Writer(), Report()
+    w(0, "name: orphans")
+    w(0, "target: {base_url: 'http://127.0.0.1:9', database_url: '${DB}'}")
+    w(0, "phases:")
+    render_integrity(w, cat, report)
+    assert "TODO: confirm customers.id is the parent of orders.customer_id" in w.text()
+    (tmp_path / "o.yaml").write_text(w.text())
+    params = load_params(str(tmp_path / "o.yaml"), check_env_vars=False)
+    check = params.phases.integrity.zero_row_checks[0]
+    assert check.name == "orders_customer_id_orphans"
+    assert check.sql == ("SELECT c.customer_id FROM orders c WHERE c.customer_id IS NOT NULL AND NOT EXISTS "
+                         "(SELECT 1 FROM customers p WHERE p.id = c.customer_id)")
+    assert any("orders.tenant_id has no foreign key and no table looks like its parent" in u for u in report.undecided)
