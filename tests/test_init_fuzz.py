@@ -161,7 +161,9 @@ def fuzz_run(app: NotesApp, tmp_path: Path, monkeypatch, **block) -> dict[str, o
 
 def test_fuzz_finds_the_planted_500_and_the_clean_app_gives_none(planted, clean, tmp_path, monkeypatch):
     ops = ["GET /notes/day/", "GET /notes/", "GET /users/me/"]
+    monkeypatch.chdir(tmp_path)  # the project folder: Hypothesis' cache must not land in it
     bad = fuzz_run(planted, tmp_path, monkeypatch, operations=ops)
+    assert not (tmp_path / ".hypothesis").exists()
     assert bad["security.fuzz.server_errors"].status == "fail"
     finding = bad["security.fuzz.server_errors"].evidence["findings"][0]
     assert finding["operation"] == "GET /notes/day/" and finding["status"] == 500

@@ -10,6 +10,7 @@ Schemathesis (the `fuzz` extra) is imported only here, lazily. Generation is bou
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -83,9 +84,8 @@ def fuzz(ctx: PhaseRun[SecurityParams], cfg: FuzzParams) -> FuzzRun:
     """Run the bounded fuzzing session once; every request and answer is judged as it arrives."""
     out = FuzzRun()
     try:
-        import hypothesis
-        import hypothesis.errors
         import schemathesis
+        from hypothesis.configuration import set_hypothesis_home_dir
         from schemathesis.core.failures import FailureGroup
         from schemathesis.core.result import Ok
         from schemathesis.specs.openapi.checks import response_schema_conformance
@@ -163,6 +163,24 @@ def fuzz(ctx: PhaseRun[SecurityParams], cfg: FuzzParams) -> FuzzRun:
             record("latency", case, status, ms, f"HTTP {status} after {ms:.0f} ms")
 
     per_mode = max(1, cfg.max_examples // len(cfg.modes))
+    # Hypothesis keeps a cache in ./.hypothesis: in a scratch folder, never in the operator's project
+    scratch = tempfile.TemporaryDirectory(prefix="rehearsal-hypothesis-")
+    set_hypothesis_home_dir(scratch.name)
+    try:
+        _generate(ctx, cfg, operations, per_mode, deadline, send, out)
+    finally:
+        set_hypothesis_home_dir(None)
+        scratch.cleanup()
+    return out
+
+
+def _generate(ctx: PhaseRun[SecurityParams], cfg: FuzzParams, operations: list[Any], per_mode: int, deadline: float,
+              send: Any, out: FuzzRun) -> None:
+    """Each operation, each mode: at most `per_mode` generated requests, while the time budget lasts."""
+    import hypothesis
+    import hypothesis.errors
+    import schemathesis
+
     with ctx.progress("fuzz", total_s=cfg.time_budget_s,
                       sample=lambda: f"{out.sent} sent, {sum(out.counts.values())} findings"):
         for op in operations:
@@ -183,7 +201,6 @@ def fuzz(ctx: PhaseRun[SecurityParams], cfg: FuzzParams) -> FuzzRun:
                 except hypothesis.errors.Unsatisfiable:  # e.g. negative mode on an operation with nothing to negate
                     out.not_generated.append(f"{op.method.upper()} {op.path} ({mode}): no {mode} input can be "
                                              "generated from its schema")
-    return out
 
 
 def _outcome(ctx: PhaseRun[SecurityParams], cfg: FuzzParams, memo: dict[str, FuzzRun], kind: str) -> Outcome:
