@@ -445,6 +445,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "did not complete (and the decision), recorded in run.json and the report")
     p.set_defaults(func=cmd_run)
 
+    p = command("init", help="write params/NAME.yaml from what a running service says about itself "
+                             "(OpenAPI, database catalogue, /metrics); GET and read-only SQL only")
+    p.add_argument("name", help="environment name: the file is params/NAME.yaml")
+    p.add_argument("--base-url", required=True, metavar="URL", help="the running service")
+    p.add_argument("--openapi", metavar="URL_OR_FILE", help="its OpenAPI document (default: GET /openapi.json)")
+    p.add_argument("--database-url-env", metavar="VAR", help="variable holding a (read-only) database URL: the "
+                                                              "catalogue is read when it is set")
+    p.add_argument("--metrics", metavar="PATH", help="Prometheus metrics path or URL (default: /metrics, if any)")
+    p.add_argument("--force", action="store_true", help="replace an existing params/NAME.yaml")
+    from rehearsal_lib.init_params import cmd_init
+
+    p.set_defaults(func=cmd_init)
+
     p = command("validate", help="check params/ENV.yaml without running anything")
     p.add_argument("env", help=ENV_HELP)
     p.add_argument("--no-env", action="store_true",

@@ -613,6 +613,10 @@ def load_params(env: str, root: Path | None = None, check_env_vars: bool = True)
     if params.sandbox is not None and extras.missing("sandbox"):
         file, line = where(("sandbox",))
         raise ConfigError(file, extras.message("sandbox", "the sandbox"), key="sandbox", line=line)
+    security = getattr(params.phases, "security", None)
+    if security is not None and security.enabled and security.fuzz is not None and extras.missing("fuzz"):
+        file, line = where(("phases", "security", "fuzz"))
+        raise ConfigError(file, extras.message("fuzz", "phases.security.fuzz"), key="phases.security.fuzz", line=line)
     for phase in params.enabled_phases():
         if phase_registry.notebook_for(phase, root) is None:
             file, line = where(("phases", phase))

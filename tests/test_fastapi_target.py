@@ -77,9 +77,11 @@ class NotesApp:
         self.sh("-m", "alembic", "upgrade", "0002")  # one release behind: 0003 is pending
         self.sh("-m", "app.seed", *(f"{name}:{pw}:{role}" for name, (pw, role) in USERS.items()))
         self.url = f"http://127.0.0.1:{free_port()}"
+        # its log goes to a file: a pipe nobody reads fills up (tracebacks of 500s) and stalls the server
+        self.log = open(self.dir / "uvicorn.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
                                       "--port", self.url.rsplit(":", 1)[1], "--log-level", "warning"],
-                                     cwd=self.dir, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     cwd=self.dir, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -87,7 +89,7 @@ class NotesApp:
                     if res.status == 200:
                         return
             except OSError:
-                assert self.proc.poll() is None, self.proc.stderr.read().decode()[-2000:]
+                assert self.proc.poll() is None, (self.dir / "uvicorn.log").read_text()[-2000:]
                 time.sleep(0.2)
         raise AssertionError("the Notes app did not answer /health within 30 s")
 
@@ -104,6 +106,7 @@ class NotesApp:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+            self.log.close()
         with self.admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
         self.admin.dispose()

@@ -109,6 +109,51 @@ class BadInput(Strict):
         return self
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+Mode = Literal["positive", "negative"]
+MODES: tuple[Mode, ...] = ("positive", "negative")
+
+
+class FuzzParams(Strict):
+    """Schema-driven hostile inputs: Schemathesis generates requests from the OpenAPI document
+    (`security.fuzz.server_errors`, `security.fuzz.schema`, `security.fuzz.latency`)."""
+
+    openapi: str = Field("/openapi.json", description="The OpenAPI document: a path on base_url, a URL or a file "
+                                                      "(${VAR} ok); fetched with GET.")
+    operations: list[str] = Field(default_factory=list, description="`METHOD /path` or `/path` (its safe methods) as "
+                                                                    "the document names them; empty: every operation.")
+    principal: str | None = as_field()
+    auth: bool = Field(True, description="Send the principal's credentials (headers only).")
+    max_examples: int = Field(25, ge=1, le=1000, description="Generated requests per operation, at most.")
+    time_budget_s: float = Field(30, gt=0, le=3600, description="Stop generating after this many seconds.")
+    max_response_ms: float = Field(2000, gt=0, description="An answer slower than this is a latency finding.")
+    allow_writes: bool = Field(False, description="Also fuzz POST/PUT/PATCH/DELETE operations (the checks then "
+                                                  "write: refused in production without --allow-destructive).")
+    modes: list[Mode] = Field(default_factory=lambda: list(MODES),
+                                                         min_length=1, description="Schemathesis generation modes.")
+    severity: Severity = "major"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("operations")
+    @classmethod
+    def _operations(cls, value: list[str]) -> list[str]:
+        for op in value:
+            parts = op.split()
+            if not (len(parts) == 1 and parts[0].startswith("/")) and not (
+                    len(parts) == 2 and parts[0].isupper() and parts[1].startswith("/")):
+                raise ValueError(f"operation {op!r}: write `GET /path` or `/path`")
+        return value
+
+    @model_validator(mode="after")
+    def _as(self) -> FuzzParams:
+        check_as(self.auth, self.principal)
+        unsafe = [op for op in self.operations if len(op.split()) == 2 and op.split()[0] not in SAFE_METHODS]
+        if unsafe and not self.allow_writes:
+            raise ValueError(f"{', '.join(unsafe)}: only GET, HEAD and OPTIONS are fuzzed unless allow_writes is true")
+        return self
+
+
 class SecurityParams(PhaseParams):
     enabled: bool = True
     tls: TlsCheck | None = None
@@ -119,3 +164,4 @@ class SecurityParams(PhaseParams):
     bad_inputs: list[BadInput] = Field(default_factory=list)
     database_ssl: bool = Field(False, description="The database must have ssl=on and encrypt this connection.")
     rls_tables: list[str] = Field(default_factory=list, description="Tables that must have row-level security on.")
+    fuzz: FuzzParams | None = Field(None, description="Schema-driven hostile inputs (Schemathesis; the `fuzz` extra).")

@@ -1,14 +1,20 @@
 """The Notes API: OAuth2 password login, notes per user, an API-key admin endpoint, two roles.
 
-`APP_PLANTED_BOLA=1` plants a broken object-level authorisation: any user reads any user's note."""
+`APP_PLANTED_BOLA=1` plants a broken object-level authorisation: any user reads any user's note.
+`APP_PLANTED_DATE_500=1` plants a server error on a malformed field: `GET /notes/day/?day=…` parses its date
+by hand and lets a malformed one raise (HTTP 500 instead of 400). `APP_REQUEST_LOG=FILE` appends every
+request's method and path to FILE (the tests prove what a probe sent)."""
 
 from __future__ import annotations
 
+import os
+from datetime import date
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlmodel import Session, create_engine, select
 
@@ -18,6 +24,15 @@ from app.settings import get_settings
 
 app = FastAPI(title="Notes API")
 oauth2 = OAuth2PasswordBearer(tokenUrl="/token")
+
+
+@app.middleware("http")
+async def request_log(request: Request, call_next):
+    log = os.environ.get("APP_REQUEST_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{request.method} {request.url.path}\n")
+    return await call_next(request)
 
 
 @lru_cache
@@ -96,6 +111,28 @@ def create_note(note: NoteIn, user: CurrentUser, db: DB) -> dict:
     db.commit()
     db.refresh(row)
     return {"id": row.id, "body": row.body}
+
+
+class Day(BaseModel):
+    day: str
+    weekday: int
+
+
+def parse_day(day: str) -> date:
+    """`day` is declared a plain string and parsed by hand, as many services do."""
+    if get_settings().planted_date_500:
+        return date.fromisoformat(day)  # the planted defect: a malformed date raises, HTTP 500
+    try:
+        return date.fromisoformat(day)
+    except ValueError:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "day must be a date, YYYY-MM-DD") from None
+
+
+@app.get("/notes/day/")
+def notes_day(user: CurrentUser, day: str) -> Day:
+    """The day view of the user's notes: the date and its weekday (ISO, Monday 1)."""
+    parsed = parse_day(day)
+    return Day(day=parsed.isoformat(), weekday=parsed.isoweekday())
 
 
 @app.get("/notes/{note_id}/")

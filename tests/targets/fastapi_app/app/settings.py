@@ -16,6 +16,7 @@ class Settings:
     freeze: bool = field(default_factory=lambda: os.environ.get("APP_FREEZE") == "1")
     token_ttl_s: int = field(default_factory=lambda: int(os.environ.get("APP_TOKEN_TTL_S", "3600")))
     planted_bola: bool = field(default_factory=lambda: os.environ.get("APP_PLANTED_BOLA") == "1")
+    planted_date_500: bool = field(default_factory=lambda: os.environ.get("APP_PLANTED_DATE_500") == "1")
 
 
 def get_settings() -> Settings:
