@@ -311,6 +311,12 @@ def test_abort_drill(sandboxes: dict[str, SandboxState], variant: str) -> None:
     if variant == "default":
         assert served == before and traffic.versions() == [before, "9.9.9", before]
         assert traffic.failed() == []  # cutover and rollback without a failed request
+        # the colour serving again presents a leaf of the CA in ca_file: the aborted colour must not have
+        # replaced the sandbox's CA (it did: every HTTPS check then failed verification after a deploy)
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=st.ca_file)
+        assert httpx.get(f"{st.https_url}/health", verify=ctx, timeout=10).status_code == 200
     else:
         assert served == "9.9.9" and traffic.versions()[-1] == "9.9.9"  # abort_leaves_new_version
         assert traffic.failed() and traffic.longest_gap_s() > 0.5  # cutover_drops_requests

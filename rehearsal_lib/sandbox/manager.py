@@ -572,11 +572,21 @@ def _pg_observability_opts() -> list[str]:
     return ["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track=top"]
 
 
-def _tls_listener(vdir: Path, variant: str, port: int = 0) -> tuple[socket.socket, int, dict[str, str]]:
-    """A bound HTTPS socket and fresh certificates (``faulty``: the leaf expires in 3 days)."""
-    from rehearsal_lib.sandbox.tls import make_certificates
+def _tls_listener(vdir: Path, variant: str, port: int = 0,
+                  fresh_certs: bool = False) -> tuple[socket.socket, int, dict[str, str]]:
+    """A bound HTTPS socket and the sandbox's certificates (``faulty``: the leaf expires in 3 days).
 
-    files = make_certificates(vdir / "tls", days=3 if variant == "faulty" else 90)
+    New ones at the sandbox's start (``fresh_certs``); a restart or another colour reuses them, so every
+    process behind ``front_tls`` serves a leaf of the one CA in ``ca.pem`` (a colour of a later deploy
+    would otherwise replace the CA while an older colour serves again after a rollback)."""
+    from rehearsal_lib.sandbox.tls import CertFiles, make_certificates
+
+    tls = vdir / "tls"
+    kept = CertFiles(tls / "ca.pem", tls / "server.pem", tls / "server-key.pem")
+    if fresh_certs or not all(p.is_file() for p in (kept.ca_file, kept.cert_file, kept.key_file)):
+        files = make_certificates(tls, days=3 if variant == "faulty" else 90)
+    else:
+        files = kept
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
@@ -585,10 +595,10 @@ def _tls_listener(vdir: Path, variant: str, port: int = 0) -> tuple[socket.socke
     return listener, int(listener.getsockname()[1]), env
 
 
-def _app_listeners(vdir: Path, variant: str, port: int = 0,
-                   https_port: int = 0) -> tuple[socket.socket, socket.socket, dict[str, str]]:
+def _app_listeners(vdir: Path, variant: str, port: int = 0, https_port: int = 0,
+                   fresh_certs: bool = False) -> tuple[socket.socket, socket.socket, dict[str, str]]:
     """The app's HTTP and HTTPS listening sockets (0: free ports) and the TLS files' env."""
-    tls_listener, _, tls_env = _tls_listener(vdir, variant, https_port)
+    tls_listener, _, tls_env = _tls_listener(vdir, variant, https_port, fresh_certs)
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
@@ -914,7 +924,7 @@ def _start_unlocked(vdir: Path, variant: str, token: str, release_pending: bool 
         )
         extras = _start_extras(vdir, variant, db_url)
         # the app (blue) behind the fault proxy: its sockets are bound first, so `front` knows its upstream
-        listeners = _app_listeners(vdir, variant)
+        listeners = _app_listeners(vdir, variant, fresh_certs=True)
         blue_port, blue_https = (int(s.getsockname()[1]) for s in listeners[:2])
         proxy_pid, proxy_url, proxy_ports = _start_fault_proxy(vdir, {
             "redis": f"unix:{extras.redis_url.removeprefix('unix://')}",
