@@ -261,6 +261,13 @@ def test_backends_terminated(sandboxes: dict[str, SandboxState], variant: str) -
         assert recovered  # the pool pre-pings: reconnects
     else:
         assert not recovered  # no_db_reconnect (the faulty abort drill below starts fresh processes anyway)
+        # one app, one broken pool: each request on a new connection (either worker) fails, not only those of
+        # the worker that lost its connection first (a rehearsal's recovery probe got 3 greens from the other)
+        codes = []
+        for _ in range(8):
+            with _client(st) as fresh:
+                codes.append(fresh.get("/v1/exam-mode").status_code)
+        assert set(codes) == {503}, codes
 
 
 # --------------------------------------------------------------------------------------- blue/green

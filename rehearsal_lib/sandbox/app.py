@@ -347,6 +347,15 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
     expected = token.encode()
     db_latched: list[str] = []  # faulty: the first lost connection "breaks" the database for good
 
+    def latched() -> str | None:
+        """faulty: this worker's latch, or the other worker's (byte 1 of the shared mapping): one lost
+        connection in either breaks both, as one app with one broken pool would be."""
+        if db_latched:
+            return db_latched[0]
+        if _SHARED_TOGGLE is not None and len(_SHARED_TOGGLE) > 1 and _SHARED_TOGGLE[1]:
+            return "database connection lost earlier (in another worker); not retried"
+        return None
+
     def require_token(request: Request) -> None:
         scheme, _, cred = request.headers.get("authorization", "").partition(" ")
         given = cred.strip().encode("utf-8", "surrogateescape")
@@ -358,8 +367,8 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
 
         ``default`` reconnects after its backends were terminated (the pool pre-pings). ``faulty``
         (no_db_reconnect) latches the first lost connection: every later call answers 503, forever."""
-        if db_latched:
-            raise OperationalError("in_tx", None, Exception(db_latched[0]))
+        if (why := latched()) is not None:
+            raise OperationalError("in_tx", None, Exception(why))
 
         def call() -> Any:
             with engine.begin() as conn:
@@ -370,6 +379,8 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
         except OperationalError as err:
             if faulty and err.connection_invalidated and not db_latched:
                 db_latched.append(f"database connection lost earlier ({type(err.orig).__name__}); not retried")
+                if _SHARED_TOGGLE is not None and len(_SHARED_TOGGLE) > 1:
+                    _SHARED_TOGGLE[1] = 1
                 log.error("database connection lost; not reconnecting", extra={"fields": {"error": str(err.orig)}})
             raise
 
@@ -496,8 +507,8 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
             return JSONResponse(await in_tx(upsert), status_code=201)  # acknowledged after the commit
         # faulty (answer_acked_before_commit): the 201 goes out first, the commit follows a moment later,
         # so an answer acknowledged just before its worker dies is lost
-        if db_latched:
-            raise OperationalError("in_tx", None, Exception(db_latched[0]))
+        if (why := latched()) is not None:
+            raise OperationalError("in_tx", None, Exception(why))
         conn = await run_in_threadpool(engine.connect)
         try:
             await run_in_threadpool(conn.begin)
@@ -699,7 +710,7 @@ def supervise(args: argparse.Namespace, db_url: str, token: str) -> int:
     import redis.asyncio  # noqa: F401 - loaded once here, before the forks, not in every worker
 
     create_engine(db_url).dispose()  # loads the dialect and the driver; no connection is made
-    _SHARED_TOGGLE = mmap.mmap(-1, 1)
+    _SHARED_TOGGLE = mmap.mmap(-1, 2)  # [0]: healthy (the health toggle), [1]: faulty's database latch
     _SHARED_TOGGLE[0] = 1
     me = os.getpid()
     slots: dict[int, int] = {}  # pid -> slot
