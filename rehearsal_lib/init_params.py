@@ -714,6 +714,18 @@ def render_migrations(w: Writer, cat: Catalogue, report: Report) -> None:
         w(3, f"functions: {q(cat.functions)}")
 
 
+def _require_reachable(base_url: str, timeout_s: float = 10) -> None:
+    """A target that does not answer at all describes nothing: say so (exit 2) instead of writing a file
+    of guesses. Any HTTP answer (a 404 too) is an answer. One GET."""
+    import httpx
+
+    try:
+        httpx.get(base_url, timeout=timeout_s, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        raise InitError(f"--base-url {base_url}: no answer ({type(exc).__name__}: {exc}); is the service "
+                        "running? Nothing was written") from None
+
+
 def init(name: str, base_url: str, root: Path, openapi: str | None = None, database_url_env: str | None = None,
          metrics: str | None = None, force: bool = False) -> tuple[Path, Report]:
     """Write params/NAME.yaml under `root`; InitError (exit 2) when it exists and `force` is false."""
@@ -725,6 +737,7 @@ def init(name: str, base_url: str, root: Path, openapi: str | None = None, datab
     if path.exists() and not force:
         raise InitError(f"{path} exists; rehearse init does not overwrite it without --force")
     report = Report()
+    _require_reachable(base_url)
     text = build(name, base_url, openapi, database_url_env, metrics, report)
     yaml.safe_load(text)  # our own output must be YAML
     path.parent.mkdir(parents=True, exist_ok=True)

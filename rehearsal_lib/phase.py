@@ -232,7 +232,9 @@ class PhaseRun(Generic[P]):
             now = json.loads(self.secrets.scrub(json.dumps(
                 read_identity(self.params, self.base_url, self.database_url, self.sandbox_state))))
             diffs, same = compare(start, now)
-            evidence = {"at_start": start, "now": now, **({"changed_by": update} if update else {})}
+            evidence = ({"at_start": start, "now": now} if update is None else
+                        {"expected (left by the " + update["phase"] + " phase)": start, "now": now,
+                         "changed_by": {k: v for k, v in update.items() if k != "identity"}})
             if diffs:
                 differences.extend(diffs)
                 return Outcome("error", "not the target this run started with: " + "; ".join(diffs), expected,
@@ -240,7 +242,9 @@ class PhaseRun(Generic[P]):
             if not same:
                 return Outcome("error", f"nothing identifies the target, at the start or now: {unreadable(now)}",
                                expected, evidence)
-            return Outcome("pass", f"same {', '.join(same)} as at the start of the run", expected, evidence)
+            since = (f"as the {update['phase']} phase left it ({update['reason']})" if update is not None
+                     else "as at the start of the run")
+            return Outcome("pass", f"same {', '.join(same)} {since}", expected, evidence)
 
         check = self.run(f"{self.name}.target.identity", "The target is the one this run started with", probe,
                          severity="blocker")

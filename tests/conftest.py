@@ -154,7 +154,15 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory):
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """A base temporary directory of this session's own (see the module docstring), pruning the ones
-    of finished sessions but the two newest; under pytest-xdist, the lock file its workers share."""
+    of finished sessions but the two newest; under pytest-xdist, the lock file its workers share.
+
+    Ctrl-C tests send SIGINT to a child `rehearse run`: a suite started in the background of a
+    non-interactive shell inherits SIGINT ignored, and so would every child (Python keeps an ignored
+    SIGINT ignored), so the interrupted run would never stop. The suite takes SIGINT back."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if not hasattr(config, "workerinput") and not os.environ.get(ALONE_LOCK_ENV):
         lock_parent = Path(tempfile.gettempdir()) / f"rehearsal-tests-{os.getuid()}"
         lock_parent.mkdir(mode=0o711, exist_ok=True)

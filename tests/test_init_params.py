@@ -163,3 +163,10 @@ def test_orphan_checks_for_id_columns_without_a_foreign_key_name_the_guessed_par
     assert check.sql == ("SELECT c.customer_id FROM orders c WHERE c.customer_id IS NOT NULL AND NOT EXISTS "
                          "(SELECT 1 FROM customers p WHERE p.id = c.customer_id)")
     assert any("orders.tenant_id has no foreign key and no table looks like its parent" in u for u in report.undecided)
+
+
+def test_init_refuses_a_target_that_does_not_answer_and_writes_nothing(tmp_path):
+    """Tried as a new user: init against a dead port exited 0 and wrote a file of guesses."""
+    with pytest.raises(InitError, match=r"no answer .*Nothing was written"):
+        init("dead", "http://127.0.0.1:1", tmp_path)  # port 1: nothing listens (connection refused)
+    assert not (tmp_path / "params" / "dead.yaml").exists()

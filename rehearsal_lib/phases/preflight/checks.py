@@ -75,8 +75,16 @@ def check_release_version(ctx: PhaseRun[PreflightParams], observed: str | None, 
     if release is None or not release.version:
         return None
     expected = f"the target runs the release under test, version {release.version}"
+    deploy = getattr(ctx.params.phases, "deploy", None)
+    deploys_it = (deploy is not None and getattr(deploy, "enabled", True) and getattr(deploy, "cutover", None)
+                  is not None and (deploy.cutover.expected_version or release.version) == release.version)
 
     def probe() -> Outcome:
+        if deploys_it and observed != release.version:
+            # the release is not deployed yet: the deploy phase deploys it and checks it is served
+            return Outcome("skip", f"the target runs {observed} before the deploy phase deploys {release.version} "
+                                   "(deploy.cutover.version checks the release is served)", expected,
+                           {"declared (release.version)": release.version, "observed": observed})
         if observed is None:
             return Outcome("error", f"the running version was not read: preflight.identity is {identity.status} "
                                     f"({identity.observed})", expected)
