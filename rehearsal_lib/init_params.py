@@ -714,13 +714,14 @@ def render_migrations(w: Writer, cat: Catalogue, report: Report) -> None:
         w(3, f"functions: {q(cat.functions)}")
 
 
-def _require_reachable(base_url: str, timeout_s: float = 10) -> None:
+def _require_reachable(base_url: str, report: Report, timeout_s: float = 10) -> None:
     """A target that does not answer at all describes nothing: say so (exit 2) instead of writing a file
     of guesses. Any HTTP answer (a 404 too) is an answer. One GET."""
     import httpx
 
     try:
-        httpx.get(base_url, timeout=timeout_s, follow_redirects=False)
+        res = httpx.get(base_url, timeout=timeout_s, follow_redirects=False)
+        report.requests.append((SAFE, base_url, res.status_code))
     except httpx.HTTPError as exc:
         raise InitError(f"--base-url {base_url}: no answer ({type(exc).__name__}: {exc}); is the service "
                         "running? Nothing was written") from None
@@ -737,7 +738,7 @@ def init(name: str, base_url: str, root: Path, openapi: str | None = None, datab
     if path.exists() and not force:
         raise InitError(f"{path} exists; rehearse init does not overwrite it without --force")
     report = Report()
-    _require_reachable(base_url)
+    _require_reachable(base_url, report)
     text = build(name, base_url, openapi, database_url_env, metrics, report)
     yaml.safe_load(text)  # our own output must be YAML
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,6 @@ the sandbox supports them) validate once uncommented. No servers."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import yaml
 
@@ -65,15 +63,9 @@ def test_both_phases_are_disruptive_and_deploy_runs_after_migrations():
     assert get("migrations").order < deploy.order < get("webhooks").order
 
 
-def test_sandbox_blocks_validate_once_uncommented(tmp_path, monkeypatch):
-    """The faults/deploy blocks in builtin_params/sandbox.yaml are shipped commented out; uncommented (and with
-    the two variables the sandbox branch provides) they validate."""
-    text = (BUILTIN_PARAMS / "sandbox.yaml").read_text()
-    start = text.index("  # faults:")
-    end = text.index("\ngate:")
-    block = re.sub(r"^  # ?", "  ", text[start:end], flags=re.M)
-    path = tmp_path / "sandbox.yaml"
-    path.write_text(text[:start] + block + text[end:])
+def test_sandbox_blocks_validate(tmp_path, monkeypatch):
+    """The faults/deploy blocks of builtin_params/sandbox.yaml validate with the variables the sandbox provides."""
+    path = BUILTIN_PARAMS / "sandbox.yaml"
     monkeypatch.setenv("REHEARSAL_SANDBOX_FAULT_PROXY_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("REHEARSAL_SANDBOX_WORKER_PID_FILE", "/tmp/none.pid")
     params = load_params(str(path))

@@ -317,7 +317,11 @@ def test_abort_drill(sandboxes: dict[str, SandboxState], variant: str) -> None:
     served = json.loads(_ops(st, "status").stdout)["version"]
     if variant == "default":
         assert served == before and traffic.versions() == [before, "9.9.9", before]
-        assert traffic.failed() == []  # cutover and rollback without a failed request
+        # cutover and rollback without an HTTP error; the switch closes each idle keep-alive connection (a TCP
+        # proxy cannot see request boundaries), so a request sent at that very instant may meet the close
+        # (ReadError/RemoteProtocolError, no answer): at most one such race, never a 5xx or a refused connection
+        failed = traffic.failed()
+        assert len(failed) <= 1 and all(f[1] in ("ReadError", "RemoteProtocolError") for f in failed), failed
         # the colour serving again presents a leaf of the CA in ca_file: the aborted colour must not have
         # replaced the sandbox's CA (it did: every HTTPS check then failed verification after a deploy)
         import ssl

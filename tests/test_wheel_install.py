@@ -45,6 +45,8 @@ phases:
   observability: {{enabled: false}}
   backup_recovery: {{enabled: false}}
   ux: {{enabled: false}}
+  deploy: {{enabled: false}}
+  faults: {{enabled: false}}
 """
 
 

@@ -206,7 +206,7 @@ DISRUPTION_DEFECTS: list[PlantedDefect] = [
         id="redis_down_5xx",
         description="While Redis is unreachable the API rate limiter answers 503 instead of letting requests through.",
         check_id="faults.redis_down.during",
-        also=("faults.redis_down.logged",),
+        also=("faults.redis_down.logged", "faults.redis_down.recovery"),
     ),
     PlantedDefect(
         id="answer_acked_before_commit",
