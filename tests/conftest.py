@@ -117,7 +117,7 @@ ALONE_LOCK_ENV = "REHEARSAL_TESTS_ALONE_LOCK"
 
 @pytest.fixture(scope="module", autouse=True)
 def _alone_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Under pytest-xdist (`-n 3 --dist loadfile`, the README's test command): a module marked ``alone``
+    """Under pytest-xdist (`-n 2 --dist loadfile`, the README's test command): a module marked ``alone``
     (its verdicts depend on having the machine to itself: load generation, timeouts, rate-limit windows)
     holds an exclusive lock for the whole module, every other module a shared one, so a marked module
     never runs beside another. Autouse and module-scoped: it is taken before the module's own fixtures
