@@ -8,11 +8,12 @@ waits until the pid file names a live process other than OLD. Exit 0 when it doe
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import subprocess
 import sys
 import time
+
+from rehearsal_lib.processes import pid_alive as alive  # one answer for "alive" (zombies are dead)
 
 
 def read_pid(path: str) -> int:
@@ -22,20 +23,6 @@ def read_pid(path: str) -> int:
     except (OSError, ValueError) as exc:
         raise RuntimeError(f"cannot read a pid from {path}: {exc}") from None
 
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def wait_pid(pid_file: str, not_pid: int, within_s: float, start: str | None = None) -> tuple[bool, str]:
