@@ -244,10 +244,16 @@ def test_one_worker_killed_the_other_serves(sandboxes: dict[str, SandboxState]) 
 def test_backends_terminated(sandboxes: dict[str, SandboxState], variant: str) -> None:
     st = _state(sandboxes[variant])
     with _client(st) as c:
+        sid = _session(c)
         for _ in range(6):  # pooled connections in both workers
             assert c.get("/v1/exam-mode").status_code == 200
         killed = _sql(st, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'exam-api'")
         assert killed and all(k[0] for k in killed)
+        # the first calls to meet the dead connections are answers (faulty's own commit path): a lost
+        # connection met there must latch too, or SQLAlchemy's pool invalidation lets the next call reconnect
+        for _ in range(6):
+            with _client(st) as fresh:  # a new connection each: both workers
+                fresh.post(f"/v1/sessions/{sid}/answers", json={"question_id": 1, "answer": "B"})
 
         def healthy_run() -> bool:
             return all(c.get("/v1/exam-mode").status_code == 200 for _ in range(6))

@@ -376,13 +376,18 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
 
         try:
             return await run_in_threadpool(call)
-        except OperationalError as err:
-            if faulty and err.connection_invalidated and not db_latched:
-                db_latched.append(f"database connection lost earlier ({type(err.orig).__name__}); not retried")
-                if _SHARED_TOGGLE is not None and len(_SHARED_TOGGLE) > 1:
-                    _SHARED_TOGGLE[1] = 1
-                log.error("database connection lost; not reconnecting", extra={"fields": {"error": str(err.orig)}})
+        except DBAPIError as err:
+            latch_if_lost(err)
             raise
+
+    def latch_if_lost(err: DBAPIError) -> None:
+        """faulty: a lost connection latches, whichever path met it first (SQLAlchemy invalidates the
+        whole pool on a disconnect, so a path that did not latch would let the next call reconnect)."""
+        if faulty and err.connection_invalidated and not db_latched:
+            db_latched.append(f"database connection lost earlier ({type(err.orig).__name__}); not retried")
+            if _SHARED_TOGGLE is not None and len(_SHARED_TOGGLE) > 1:
+                _SHARED_TOGGLE[1] = 1
+            log.error("database connection lost; not reconnecting", extra={"fields": {"error": str(err.orig)}})
 
     def read_exam_mode(conn: Connection) -> bool:
         value = conn.execute(text("SELECT value FROM settings WHERE key = 'exam_mode'")).scalar()
@@ -509,11 +514,17 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
         # so an answer acknowledged just before its worker dies is lost
         if (why := latched()) is not None:
             raise OperationalError("in_tx", None, Exception(why))
-        conn = await run_in_threadpool(engine.connect)
+        try:
+            conn = await run_in_threadpool(engine.connect)
+        except DBAPIError as err:
+            latch_if_lost(err)
+            raise
         try:
             await run_in_threadpool(conn.begin)
             result = await run_in_threadpool(upsert, conn)
-        except BaseException:
+        except BaseException as err:
+            if isinstance(err, DBAPIError):
+                latch_if_lost(err)
             await run_in_threadpool(conn.close)
             raise
 
@@ -523,6 +534,9 @@ def create_app(db_url: str, token: str, variant: str = "default", pool_size: int
             def commit() -> None:
                 try:
                     conn.commit()
+                except DBAPIError as err:
+                    latch_if_lost(err)
+                    raise
                 finally:
                     conn.close()
 
