@@ -29,8 +29,12 @@ TOXIC_TYPES = {"latency": ("latency", "jitter"), "bandwidth": ("rate",), "timeou
                "reset_peer": ("timeout",)}
 STREAMS = ("upstream", "downstream")
 CHUNK = 32 * 1024
-DRAIN_MAX_S = 2.0  # an upstream switch closes an existing connection once it is quiet, at the latest after this
-QUIET_S = 0.01
+# An upstream switch closes an existing connection once it has been idle QUIET_S (an idle keep-alive
+# connection), at the latest after DRAIN_MAX_S. Closing sooner (after 10 ms) raced a client that sends every
+# few tens of ms: its next request met the close. A server that drains in-band (`Connection: close`, as the
+# sandbox's switched-away colour does) ends its busy connections itself long before.
+DRAIN_MAX_S = 5.0
+QUIET_S = 1.0
 
 
 class ApiError(Exception):

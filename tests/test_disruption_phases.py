@@ -384,7 +384,7 @@ def cutover_block(url: str, good: bool) -> dict:
             "abort_drill": {"command": f"{{python}} -c \"import time; {switch_code(url, 'serve=green')}; "
                                        "time.sleep(1.5)\"",
                             "abort_after_s": 1.2, "abort_command": switch(url, "serve=blue" if good else "noop=1"),
-                            "before_s": 0.4, "after_s": 0.2, "rollback_within_s": 1.0, "consecutive": 2}}
+                            "before_s": 0.4, "after_s": 0.2, "rollback_within_s": 3.0, "consecutive": 2}}
 
 
 def switch_code(url: str, query: str) -> str:

@@ -289,11 +289,14 @@ def test_deploy_then_rollback_without_a_gap(sandboxes: dict[str, SandboxState]) 
     status = json.loads(_ops(st, "status").stdout)
     assert status["version"] == "1.5.0" and status["previous"] == st.serving
     assert all(c["running"] for c in status["colours"].values())  # the old colour is kept for rollback
+    old_port = st.colours[st.serving]["port"]  # switched away from: drains in-band, not by a cut connection
+    assert httpx.get(f"http://127.0.0.1:{old_port}/health", trust_env=False).headers["connection"] == "close"
     pid_file = Path(st.worker_pid_file)
     assert pid_file.resolve().name == f"app-{status['serving']}-worker.pid"
     with Traffic(st) as traffic:
         assert _ops(st, "rollback").returncode == 0
     assert traffic.failed() == [] and traffic.versions()[-1] == before
+    assert "connection" not in httpx.get(f"http://127.0.0.1:{old_port}/health", trust_env=False).headers
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -77,6 +77,14 @@ API_RATE_LIMIT_COUNT, API_RATE_LIMIT_WINDOW_S = 5000, 10
 FAULTY_COMMIT_DELAY_S = 0.1  # faulty: an answer is committed this long after its 201 (answer_acked_before_commit)
 # the health toggle shared by the workers of one supervisor (an anonymous shared mapping made before fork)
 _SHARED_TOGGLE: mmap.mmap | None = None
+DRAIN_ON, DRAIN_OFF = signal.SIGUSR1, signal.SIGUSR2  # to the supervisor: front switched away from / back to it
+
+
+def draining() -> bool:
+    """This colour no longer serves behind ``front`` (byte 2 of the shared mapping): every answer says
+    ``Connection: close``, so a keep-alive client moves to the new colour after a complete answer instead
+    of meeting a connection closed under its next request."""
+    return _SHARED_TOGGLE is not None and len(_SHARED_TOGGLE) > 2 and bool(_SHARED_TOGGLE[2])
 
 access_log = logging.getLogger("exam_api.access")
 log = logging.getLogger("exam_api")
@@ -251,7 +259,10 @@ class RequestContextMiddleware:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                if draining():  # switched away from: each client leaves after this answer, in-band
+                    headers["Connection"] = "close"
             await send(message)
 
         try:
@@ -724,8 +735,16 @@ def supervise(args: argparse.Namespace, db_url: str, token: str) -> int:
     import redis.asyncio  # noqa: F401 - loaded once here, before the forks, not in every worker
 
     create_engine(db_url).dispose()  # loads the dialect and the driver; no connection is made
-    _SHARED_TOGGLE = mmap.mmap(-1, 2)  # [0]: healthy (the health toggle), [1]: faulty's database latch
+    # [0]: healthy (the health toggle), [1]: faulty's database latch, [2]: draining (see `draining`)
+    _SHARED_TOGGLE = mmap.mmap(-1, 3)
     _SHARED_TOGGLE[0] = 1
+    toggle = _SHARED_TOGGLE
+
+    def set_draining(signum: int, frame: Any) -> None:  # inherited by the workers: either may receive it
+        toggle[2] = 1 if signum == DRAIN_ON else 0
+
+    signal.signal(DRAIN_ON, set_draining)
+    signal.signal(DRAIN_OFF, set_draining)
     me = os.getpid()
     slots: dict[int, int] = {}  # pid -> slot
     stopping: list[int] = []
@@ -813,6 +832,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     token = os.environ.get("REHEARSAL_SANDBOX_TOKEN") or DEFAULT_TOKEN
     configure_logging()
+    for sig in (DRAIN_ON, DRAIN_OFF):  # never fatal (a lone process has no shared mapping to drain by)
+        signal.signal(sig, signal.SIG_IGN)
     if args.workers > 1 or args.worker_pid_file:
         return supervise(args, db_url, token)
     _serve_worker(args, db_url, token)

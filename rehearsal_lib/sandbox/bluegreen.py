@@ -31,6 +31,7 @@ from rehearsal_lib.sandbox.manager import SandboxState
 DEPLOY_FILE = "deploy.json"  # the deploy in progress: {pid, version, from, to, started_at, steps}
 LAST_FILE = "deploy-last.json"  # how the last deploy ended
 READY_TIMEOUT_S = 30.0
+DRAIN_ON, DRAIN_OFF = signal.SIGUSR1, signal.SIGUSR2  # app.DRAIN_ON/OFF (not imported: the app is heavy)
 
 
 class DeployAborted(Exception):
@@ -75,11 +76,22 @@ def switch(vdir: Path, colour: str) -> SandboxState:
         client.set_upstream("front_tls", f"127.0.0.1:{c['https_port']}")
         if st.serving != colour:
             st.previous, st.serving = st.serving, colour
+        _signal_colour(st, colour, DRAIN_OFF)
+        if st.previous:
+            _signal_colour(st, st.previous, DRAIN_ON)
         st.app_pid = int(c["pid"])
         manager.point_worker_pid_file(vdir, colour)
         (vdir / "app.pid").write_text(f"{st.app_pid}\n")
 
     return _update(vdir, apply)
+
+
+def _signal_colour(st: SandboxState, colour: str, sig: int) -> None:
+    """Tell ``colour``'s supervisor it is drained (switched away from) or serves again."""
+    pid = int((st.colours.get(colour) or {}).get("pid") or 0)
+    if pid and manager._is_app_process(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
 
 
 def stop_colour(vdir: Path, colour: str) -> None:
