@@ -21,6 +21,7 @@ Busy-machine check (tests/README.md says more): with both cores busy, the whole 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -128,12 +129,26 @@ def _alone_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
     import fcntl
 
     alone = request.node.get_closest_marker("alone") is not None
+    asked = time.time()
     with open(os.environ[ALONE_LOCK_ENV], "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        got = time.time()
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+            _timeline(request, alone=alone, asked=asked, got=got, done=time.time())
+
+
+def _timeline(request: pytest.FixtureRequest, **fields: object) -> None:
+    """With REHEARSAL_TESTS_TIMELINE=FILE: one JSON line per module (worker, lock wait, duration), to see
+    where the suite's wall time goes (`python tests/timeline.py FILE`)."""
+    path = os.environ.get("REHEARSAL_TESTS_TIMELINE")
+    if path:
+        worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
+        line = json.dumps({"module": request.node.name, "worker": worker, **fields})
+        with open(path, "a") as fh:
+            fh.write(line + "\n")
 
 
 @pytest.fixture(scope="module")
