@@ -214,16 +214,45 @@ def test_worker_killed_right_after_a_201(sandboxes: dict[str, SandboxState], var
             os.kill(pid, signal.SIGKILL)
         answer_id = r.json()["id"]
         old = int(pid_file.read_text())
-        # the workers are replaced and the pid file names the new worker 0
-        wait_for(lambda: int(pid_file.read_text()) != old and _pid_alive(int(pid_file.read_text())), 30,
-                 "the worker pid file was not rewritten")
         wait_for(lambda: len(_workers(st)) == 2, 30, "the killed workers were not replaced")
-        wait_for(lambda: c.get("/v1/ready").status_code == 200, 30, "the app did not serve again")
+
+        def ready() -> bool:
+            try:
+                return c.get("/v1/ready").status_code == 200
+            except httpx.TransportError:  # the kept-alive connection died with its worker
+                return False
+
+        wait_for(ready, 30, "the app did not serve again")
+        # the pid file names the replacement that answered
+        assert int(pid_file.read_text()) != old and _pid_alive(int(pid_file.read_text()))
     stored = _sql(st, "SELECT id FROM answers WHERE id = :i", i=answer_id)
     if variant == "default":
         assert stored == [(answer_id,)]  # acknowledged after the commit: never lost
     else:
         assert stored == []  # answer_acked_before_commit
+
+
+def test_worker_pid_file_names_the_worker_serving_the_traffic(sandboxes: dict[str, SandboxState]) -> None:
+    """One keep-alive connection: all of its requests reach one worker, and the pid file names that one, so
+    killing the other leaves the connection as it was (the worker_killed fault used to kill worker 0, idle
+    when the traffic's connection had landed on worker 1: faulty's lost answers went unseen)."""
+    st = _state(sandboxes["default"])
+    with httpx.Client(base_url=st.base_url, timeout=5, trust_env=False) as c:
+        def local_addr() -> Any:
+            r = c.get("/health")
+            assert r.status_code == 200
+            return r.extensions["network_stream"].get_extra_info("client_addr")
+
+        first = [local_addr() for _ in range(5)]
+        assert len(set(first)) == 1  # one connection
+        serving = int(Path(st.worker_pid_file).read_text())
+        others = [p for p in _workers(st) if p != serving]
+        assert serving in _workers(st) and len(others) == 1
+        os.kill(others[0], signal.SIGKILL)
+        time.sleep(0.3)
+        assert local_addr() == first[0]  # the connection was not on the killed worker
+        assert int(Path(st.worker_pid_file).read_text()) == serving
+    wait_for(lambda: len(_workers(st)) == 2, 30, "the killed worker was not replaced")
 
 
 def test_one_worker_killed_the_other_serves(sandboxes: dict[str, SandboxState]) -> None:

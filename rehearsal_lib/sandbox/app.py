@@ -80,6 +80,24 @@ _SHARED_TOGGLE: mmap.mmap | None = None
 DRAIN_ON, DRAIN_OFF = signal.SIGUSR1, signal.SIGUSR2  # to the supervisor: front switched away from / back to it
 
 
+_WORKER_PID_FILE: str | None = None  # set by the supervisor: the worker that answered the latest request
+
+
+def note_serving_worker() -> None:
+    """Keep the worker pid file naming the worker that answered the latest request (bytes 3-6 of the shared
+    mapping: its pid; the file is rewritten only when another worker answers). A fault scenario that kills
+    "the worker" then kills one that is serving the traffic: connections are kept alive, so one worker may
+    serve all of it, and killing the idle one would exercise nothing."""
+    if _SHARED_TOGGLE is None or _WORKER_PID_FILE is None or len(_SHARED_TOGGLE) < 7:
+        return
+    me = os.getpid()
+    if int.from_bytes(_SHARED_TOGGLE[3:7], "little") == me:
+        return
+    _SHARED_TOGGLE[3:7] = me.to_bytes(4, "little")
+    with contextlib.suppress(OSError):
+        _write_pid_file(_WORKER_PID_FILE, me)
+
+
 def draining() -> bool:
     """This colour no longer serves behind ``front`` (byte 2 of the shared mapping): every answer says
     ``Connection: close``, so a keep-alive client moves to the new colour after a complete answer instead
@@ -263,6 +281,7 @@ class RequestContextMiddleware:
                 headers["X-Request-ID"] = request_id
                 if draining():  # switched away from: each client leaves after this answer, in-band
                     headers["Connection"] = "close"
+                note_serving_worker()
             await send(message)
 
         try:
@@ -714,7 +733,7 @@ def _serve_worker(args: argparse.Namespace, db_url: str, token: str) -> None:
 
 
 def _write_pid_file(path: str, pid: int) -> None:
-    tmp = f"{path}.tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # the supervisor and either worker may write it
     with open(tmp, "w") as fh:
         fh.write(f"{pid}\n")
     os.replace(tmp, path)
@@ -730,13 +749,16 @@ def _die_with_parent() -> None:
 
 def supervise(args: argparse.Namespace, db_url: str, token: str) -> int:
     """Fork ``args.workers`` workers (after the imports: a fork starts in milliseconds), replace any that
-    exits, stop them all on SIGTERM/SIGINT. Worker 0's pid goes to ``args.worker_pid_file``."""
-    global _SHARED_TOGGLE
+    exits, stop them all on SIGTERM/SIGINT. ``args.worker_pid_file`` names worker 0 until a worker answers a
+    request, then the worker that answered the latest one (`note_serving_worker`)."""
+    global _SHARED_TOGGLE, _WORKER_PID_FILE
+    _WORKER_PID_FILE = args.worker_pid_file
     import redis.asyncio  # noqa: F401 - loaded once here, before the forks, not in every worker
 
     create_engine(db_url).dispose()  # loads the dialect and the driver; no connection is made
-    # [0]: healthy (the health toggle), [1]: faulty's database latch, [2]: draining (see `draining`)
-    _SHARED_TOGGLE = mmap.mmap(-1, 3)
+    # [0]: healthy (the health toggle), [1]: faulty's database latch, [2]: draining (see `draining`),
+    # [3:7]: the pid of the worker that answered the latest request (see `note_serving_worker`)
+    _SHARED_TOGGLE = mmap.mmap(-1, 7)
     _SHARED_TOGGLE[0] = 1
     toggle = _SHARED_TOGGLE
 
@@ -767,8 +789,8 @@ def supervise(args: argparse.Namespace, db_url: str, token: str) -> int:
                 logging.shutdown()
                 os._exit(code)
         slots[pid] = slot
-        if slot == 0 and args.worker_pid_file:
-            _write_pid_file(args.worker_pid_file, pid)
+        if slot == 0 and args.worker_pid_file and not int.from_bytes(toggle[3:7], "little"):
+            _write_pid_file(args.worker_pid_file, pid)  # until a worker has answered a request
         log.info("worker started", extra={"fields": {"worker_pid": pid, "slot": slot}})
 
     def on_signal(signum: int, frame: Any) -> None:
