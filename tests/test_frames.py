@@ -22,7 +22,7 @@ from rehearsal_lib.probes.sql import MARKER, query_frame, read_only_engine
 from rehearsal_lib.results import Check
 from rehearsal_lib.runrecord import RunRecord, write_run_record
 
-pytestmark = pytest.mark.alone  # judged on a machine of its own under xdist (tests/conftest.py)
+pytestmark = pytest.mark.integration  # reference servers; nothing here is judged on time
 
 
 def _check(cid: str, status: str, severity: str = "blocker") -> Check:

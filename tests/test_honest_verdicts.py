@@ -25,7 +25,7 @@ from rehearsal_lib.phases.load import checks as load
 from rehearsal_lib.phases.preflight import checks as preflight
 from rehearsal_lib.phases.security import checks as security
 
-pytestmark = [pytest.mark.integration, pytest.mark.alone]
+pytestmark = pytest.mark.integration
 
 TOKEN = "bearer-the-service-ignores"
 API_KEY = "the-real-api-key"

@@ -25,7 +25,7 @@ from conftest import ROOT, finish, run, wait_for
 
 from rehearsal_lib.results import CHECK_MIME, checks_from_notebook
 
-pytestmark = [pytest.mark.integration, pytest.mark.alone]
+pytestmark = pytest.mark.integration
 
 PY = sys.executable
 NOTEBOOKS = ROOT / "rehearsal_lib" / "notebooks"  # shipped with the package

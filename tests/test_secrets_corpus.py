@@ -29,8 +29,6 @@ from rehearsal_lib.results import Check
 from rehearsal_lib.runrecord import RunRecord, read_run_record, write_run_record
 from rehearsal_lib.secrets import MASK, SecretSet
 
-pytestmark = pytest.mark.alone  # judged on a machine of its own under xdist (tests/conftest.py)
-
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = "p\"a\\s&s<w'o>rd-ä€"
 SECRETS = [HOSTILE, "\"<'&>\\ start-with-quote ü", "tok3n Ω😀/+=?#%"]

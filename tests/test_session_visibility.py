@@ -14,7 +14,7 @@ from rehearsal_lib.phase import PhaseRun
 from rehearsal_lib.phases.integrity.checks import check_zero_rows
 from rehearsal_lib.phases.load import checks as load
 
-pytestmark = [pytest.mark.integration, pytest.mark.alone]  # the real sandbox database
+pytestmark = pytest.mark.integration  # the real sandbox database
 
 LONG_QUERIES = ("SELECT pid FROM pg_stat_activity WHERE state = 'active' AND backend_type = 'client backend' "
                 "AND pid <> pg_backend_pid() AND now() - query_start > interval '1 second'")

@@ -111,3 +111,6 @@ def test_ci_runs_exactly_the_readme_test_command_with_ruff_and_mypy_before_pytes
     assert ruff is not None and mypy is not None and pytest_ is not None, f"ruff, mypy and pytest must all run: {steps}"
     assert ruff < pytest_ and mypy < pytest_, f"ruff and mypy must run before pytest: {steps}"
     assert all(d in steps[ruff].split() for d in ("rehearsal_lib", "tests", "benchmarks")), steps[ruff]
+    # the pytest steps together select every test: `-m "not alone"` on the workers, then `-m alone`
+    marks = [s.split(" -m ", 2)[-1] for s in steps if "-m pytest" in s]
+    assert marks == ['"not alone"', "alone"], marks
