@@ -147,7 +147,7 @@ def test_a_server_closing_keep_alive_connections_silently_costs_named_errors_at_
     _, st = _closed(server, Scenario("k", "/silent-close", expect_status=[200]), transport)
     named = {"aiohttp": "error:ServerDisconnectedError", "httpcore": "error:RemoteProtocolError"}[transport]
     assert st.count > 5 and set(st.status_mix) <= {"200", named}, st.status_mix
-    assert st.status_mix.get("200", 0) >= 0.7 * st.count, st.status_mix
+    assert st.status_mix.get("200", 0) >= 0.5 * st.count, st.status_mix
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
