@@ -28,12 +28,19 @@ def _cell(tool: dict[str, Any], key: str, digits: int = 1) -> str:
     return text
 
 
+def _load(setup: dict[str, Any]) -> str:
+    """The 1-min load average before and after the run, when the JSON has it (a busy machine blurs every figure)."""
+    before, after = setup.get("load_average_before"), setup.get("load_average_after")
+    parts = [f"{_num(v[0])} {w}" for v, w in ((before, "before"), (after, "after")) if v]
+    return f", 1-min load average {', '.join(parts)}" if parts else ""
+
+
 def load_tables(data: dict[str, Any]) -> str:
     setup = data.get("setup", {})
     lines = [
         f"{setup.get('repeat', '?')} repeats of {_num(setup.get('duration_s'), 0)} s, {setup.get('connections', '?')} "
         f"connections, server on core {setup.get('server_cpu', '?')}, generator on core {setup.get('client_cpu', '?')} "
-        f"of {setup.get('cpu_count', '?')}; measured {setup.get('when', '?')}; median (min–max).",
+        f"of {setup.get('cpu_count', '?')}; measured {setup.get('when', '?')}{_load(setup)}; median (min–max).",
         "",
         "| tool | req/s | p50 ms | p99 ms | client CPU µs/request | scheduler lag p99 ms |",
         "| --- | --- | --- | --- | --- | --- |",

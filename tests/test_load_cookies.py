@@ -1,4 +1,5 @@
-"""The load engine keeps a server's session cookie (its lazy jar sits behind httpx's public `cookies`)."""
+"""The load engine keeps a server's session cookie (httpcore: its lazy jar sits behind httpx's public `cookies`;
+aiohttp: the session's jar, which must accept cookies of an IP-address host as httpx does)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def server() -> Iterator[str]:
 @pytest.mark.parametrize("transport", ["httpcore", "aiohttp"])
 def test_a_cookie_set_by_the_server_is_sent_back(server, transport):
     if transport == "aiohttp":
-        pytest.importorskip("httpx_aiohttp")
+        pytest.importorskip("aiohttp")
     # a dynamic path: each request is built anew, with the client's cookies (a static template's request
     # is built once per client and re-sent as it was)
     r = run_load(LoadSpec(server, [Scenario("s", "/?n={seq}")], model="closed", users=1, duration_s=0.5,

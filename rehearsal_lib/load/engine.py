@@ -10,9 +10,12 @@ Two models:
 
 Each process runs one asyncio loop; `run_load(spec, processes=k)` starts k processes (one per core),
 splits the rate or the users between them and merges their raw samples (exact percentiles, no
-histogram approximation). Connections come from a free list of single-connection clients (one pooled
-``httpx.AsyncClient`` rescans its pool per request and collapses at a few hundred requests/s,
-encode/httpx#3215), sharing one SSL context.
+histogram approximation). The default transport calls aiohttp directly (one ``aiohttp.ClientSession``
+per process; httpx's request and response layers cost more CPU than the rest of a request,
+benchmarks/results/load.json); it sends the headers httpx would and keeps httpx's error and timeout
+semantics. ``transport: httpcore`` keeps httpx's API over a free list of single-connection clients
+(one pooled ``httpx.AsyncClient`` rescans its pool per request and collapses at a few hundred
+requests/s, encode/httpx#3215). Either way the processes' connections share one SSL context.
 
 The generator watches itself: scheduler lag, arrivals dropped at the in-flight cap, achieved vs target
 rate and its own CPU use. `LoadResult.saturation()` lists why the figures cannot be trusted.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import itertools
 import json
 import math
 import os
@@ -91,8 +95,8 @@ class LoadSpec:
     values: dict[str, list[Any]] = field(default_factory=dict)
     verify_tls: bool = True
     seed: int = 1
-    # auto: httpx's API over aiohttp (httpx-aiohttp) when installed, ~2x fewer CPU µs per request than
-    # httpcore here (benchmarks/results/load.json); httpcore: a free list of single-connection clients
+    # auto: aiohttp called directly when installed, ~3x fewer CPU µs per request than httpx over httpcore
+    # here (benchmarks/results/load.json); httpcore: httpx's API over a free list of single-connection clients
     transport: Literal["auto", "httpcore", "aiohttp"] = "auto"
     stop: Any = None  # in-process open model: a threading.Event that ends the arrivals before duration_s
 
@@ -158,6 +162,7 @@ class _Template:
         # (request building is ~a quarter of the client's CPU per request; measured in the README)
         self.static = not (self.dynamic_path or self.dynamic_headers or self.dynamic_body)
         self.prebuilt: dict[int, httpx.Request] = {}
+        self.aio_static: tuple[Any, Any, bytes | None] | None = None  # the aiohttp transport's, built once
         # the values this template's placeholders may take: functions are called per use
         self.known: dict[str, Any] = {"uuid": lambda: uuid.uuid4().hex, "seq": lambda: self.seq, "worker": worker,
                                       "randint": self._randint}
@@ -184,6 +189,32 @@ class _Template:
             body, ctype = encode_body(self.s.body, self.known)
             return path, {**headers, "content-type": ctype or ""}, body
         return path, headers, json.dumps(expand(self.s.json, self.known, "json")).encode()
+
+
+    def aio_request(self, base_url: str) -> tuple[Any, Any, bytes | None]:
+        """(URL, headers, body) of the next request for the aiohttp transport (a static template's is built
+        once). Checked as httpx checks them: a non-ASCII header name or value raises UnicodeEncodeError."""
+        if self.aio_static is not None:
+            return self.aio_static
+        from multidict import CIMultiDict
+        from yarl import URL
+
+        path, headers, body = self.render()
+        for name, value in headers.items():
+            name.encode("ascii")
+            value.encode("ascii")
+        req = (URL(_join_url(base_url, path)), CIMultiDict(headers) if headers else None, body)
+        if self.static:
+            self.aio_static = req
+        return req
+
+
+def _join_url(base_url: str, path: str) -> str:
+    """httpx's ``base_url`` merge: a relative path is appended to the base URL's path (which gets a trailing
+    '/'); an absolute URL is used as it is."""
+    if "://" in path.split("?", 1)[0]:
+        return path
+    return base_url.rstrip("/") + "/" + path.lstrip("/")
 
 
 def validate_templates(spec: LoadSpec) -> list[str]:
@@ -259,13 +290,30 @@ def _acked(resp: httpx.Response, name: str) -> Any:
     return body.get(name) if isinstance(body, dict) else None
 
 
+def _acked_body(body: bytes, name: str) -> Any:
+    """`_acked` for a raw body (the aiohttp transport)."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value.get(name) if isinstance(value, dict) else None
+
+
 def resolve_transport(name: str) -> str:
-    """`auto` becomes `aiohttp` when httpx-aiohttp is installed, else `httpcore`."""
+    """`auto` becomes `aiohttp` when aiohttp is installed, else `httpcore`."""
     if name != "auto":
         return name
     import importlib.util
 
-    return "aiohttp" if importlib.util.find_spec("httpx_aiohttp") else "httpcore"
+    return "aiohttp" if importlib.util.find_spec("aiohttp") else "httpcore"
+
+
+@functools.cache
+def _httpx_default_headers() -> dict[str, str]:
+    """The headers httpx sends with every request (Accept, Connection, User-Agent), so that the target sees
+    the same requests whatever the transport; Accept-Encoding is left to aiohttp (what it can decode)."""
+    client = httpx.Client(transport=httpx.BaseTransport(), trust_env=False)
+    return {k: v for k, v in client.headers.items() if k.lower() != "accept-encoding"}
 
 
 class _LazyCookies(httpx.Cookies):
@@ -294,9 +342,10 @@ class _Client(httpx.AsyncClient):
 
 
 class _Connections:
-    """A free list of single-connection clients (created on demand, reused LIFO).
+    """A free list of single-connection httpx clients (created on demand, reused LIFO).
 
-    With ``transport="aiohttp"``, one client over aiohttp's own connection pool instead."""
+    With ``transport="aiohttp"``, one ``aiohttp.ClientSession`` over aiohttp's own connection pool instead
+    (`session`; the clients list stays empty)."""
 
     def __init__(self, spec: LoadSpec):
         self.base_url, self.timeout = spec.base_url, spec.timeout_s
@@ -305,18 +354,25 @@ class _Connections:
         self.verify: ssl.SSLContext | bool = ssl.create_default_context() if tls else False
         self.free: list[httpx.AsyncClient] = []
         self.all: list[httpx.AsyncClient] = []
-        self.shared: httpx.AsyncClient | None = None
+        self.session: Any = None
         if resolve_transport(spec.transport) == "aiohttp":
-            from httpx_aiohttp import AiohttpTransport
+            import aiohttp
 
-            limits = httpx.Limits(max_connections=spec.max_in_flight, max_keepalive_connections=spec.max_in_flight)
-            self.shared = _Client(base_url=self.base_url, timeout=self.timeout, follow_redirects=False,
-                                  transport=AiohttpTransport(verify=self.verify, limits=limits))
-            self.all.append(self.shared)
+            t = spec.timeout_s
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=spec.max_in_flight, ssl=self.verify, keepalive_timeout=5.0),
+                # httpx keeps cookies of IP-address hosts too (aiohttp's jar refuses them unless "unsafe")
+                cookie_jar=aiohttp.CookieJar(unsafe=True),
+                # httpx's timeout: each of connect, read and pool wait, not a total (as httpx-aiohttp mapped it)
+                timeout=aiohttp.ClientTimeout(sock_connect=t, sock_read=t, connect=t),
+                headers=_httpx_default_headers())
+
+    @property
+    def count(self) -> int:
+        """Clients created (1 for the aiohttp session)."""
+        return len(self.all) + (self.session is not None)
 
     def acquire(self) -> httpx.AsyncClient:
-        if self.shared is not None:
-            return self.shared
         if self.free:
             return self.free.pop()
         client = _Client(base_url=self.base_url, timeout=self.timeout, verify=self.verify,
@@ -326,16 +382,17 @@ class _Connections:
 
     def warm(self, n: int) -> None:
         """Create n clients up front (creating one takes ~0.5 ms of the loop's time)."""
-        if self.shared is None:
+        if self.session is None:
             fresh = [self.acquire() for _ in range(max(0, n - len(self.all)))]
             self.free.extend(fresh)
 
     def release(self, client: httpx.AsyncClient) -> None:
-        if client is not self.shared:
-            self.free.append(client)
+        self.free.append(client)
 
     async def close(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.all), return_exceptions=True)
+        if self.session is not None:
+            await self.session.close()
 
 
 def _arrival_offset(i: int, rate: float, ramp_s: float) -> float:
@@ -355,10 +412,34 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
     rng = random.Random(spec.seed * 1000 + worker)
     templates = [_Template(s, spec.headers, spec.values, worker) for s in spec.scenarios]
     weights = [max(0.0, s.weight) for s in spec.scenarios]
+    kinds, cum_weights = range(len(weights)), list(itertools.accumulate(weights))
+
+    def pick(r: random.Random) -> int:
+        """A scenario index: the draws of ``r.choices(kinds, weights)``, without summing the weights each time."""
+        return r.choices(kinds, cum_weights=cum_weights)[0] if len(kinds) > 1 else 0
     conns = _Connections(spec)
     report = WorkerReport(samples)
 
-    async def send(k: int, client: httpx.AsyncClient, intended: float, t0_mono: float) -> None:
+    open_model = spec.model == "open"
+    session = conns.session
+    methods = [sc.method for sc in spec.scenarios]
+    acks = [sc.ack_field for sc in spec.scenarios]
+    aio_error: type[BaseException] = OSError
+    if session is not None:
+        import aiohttp
+
+        aio_error = aiohttp.ClientError
+
+    def record(k: int, code: int, intended: float, started: float, t0_mono: float) -> None:
+        done = time.perf_counter()
+        samples.scenario.append(k)
+        samples.offset_s.append(intended - t0_mono)
+        samples.latency_ms.append((done - intended) * 1000)
+        samples.status.append(code)
+        if open_model:
+            samples.lag_ms.append((started - intended) * 1000)
+
+    async def send_httpx(k: int, client: httpx.AsyncClient, intended: float, t0_mono: float) -> None:
         tpl = templates[k]
         req = tpl.prebuilt.get(id(client)) if tpl.static else None
         started = time.perf_counter()
@@ -366,38 +447,52 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
         try:
             if req is None:
                 path, headers, body = tpl.render()
-                req = client.build_request(spec.scenarios[k].method, path, headers=headers, content=body)
+                req = client.build_request(methods[k], path, headers=headers, content=body)
                 if tpl.static:
                     tpl.prebuilt[id(client)] = req
             resp = await client.send(req)
             await resp.aread()
             code = resp.status_code
-            ack = spec.scenarios[k].ack_field
+            ack = acks[k]
             if ack and 200 <= code < 300:
                 acked = _acked(resp, ack)
                 if acked is not None:
                     samples.acked[len(samples.status)] = acked  # the index this request's sample gets below
         except (httpx.HTTPError, OSError) as exc:
-            # httpx-aiohttp maps every aiohttp connection error (refused too) to ConnectTimeout: judge the cause
-            cause = exc.__cause__
-            refused = isinstance(cause, OSError) and not isinstance(cause, TimeoutError)
-            if isinstance(exc, httpx.TimeoutException | TimeoutError) and not refused:
-                code = TIMEOUT  # aiohttp's own timeouts are TimeoutErrors
+            if isinstance(exc, httpx.TimeoutException | TimeoutError):
+                code = TIMEOUT
                 samples.errors[(k, "timeout")] += 1
             else:
-                real = cause if cause is not None and type(cause).__module__.startswith("aiohttp") else exc
-                samples.errors[(k, type(real).__name__)] += 1
+                samples.errors[(k, type(exc).__name__)] += 1
         except (UnicodeError, ValueError, TypeError) as exc:
             # the request could not be built (e.g. a non-ASCII header value): an error of its scenario,
             # named, never a task exception that leaves the generator looking saturated
             samples.errors[(k, type(exc).__name__)] += 1
-        done = time.perf_counter()
-        samples.scenario.append(k)
-        samples.offset_s.append(intended - t0_mono)
-        samples.latency_ms.append((done - intended) * 1000)
-        samples.status.append(code)
-        if spec.model == "open":
-            samples.lag_ms.append((started - intended) * 1000)
+        record(k, code, intended, started, t0_mono)
+
+    async def send_aio(k: int, client: Any, intended: float, t0_mono: float) -> None:
+        started = time.perf_counter()
+        code = FAILED
+        try:
+            url, headers, body = templates[k].aio_request(spec.base_url)
+            async with session.request(methods[k], url, headers=headers, data=body, allow_redirects=False) as resp:
+                payload = await resp.read()
+            code = resp.status
+            ack = acks[k]
+            if ack and 200 <= code < 300:
+                acked = _acked_body(payload, ack)
+                if acked is not None:
+                    samples.acked[len(samples.status)] = acked  # the index this request's sample gets below
+        except TimeoutError:  # aiohttp's connect, read and pool timeouts are all TimeoutErrors
+            code = TIMEOUT
+            samples.errors[(k, "timeout")] += 1
+        except (aio_error, OSError, UnicodeError, ValueError, TypeError) as exc:
+            # aiohttp's own name (ClientConnectorError for a refused connection, ServerDisconnectedError, ...);
+            # a request that cannot be built (a non-ASCII header value) is a named error of its scenario too
+            samples.errors[(k, type(exc).__name__)] += 1
+        record(k, code, intended, started, t0_mono)
+
+    send = send_aio if session is not None else send_httpx
 
     conns.warm(min(spec.max_in_flight, max(8, int(spec.rate / workers / 10)))
                if spec.model == "open" else spec.users // workers + 1)
@@ -417,11 +512,12 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
 
         async def one(k: int, intended: float) -> None:
             nonlocal in_flight
-            client = conns.acquire()
+            client = conns.acquire() if session is None else None
             try:
                 await send(k, client, intended, t0)
             finally:
-                conns.release(client)
+                if client is not None:
+                    conns.release(client)
                 in_flight -= 1
 
         i = 0
@@ -444,7 +540,7 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
                 report.dropped += 1
                 continue
             in_flight += 1
-            k = rng.choices(range(len(weights)), weights)[0]
+            k = pick(rng)
             task = asyncio.ensure_future(one(k, intended))
             pending.add(task)
             task.add_done_callback(pending.discard)
@@ -452,11 +548,11 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
         users = spec.users // workers + (1 if worker < spec.users % workers else 0)
 
         async def user(u: int) -> None:
-            client = conns.acquire()
+            client = conns.acquire() if session is None else None
             urng = random.Random(spec.seed * 100_000 + worker * 1000 + u)
             await asyncio.sleep(u * 0.001)  # do not open every connection in the same instant
             while time.perf_counter() < end:
-                k = urng.choices(range(len(weights)), weights)[0]
+                k = pick(urng)
                 await send(k, client, time.perf_counter(), t0)
                 if spec.think_s:
                     await asyncio.sleep(spec.think_s)
@@ -472,7 +568,7 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
         live.cancel()
     report.wall_s = time.perf_counter() - t0
     report.cpu_s = time.process_time() - cpu0
-    report.connections = len(conns.all)
+    report.connections = conns.count
     await conns.close()
     return report
 

@@ -73,7 +73,7 @@ class LoadGenerator(Strict):
     engine: Literal["native", "locust"] = Field("native", description="native: our engine; locust: drive Locust.")
     processes: int = Field(1, ge=1, le=64, description="native: processes (one event loop per core).")
     transport: Literal["auto", "httpcore", "aiohttp"] = Field(
-        "auto", description="auto: httpx over aiohttp (httpx-aiohttp) when installed, else httpcore.")
+        "auto", description="auto: aiohttp (called directly) when installed, else httpx over httpcore.")
     timeout_s: float = Field(5, gt=0, le=120, description="Per request; a timeout counts as an error.")
     max_in_flight: int = Field(256, ge=1)
     min_rate_ratio: float = Field(0.95, gt=0, le=1, description="Saturated when achieved < ratio x target rate.")
