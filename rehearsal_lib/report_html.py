@@ -12,6 +12,9 @@ heading anchors). `tests/test_report_html.py` compares the two renderings of eve
 
 What it leaves out: LaTeX math in markdown is shown as typed (the report loads no MathJax either way),
 widgets' state, and mermaid diagrams (no mermaid.js offline); nbconvert's page loaded both from a CDN.
+One difference on purpose: in markdown, a link or image whose URL has a scheme other than http(s),
+mailto, tel, ftp(s), irc(s), `data:image/...` or `attachment:` (e.g. `javascript:`, `file:`) points to
+`#harmful-link` (mistune's policy; nbconvert let every scheme through).
 """
 
 from __future__ import annotations
@@ -279,7 +282,7 @@ def _markdown() -> Any:
         def escape_html(self, text: str) -> str:  # type: ignore[override]
             return html.escape(text, quote=False)
 
-    return mistune.create_markdown(renderer=Renderer(escape=False),
+    return mistune.create_markdown(renderer=Renderer(escape=False, allow_harmful_protocols=("attachment:",)),
                                    plugins=["strikethrough", "table", "url", "task_lists", "def_list"])
 
 
@@ -321,6 +324,19 @@ def _image(mime: str, data: str, output: dict) -> str:
         "light": "\njp-needs-light-background", "dark": "\njp-needs-dark-background"}.get(
         meta.get("needs_background"), "")
     return (f'<img alt="{NO_ALT}" src="data:{mime};base64,{html.escape(data)}"{size}\nclass="{classes}"\n>')
+
+
+_ATTACHMENT_SRC = re.compile(r'src="attachment:([^"]*)"')
+
+
+def _attachment_uri(attachments: dict, match: re.Match[str]) -> str:
+    """An image pasted into a markdown cell (`attachment:NAME`) as a data URI, vector over raster as
+    nbconvert chooses; a missing one stays as written."""
+    bundle = attachments.get(html.unescape(match.group(1)))
+    if not isinstance(bundle, dict) or not bundle:
+        return match.group(0)
+    mime = next((m for m in ("image/svg+xml", "image/png", "image/jpeg") if m in bundle), next(iter(bundle)))
+    return f'src="data:{html.escape(mime)};base64,{html.escape(text_of(bundle[mime]))}"'
 
 
 def render_data(output: dict, extra: str) -> str:
@@ -392,6 +408,8 @@ def render_cell(cell: dict, show_code: bool) -> str:
         if remove_source:
             return ""
         body = _IMG_WITHOUT_ALT.sub(f"<img alt={NO_ALT!r}", markdown2html(text_of(cell.get("source"))))
+        if cell.get("attachments"):
+            body = _ATTACHMENT_SRC.sub(lambda m: _attachment_uri(cell["attachments"], m), body)
         return (f'<div class="jp-Cell jp-MarkdownCell jp-Notebook-cell"{_cell_id(cell)}>\n'
                 '<div class="jp-Cell-inputWrapper" tabindex="0">\n'
                 '<div class="jp-Collapser jp-InputCollapser jp-Cell-inputCollapser">\n</div>\n'

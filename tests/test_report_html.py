@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from rehearsal_lib.report_html import ansi2html, page, render_cell
+from rehearsal_lib.report_html import ansi2html, markdown2html, page, render_cell
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 HOSTILE = "<script>alert(1)</script> & \"quoted\" 'single'"
@@ -37,7 +37,9 @@ def _notebook() -> dict:
     code = "import os\nprint(os.getcwd())  # comment\n"
     cells = [
         {"cell_type": "markdown", "id": "m1", "metadata": {"tags": ["intro"]}, "source": md},
-        {"cell_type": "markdown", "id": "m2", "metadata": {}, "source": ["Line one\n", "line *two*"]},
+        {"cell_type": "markdown", "id": "m2", "metadata": {}, "source": ["Line one\n", "line *two*\n\n",
+                                                                          "![pasted](attachment:shot.png)"],
+         "attachments": {"shot.png": {"image/png": PNG}}},
         {"cell_type": "code", "id": "c1", "metadata": {"tags": ["evidence", "x<y"]}, "execution_count": 1,
          "source": code, "outputs": [
              _out("stream", name="stdout", text=["first\n", "second "]),
@@ -113,6 +115,8 @@ def test_text_is_escaped_and_escape_sequences_never_reach_the_page():
     assert out.count('alt="No description has been provided for this image"') + out.count(
         "alt='No description has been provided for this image'") == 4  # html img, png, jpeg, svg
     assert ansi2html("a\x1b[38;2;1;2;3mb") == 'a<span style="color: rgb(1,2,3)">b</span>'
+    # the one difference from nbconvert, on purpose: a script URL in markdown does not survive
+    assert "javascript:" not in markdown2html("[x](javascript:alert(1)) ![y](file:///etc/passwd)")
 
 
 def test_page_inlines_the_lab_stylesheets_and_no_remote_resource():
