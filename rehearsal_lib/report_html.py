@@ -322,7 +322,7 @@ def _image(mime: str, data: str, output: dict) -> str:
     size = "".join(f"\n{k}={html.escape(str(meta[k]))}" for k in ("width", "height") if meta.get(k) is not None)
     classes = ("\nunconfined" if meta.get("unconfined") else "") + {
         "light": "\njp-needs-light-background", "dark": "\njp-needs-dark-background"}.get(
-        meta.get("needs_background"), "")
+        str(meta.get("needs_background")), "")
     return (f'<img alt="{NO_ALT}" src="data:{mime};base64,{html.escape(data)}"{size}\nclass="{classes}"\n>')
 
 
@@ -380,7 +380,7 @@ def render_output(output: dict) -> str:
     kind = output.get("output_type")
     if kind == "stream":
         name = output.get("name")
-        mime = {"stdout": "text/plain", "stderr": "application/vnd.jupyter.stderr"}.get(name)
+        mime = {"stdout": "text/plain", "stderr": "application/vnd.jupyter.stderr"}.get(str(name))
         if mime is None:
             return ""
         text = text_of(output.get("text"))
