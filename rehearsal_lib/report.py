@@ -1,7 +1,7 @@
 """Stitch the executed phase notebooks into one self-contained, offline `report.html`.
 
 The notebooks are read as plain JSON and their cells written one after another (cell ids made unique)
-by `report_html`, in the markup and styles of nbconvert's lab template but without nbconvert (a third of
+by `report_html`, in the markup and styles of nbconvert's lab template but without nbconvert (a fraction of
 the time: see benchmarks/bench_report.py); plotly figures are turned into HTML with plotly.js inlined
 once in the page head, the custom check mimetype is dropped (each check also carries its own HTML
 badge), and the page opens with the run summary: header, decision, the seeds' "Test Results Overview",
