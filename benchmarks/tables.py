@@ -1,6 +1,6 @@
 """Markdown tables of the latest load and accuracy benchmark results, for the README.
 
-Run: python benchmarks/tables.py   (reads benchmarks/results/load.json and accuracy.json)
+Run: python benchmarks/tables.py   (reads benchmarks/results/load.json, accuracy.json and report.json)
 """
 
 from __future__ import annotations
@@ -86,10 +86,44 @@ def accuracy_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def report_table(data: dict[str, Any]) -> str:
+    """README, "How long it takes": building the report vs nbconvert's HTML export (bench_report.py)."""
+    s = data["setup"]
+    label = {"in_process": "in one process, both imported: `render_report` vs one `HTMLExporter` over every notebook",
+             "fresh_process": "a fresh process each, imports included: report.html vs one "
+                              "`python -m nbconvert --to html` over every notebook",
+             "rehearse_report": "`rehearse report RUN_DIR` (also results, JUnit, summary.md, scrub, seal) vs the "
+                                "same nbconvert process"}
+    lines = [f"{s['repeat']} repeats per run folder, alternating; measured {s['when']}, load average "
+             f"{s['loadavg_before'][0]:.1f} before / {s['loadavg_after'][0]:.1f} after on {s['cpu_count']} cores; "
+             "median (min–max) seconds.", "",
+             "| run (notebooks) | case | ours | nbconvert | ratio |", "| --- | --- | --- | --- | --- |"]
+    def secs(c: dict[str, Any], side: str) -> str:
+        lo, hi = c[f"{side}_spread_s"]
+        return f"{c[f'{side}_s']:.2f} ({lo:.2f}–{hi:.2f})"
+
+    for run in data["runs"]:
+        for name, c in run["cases"].items():
+            lines.append(f"| {run['run'].split('/')[0]} ({run['notebooks']}) | {label.get(name, name)} "
+                         f"| {secs(c, 'ours')} | {secs(c, 'nbconvert')} | **{c['ratio']:.2f}×** |")
+    per_nb = [f"{r['run'].split('/')[0]} {r['nbconvert_one_process_per_notebook_s']:.1f} s" for r in data["runs"]
+              if "nbconvert_one_process_per_notebook_s" in r]
+    if per_nb:
+        lines += ["", "nbconvert's other way, one `jupyter nbconvert --to html` process per notebook, took "
+                  + ", ".join(per_nb) + " (once): the one-process export above is the faster, fairer baseline."]
+    met = "met" if data["target"]["met"] else "NOT met"
+    lines += ["", f"Target ≤ {data['target']['ratio_at_most']}× in every case: {met} (ratios over the run folders: "
+              + ", ".join(f"{k.replace('_', ' ')} {v:.2f}×" for k, v in data["ratios"].items()) + ")."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     print(load_tables(json.loads((RESULTS / "load.json").read_text())))
     print()
     print(accuracy_table(json.loads((RESULTS / "accuracy.json").read_text())))
+    if (RESULTS / "report.json").exists():
+        print()
+        print(report_table(json.loads((RESULTS / "report.json").read_text())))
 
 
 if __name__ == "__main__":

@@ -1,24 +1,28 @@
 """Stitch the executed phase notebooks into one self-contained, offline `report.html`.
 
-nbconvert has no merge, so the notebooks' cells are concatenated with nbformat (cell ids made
-unique), plotly figures are turned into HTML with plotly.js inlined once in the page head, the
-custom check mimetype is dropped (each check also carries its own HTML badge), and the page
-opens with the run summary: header, decision, the seeds' "Test Results Overview", critical
-issues and every check.
-"""
+The notebooks are read as plain JSON and their cells written one after another (cell ids made unique)
+by `report_html`, in the markup and styles of nbconvert's lab template but without nbconvert (a fraction of
+the time: see benchmarks/bench_report.py); plotly figures are turned into HTML with plotly.js inlined
+once in the page head, the custom check mimetype is dropped (each check also carries its own HTML
+badge), and the page opens with the run summary: header, decision, the seeds' "Test Results Overview",
+critical issues and every check."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import nbformat
-
 from rehearsal_lib.evidence import RunSummary
-from rehearsal_lib.results import CHECK_MIME, TARGET_TABLE_CLASS, printable, read_notebook
+from rehearsal_lib.report_html import page, render_cell, text_of
+from rehearsal_lib.results import (
+    CHECK_MIME,
+    TARGET_TABLE_CLASS,
+    printable,
+    read_notebook,
+    read_notebook_json,
+)
 from rehearsal_lib.views import (  # noqa: F401 - DECISION_COLORS: re-exported for checks/decision.py
     DECISION_COLORS,
-    TEMPLATES,
     Notice,
     SummaryView,
     render_phase_heading,
@@ -65,10 +69,8 @@ def summary_html(summary: RunSummary) -> str:
     return render_summary_html(summary_view(summary))
 
 
-def _prepare_outputs(cell: nbformat.NotebookNode) -> bool:
+def _prepare_outputs(cell: dict) -> bool:
     """Make a cell's outputs exportable offline; return True if it holds a plotly figure."""
-    import plotly.io as pio
-
     has_fig = False
     for output in cell.get("outputs", []):
         data = output.get("data")
@@ -76,24 +78,27 @@ def _prepare_outputs(cell: nbformat.NotebookNode) -> bool:
             continue
         data.pop(CHECK_MIME, None)
         if PLOTLY_MIME in data:
+            import plotly.io as pio
+
             fig = data.pop(PLOTLY_MIME)
             if isinstance(fig, str):
                 fig = json.loads(fig)
-            data["text/html"] = pio.to_html(fig, include_plotlyjs=False, full_html=False,
+            # the figure was validated when the phase drew it: its JSON goes to the page as is
+            data["text/html"] = pio.to_html(fig, include_plotlyjs=False, full_html=False, validate=False,
                                             config={"displaylogo": False, "responsive": True})
             data.pop("text/plain", None)
             has_fig = True
     return has_fig
 
 
-def _drop_repeated_target(cell: nbformat.NotebookNode, seen_target: list[bool]) -> bool:
+def _drop_repeated_target(cell: dict, seen_target: list[bool]) -> bool:
     """Remove the "which target" table (PhaseRun.describe_target) from every phase but the first.
 
     Returns True when nothing is left of the cell."""
     outputs = cell.get("outputs", [])
     kept = []
     for output in outputs:
-        if TARGET_TABLE_CLASS in str((output.get("data") or {}).get("text/html", "")):
+        if TARGET_TABLE_CLASS in text_of((output.get("data") or {}).get("text/html", "")):
             if seen_target:
                 continue
             seen_target.append(True)
@@ -101,40 +106,49 @@ def _drop_repeated_target(cell: nbformat.NotebookNode, seen_target: list[bool]) 
     if len(kept) == len(outputs):
         return False
     cell["outputs"] = kept
-    return not kept and cell.cell_type == "code"
+    return not kept and cell.get("cell_type") == "code"
 
 
-def combined_notebook(summary: RunSummary, show_code: bool = False,
-                      view: SummaryView | None = None) -> tuple[nbformat.NotebookNode, bool]:
-    """All executed phase notebooks as one notebook, each behind a heading cell (from the view model)."""
-    merged = nbformat.v4.new_notebook()
-    merged.metadata["title"] = f"{summary.decision.label} — rehearsal {summary.env} {summary.run_id}"
-    merged.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+def _read_cells(nb_path: Path) -> list[dict]:
+    """An executed notebook's cells as plain JSON (nbformat only upgrades a pre-v4 notebook)."""
+    nb = read_notebook_json(nb_path)
+    if int(nb.get("nbformat") or 4) < 4:
+        nb = read_notebook(nb_path)
+    return list(nb.get("cells", []))
+
+
+def report_cells(summary: RunSummary, show_code: bool = False,
+                 view: SummaryView | None = None) -> tuple[list[str], bool]:
+    """All executed phase notebooks' cells as HTML, each notebook behind a heading (from the view model);
+    and whether a plotly figure is among them."""
+    parts: list[str] = []
     has_fig = False
     seen: set[str] = set()
     seen_target: list[bool] = []
     view = view or summary_view(summary)
     for p, row in zip(summary.phases, view.phases, strict=False):  # the run's phases come first, in order
         nb_path = summary.run_dir / "notebooks" / (p.notebook or "")
-        problem, nb = "", None
+        problem, cells = "", None
         if not p.notebook or not nb_path.is_file():
             problem = "No executed notebook for this phase."
         else:
             try:
-                nb = read_notebook(nb_path)
+                cells = _read_cells(nb_path)
             except Exception as exc:  # noqa: BLE001 - a truncated notebook is reported, the others still are
                 problem = f"The executed notebook could not be read: {str(exc)[:300]}"
-        merged.cells.append(nbformat.v4.new_markdown_cell(str(render_phase_heading(row, problem))))
-        if nb is None:
-            continue
-        for cell in nb.cells:
-            tags = cell.get("metadata", {}).get("tags", [])
+        heading = {"cell_type": "markdown", "id": "", "metadata": {},
+                   "source": str(render_phase_heading(row, problem))}
+        parts.append(render_cell(heading, show_code))
+        for cell in cells or []:
+            if not isinstance(cell, dict):
+                continue
+            tags = (cell.get("metadata") or {}).get("tags") or []
             if REPORT_SKIP_TAG in tags:
                 continue
             if "injected-parameters" in tags or "parameters" in tags:
                 if not show_code:
                     continue
-            if cell.cell_type == "code" and not show_code and not cell.get("outputs"):
+            if cell.get("cell_type") == "code" and not show_code and not cell.get("outputs"):
                 continue
             if _drop_repeated_target(cell, seen_target) and not show_code:
                 continue
@@ -144,30 +158,25 @@ def combined_notebook(summary: RunSummary, show_code: bool = False,
                 cid = f"{cid}-{len(seen)}"
             seen.add(cid)
             cell["id"] = cid
-            merged.cells.append(cell)
-    return merged, has_fig
+            parts.append(render_cell(cell, show_code))
+    return parts, has_fig
 
 
 def render_report(summary: RunSummary, show_code: bool = False, notices: tuple[Notice, ...] = ()) -> str:
-    from nbconvert import HTMLExporter
-
+    """The report page: nbconvert's lab page layout and styles, the summary, then every phase's cells
+    (rendered by report_html, not nbconvert: see there), plotly.js inlined once in the head."""
     view = summary_view(summary, notices)
-    merged, has_fig = combined_notebook(summary, show_code, view)
-    exporter = HTMLExporter(template_name="rehearsal", extra_template_basedirs=[str(TEMPLATES)],
-                            exclude_input=not show_code, exclude_input_prompt=True, exclude_output_prompt=True,
-                            embed_images=True)
-    plotlyjs = ""
-    if has_fig:
-        from plotly.offline import get_plotlyjs
-
-        plotlyjs = get_plotlyjs()
-    marker = "/*rehearsal-plotlyjs*/" if plotlyjs else ""
-    resources = {"rehearsal": {"summary_html": render_summary_html(view), "plotlyjs": marker, "css": CSS},
-                 "metadata": {"name": merged.metadata["title"]}}
-    body, _ = exporter.from_notebook_node(merged, resources=resources)
+    cells, has_fig = report_cells(summary, show_code, view)
+    marker = "/*rehearsal-plotlyjs*/" if has_fig else ""
+    title = f"{summary.decision.label} — rehearsal {summary.env} {summary.run_id}"
+    body = page(title, marker, CSS, [render_summary_html(view), "\n", *cells])
     # no control character from any output reaches the page raw (plotly.js, inserted after, is ours)
     body = printable(body.replace("\r", ""))
-    return body.replace(marker, plotlyjs, 1) if marker else body
+    if not marker:
+        return body
+    from plotly.offline import get_plotlyjs
+
+    return body.replace(marker, get_plotlyjs(), 1)
 
 
 def write_report(summary: RunSummary, show_code: bool = False) -> Path:
