@@ -114,15 +114,21 @@ def guard_session_visibility(conn: Any, sql: str) -> None:
 def count_and_sample(engine: Engine, sql: str, sample: int) -> tuple[int, list[str], list[list[Any]]]:
     """Count the rows a query returns and keep the first `sample` of them, in one transaction.
 
+    The sample is read first: when it comes back short of `sample` rows it holds every row, so its length
+    is the exact count and the query ran once (a passing zero-row check costs one execution, not two);
+    only a full sample (or ``sample == 0``) runs the count over the whole query.
+
     A query over pg_stat_activity by a role that cannot see other roles' sessions raises SessionsHidden:
     its "no rows" would be a pass without evidence."""
     inner = strip_statement(sql)
     with engine.connect() as conn:
         guard_session_visibility(conn, inner)
-        count = conn.execute(sa.text(f"SELECT count(*) FROM ({inner}) AS rehearsal_q")).scalar_one()
         result = conn.execute(sa.text(f"SELECT * FROM ({inner}) AS rehearsal_q LIMIT {int(sample)}"))
         columns = list(result.keys())
         rows = [[_jsonable(v) for v in row] for row in result.fetchall()]
+        if 0 < sample and len(rows) < sample:
+            return len(rows), columns, rows
+        count = conn.execute(sa.text(f"SELECT count(*) FROM ({inner}) AS rehearsal_q")).scalar_one()
     return int(count), columns, rows
 
 
