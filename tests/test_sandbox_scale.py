@@ -129,3 +129,32 @@ def test_timed_out_retention_and_table_checks_are_errors(scaled, tmp_path) -> No
     finally:
         with _admin(scaled) as conn:
             conn.execute("DROP VIEW slow_log")
+
+
+@pytest.mark.integration
+def test_restored_row_counts_run_under_the_statement_timeout(scaled, tmp_path) -> None:
+    """The counts on the restored scratch copy are bounded by the statement timeout like every other statement:
+    a count that outlives it is an `error` with the reason (before: unbounded, it passed after 3 s)."""
+    import os
+    import subprocess
+
+    from rehearsal_lib.phases.backup_recovery import checks as backup_recovery
+    from rehearsal_lib.probes.command import libpq_args
+    from rehearsal_lib.sandbox.manager import _pg_bin
+
+    with _admin(scaled) as conn:
+        conn.execute("CREATE OR REPLACE VIEW slow_count AS SELECT 1 AS one FROM pg_sleep(3)")
+    try:
+        args, env, db = libpq_args(scaled.admin_db_url)
+        subprocess.run([str(_pg_bin() / "pg_dump"), *args, "-d", db, "-Fc", "-f", str(tmp_path / "exam.dump")],
+                       check=True, env={**os.environ, **env})
+    finally:
+        with _admin(scaled) as conn:
+            conn.execute("DROP VIEW slow_count")
+    ctx = _ctx(scaled, tmp_path, "backup_recovery", {
+        "backup": {"path": str(tmp_path), "pattern": "*.dump"},
+        "restore": {"scratch_database_url": "${REHEARSAL_SANDBOX_ADMIN_DB_URL}",
+                    "pg_bin_dir": "${REHEARSAL_SANDBOX_PG_BIN}", "tables": [{"name": "slow_count"}]}}, timeout_ms=200)
+    restored, counts = backup_recovery.check_restore(ctx)
+    assert restored.status == "error" and "statement timeout" in restored.observed, restored.observed
+    assert counts.status == "skip"
