@@ -158,3 +158,24 @@ def test_restored_row_counts_run_under_the_statement_timeout(scaled, tmp_path) -
     restored, counts = backup_recovery.check_restore(ctx)
     assert restored.status == "error" and "statement timeout" in restored.observed, restored.observed
     assert counts.status == "skip"
+
+
+@pytest.mark.integration
+def test_pii_sample_includes_the_newest_rows(scaled, tmp_path) -> None:
+    """On a table bigger than the sample, the PII scan reads the newest rows too (before: only the first
+    sample_rows in heap order, so a release writing plaintext PII into a big table passed)."""
+    with _admin(scaled) as conn:
+        conn.execute("INSERT INTO access_log (candidate_id, path, status, created_at, payload) VALUES ('cand-0012', "
+                     "'/v1/sessions', 201, now(), '{\"contact\": \"jane.doe@example.org\"}')")
+    try:
+        block = {"pii_scan": {"sample_rows": 100, "columns": [{"table": "access_log", "column": "payload"}]}}
+        [check] = retention.check_pii(_ctx(scaled, tmp_path, "retention", block))
+        assert check.status == "fail" and check.metrics["email"] == 1, (check.observed, check.evidence)
+        assert check.metrics["rows_scanned"] == 100 and check.evidence["rows_picked"].startswith("the newest 50 ")
+        # a sample as big as the table reads it whole: every row once
+        block["pii_scan"]["sample_rows"] = 5000
+        [whole] = retention.check_pii(_ctx(scaled, tmp_path, "retention", block))
+        assert whole.metrics["rows_scanned"] == _counts(scaled)["access_log"] and whole.metrics["email"] == 1
+    finally:
+        with _admin(scaled) as conn:
+            conn.execute("DELETE FROM access_log WHERE payload ? 'contact'")
