@@ -94,8 +94,8 @@ def test_scaled_data_passes_the_integrity_and_retention_checks(scaled, tmp_path)
 
 
 @pytest.mark.integration
-def test_sample_first_count_is_exact(scaled, tmp_path) -> None:
-    """count_and_sample reads the sample first; a short sample is the exact count, a full one is counted."""
+def test_count_and_sample_in_one_execution_is_exact(scaled, tmp_path) -> None:
+    """count_and_sample's window count is the exact count, whatever the sample's size (0 included)."""
     engine = _ctx(scaled, tmp_path, "integrity").engine
     sql = "SELECT id FROM sessions WHERE candidate_id IN ('cand-0001', 'cand-0002')"
     assert count_and_sample(engine, sql, 10)[0] == 2
