@@ -1,6 +1,6 @@
 """Cost of the SQL-heavy checks as the sandbox's data grows (issue #18 item 4).
 
-For each scale (answers rows; sessions ~N/6.7, events ~1.4 N, access_log N, data_exports N/1000; see
+For each scale (answers rows; sessions ~N/6.7, events ~1.25 N, access_log N, data_exports N/1000; see
 rehearsal_lib/sandbox/scale.py) a sandbox starts in a temporary home with every migration applied and
 the ``--scale`` seed, then the real checks run with the shipped sandbox params (statement timeout as
 shipped, 5000 ms) through the same functions the phase notebooks call:

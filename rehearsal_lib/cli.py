@@ -526,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="up: start one release behind (migrations 017-019 pending), as `rehearse run sandbox` does")
     p.add_argument("--scale", metavar="N",
                    help="up: after the seed, add N answers (e.g. 1k, 100k, 1M) with their sessions (~N/6.7) and "
-                        "events (~1.4 N), and N access_log rows, generated inside PostgreSQL (docs/sandbox.md)")
+                        "events (~1.25 N), and N access_log rows, generated inside PostgreSQL (docs/sandbox.md)")
     p.set_defaults(func=cmd_sandbox)
 
     p = command("phases", help="the phase catalogue: built-in phases and those installed packages register")

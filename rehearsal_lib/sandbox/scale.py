@@ -9,7 +9,7 @@ handful of set-based statements (no row-by-row Python), deterministic (hashes of
   (the seed's distribution), started over the past year (old rows), scored from their answers;
 - answers: exactly n, 75% correct, one per (session, question) like the API's upsert;
 - events: one ``started`` per session, one ``answered`` per answer, one ``submitted`` per submitted
-  session (about 1.4 n);
+  session (about 1.25 n);
 - access_log (when the release's migration 017 is applied): n rows filling the 30-day retention window
   up to its edge (29.9 days old), with JSON payloads the PII scan reads;
 - data_exports (migration 018): n / 1000 rows filling the 60-day window.
@@ -93,7 +93,7 @@ def seed_scale(conn: psycopg.Connection, n: int) -> dict[str, float | int]:
         """)
         conn.execute("CREATE INDEX ON scale_sessions (i)")
         # answers: the k-th answer of a session answers the question at position (offset + k) mod 10 of its
-        # exam (distinct per session), 20-180 s after the previous one; 75% correct
+        # exam (distinct per session), about 100 s after the previous one; 75% correct
         conn.execute(f"""
             CREATE TEMP TABLE scale_answers ON COMMIT DROP AS
             SELECT s.i, s.id AS session_id, k, q.id AS question_id,
