@@ -1,6 +1,6 @@
-"""Markdown tables of the latest load and accuracy benchmark results, for the README.
+"""Markdown tables of the latest benchmark results, for the README.
 
-Run: python benchmarks/tables.py   (reads benchmarks/results/load.json, accuracy.json and report.json)
+Run: python benchmarks/tables.py   (reads benchmarks/results/load.json, accuracy.json, report.json and scale.json)
 """
 
 from __future__ import annotations
@@ -117,6 +117,57 @@ def report_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ms(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    return f"{seconds * 1000:,.0f} ms" if seconds < 10 else f"{seconds:,.1f} s"
+
+
+def scale_table(data: dict[str, Any]) -> str:
+    """One row per check, one column per scale: median time as shipped (and main's way, where they differ),
+    then the rows and the seeding time per scale."""
+    scales = data["scales"]
+    keys = sorted(scales, key=int)
+    head = [f"{int(k):,} answers" for k in keys]
+    lines = [f"Median of {data.get('runs', '?')} rounds (restore: {data.get('restore_runs', '?')}), measured "
+             f"{data.get('when', '?')} on {data.get('cpu_count', '?')} cores, load average "
+             + ", ".join(f"{_num(scales[k].get('loadavg', [None])[0])}" for k in keys)
+             + f" at the start of each scale; statement timeout {scales[keys[0]].get('statement_timeout_ms')} ms. "
+             "Zero-row checks: **this branch** (main's way in the same round: no migration 016 indexes, a count "
+             "then a bare LIMIT query for the sample); every other check runs the same code on both sides.", "",
+             "| check | " + " | ".join(head) + " |", "| --- |" + " --- |" * len(keys)]
+    ids: list[str] = []
+    for k in keys:
+        ids += [c for c in scales[k]["checks"]["shipped"] if c not in ids]
+    for cid in ids:
+        cells = []
+        for k in keys:
+            sides = scales[k]["checks"]
+            got = sides["shipped"].get(cid)
+            if got is None:
+                cells.append("–")
+                continue
+            text = _ms(got["median_s"])
+            other = sides.get("main", sides.get("without", {})).get(cid)
+            if other and cid.startswith("integrity.zero_rows."):  # the only checks whose two sides differ
+                text = f"**{text}** ({_ms(other['median_s'])}"
+                if [s for s in other["statuses"] if s != "pass"]:
+                    text += " " + "/".join(s for s in other["statuses"] if s != "pass")
+                text += ")"
+            bad = [s for s in got["statuses"] if s != "pass"]
+            if bad:
+                text += f" ({'/'.join(bad)})"
+            cells.append(text)
+        lines.append(f"| `{cid}` | " + " | ".join(cells) + " |")
+    lines.append("| *rows: sessions / answers / events / access_log* | " + " | ".join(
+        "{sessions:,} / {answers:,} / {events:,} / {access_log:,}".format(**scales[k]["rows"]) for k in keys) + " |")
+    lines.append("| *scale seed (generate_series inside PostgreSQL)* | " + " | ".join(
+        _ms(scales[k]["scale_seed"].get("seconds")) for k in keys) + " |")
+    lines.append("| *whole sandbox start (seed, backup, services)* | " + " | ".join(
+        _ms(scales[k]["sandbox_start_s"]) for k in keys) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     print(load_tables(json.loads((RESULTS / "load.json").read_text())))
     print()
@@ -124,6 +175,9 @@ def main() -> None:
     if (RESULTS / "report.json").exists():
         print()
         print(report_table(json.loads((RESULTS / "report.json").read_text())))
+    if (RESULTS / "scale.json").exists():
+        print()
+        print(scale_table(json.loads((RESULTS / "scale.json").read_text())))
 
 
 if __name__ == "__main__":

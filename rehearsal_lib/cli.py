@@ -351,9 +351,22 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     from rehearsal_lib import sandbox
 
     if args.action == "up":
-        state = sandbox.start_sandbox(args.variant, release_pending=args.release_pending)
+        from rehearsal_lib.sandbox.scale import parse_scale
+
+        try:
+            rows = parse_scale(args.scale) if args.scale else 0
+        except ValueError as exc:
+            _err(str(exc))
+            return EXIT_USAGE
+        state = sandbox.start_sandbox(args.variant, release_pending=args.release_pending, scale_rows=rows)
         if state.replaced:
             print(f"note: {state.replaced}")
+        if rows and not state.scale:
+            print(f"note: sandbox {args.variant} was already running; --scale applies to a fresh start "
+                  "(`rehearse sandbox down` first)")
+        elif state.scale:
+            print("scale seed: " + ", ".join(f"{k} +{v:,}" for k, v in state.scale.items() if k != "seconds")
+                  + f" in {state.scale.get('seconds', 0):.1f} s")
         print(f"sandbox {args.variant} running: {state.base_url} (state in {state.home})")
     elif args.action == "down":
         from rehearsal_lib.runlock import describe, holder_of_sandbox
@@ -511,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="faulty plants the defects listed in docs/sandbox.md")
     p.add_argument("--release-pending", action="store_true",
                    help="up: start one release behind (migrations 017-019 pending), as `rehearse run sandbox` does")
+    p.add_argument("--scale", metavar="N",
+                   help="up: after the seed, add N answers (e.g. 1k, 100k, 1M) with their sessions (~N/6.7) and "
+                        "events (~1.25 N), and N access_log rows, generated inside PostgreSQL (docs/sandbox.md)")
     p.set_defaults(func=cmd_sandbox)
 
     p = command("phases", help="the phase catalogue: built-in phases and those installed packages register")

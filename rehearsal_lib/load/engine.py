@@ -439,7 +439,8 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
         if open_model:
             samples.lag_ms.append((started - intended) * 1000)
 
-    async def send_httpx(k: int, client: httpx.AsyncClient, intended: float, t0_mono: float) -> None:
+    async def send_httpx(k: int, client: httpx.AsyncClient | None, intended: float, t0_mono: float) -> None:
+        assert client is not None  # httpx transports always pass a pooled client
         tpl = templates[k]
         req = tpl.prebuilt.get(id(client)) if tpl.static else None
         started = time.perf_counter()

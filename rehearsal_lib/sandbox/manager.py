@@ -38,7 +38,7 @@ import psycopg
 from psycopg import sql
 
 from rehearsal_lib.processes import pid_alive
-from rehearsal_lib.sandbox import backups, database, seed
+from rehearsal_lib.sandbox import backups, database, scale, seed
 
 VARIANTS = ("default", "faulty")
 DEFAULT_TOKEN = "sandbox-dev-token"
@@ -79,6 +79,7 @@ class SandboxState:
     ca_file: str = ""
     app_log: str = ""  # the app's JSON log lines (stdout and stderr)
     release_pending: bool = False  # started one release behind: the release's migrations are pending
+    scale: dict[str, Any] = field(default_factory=dict)  # rows the --scale seed added, and its seconds
     # random at each start, kept by restart_app: a run holds its phases to the sandbox it started
     instance_id: str = ""
     # the run that started it ({run_id, pid, host}); empty when `rehearse sandbox up` did (never an orphan)
@@ -428,11 +429,13 @@ def _pg_stop(vdir: Path, pg: _PgRunner) -> bool:
     return True
 
 
-def _setup_database(vdir: Path, port: int, variant: str, release_pending: bool = False) -> tuple[str, str]:
+def _setup_database(vdir: Path, port: int, variant: str, release_pending: bool = False,
+                    scale_rows: int = 0, scaled: dict[str, Any] | None = None) -> tuple[str, str]:
     """Set fresh passwords, recreate ``exam``, migrate, seed (and plant defects for ``faulty``).
 
     ``release_pending``: one release behind, without the release's migrations (017-019, which bring
-    their own data), for a rehearsal that applies them.
+    their own data), for a rehearsal that applies them. ``scale_rows``: after the seed, add that many
+    answers and their sessions and events (:mod:`.scale`); what it added goes into ``scaled``.
 
     Returns ``(superuser_password, app_password)``. Connects over the trusted unix socket.
     """
@@ -466,6 +469,8 @@ def _setup_database(vdir: Path, port: int, variant: str, release_pending: bool =
     ) as conn:  # autocommit: each step below runs its own real transaction(s)
         database.apply_migrations(conn, skip=database.RELEASE_MIGRATIONS if release_pending else ())
         seed.seed(conn)
+        if scale_rows:
+            (scaled if scaled is not None else {}).update(scale.seed_scale(conn, scale_rows))
         _make_backup(vdir, port, su_pw, variant)  # the nightly backup, taken before faulty's bad data arrived
         if variant == "faulty":
             database.plant_defects(conn)
@@ -906,7 +911,7 @@ def _stop_unlocked(vdir: Path) -> bool:
 
 
 def _start_unlocked(vdir: Path, variant: str, token: str, release_pending: bool = False,
-                    owner: dict[str, Any] | None = None, replaced: str = "") -> SandboxState:
+                    owner: dict[str, Any] | None = None, replaced: str = "", scale_rows: int = 0) -> SandboxState:
     _stop_unlocked(vdir)  # leftovers of a crashed or half-dead run
     pg = _PgRunner()
     _prepare_dirs(vdir, pg)
@@ -915,7 +920,8 @@ def _start_unlocked(vdir: Path, variant: str, token: str, release_pending: bool 
         _initdb(vdir, pg)  # first start, or a cluster of another major version (its data is disposable)
     pg_port = _pg_start(vdir, pg)
     try:
-        su_pw, app_pw = _setup_database(vdir, pg_port, variant, release_pending)
+        scaled: dict[str, Any] = {}
+        su_pw, app_pw = _setup_database(vdir, pg_port, variant, release_pending, scale_rows, scaled)
         db_url = (
             f"postgresql+psycopg://{database.APP_ROLE}:{quote(app_pw, safe='')}@127.0.0.1:{pg_port}/{database.DB_NAME}"
         )
@@ -972,6 +978,7 @@ def _start_unlocked(vdir: Path, variant: str, token: str, release_pending: bool 
         ca_file=str(vdir / "tls" / "ca.pem"),
         app_log=str(vdir / "app.log"),
         release_pending=release_pending,
+        scale=scaled,
         instance_id=secrets.token_hex(8),
         owner=dict(owner or {}),
         replaced=replaced,
@@ -1007,15 +1014,15 @@ def orphaned_by(st: SandboxState) -> str | None:
 
 def ensure_sandbox(
     variant: str = "default", home: Path | None = None, token: str | None = None,
-    owner: dict[str, Any] | None = None, release_pending: bool = False,
+    owner: dict[str, Any] | None = None, release_pending: bool = False, scale_rows: int = 0,
 ) -> tuple[SandboxState, bool]:
     """Return ``(state, started_now)``: the running sandbox, or a freshly started one owned by ``owner``
     (a run: ``{run_id, pid, host}``).
 
     A running orphan (see :func:`orphaned_by`) is stopped and replaced; ``state.replaced`` says so, as it
     does when the leftovers of a sandbox no longer fully running were stopped. A sandbox that is already
-    running keeps its own token (``state.token``) and its schema, whatever ``token`` and
-    ``release_pending`` say (a rehearsal then shows what it could not rehearse).
+    running keeps its own token (``state.token``), its schema and its data, whatever ``token``,
+    ``release_pending`` and ``scale_rows`` say (a rehearsal then shows what it could not rehearse).
     """
     vdir = sandbox_home(variant, home)
     tok = _resolve_token(token)
@@ -1037,18 +1044,19 @@ def ensure_sandbox(
                         "and started a fresh one")
         if note:
             _stop_unlocked(vdir)
-        return _start_unlocked(vdir, variant, tok, release_pending, owner, note), True
+        return _start_unlocked(vdir, variant, tok, release_pending, owner, note, scale_rows), True
 
 
 def start_sandbox(variant: str = "default", home: Path | None = None, token: str | None = None,
-                  release_pending: bool = False) -> SandboxState:
+                  release_pending: bool = False, scale_rows: int = 0) -> SandboxState:
     """Start the sandbox ``variant`` (or return the running one); it outlives the calling process.
 
     Every start recreates database ``exam`` from migrations and the deterministic seed; with
-    ``release_pending`` without the release's migrations (017-019), for the rehearsal to apply.
+    ``release_pending`` without the release's migrations (017-019), for the rehearsal to apply;
+    ``scale_rows`` adds that many answers (with their sessions and events) generated inside PostgreSQL.
     Raises ``RuntimeError`` (with the tail of the log) if PostgreSQL or the app fails to come up.
     """
-    return ensure_sandbox(variant, home, token, release_pending=release_pending)[0]
+    return ensure_sandbox(variant, home, token, release_pending=release_pending, scale_rows=scale_rows)[0]
 
 
 def stop_sandbox(variant: str = "default", home: Path | None = None) -> bool:

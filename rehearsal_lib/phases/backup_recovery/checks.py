@@ -138,7 +138,9 @@ def check_restore(ctx: PhaseRun[BackupRecoveryParams]) -> list[Check]:
                 if not res.ok:
                     return Outcome("error" if res.error else "fail", res.describe(), expected, evidence,
                                    {"restore_s": round(res.duration_s, 3)})
-                scratch = sa.create_engine(scratch_url, poolclass=sa.pool.NullPool)
+                # the restored counts are bounded like every other statement of the rehearsal
+                scratch = sa.create_engine(scratch_url, poolclass=sa.pool.NullPool, connect_args={
+                    "options": f"-c statement_timeout={int(ctx.params.safety.sql_statement_timeout_ms)}"})
                 try:
                     with scratch.connect() as sc:
                         for t in cfg.tables:

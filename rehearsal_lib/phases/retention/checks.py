@@ -18,7 +18,7 @@ from rehearsal_lib.phase import Outcome, PhaseRun
 from rehearsal_lib.phases.retention.params import RetentionParams
 from rehearsal_lib.probes import command
 from rehearsal_lib.probes import steps as steps_probe
-from rehearsal_lib.probes.sql import query, quote_ident, split_name
+from rehearsal_lib.probes.sql import identifier, query, quote_ident, split_name
 from rehearsal_lib.results import Check
 
 
@@ -157,6 +157,32 @@ def find_pii(text: str, patterns: dict[str, re.Pattern[str]]) -> list[tuple[str,
     return found
 
 
+def pii_sample(ctx: PhaseRun[RetentionParams], table: str, column: str, n: int) -> tuple[list[str], str]:
+    """Up to ``n`` non-null values of ``table.column`` as text, and which rows they are.
+
+    A plain table gives its newest rows (up to n/2, from the heap's last pages by a TID range scan: what the
+    release under rehearsal wrote last) and its first rows for the rest, each row once; a table of at most n
+    rows is read whole. Anything else (a view) gives its first n rows. The cost stays bounded by n whatever
+    the table's size."""
+    src, col = quote_ident(table), quote_ident(column)
+    _, info = query(ctx.engine, "SELECT c.relkind::text, c.reltuples, c.relpages, pg_relation_size(c.oid) / "
+                                "current_setting('block_size')::int FROM pg_class c WHERE c.oid = to_regclass(:t)",
+                    {"t": identifier(table).as_string()})
+    if not info or info[0][0] != "r" or n < 2:
+        _, rows = query(ctx.engine, f"SELECT {col}::text FROM {src} WHERE {col} IS NOT NULL LIMIT :n", {"n": n})
+        return [r[0] for r in rows], f"the first {n} rows"
+    _, tuples, relpages, pages = info[0]
+    per_page = tuples / relpages if tuples and tuples > 0 and relpages else 8.0
+    first_page = max(0, int(pages) - int(n / 2 / max(per_page, 1.0)) - 2)
+    _, newest = query(ctx.engine, f"SELECT ctid::text, {col}::text FROM {src} WHERE ctid >= '({first_page},0)'::tid "
+                                  f"AND {col} IS NOT NULL ORDER BY ctid DESC LIMIT :h", {"h": n // 2})
+    _, first = query(ctx.engine, f"SELECT ctid::text, {col}::text FROM {src} WHERE {col} IS NOT NULL LIMIT :r",
+                     {"r": n - len(newest)})
+    seen: dict[str, Any] = {str(r[0]): r[1] for r in first}
+    seen.update((str(r[0]), r[1]) for r in newest)
+    return list(seen.values()), f"the newest {len(newest)} and the first {len(first)} rows"
+
+
 def check_pii(ctx: PhaseRun[RetentionParams]) -> list[Check]:
     """A bounded sample of each configured column holds no e-mail, phone or card number in clear."""
     cfg = ctx.settings.pii_scan
@@ -170,8 +196,8 @@ def check_pii(ctx: PhaseRun[RetentionParams]) -> list[Check]:
         expected = f"no {'/'.join(patterns)} in a sample of up to {cfg.sample_rows} rows"
 
         def probe(col=col, expected=expected) -> Outcome:
-            _, rows = query(ctx.engine, f"SELECT {quote_ident(col.column)}::text FROM {quote_ident(col.table)} "
-                                        f"WHERE {quote_ident(col.column)} IS NOT NULL LIMIT :n", {"n": cfg.sample_rows})
+            values, picked = pii_sample(ctx, col.table, col.column, cfg.sample_rows)
+            rows = [(v,) for v in values]
             counts = dict.fromkeys(patterns, 0)
             examples: list[str] = []
             hit_rows = 0
@@ -182,7 +208,7 @@ def check_pii(ctx: PhaseRun[RetentionParams]) -> list[Check]:
                     counts[kind] += 1
                     if len(examples) < 5:
                         examples.append(f"{kind}: {mask(kind, match)}")
-            evidence = {"rows_scanned": len(rows), "rows_with_pii": hit_rows,
+            evidence = {"rows_scanned": len(rows), "rows_picked": picked, "rows_with_pii": hit_rows,
                         "matches": ", ".join(f"{n} {k}" for k, n in counts.items()), "masked_examples": examples}
             metrics = {"rows_scanned": len(rows), "rows_with_pii": hit_rows, **counts}
             if hit_rows:
