@@ -178,6 +178,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hasattr(config, "workerinput"):
+        # run locks per xdist worker: two workers' tests both running an environment named `scratch` with the
+        # default lock folder refused each other ("environment scratch is in use"); one worker's tests run
+        # one after another, and a test's own runs (and their subprocesses) share its worker's folder
+        base = os.environ.get("REHEARSAL_LOCK_DIR") or f"{tempfile.gettempdir()}/rehearsal-tests-{os.getuid()}"
+        os.environ["REHEARSAL_LOCK_DIR"] = str(Path(base) / f"locks-{config.workerinput['workerid']}-{os.getpid()}")
     if not hasattr(config, "workerinput") and not os.environ.get(ALONE_LOCK_ENV):
         lock_parent = Path(tempfile.gettempdir()) / f"rehearsal-tests-{os.getuid()}"
         lock_parent.mkdir(mode=0o711, exist_ok=True)

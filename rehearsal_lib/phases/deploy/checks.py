@@ -189,7 +189,8 @@ def check_abort_drill(ctx: PhaseRun[DeployParams]) -> Check | None:
         v = rec.verdict(Probe(within_s=cfg.rollback_within_s, consecutive=cfg.consecutive), f"back on {old}")
         reqs = window(run.requests, run.markers["start"], run.markers["end"] + cfg.after_s)
         problems, ev, metrics = _budget(reqs, cfg.max_errors, cfg.max_5xx)
-        seen = sorted({x for _, x in run.versions if x})
+        # `old` was read before the drill: on a busy machine the sampler may start after a fast deploy's switch
+        seen = sorted({old} | {x for _, x in run.versions if x})
         ev.update({"old version": old, "versions seen": seen, "markers": run.markers, "rollback": v.evidence,
                    "command": run.extra.get("command"), "abort command": run.extra.get("abort_command")})
         status: StatusName = "fail" if v.status == "fail" or problems else "pass"
