@@ -10,6 +10,7 @@ Each check is shown to pass on good behaviour and to FAIL on bad.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import sys
 import threading
@@ -271,6 +272,31 @@ def test_restore_runs_when_the_check_raises_mid_disruption(tmp_path, service, mo
     assert service.serving.mode == "ok" and service.serving.healthy  # the registered restore ran
     assert pending(run_dir, "faults") == []  # ... and is recorded done
     monkeypatch.setattr(disruption_run, "_sleep_until", real)
+
+
+def test_process_fault_kills_the_pid_the_file_names_at_injection_not_at_set_up(tmp_path, service):
+    """A pid file that follows the process serving the traffic (the sandbox's worker pid file) may name another
+    process once the traffic runs: the harness reads it again right before the injection (it read it before the
+    traffic, so faulty's lost answers went unseen when the file had moved to the other worker)."""
+    import subprocess
+
+    service.reset()
+    first, second = (subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2))
+    pid_file = tmp_path / "worker.pid"
+    pid_file.write_text(f"{first.pid}\n")
+    try:
+        sc = {"name": "worker_killed", "before_s": 0.8, "during_s": 0.3, "after_s": 0.1,
+              "inject": {"type": "process", "pid_file": str(pid_file), "signal": "SIGKILL", "back_within_s": 5},
+              "recovery": {"path": "/health", "consecutive": 1, "interval_s": 0.1, "within_s": 2}}
+        ctx = make_phase(tmp_path, "faults", {"traffic": TRAFFIC, "scenarios": [sc]}, service.url)
+        threading.Timer(0.3, lambda: pid_file.write_text(f"{second.pid}\n")).start()  # during the first window
+        during = faults.check_during(ctx, ctx.settings.scenarios[0])
+        assert f"pid {second.pid}" in during.observed, during.observed
+        assert second.wait(5) == -signal.SIGKILL and first.poll() is None
+    finally:
+        for p in (first, second):
+            p.kill()
+            p.wait()
 
 
 def test_production_refuses_faults_and_deploy_without_the_flag(tmp_path, service, monkeypatch):

@@ -41,6 +41,9 @@ class Injector:
     def inject(self) -> str:
         raise NotImplementedError
 
+    def refresh(self) -> None:
+        """Re-read what the fault targets, just before its restore is registered and it is injected."""
+
 
 class CommandFault(Injector):
     def __init__(self, cfg: CommandInjector, resolve: Resolve):
@@ -63,10 +66,16 @@ class ProcessFault(Injector):
     def __init__(self, cfg: ProcessInjector, resolve: Resolve):
         self.cfg, self.resolve = cfg, resolve
         self.pid_file = resolve(cfg.pid_file)
-        self.pid = read_pid(self.pid_file)  # read before the restore is registered: it names this pid
+        self.refresh()
+
+    def refresh(self) -> None:
+        """The pid as the file names it now (read before the restore is registered: it names this pid). The
+        harness reads it again after the traffic's first window: a file that names the process serving the
+        traffic (the sandbox's worker pid file) may name another one by then."""
+        self.pid = read_pid(self.pid_file)
         if not alive(self.pid):
             raise RuntimeError(f"pid {self.pid} from {self.pid_file} is not a live process")
-        self.description = f"{cfg.signal} to pid {self.pid} ({os.path.basename(self.pid_file)})"
+        self.description = f"{self.cfg.signal} to pid {self.pid} ({os.path.basename(self.pid_file)})"
 
     def restore(self) -> Restore:
         if self.cfg.signal == "SIGSTOP":

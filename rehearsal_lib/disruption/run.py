@@ -87,13 +87,16 @@ def run_fault(ctx: Any, title: str, traffic: Traffic, inject: Any, before_s: flo
     injector = injectors.make(inject, resolve)
     run = DisruptionRun(title, Clock())
     restore = injector.restore()
-    handle = ctx.register_restore(restore) if restore is not None else None  # before the injection
     cap = before_s + during_s + recovery.within_s + after_s + (restore.timeout_s if restore else 0) + 5
     stop: threading.Event | None = None
     log_thread: threading.Thread | None = None
+    handle = None
     try:
         bg, stop = _background(ctx, traffic, run.clock, cap)
         _sleep_until(run.clock, before_s)
+        injector.refresh()  # e.g. the pid of the worker serving the traffic now
+        restore = injector.restore()
+        handle = ctx.register_restore(restore) if restore is not None else None  # before the injection
         if logged is not None:
             run.log = LogWatch(resolve(logged.file), logged.pattern)  # the offset: taken at injection
         t_inject = run.clock.mark("inject")
