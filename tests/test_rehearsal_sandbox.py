@@ -208,44 +208,10 @@ def test_faulty_sandbox_is_no_go_with_exactly_the_planted_defects(faulty):
     assert (run.parent.parent / "github-step-summary.md").read_text().strip() == summary_md.strip()
 
 
-def test_unreachable_target_is_no_go_with_errors_and_says_why(env, tmp_path):
-    params = tmp_path / "down.yaml"
-    params.write_text(
-        "name: down\ntarget:\n  base_url: http://127.0.0.1:9\n  database_url: ${DOWN_DB_URL}\n  timeout_s: 1\n"
-        "phases:\n  preflight: {latency: {samples: 2}}\n  integrity:\n    zero_row_checks:\n"
-        "      - {name: orphans, title: No orphans, sql: SELECT 1 WHERE false}\n")
-    out = tmp_path / "out"
-    proc = rehearse(["run", str(params), "--outputs", str(out)],
-                    {**env, "DOWN_DB_URL": "postgresql://app:pw-never-shown@127.0.0.1:9/exam"})
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    run = run_folder(out, "down")
-    results = json.loads((run / "results.json").read_text())
-    assert results["decision"] == "NO-GO"
-    statuses = {c["id"]: c["status"] for c in results["checks"]}
-    assert statuses and set(statuses.values()) == {"error"}  # never a pass against nothing
-    assert "Connection refused" in (run / "report.html").read_text()
-    assert "pw-never-shown" not in "".join(p.read_text(errors="replace") for p in run.rglob("*") if p.is_file())
-
-
 def test_list_shows_past_runs_with_decisions(env, faulty):
     _, run = faulty
     proc = rehearse(["list", "sandbox-faulty", "--outputs", str(run.parent.parent)], env)
     assert proc.returncode == 0 and run.name in proc.stdout and "NO-GO" in proc.stdout
-
-
-def test_notebook_runs_under_plain_papermill_with_defaults(env, tmp_path):
-    """An operator's path: plain papermill, only `-p env sandbox`; the notebook starts the sandbox itself."""
-    out = tmp_path / "pre.ipynb"
-    papermill = Path(sys.executable).with_name("papermill")
-    try:
-        notebook = ROOT / "rehearsal_lib" / "notebooks" / "01_preflight.ipynb"
-        proc = run([str(papermill), str(notebook), str(out), "-p", "env", "sandbox"],
-                   600, "papermill did not finish the preflight notebook", cwd=ROOT, env=env)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        checks = checks_from_notebook(nbformat.read(str(out), as_version=4))
-        assert checks and {c.status for c in checks} == {"pass"}
-    finally:
-        rehearse(["sandbox", "down"], env)
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
@@ -271,7 +237,9 @@ def test_production_refuses_writes_without_flag_conditional_go_exit_3(env, tmp_p
                       "environment: {kind: production}\nsandbox: {release_pending: false}\n"
                       "phases: {integrity: {enabled: false}, migrations: {expected_pending: []},"
                       " jobs: {enabled: false}, retention: {enabled: false}, security: {enabled: false},"
-                      " observability: {enabled: false}, smoke: {enabled: false}, ux: {enabled: false}}\n")
+                      " observability: {enabled: false}, smoke: {enabled: false}, ux: {enabled: false},"
+                      # refused whole in production: tests/test_disruption_phases.py asserts it
+                      " deploy: {enabled: false}, faults: {enabled: false}}\n")
     out = tmp_path / "out"
     proc = rehearse(["run", str(params), "--outputs", str(out)], env)
     assert proc.returncode == 3, proc.stdout + proc.stderr
