@@ -156,18 +156,13 @@ def _span(fg: Any, bg: Any, bold: bool, underline: bool, inverse: bool) -> tuple
     classes, styles = [], []
     if inverse:
         fg, bg = bg, fg
-    if isinstance(fg, int):
-        classes.append(_ANSI_COLORS[fg] + "-fg")
-    elif fg:
-        styles.append("color: rgb({},{},{})".format(*fg))
-    elif inverse:
-        classes.append("ansi-default-inverse-fg")
-    if isinstance(bg, int):
-        classes.append(_ANSI_COLORS[bg] + "-bg")
-    elif bg:
-        styles.append("background-color: rgb({},{},{})".format(*bg))
-    elif inverse:
-        classes.append("ansi-default-inverse-bg")
+    for colour, part, prop in ((fg, "fg", "color"), (bg, "bg", "background-color")):
+        if isinstance(colour, int):
+            classes.append(f"{_ANSI_COLORS[colour]}-{part}")
+        elif colour:
+            styles.append("{}: rgb({},{},{})".format(prop, *colour))
+        elif inverse:
+            classes.append(f"ansi-default-inverse-{part}")
     if bold:
         classes.append("ansi-bold")
     if underline:

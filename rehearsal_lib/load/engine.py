@@ -281,17 +281,8 @@ async def _report_live(spec: LoadSpec, samples: Samples, conn: Any, every_s: flo
 # ------------------------------------------------------------------------------------------ one process
 
 
-def _acked(resp: httpx.Response, name: str) -> Any:
+def _acked(body: bytes, name: str) -> Any:
     """The `name` field of a JSON object answer (None when the body is not one or lacks it)."""
-    try:
-        body = resp.json()
-    except ValueError:
-        return None
-    return body.get(name) if isinstance(body, dict) else None
-
-
-def _acked_body(body: bytes, name: str) -> Any:
-    """`_acked` for a raw body (the aiohttp transport)."""
     try:
         value = json.loads(body)
     except ValueError:
@@ -439,6 +430,12 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
         if open_model:
             samples.lag_ms.append((started - intended) * 1000)
 
+    def note_ack(k: int, code: int, body: bytes) -> None:
+        """The id a 2xx answer of an `ack_field` scenario acknowledged, under the index its sample gets next."""
+        ack = acks[k]
+        if ack and 200 <= code < 300 and (acked := _acked(body, ack)) is not None:
+            samples.acked[len(samples.status)] = acked
+
     async def send_httpx(k: int, client: httpx.AsyncClient | None, intended: float, t0_mono: float) -> None:
         assert client is not None  # httpx transports always pass a pooled client
         tpl = templates[k]
@@ -454,11 +451,7 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
             resp = await client.send(req)
             await resp.aread()
             code = resp.status_code
-            ack = acks[k]
-            if ack and 200 <= code < 300:
-                acked = _acked(resp, ack)
-                if acked is not None:
-                    samples.acked[len(samples.status)] = acked  # the index this request's sample gets below
+            note_ack(k, code, resp.content)
         except (httpx.HTTPError, OSError) as exc:
             if isinstance(exc, httpx.TimeoutException | TimeoutError):
                 code = TIMEOUT
@@ -479,11 +472,7 @@ async def _run_worker(spec: LoadSpec, worker: int, workers: int, start_at: float
             async with session.request(methods[k], url, headers=headers, data=body, allow_redirects=False) as resp:
                 payload = await resp.read()
             code = resp.status
-            ack = acks[k]
-            if ack and 200 <= code < 300:
-                acked = _acked_body(payload, ack)
-                if acked is not None:
-                    samples.acked[len(samples.status)] = acked  # the index this request's sample gets below
+            note_ack(k, code, payload)
         except TimeoutError:  # aiohttp's connect, read and pool timeouts are all TimeoutErrors
             code = TIMEOUT
             samples.errors[(k, "timeout")] += 1
